@@ -1,0 +1,3 @@
+from potlut.cli.main import main
+
+main()

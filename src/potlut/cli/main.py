@@ -1,0 +1,14 @@
+"""Entry point of the ``potlut`` console command; each subcommand lives in its own module."""
+
+from __future__ import annotations
+
+from potlut.cli import run as _run  # noqa: F401  (registers `potlut run`)
+from potlut.cli.app import app
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,55 @@
+"""``potlut run``: the main job on the embedded default data set, offline."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from potlut.cli.app import app, user_errors
+from potlut.pipeline import RunConfig, default_out_dir, run, summary_rows
+
+
+@app.command("run")
+@user_errors
+def run_cmd(
+    data: str = typer.Option("digits", help="digits, or KIND:DIR such as mnist:/data/mnist"),
+    model: str = typer.Option("small_cnn", help="small_cnn, resnet20, resnet56, ..."),
+    scheme: str = typer.Option("iospot", help="quantization scheme of the middle layers"),
+    bits: int = typer.Option(4, help="bit-width of weights and activations (2..8)"),
+    unsigned_acts: bool = typer.Option(
+        False, help="spend every activation bit on the magnitude (non-negative inputs)"
+    ),
+    epochs: int = typer.Option(30, help="FP32 epochs (the paper's 300-epoch schedule, scaled)"),
+    qat_epochs: int = typer.Option(None, help="QAT epochs (default: same as --epochs)"),
+    batch_size: int = typer.Option(128, help="batch size"),
+    lr: float = typer.Option(0.04, help="initial learning rate (SGD, momentum 0.9)"),
+    seed: int = typer.Option(0, help="random seed (recorded in the report)"),
+    dist_loss: str = typer.Option("learnable", help="distribution loss: off, fixed, learnable"),
+    device: str = typer.Option("auto", help="auto, cpu, cuda, cuda:N"),
+    out: Path = typer.Option(None, help="run folder (default runs/<timestamp>)"),
+    resume: bool = typer.Option(False, help="continue the run in --out from its checkpoints"),
+    as_json: bool = typer.Option(False, "--json", help="print the report as one JSON object"),
+) -> None:
+    """Train FP32, quantize with QAT, measure, and write report.json + report.md."""
+    cfg = RunConfig(
+        data=data, model=model, scheme=scheme, bits=bits, act_signed=not unsigned_acts,
+        epochs=epochs, qat_epochs=qat_epochs, batch_size=batch_size, lr=lr, seed=seed,
+        dist_loss=dist_loss, device=device,
+    )
+    out = out or default_out_dir()
+    report = run(cfg, out, resume=resume, progress=not as_json)
+    if as_json:
+        slim = {k: v for k, v in report.items() if k not in ("history", "config")}
+        print(json.dumps(slim))
+        return
+    table = Table(title=f"{report['model']} on {report['dataset']}: {scheme} {bits}-bit")
+    for col in ("metric", "FP32", "quantized"):
+        table.add_column(col, justify="left" if col == "metric" else "right")
+    for row in summary_rows(report):
+        table.add_row(*row)
+    Console().print(table)
+    print(f"report: {out / 'report.md'}  ({report['seconds']} s)")

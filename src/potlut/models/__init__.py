@@ -1,0 +1,33 @@
+"""Model zoo in plain PyTorch (no torchvision): ``build(name, num_classes, in_channels)``."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from torch import nn
+
+from potlut.errors import PotlutConfigError
+from potlut.models.resnet_cifar import resnet20, resnet56
+from potlut.models.small_cnn import SmallCNN
+
+_MODELS: dict[str, Callable[..., nn.Module]] = {
+    "small_cnn": lambda num_classes, in_channels: SmallCNN(num_classes, in_channels),
+    "resnet20": resnet20,
+    "resnet56": resnet56,
+}
+
+
+def register(name: str, builder: Callable[..., nn.Module]) -> None:
+    """Add a model builder ``builder(num_classes, in_channels) -> nn.Module``."""
+    _MODELS[name] = builder
+
+
+def names() -> list[str]:
+    return sorted(_MODELS)
+
+
+def build(name: str, num_classes: int = 10, in_channels: int = 3) -> nn.Module:
+    """Instantiate a model by name (user error listing the known names otherwise)."""
+    if name not in _MODELS:
+        raise PotlutConfigError(f"unknown model {name!r}; choose one of: {', '.join(names())}")
+    return _MODELS[name](num_classes=num_classes, in_channels=in_channels)

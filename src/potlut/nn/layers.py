@@ -1,0 +1,115 @@
+"""Quantized Conv2d / Linear: a weight quantizer and an input-activation quantizer each.
+
+The layer quantizes its *input* (the activation feeding it) and its weight, so the
+integer engine sees exactly the codes that QAT trained with. Weight normalization
+(METHODS §1.1) is applied before the weight quantizer when the scheme asks for it;
+the removed affine is absorbed by the BatchNorm that follows during training.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from potlut.quant.base import Quantizer
+
+WN_EPS = 1e-5
+
+
+def normalize_weight(w: torch.Tensor) -> torch.Tensor:
+    """Per-layer weight normalization ``(w - mean) / (std + 1e-5)``."""
+    return (w - w.mean()) / (w.std() + WN_EPS)
+
+
+class QuantLayerMixin:
+    """Shared parts of the quantized layers."""
+
+    weight: nn.Parameter
+    weight_quant: Quantizer | None
+    act_quant: Quantizer | None
+    weight_norm: bool
+
+    def _init_quant(
+        self, weight_quant: Quantizer | None, act_quant: Quantizer | None, weight_norm: bool
+    ) -> None:
+        self.weight_quant = weight_quant
+        self.act_quant = act_quant
+        self.weight_norm = weight_norm
+
+    def normalized_weight(self) -> torch.Tensor:
+        """The weight the quantizer sees (normalized when the scheme wants it)."""
+        return normalize_weight(self.weight) if self.weight_norm else self.weight
+
+    def quantized_weight(self) -> torch.Tensor:
+        """The fake-quantized weight used in forward."""
+        w = self.normalized_weight()
+        return self.weight_quant(w) if self.weight_quant is not None else w
+
+    def quantize_input(self, x: torch.Tensor) -> torch.Tensor:
+        return self.act_quant(x) if self.act_quant is not None else x
+
+    @property
+    def bits_w(self) -> int:
+        return self.weight_quant.bits if self.weight_quant is not None else 32
+
+    @property
+    def bits_a(self) -> int:
+        return self.act_quant.bits if self.act_quant is not None else 32
+
+
+class QuantConv2d(QuantLayerMixin, nn.Conv2d):
+    """``nn.Conv2d`` whose weight and input pass through quantizers."""
+
+    def __init__(self, *args, weight_quant=None, act_quant=None, weight_norm=True, **kw):
+        super().__init__(*args, **kw)
+        self._init_quant(weight_quant, act_quant, weight_norm)
+
+    @classmethod
+    def from_float(cls, conv: nn.Conv2d, weight_quant, act_quant, weight_norm: bool):
+        """A quantized copy of ``conv`` with the same weights."""
+        q = cls(
+            conv.in_channels, conv.out_channels, conv.kernel_size, stride=conv.stride,
+            padding=conv.padding, dilation=conv.dilation, groups=conv.groups,
+            bias=conv.bias is not None, padding_mode=conv.padding_mode,
+            weight_quant=weight_quant, act_quant=act_quant, weight_norm=weight_norm,
+        )
+        q.load_state_dict(conv.state_dict(), strict=False)
+        return q.to(conv.weight.device)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self._conv_forward(self.quantize_input(x), self.quantized_weight(), self.bias)
+
+
+class QuantLinear(QuantLayerMixin, nn.Linear):
+    """``nn.Linear`` whose weight and input pass through quantizers."""
+
+    def __init__(self, *args, weight_quant=None, act_quant=None, weight_norm=True, **kw):
+        super().__init__(*args, **kw)
+        self._init_quant(weight_quant, act_quant, weight_norm)
+
+    @classmethod
+    def from_float(cls, lin: nn.Linear, weight_quant, act_quant, weight_norm: bool):
+        """A quantized copy of ``lin`` with the same weights."""
+        q = cls(
+            lin.in_features, lin.out_features, bias=lin.bias is not None,
+            weight_quant=weight_quant, act_quant=act_quant, weight_norm=weight_norm,
+        )
+        q.load_state_dict(lin.state_dict(), strict=False)
+        return q.to(lin.weight.device)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.linear(self.quantize_input(x), self.quantized_weight(), self.bias)
+
+
+QUANT_LAYERS = (QuantConv2d, QuantLinear)
+
+
+def quant_layers(model: nn.Module) -> list[tuple[str, QuantLayerMixin]]:
+    """The quantized layers of a model in registration order, with their names."""
+    return [(n, m) for n, m in model.named_modules() if isinstance(m, QUANT_LAYERS)]
+
+
+def quantizers(model: nn.Module) -> list[Quantizer]:
+    """Every quantizer module inside ``model``."""
+    return [m for m in model.modules() if isinstance(m, Quantizer)]

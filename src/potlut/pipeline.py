@@ -1,0 +1,161 @@
+"""The main job behind ``potlut run``: FP32 training -> QAT -> metrics -> report.
+
+Each stage checkpoints into the run folder, so ``resume=True`` continues a killed run
+from its last finished epoch and ends with the same result as an uninterrupted run.
+"""
+
+from __future__ import annotations
+
+import json
+import platform
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from potlut import __version__, data as data_mod, models
+from potlut.nn import QuantSpec, calibrate, convert
+from potlut.metrics import evaluate, fixops, weight_bytes
+from potlut.train import TrainConfig, fit
+from potlut.train.checkpoint import atomic_write_bytes, load_checkpoint
+
+
+@dataclass
+class RunConfig:
+    """Everything ``potlut run`` needs; recorded verbatim in the report."""
+
+    data: str = "digits"
+    model: str = "small_cnn"
+    scheme: str = "iospot"
+    bits: int = 4
+    act_signed: bool = True
+    epochs: int = 30
+    qat_epochs: int | None = None  # default: same as epochs
+    batch_size: int = 128
+    lr: float = 0.04
+    seed: int = 0
+    dist_loss: str = "learnable"
+    device: str = "auto"
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def train_config(self, stage: str) -> TrainConfig:
+        epochs = self.epochs if stage == "fp32" else (self.qat_epochs or self.epochs)
+        return TrainConfig(
+            epochs=epochs, lr=self.lr, batch_size=self.batch_size, seed=self.seed,
+            dist_loss=self.dist_loss, device=self.device,
+        )
+
+    def quant_spec(self) -> QuantSpec:
+        return QuantSpec(scheme=self.scheme, bits=self.bits, act_signed=self.act_signed)
+
+
+def run(cfg: RunConfig, out: str | Path, resume: bool = False, progress: bool = True) -> dict:
+    """Run the main job into folder ``out`` and return the report dict."""
+    out = Path(out)
+    t0 = time.time()
+    spec = cfg.quant_spec()
+    spec.validate()  # fail on bad options before any work
+    bundle = data_mod.load(cfg.data)
+    out.mkdir(parents=True, exist_ok=True)
+    torch.manual_seed(cfg.seed)
+    fp32 = models.build(cfg.model, bundle.num_classes, bundle.in_channels)
+    fp32_hist = fit(
+        fp32, bundle, cfg.train_config("fp32"), stage="fp32",
+        checkpoint=out / "fp32.ckpt", resume=resume, progress=progress,
+    )
+    qmodel = convert(fp32.cpu(), spec)
+    calibrate(qmodel, bundle.calibration_batch())
+    qat_hist = fit(
+        qmodel, bundle, cfg.train_config("qat"), stage="qat",
+        checkpoint=out / "qat.ckpt", resume=resume, progress=progress,
+    )
+    fp32.cpu()
+    qmodel.cpu()
+    fp_t1, fp_t5 = evaluate(fp32, bundle.test)
+    q_t1, q_t5 = evaluate(qmodel, bundle.test)
+    fx_fp, fx_q = fixops(fp32, bundle.in_shape), fixops(qmodel, bundle.in_shape)
+    wb_fp, wb_q = weight_bytes(fp32), weight_bytes(qmodel)
+    report = {
+        "dataset": bundle.name,
+        "model": cfg.model,
+        "scheme": cfg.scheme,
+        "bits": cfg.bits,
+        "fp32_top1": round(fp_t1, 4),
+        "fp32_top5": round(fp_t5, 4),
+        "quant_top1": round(q_t1, 4),
+        "quant_top5": round(q_t5, 4),
+        "delta_top1": round(q_t1 - fp_t1, 4),
+        "fixops_fp32": fx_fp,
+        "fixops_quant": fx_q,
+        "fixops_rate": round(fx_fp / fx_q, 4),
+        "weight_bytes_fp32": wb_fp,
+        "weight_bytes_quant": wb_q,
+        "weight_rate": round(wb_fp / wb_q, 4),
+        "epochs": cfg.epochs,
+        "qat_epochs": cfg.qat_epochs or cfg.epochs,
+        "seed": cfg.seed,
+        "config": asdict(cfg),
+        "history": {"fp32": fp32_hist.to_dict(), "qat": qat_hist.to_dict()},
+        "versions": {
+            "potlut": __version__, "torch": torch.__version__,
+            "python": platform.python_version(),
+        },
+        "seconds": round(time.time() - t0, 2),
+        "out": str(out),
+    }
+    write_report(report, out)
+    return report
+
+
+def load_quantized(out: str | Path, cfg: RunConfig) -> torch.nn.Module:
+    """Rebuild the trained quantized model of a finished run folder."""
+    out = Path(out)
+    bundle = data_mod.load(cfg.data)
+    fp32 = models.build(cfg.model, bundle.num_classes, bundle.in_channels)
+    qmodel = convert(fp32, cfg.quant_spec())
+    qmodel.load_state_dict(load_checkpoint(out / "qat.ckpt")["model"])
+    return qmodel.eval()
+
+
+SUMMARY_ROWS = [
+    ("Top-1 (%)", "fp32_top1", "quant_top1"),
+    ("Top-5 (%)", "fp32_top5", "quant_top5"),
+    ("FIXOPS", "fixops_fp32", "fixops_quant"),
+    ("Weight bytes", "weight_bytes_fp32", "weight_bytes_quant"),
+]
+
+
+def summary_rows(report: dict) -> list[tuple[str, str, str]]:
+    """(metric, FP32, quantized) rows shared by the terminal table and report.md."""
+
+    def fmt(v: Any) -> str:
+        if isinstance(v, float) and v.is_integer() and abs(v) >= 100:
+            return f"{int(v):,}"
+        return f"{v:,.2f}" if isinstance(v, float) else f"{v:,}"
+
+    rows = [(name, fmt(report[a]), fmt(report[b])) for name, a, b in SUMMARY_ROWS]
+    rows.append(("Compression (FIXOPS / weights)", "1.00 / 1.00",
+                 f"{report['fixops_rate']:.2f} / {report['weight_rate']:.2f}"))
+    return rows
+
+
+def write_report(report: dict, out: Path) -> None:
+    """report.json and report.md, each written atomically."""
+    atomic_write_bytes(out / "report.json", json.dumps(report, indent=2).encode())
+    title = f"{report['model']} on {report['dataset']}, {report['scheme']} {report['bits']}-bit"
+    lines = [f"# potlut run: {title}", "", "| metric | FP32 | quantized |", "|---|---:|---:|"]
+    lines += [f"| {a} | {b} | {c} |" for a, b, c in summary_rows(report)]
+    lines += ["", f"Seed {report['seed']}, {report['epochs']} FP32 + {report['qat_epochs']} "
+              f"QAT epochs, {report['seconds']} s. Versions: {report['versions']}.", ""]
+    atomic_write_bytes(out / "report.md", "\n".join(lines).encode())
+
+
+def default_out_dir() -> Path:
+    return Path("runs") / time.strftime("%Y%m%d-%H%M%S")
+
+
+def eprint(*args: Any) -> None:
+    print(*args, file=sys.stderr)
