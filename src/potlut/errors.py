@@ -15,3 +15,7 @@ class PotlutConfigError(PotlutError):
 
 class PotlutCheckpointError(PotlutError):
     """A checkpoint cannot be read or does not belong to this run."""
+
+
+class PotlutFormatError(PotlutError):
+    """A .potlut file is truncated, corrupted, foreign or from a future format version."""
