@@ -1,0 +1,1 @@
+"""The .potlut model file: model graph, S-Huff weight coding, container, size bounds."""
