@@ -131,10 +131,19 @@ def _shape(node: fx.Node) -> list[int] | None:
     return [int(s) for s in meta.shape] if meta is not None and hasattr(meta, "shape") else None
 
 
+def _codebook32(codebook: np.ndarray) -> np.ndarray:
+    """Codebook as float32: the values the float32 forward pass computes, exactly.
+
+    A level times a power-of-two scale is exact in float32, and for other schemes the
+    float32 forward computes ``round32(level * scale)``, which is what this stores.
+    """
+    return np.asarray(codebook, dtype=np.float64).astype(np.float32)
+
+
 def _quantizer_attrs(q: Quantizer, prefix: str, arrays: dict[str, np.ndarray]) -> dict:
     """Scheme, bits, sign, exponent of an activation quantizer; codebook + state as arrays."""
     ex = q.export(torch.zeros(1))
-    arrays[f"{prefix}.codebook"] = np.asarray(ex.codebook, dtype=np.float64)
+    arrays[f"{prefix}.codebook"] = _codebook32(ex.codebook)
     state = {k: v for k, v in q.state_dict().items() if torch.is_tensor(v)}
     for k, v in state.items():
         arrays[f"{prefix}.state.{k}"] = v.detach().cpu().float().numpy().reshape(v.shape)
@@ -173,7 +182,7 @@ def _layer_attrs(m: nn.Module, name: str, arrays: dict[str, np.ndarray]) -> tupl
     if wq is not None:
         with torch.no_grad():
             ex = wq.export(m.normalized_weight())
-        codebook = np.asarray(ex.codebook, dtype=np.float64)
+        codebook = _codebook32(ex.codebook)
         codes = np.asarray(ex.codes)
         codes = codes.astype(np.uint8 if len(codebook) <= 256 else np.uint16).reshape(shape)
         nonzero = codebook[codes.astype(np.int64)] != 0

@@ -1,0 +1,81 @@
+"""Weight sharing: a layer is a codebook plus one magnitude code and a sign per weight.
+
+This is stage 1's first half (METHODS §3): after QAT every weight is one of
+``n_codes`` shared magnitudes, so a layer is stored as its codebook and an integer code
+per weight. :func:`pack_raw` is the plain ``b``-bit packing (sign bit + ``b-1``
+magnitude bits per weight) that the entropy coders are measured against.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from potlut.errors import PotlutFormatError
+
+
+@dataclass
+class SharedWeights:
+    """One layer's quantized weight: ``value = (negative ? -1 : 1) * codebook[codes]``."""
+
+    codes: np.ndarray  # unsigned ints, any shape
+    negative: np.ndarray  # bool, same shape; false where the value is zero
+    codebook: np.ndarray  # float64 [n_codes]
+
+    @property
+    def n_codes(self) -> int:
+        return int(len(self.codebook))
+
+    def zero_codes(self) -> np.ndarray:
+        """Bool mask over codes: True where the code stands for the value 0."""
+        return np.asarray(self.codebook) == 0
+
+    def nonzero(self) -> np.ndarray:
+        """Bool mask over weights: True where the weight carries a sign bit."""
+        return ~self.zero_codes()[self.codes.astype(np.int64)]
+
+    def values(self) -> np.ndarray:
+        """The real weights as float32 (exact: the codebook holds float32-exact values)."""
+        mags = np.asarray(self.codebook)[self.codes.astype(np.int64)]
+        return np.where(self.negative, -mags, mags).astype(np.float32)
+
+
+def bits_per_code(n_codes: int) -> int:
+    """Magnitude bits needed for ``n_codes`` codes (0 for a single code)."""
+    return int(max(n_codes - 1, 0)).bit_length()
+
+
+def pack_raw(codes: np.ndarray, negative: np.ndarray, n_codes: int) -> bytes:
+    """Plain packing: per weight a sign bit then the magnitude code, MSB first.
+
+    With IOS-PoT ``n_codes = 2^(b-1)`` this is exactly ``b`` bits per weight, the
+    baseline every entropy coder is compared with.
+    """
+    k = bits_per_code(n_codes)
+    c = codes.reshape(-1).astype(np.uint32)
+    words = (negative.reshape(-1).astype(np.uint32) << k) | c
+    shifts = np.arange(k, -1, -1, dtype=np.uint32)
+    bits = ((words[:, None] >> shifts[None, :]) & 1).astype(np.uint8)
+    return np.packbits(bits.reshape(-1)).tobytes()
+
+
+def unpack_raw(data: bytes, count: int, n_codes: int) -> tuple[np.ndarray, np.ndarray]:
+    """Inverse of :func:`pack_raw`: ``(codes, negative)`` of ``count`` weights."""
+    k = bits_per_code(n_codes)
+    need = (count * (k + 1) + 7) // 8
+    if len(data) != need:
+        raise PotlutFormatError(f"raw weight stream is {len(data)} bytes, expected {need}")
+    bits = np.unpackbits(np.frombuffer(data, np.uint8), count=count * (k + 1))
+    bits = bits.reshape(count, k + 1).astype(np.uint32)
+    weights = (bits << np.arange(k, -1, -1, dtype=np.uint32)[None, :]).sum(axis=1)
+    codes = weights & ((1 << k) - 1)
+    if codes.size and int(codes.max()) >= n_codes:
+        raise PotlutFormatError(f"raw weight code {int(codes.max())} outside codebook of {n_codes}")
+    dtype = np.uint8 if n_codes <= 256 else np.uint16
+    return codes.astype(dtype), (weights >> k).astype(bool)
+
+
+def raw_bytes(count: int, bits: int) -> int:
+    """Size of ``count`` weights packed at ``bits`` bits each."""
+    return (count * bits + 7) // 8
