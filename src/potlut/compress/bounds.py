@@ -126,7 +126,8 @@ def file_stats(graph: ModelGraph, info: FileInfo) -> dict:
         "overhead_bytes": overhead,
         "coder": info.coder,
         "version": info.version,
-        "bound_gap": round(info.file_bytes / max(bound + overhead, 1e-9) - 1, 4),
+        # coded weights (file minus overhead) relative to the entropy bound, minus 1
+        "bound_gap": round((info.file_bytes - overhead) / bound - 1, 4) if bound else None,
     }
 
 

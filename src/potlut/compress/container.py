@@ -254,6 +254,8 @@ def _bad(msg: str) -> PotlutFormatError:
 def _parse_header(data: bytes) -> tuple[int, int, int]:
     """Check the header; return ``(body size, payload size, dictionary size)``."""
     n = len(data)
+    if n == 0:
+        raise _bad("empty file (not a .potlut model)")
     if data[: min(n, len(MAGIC))] != MAGIC[: min(n, len(MAGIC))]:
         raise _bad("not a .potlut file (wrong magic bytes)")
     if n < HEADER_SIZE:
