@@ -17,6 +17,22 @@ _MODELS: dict[str, Callable[..., nn.Module]] = {
 }
 
 
+def _lazy(module: str, func: str) -> Callable[..., nn.Module]:
+    def build(num_classes: int, in_channels: int) -> nn.Module:
+        import importlib
+
+        return getattr(importlib.import_module(module), func)(num_classes, in_channels)
+
+    return build
+
+
+_MODELS["resnet18"] = _lazy("potlut.models.resnet", "resnet18")
+_MODELS["resnet18_cifar"] = _lazy("potlut.models.resnet", "resnet18_cifar")
+_MODELS["squeezenet1_1"] = _lazy("potlut.models.squeezenet", "squeezenet1_1")
+_MODELS["shufflenet_v2_x1_0"] = _lazy("potlut.models.shufflenetv2", "shufflenet_v2_x1_0")
+_MODELS["scn"] = _lazy("potlut.models.scn", "scn")
+
+
 def register(name: str, builder: Callable[..., nn.Module]) -> None:
     """Add a model builder ``builder(num_classes, in_channels) -> nn.Module``."""
     _MODELS[name] = builder
