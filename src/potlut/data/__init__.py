@@ -35,6 +35,23 @@ for _kind in ("mnist", "fashion-mnist", "idx"):
     register(_kind, _idx(_kind))
 
 
+def _lazy(module: str, func: str, **kw) -> Callable[[str], DataBundle]:
+    """A loader that imports its module on first use (keeps ``import potlut`` light)."""
+
+    def load(path: str) -> DataBundle:
+        import importlib
+
+        return getattr(importlib.import_module(module), func)(path, **kw)
+
+    return load
+
+
+register("cifar10", _lazy("potlut.data.cifar", "load_cifar10"))
+register("cifar100", _lazy("potlut.data.cifar", "load_cifar100"))
+register("folder", _lazy("potlut.data.folder", "load_folder"))
+register("rafdb", _lazy("potlut.data.folder", "load_rafdb"))
+
+
 def load(spec: str) -> DataBundle:
     """Load ``digits`` or ``KIND:PATH`` (e.g. ``mnist:/data/mnist``)."""
     kind, _, path = spec.partition(":")
