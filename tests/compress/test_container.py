@@ -1,0 +1,173 @@
+"""The .potlut container: round trip, and every kind of damaged file is a PotlutFormatError."""
+
+from __future__ import annotations
+
+import hashlib
+import lzma
+import os
+import struct
+import zlib
+
+import numpy as np
+import pytest
+import torch
+
+from potlut.compress import container
+from potlut.compress.container import HEADER, HEADER_SIZE, MAGIC, decode, encode, load, save
+from potlut.compress.graph import ModelGraph, export_graph
+from potlut.errors import PotlutFormatError
+from potlut.models.small_cnn import SmallCNN
+from potlut.nn import QuantSpec, calibrate, convert
+
+
+def tiny_graph(seed: int = 0) -> ModelGraph:
+    """A 458-weight SmallCNN (width 2): 8-bit ends, two 4-bit IOS-PoT middle layers."""
+    torch.manual_seed(seed)
+    q = convert(SmallCNN(10, 1, width=2), QuantSpec(bits=4))
+    calibrate(q, torch.randn(32, 1, 8, 8))
+    return export_graph(q, (1, 8, 8))
+
+
+@pytest.fixture(scope="module")
+def small() -> tuple[ModelGraph, bytes]:
+    g = tiny_graph()
+    return g, encode(g)[0]
+
+
+def assert_same_graph(a: ModelGraph, b: ModelGraph) -> None:
+    assert a.architecture() == b.architecture()
+    assert sorted(a.arrays) == sorted(b.arrays)
+    for k, v in a.arrays.items():
+        assert v.dtype == b.arrays[k].dtype and v.shape == b.arrays[k].shape, k
+        np.testing.assert_array_equal(v, b.arrays[k], err_msg=k)
+
+
+def test_round_trip_is_exact(small, tmp_path) -> None:
+    g, data = small
+    assert data[:8] == MAGIC and len(data) < 2500
+    info = save(g, tmp_path / "m.potlut")
+    assert info.file_bytes == len(data) == (tmp_path / "m.potlut").stat().st_size
+    assert_same_graph(g, load(tmp_path / "m.potlut"))
+    assert encode(g)[0] == data  # deterministic bytes
+
+
+def test_every_truncation_is_rejected(small) -> None:
+    _, data = small
+    for n in range(len(data)):
+        with pytest.raises(PotlutFormatError):
+            decode(data[:n])
+
+
+def test_random_bit_flips_are_rejected(small) -> None:
+    g, data = small
+    rng = np.random.default_rng(0)
+    rejected = 0
+    for pos in rng.integers(0, len(data) * 8, 3000):
+        bad = bytearray(data)
+        bad[pos // 8] ^= 1 << (pos % 8)
+        try:
+            back, _ = decode(bytes(bad))
+        except PotlutFormatError:
+            rejected += 1
+        else:  # a flip the format does not cover would have to leave the model unchanged
+            assert_same_graph(g, back)
+    assert rejected == 3000  # header CRC and payload SHA-256 cover every byte
+
+
+def _rewrite_header(data: bytes, **fields) -> bytes:
+    names = ["magic", "version", "hsize", "flags", "body", "payload", "dict", "codec",
+             "digest", "reserved", "crc"]
+    vals = dict(zip(names, HEADER.unpack_from(data), strict=True))
+    vals.update(fields)
+    head = HEADER.pack(*[vals[n] for n in names])
+    head = head[:-4] + struct.pack("<I", zlib.crc32(head[:-4]))
+    return head + data[HEADER_SIZE:]
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        (lambda d: b"PK\x03\x04" + d[4:], "wrong magic"),
+        (lambda d: _rewrite_header(d, version=2), "version 2 is newer"),
+        (lambda d: _rewrite_header(d, body=1 << 40), "larger than the file can hold"),
+        (lambda d: _rewrite_header(d, payload=10**9), "truncated"),
+        (lambda d: _rewrite_header(d, dict=1 << 31), "dictionary size"),
+        (lambda d: d + b"\0", "unexpected bytes after the payload"),
+        (lambda d: d[:HEADER_SIZE - 4] + b"\0\0\0\0" + d[HEADER_SIZE:], "header checksum"),
+        (lambda d: b"", "empty file"),
+    ],
+)
+def test_bad_headers_are_named(small, change, message) -> None:
+    with pytest.raises(PotlutFormatError, match=message):
+        decode(change(small[1]))
+
+
+def _repack(data: bytes, body: bytes) -> bytes:
+    """A file around ``body`` with correct sizes and checksums (a crafted file)."""
+    payload, dict_size = container.compress_body(body)
+    return _rewrite_header(data, body=len(body), payload=len(payload), dict=dict_size,
+                           digest=hashlib.sha256(payload).digest())[:HEADER_SIZE] + payload
+
+
+def test_crafted_bodies_with_valid_checksums_are_rejected_cleanly(small) -> None:
+    """Damage behind valid outer checksums: only PotlutFormatError, never another error."""
+    g, data = small
+    body = container.build_body(g).body
+    rng = np.random.default_rng(1)
+    outcomes = {"rejected": 0, "same": 0}
+    for i in range(200):
+        bad = bytearray(body)
+        for pos in rng.integers(0, len(body), 1 + i % 3):
+            bad[pos] = int(rng.integers(0, 256))
+        if i % 2:  # fix section CRCs so the JSON / array checks are what must catch it
+            arch_len = struct.unpack_from("<Q", bad, 4 + 8)[0]
+            start = 4 + 2 * container.SECTION.size
+            arch = bytes(bad[start : start + arch_len])
+            struct.pack_into("<I", bad, 4 + 4, zlib.crc32(arch))
+            struct.pack_into("<I", bad, 4 + 16 + 4, zlib.crc32(bytes(bad[start + arch_len :])))
+        try:
+            back, _ = decode(_repack(data, bytes(bad)))
+        except PotlutFormatError:
+            outcomes["rejected"] += 1
+        else:
+            outcomes["same"] += 1
+            back.validate()
+    assert outcomes["rejected"] >= 150
+
+
+def test_declared_body_beyond_decompressed_size_is_rejected(small) -> None:
+    g, data = small
+    body = container.build_body(g).body
+    forged = _repack(data, body)
+    forged = _rewrite_header(forged, body=len(body) + 1)
+    with pytest.raises(PotlutFormatError, match="wrong size"):
+        decode(forged)
+
+
+def test_lzma_bomb_is_bounded() -> None:
+    """A small payload claiming a body far beyond it is refused before decompressing."""
+    payload = lzma.compress(b"\0" * (64 << 20), format=lzma.FORMAT_RAW,
+                            filters=container.lzma_filters(1 << 26))
+    head = HEADER.pack(MAGIC, 1, HEADER_SIZE, 0, 64 << 20, len(payload), 1 << 26, 1,
+                       hashlib.sha256(payload).digest(), 0, 0)
+    head = head[:-4] + struct.pack("<I", zlib.crc32(head[:-4]))
+    with pytest.raises(PotlutFormatError, match="larger than the file can hold"):
+        decode(head + payload)
+
+
+def test_interrupted_save_leaves_no_file(small, tmp_path, monkeypatch) -> None:
+    g, _ = small
+    target = tmp_path / "m.potlut"
+
+    def boom(src, dst):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(os, "replace", boom)
+    with pytest.raises(KeyboardInterrupt):
+        save(g, target)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_missing_file_is_a_format_error(tmp_path) -> None:
+    with pytest.raises(PotlutFormatError, match="no such file"):
+        load(tmp_path / "nope.potlut")

@@ -1,0 +1,138 @@
+"""S-Huff and raw packing: exact round trips, canonical codes, length limits, bad streams."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from potlut.compress import shuff
+from potlut.compress.container import CODERS
+from potlut.compress.sharing import SharedWeights, pack_raw, unpack_raw
+from potlut.errors import PotlutFormatError
+
+
+def _pot_codebook(n: int) -> np.ndarray:
+    return np.array([0.0] + [2.0 ** -(n - 1 - c) for c in range(1, n)], dtype=np.float32)
+
+
+@st.composite
+def weights(draw) -> SharedWeights:
+    """Random layers, including empty, one element, all zero, one symbol, all symbols."""
+    n_codes = draw(st.sampled_from([1, 2, 4, 8, 16, 128, 300]))
+    size = draw(st.sampled_from([0, 1, 2, 7, 64, 1000]))
+    kind = draw(st.sampled_from(["random", "zero", "one", "all", "skewed"]))
+    rng = np.random.default_rng(draw(st.integers(0, 2**32 - 1)))
+    if kind == "zero":
+        codes = np.zeros(size, np.int64)
+    elif kind == "one":
+        codes = np.full(size, draw(st.integers(0, n_codes - 1)))
+    elif kind == "all":
+        codes = np.arange(size) % n_codes
+    elif kind == "skewed":
+        p = 0.5 ** np.arange(1, n_codes + 1)
+        codes = rng.choice(n_codes, size=size, p=p / p.sum())
+    else:
+        codes = rng.integers(0, n_codes, size)
+    cb = _pot_codebook(n_codes)
+    codes = codes.astype(np.uint8 if n_codes <= 256 else np.uint16)
+    negative = (rng.random(size) < 0.5) & (cb[codes.astype(np.int64)] != 0)
+    return SharedWeights(codes, negative, cb)
+
+
+@settings(max_examples=150, deadline=None)
+@given(weights())
+def test_shuff_round_trip_is_exact(sw: SharedWeights) -> None:
+    blob = shuff.encode_weights(sw)
+    back = shuff.decode_weights(blob, sw.codes.shape, sw.codebook)
+    assert back.codes.dtype == sw.codes.dtype
+    np.testing.assert_array_equal(back.codes, sw.codes)
+    np.testing.assert_array_equal(back.negative, sw.negative)
+    # size: lengths table + bit count + exactly sum(len) bits + one bit per non-zero weight
+    counts = np.bincount(sw.codes.astype(np.int64), minlength=sw.n_codes)
+    nbits = int((counts * shuff.code_lengths(counts)).sum())
+    nnz = int(sw.nonzero().sum())
+    assert len(blob) == sw.n_codes + 8 + (nbits + 7) // 8 + (nnz + 7) // 8
+
+
+@settings(max_examples=60, deadline=None)
+@given(weights())
+def test_packed_round_trip_is_exact(sw: SharedWeights) -> None:
+    coder = CODERS["packed"]
+    back = coder.decode(coder.encode(sw), sw.codes.shape, sw.codebook)
+    np.testing.assert_array_equal(back.codes, sw.codes)
+    np.testing.assert_array_equal(back.negative, sw.negative)
+
+
+def test_raw_packing_is_b_bits_per_weight() -> None:
+    codes = np.array([0, 7, 3, 1, 5], np.uint8)
+    neg = np.array([0, 1, 0, 1, 0], bool)
+    data = pack_raw(codes, neg, 8)  # 4 bits per weight: sign then 3 magnitude bits
+    assert data == bytes([0b0000_1111, 0b0011_1001, 0b0101_0000])
+    back_codes, back_neg = unpack_raw(data, 5, 8)
+    np.testing.assert_array_equal(back_codes, codes)
+    np.testing.assert_array_equal(back_neg, neg)
+
+
+def test_huffman_lengths_and_canonical_codes_match_the_textbook() -> None:
+    counts = np.array([5, 9, 12, 13, 16, 45])  # CLRS example
+    lengths = shuff.code_lengths(counts)
+    assert lengths.tolist() == [4, 4, 3, 3, 3, 1]
+    codes = shuff.canonical_codes(lengths)
+    assert codes.tolist() == [0b1110, 0b1111, 0b100, 0b101, 0b110, 0b0]
+    assert shuff.code_lengths(np.array([0, 0, 7])).tolist() == [0, 0, 1]
+    assert shuff.code_lengths(np.array([0, 0])).tolist() == [0, 0]
+
+
+def test_length_limit_keeps_a_prefix_code() -> None:
+    fib = [1, 1]
+    while len(fib) < 30:
+        fib.append(fib[-1] + fib[-2])
+    counts = np.array(fib)
+    assert shuff.code_lengths(counts, max_len=64).max() == 29  # unlimited: a 29-deep tree
+    lengths = shuff.code_lengths(counts, max_len=12)
+    assert lengths.max() == 12
+    assert (2.0 ** -lengths.astype(float)).sum() == 1.0  # Kraft equality: still complete
+    assert (np.diff(lengths[::-1].astype(int)) >= 0).all()  # rarer symbols never shorter
+    symbols = np.repeat(np.arange(30), 3)
+    stream, nbits = shuff.encode_symbols(symbols, lengths)
+    np.testing.assert_array_equal(shuff.decode_symbols(stream, nbits, lengths, 90), symbols)
+
+
+def _blob() -> tuple[bytes, SharedWeights]:
+    rng = np.random.default_rng(1)
+    codes = rng.choice(8, 500, p=[0.3, 0.02, 0.03, 0.05, 0.1, 0.2, 0.2, 0.1]).astype(np.uint8)
+    cb = _pot_codebook(8)
+    sw = SharedWeights(codes, (rng.random(500) < 0.5) & (codes > 0), cb)
+    return shuff.encode_weights(sw), sw
+
+
+def test_decoder_rejects_inconsistent_streams() -> None:
+    blob, sw = _blob()
+    cases = {
+        "fewer weights": lambda b: shuff.decode_weights(b, (499,), sw.codebook),
+        "more weights": lambda b: shuff.decode_weights(b, (501,), sw.codebook),
+        "cut": lambda b: shuff.decode_weights(b[:-1], (500,), sw.codebook),
+        "extra byte": lambda b: shuff.decode_weights(b + b"\0", (500,), sw.codebook),
+        "no header": lambda b: shuff.decode_weights(b[:5], (500,), sw.codebook),
+    }
+    for name, fn in cases.items():
+        with pytest.raises(PotlutFormatError):
+            fn(blob)
+            pytest.fail(name)
+    bad = bytearray(blob)
+    bad[0] = 1  # code 0 gets length 1 too: Kraft sum exceeds 1
+    bad[6] = 1
+    with pytest.raises(PotlutFormatError, match="Kraft"):
+        shuff.decode_weights(bytes(bad), (500,), sw.codebook)
+
+
+def test_vectorized_decoder_handles_a_large_layer() -> None:
+    rng = np.random.default_rng(2)
+    n = 270_000  # ResNet20-sized
+    codes = rng.choice(8, n, p=[0.3, 0.02, 0.03, 0.05, 0.1, 0.2, 0.2, 0.1]).astype(np.uint8)
+    sw = SharedWeights(codes, (rng.random(n) < 0.5) & (codes > 0), _pot_codebook(8))
+    back = shuff.decode_weights(shuff.encode_weights(sw), (n,), sw.codebook)
+    np.testing.assert_array_equal(back.codes, codes)
+    np.testing.assert_array_equal(back.negative, sw.negative)
