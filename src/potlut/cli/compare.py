@@ -1,0 +1,78 @@
+"""``potlut compare``: IOS-PoT and the paper's baselines, trained alike, in one table."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from potlut.cli.app import app, user_errors
+from potlut.compare import DEFAULT_SCHEMES, HEADER, compare, parse_list, table_rows
+from potlut.config import load_config
+from potlut.errors import PotlutConfigError
+from potlut.pipeline import RunConfig, default_out_dir
+
+COMPARE_KEYS = {"schemes", "bits", "baseline_dist_loss"}
+
+
+@app.command("compare")
+@user_errors
+def compare_cmd(
+    schemes: str = typer.Option(
+        None, help="comma-separated schemes; 'profit' = IOS-PoT trained with PROFIT, "
+        "'profit:SCHEME' another base (default: " + ",".join(DEFAULT_SCHEMES) + ")"),
+    bits: str = typer.Option(None, help="comma-separated bit-widths, e.g. 3,4,5 (default 4)"),
+    model: str = typer.Option(None, help="small_cnn, resnet20, resnet56, ... (default small_cnn)"),
+    data: str = typer.Option(None, help="digits, or KIND:DIR such as cifar10:/data/cifar10"),
+    epochs: int = typer.Option(None, help="FP32 epochs (default 30)"),
+    qat_epochs: int = typer.Option(None, help="QAT epochs of every scheme (default: --epochs)"),
+    batch_size: int = typer.Option(None, help="batch size (default 128)"),
+    lr: float = typer.Option(None, help="initial learning rate (default 0.04)"),
+    seed: int = typer.Option(None, help="random seed (default 0)"),
+    dist_loss: str = typer.Option(None, help="IOS-PoT's distribution loss: off, fixed, learnable"),
+    baseline_dist_loss: str = typer.Option(
+        None, help="distribution loss of the baselines (default off, as in their papers)"),
+    device: str = typer.Option(None, help="auto, cpu, cuda, cuda:N"),
+    config: Path = typer.Option(None, "--config", help="TOML file: RunConfig keys + [compare]"),
+    out: Path = typer.Option(None, help="output folder (default runs/<timestamp>)"),
+    resume: bool = typer.Option(False, help="skip finished schemes, continue interrupted ones"),
+    as_json: bool = typer.Option(False, "--json", help="print the rows as one JSON list"),
+) -> None:
+    """Train FP32 once, QAT every scheme x bit-width alike, write compare.{md,csv,json}."""
+    given = {"model": model, "data": data, "epochs": epochs, "qat_epochs": qat_epochs,
+             "batch_size": batch_size, "lr": lr, "seed": seed, "dist_loss": dist_loss,
+             "device": device}
+    section: dict = {}
+    if config is not None:
+        base, sections = load_config(config, given)
+        section = sections.get("compare", {})
+        unknown = set(section) - COMPARE_KEYS
+        if unknown:
+            raise PotlutConfigError(
+                f"{config}: unknown keys in [compare]: {sorted(unknown)}; "
+                f"known: {', '.join(sorted(COMPARE_KEYS))}")
+    else:
+        base = RunConfig(**{k: v for k, v in given.items() if v is not None})
+    try:
+        scheme_list = parse_list(schemes if schemes is not None
+                                 else section.get("schemes", DEFAULT_SCHEMES))
+        bits_list = parse_list(bits if bits is not None else section.get("bits", [4]), int)
+    except PotlutConfigError as exc:
+        raise PotlutConfigError(f"--schemes/--bits: {exc}") from None
+    bdl = baseline_dist_loss or section.get("baseline_dist_loss", "off")
+    out = out or default_out_dir()
+    rows = compare(base, scheme_list, bits_list, out, resume=resume, progress=not as_json,
+                   baseline_dist_loss=bdl)
+    if as_json:
+        print(json.dumps(rows))
+        return
+    table = Table(title=f"{base.model} on {base.data}: FP32 vs. quantized")
+    for i, col in enumerate(HEADER):
+        table.add_column(col, justify="left" if i < 2 else "right")
+    for r in table_rows(rows):
+        table.add_row(*r)
+    Console().print(table)
+    print(f"tables: {out / 'compare.md'}, compare.csv, compare.json")

@@ -1,0 +1,298 @@
+"""``potlut compare``: one FP32 baseline, then every scheme x bit-width with the same recipe.
+
+Produces the layout of the IOS-PoT paper's comparison tables (Tables 4-5): Method, W/A
+bits, Top-1, Top-5, weight size, their drops against FP32, FIXOPS, and the compression
+rates of weights and FIXOPS; plus whether the scheme can run integer-only.
+
+Every scheme gets the same FP32 start, the same calibration batch and the same QAT
+schedule (``RunConfig.train_config("qat")``). The distribution loss of METHODS §2 is part
+of the IOS-PoT method, so it is used for IOS-PoT (and PROFIT on IOS-PoT); the baselines
+train with ``baseline_dist_loss`` (default ``off``, as in their papers). Each finished
+scheme writes its row to ``<out>/schemes/<name>/row.json``; with ``resume`` a rerun reads
+finished rows back and continues an interrupted QAT from its checkpoint.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import platform
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, replace
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from potlut import __version__, models
+from potlut import data as data_mod
+from potlut.errors import PotlutConfigError
+from potlut.metrics import evaluate, fixops, weight_bytes
+from potlut.nn import QuantSpec, calibrate, convert
+from potlut.nn.layers import quant_layers
+from potlut.pipeline import RunConfig
+from potlut.quant import registry
+from potlut.quant.iospot import check_bits
+from potlut.quant.profit import ProgressiveFreezer, split_scheme
+from potlut.train import fit
+from potlut.train.checkpoint import atomic_write_bytes, load_checkpoint
+
+BASELINES = ["apot", "lqnet", "deepshift", "pact", "lsq", "bmfloat", "profit"]
+DEFAULT_SCHEMES = ["iospot", *BASELINES]
+DIST_LOSS_SCHEMES = {"iospot"}  # schemes whose method includes the distribution loss
+
+LABELS = {
+    "fp32": "FP32", "iospot": "IOS-PoT", "apot": "APoT", "lqnet": "LQ-Net",
+    "deepshift": "DeepShift-PS", "pact": "PACT", "lsq": "LSQ+", "bmfloat": "BM-float",
+    "fixed": "Fixed point",
+}
+
+JSON_KEYS = ("scheme", "bits_w", "bits_a", "top1", "top5", "weight_bytes", "fixops",
+             "weight_rate", "fixops_rate")
+CSV_KEYS = ("method", *JSON_KEYS, "delta_top1", "delta_top5", "integer_only", "note",
+            "seconds")
+
+
+def method_label(scheme: str) -> str:
+    """The name a table row shows, e.g. ``PROFIT (IOS-PoT)``."""
+    base, profit = split_scheme(scheme)
+    label = LABELS.get(base, base)
+    return f"PROFIT ({label})" if profit else label
+
+
+def parse_list(text: str | Sequence, kind: type = str) -> list:
+    """``"a,b"`` or a list -> list of ``kind``, blanks dropped (user error on bad items)."""
+    items = text.split(",") if isinstance(text, str) else list(text)
+    out = []
+    for item in items:
+        item = item.strip() if isinstance(item, str) else item
+        if item == "":
+            continue
+        try:
+            out.append(kind(item))
+        except (TypeError, ValueError):
+            raise PotlutConfigError(f"{item!r} is not a valid {kind.__name__}") from None
+    if not out:
+        raise PotlutConfigError("the list is empty")
+    return out
+
+
+def validate(base: RunConfig, schemes: Sequence[str], bits_list: Sequence[int]) -> None:
+    """Fail on an unknown scheme or an unsupported bit-width before any training starts."""
+    for b in bits_list:
+        check_bits(b)
+    for scheme in schemes:
+        name, _ = split_scheme(scheme)
+        registry.get(name)
+        for b in bits_list:
+            registry.make(name, b, "weight", True)
+            registry.make(name, b, "act", base.act_signed)
+
+
+def _middle_layers(qmodel: nn.Module) -> list[nn.Module]:
+    layers = [m for _, m in quant_layers(qmodel)]
+    return layers[1:-1] if len(layers) > 2 else layers
+
+
+def integer_only(qmodel: nn.Module) -> tuple[bool, str]:
+    """Whether every quantizer of the middle layers runs integer-only, and why not."""
+    ok, notes = True, []
+    for m in _middle_layers(qmodel):
+        for q in (m.weight_quant, m.act_quant):
+            if q is None:
+                continue
+            ok &= bool(getattr(q, "integer_only", True))
+            note = getattr(q, "integer_note", "")
+            if note and note not in notes:
+                notes.append(note)
+    return ok, "; ".join(notes)
+
+
+def stored_weight_bytes(qmodel: nn.Module) -> float:
+    """Analytic weight size plus per-block side information a scheme stores (BM-float)."""
+    side = 0
+    for _, m in quant_layers(qmodel):
+        sb = getattr(m.weight_quant, "side_bits", None)
+        if sb is not None:
+            side += sb(m.weight.numel())
+    return weight_bytes(qmodel) + side / 8
+
+
+def _bits(qmodel: nn.Module) -> tuple[int, int]:
+    mids = _middle_layers(qmodel)
+    return max(m.bits_w for m in mids), max(m.bits_a for m in mids)
+
+
+def _row(scheme: str, model: nn.Module, bundle, fp: dict | None, seconds: float) -> dict:
+    t1, t5 = evaluate(model, bundle.test)
+    fx = fixops(model, bundle.in_shape)
+    quantized = fp is not None
+    wb = stored_weight_bytes(model) if quantized else weight_bytes(model)
+    bw, ba = _bits(model) if quantized else (32, 32)
+    int_ok, note = integer_only(model) if quantized else (False, "FP32")
+    ref = fp or {"top1": t1, "top5": t5, "weight_bytes": wb, "fixops": fx}
+    return {
+        "method": method_label(scheme), "scheme": scheme, "bits_w": bw, "bits_a": ba,
+        "top1": round(t1, 4), "top5": round(t5, 4), "weight_bytes": wb, "fixops": fx,
+        "weight_rate": round(ref["weight_bytes"] / wb, 4),
+        "fixops_rate": round(ref["fixops"] / fx, 4),
+        "delta_top1": round(t1 - ref["top1"], 4), "delta_top5": round(t5 - ref["top5"], 4),
+        "integer_only": int_ok, "note": note, "seconds": round(seconds, 2),
+    }
+
+
+def _recipe(base: RunConfig, scheme: str, bits: int, dist_loss: str) -> dict:
+    return {**asdict(base), "scheme": scheme, "bits": bits, "dist_loss": dist_loss}
+
+
+def compare(
+    base: RunConfig,
+    schemes: Sequence[str] = tuple(DEFAULT_SCHEMES),
+    bits_list: Sequence[int] = (4,),
+    out: str | Path = "runs/compare",
+    *,
+    resume: bool = False,
+    progress: bool = True,
+    baseline_dist_loss: str = "off",
+) -> list[dict]:
+    """Train FP32 once, then QAT every scheme x bit-width; write and return the table rows.
+
+    The first row is the FP32 baseline; then one row per (scheme, bits) in the order
+    given. Results go to ``out/compare.{md,csv,json}`` (rewritten after every row).
+    """
+    out = Path(out)
+    schemes, bits_list = list(schemes), [int(b) for b in bits_list]
+    validate(base, schemes, bits_list)
+    t0 = time.time()
+    bundle = data_mod.load(base.data)
+    out.mkdir(parents=True, exist_ok=True)
+    torch.manual_seed(base.seed)
+    fp32 = models.build(base.model, bundle.num_classes, bundle.in_channels)
+    fit(fp32, bundle, base.train_config("fp32"), stage="fp32",
+        checkpoint=out / "fp32.ckpt", resume=resume, progress=progress)
+    fp32.cpu()
+    rows = [_row("fp32", fp32, bundle, None, time.time() - t0)]
+    meta = {"config": asdict(base), "schemes": schemes, "bits": bits_list,
+            "baseline_dist_loss": baseline_dist_loss, "dataset": bundle.name}
+    for bits in bits_list:
+        for scheme in schemes:
+            rows.append(_run_scheme(base, scheme, bits, fp32, bundle, rows[0], out,
+                                    resume, progress, baseline_dist_loss))
+            write_tables(rows, out, meta, time.time() - t0)
+    write_tables(rows, out, meta, time.time() - t0)
+    return rows
+
+
+def _run_scheme(base, scheme, bits, fp32, bundle, fp_row, out, resume, progress,
+                baseline_dist_loss) -> dict:
+    name, profit = split_scheme(scheme)
+    dist_loss = base.dist_loss if name in DIST_LOSS_SCHEMES else baseline_dist_loss
+    folder = out / "schemes" / f"{scheme.replace(':', '-')}_w{bits}"
+    recipe = _recipe(base, scheme, bits, dist_loss)
+    row_path = folder / "row.json"
+    if resume and row_path.is_file():
+        saved = json.loads(row_path.read_text())
+        if saved.get("recipe") == recipe:
+            if progress:
+                print(f"compare: {scheme} {bits}-bit already done, skipped", flush=True)
+            return saved["row"]
+    t0 = time.time()
+    torch.manual_seed(base.seed)
+    spec = QuantSpec(scheme=name, bits=bits, act_signed=base.act_signed)
+    qmodel = convert(fp32, spec)
+    calibrate(qmodel, bundle.calibration_batch())
+    tcfg = replace(base.train_config("qat"), dist_loss=dist_loss)
+    callback = None
+    freezer = None
+    if profit:
+        freezer = ProgressiveFreezer(qmodel, tcfg.epochs)
+        state_path = folder / "profit.json"
+        if resume and state_path.is_file():
+            freezer.load_state_dict(json.loads(state_path.read_text()))
+        if resume and (folder / "qat.ckpt").is_file():
+            done = len(load_checkpoint(folder / "qat.ckpt")["history"]["epochs"])
+            freezer.catch_up(done)  # the state file may lag the checkpoint by one epoch
+        freezer.attach()
+
+        def callback(epoch: int, log: Any) -> None:
+            freezer.on_epoch_end(epoch, log)
+            atomic_write_bytes(state_path, json.dumps(freezer.state_dict()).encode())
+
+    if progress:
+        print(f"compare: {method_label(scheme)} {bits}-bit", flush=True)
+    try:
+        fit(qmodel, bundle, tcfg, stage="qat", checkpoint=folder / "qat.ckpt",
+            resume=resume, progress=progress, on_epoch_end=callback)
+    finally:
+        if freezer is not None:
+            freezer.detach()
+    qmodel.cpu()
+    row = _row(scheme, qmodel, bundle, fp_row, time.time() - t0)
+    if freezer is not None:
+        row["note"] = "; ".join(filter(None, [row["note"],
+                                              f"PROFIT froze {len(freezer.frozen)} conv layers"]))
+    atomic_write_bytes(row_path, json.dumps({"recipe": recipe, "row": row}, indent=2).encode())
+    return row
+
+
+# -- output ------------------------------------------------------------------------------
+
+def _fmt_int(v: float) -> str:
+    return f"{v:,.0f}"
+
+
+def table_rows(rows: list[dict]) -> list[list[str]]:
+    """Rows as the strings the terminal and Markdown tables show."""
+    out = []
+    for r in rows:
+        fp = r["scheme"] == "fp32"
+        out.append([
+            r["method"], "32/32" if fp else f"{r['bits_w']}/{r['bits_a']}",
+            f"{r['top1']:.2f}", f"{r['top5']:.2f}", _fmt_int(r["weight_bytes"]),
+            "-" if fp else f"{r['delta_top1']:+.2f}", "-" if fp else f"{r['delta_top5']:+.2f}",
+            _fmt_int(r["fixops"]), f"{r['weight_rate']:.2f} / {r['fixops_rate']:.2f}",
+            "-" if fp else ("yes" if r["integer_only"] else "no"),
+        ])
+    return out
+
+
+HEADER = ["Method", "W/A", "Top-1 (%)", "Top-5 (%)", "Weight bytes", "ΔTop-1", "ΔTop-5",
+          "FIXOPS", "Rate (W / FIXOPS)", "Integer-only"]
+
+
+def markdown(rows: list[dict], meta: dict, seconds: float) -> str:
+    """The comparison table in Markdown, with the integer-only notes below it."""
+    cfg = meta["config"]
+    lines = [
+        f"# potlut compare: {cfg['model']} on {meta['dataset']}", "",
+        "| " + " | ".join(HEADER) + " |",
+        "|" + "|".join(["---"] * 2 + ["---:"] * 7 + ["---"]) + "|",
+    ]
+    lines += ["| " + " | ".join(r) + " |" for r in table_rows(rows)]
+    lines += ["", "Notes:"]
+    for r in rows[1:]:
+        if r["note"]:
+            lines.append(f"- {r['method']} {r['bits_w']}/{r['bits_a']}: {r['note']}")
+    lines += [
+        "", f"Seed {cfg['seed']}; {cfg['epochs']} FP32 epochs, "
+        f"{cfg['qat_epochs'] or cfg['epochs']} QAT epochs per scheme; distribution loss "
+        f"{cfg['dist_loss']} for IOS-PoT, {meta['baseline_dist_loss']} for the baselines; "
+        f"first/last layers 8-bit fixed point; {seconds:.0f} s.", "",
+    ]
+    return "\n".join(lines)
+
+
+def write_tables(rows: list[dict], out: Path, meta: dict, seconds: float) -> None:
+    """compare.json, compare.csv and compare.md, each written atomically."""
+    report = {**meta, "rows": rows, "seconds": round(seconds, 2), "versions": {
+        "potlut": __version__, "torch": torch.__version__, "python": platform.python_version()}}
+    atomic_write_bytes(out / "compare.json", json.dumps(report, indent=2).encode())
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, fieldnames=list(CSV_KEYS), extrasaction="ignore")
+    w.writeheader()
+    w.writerows(rows)
+    atomic_write_bytes(out / "compare.csv", buf.getvalue().encode())
+    atomic_write_bytes(out / "compare.md", markdown(rows, meta, seconds).encode())
