@@ -32,7 +32,7 @@ class RunConfig:
     scheme: str = "iospot"
     bits: int = 4
     act_signed: bool = True
-    epochs: int = 30
+    epochs: int = 40
     qat_epochs: int | None = None  # default: same as epochs
     batch_size: int = 128
     lr: float = 0.04

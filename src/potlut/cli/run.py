@@ -23,7 +23,7 @@ def run_cmd(
     unsigned_acts: bool = typer.Option(
         False, help="spend every activation bit on the magnitude (non-negative inputs)"
     ),
-    epochs: int = typer.Option(30, help="FP32 epochs (the paper's 300-epoch schedule, scaled)"),
+    epochs: int = typer.Option(40, help="FP32 epochs (the paper's 300-epoch schedule, scaled)"),
     qat_epochs: int = typer.Option(None, help="QAT epochs (default: same as --epochs)"),
     batch_size: int = typer.Option(128, help="batch size"),
     lr: float = typer.Option(0.04, help="initial learning rate (SGD, momentum 0.9)"),

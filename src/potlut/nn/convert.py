@@ -111,21 +111,37 @@ def _set_submodule(root: nn.Module, name: str, new: nn.Module) -> None:
 
 @torch.no_grad()
 def calibrate(qmodel: nn.Module, batch: torch.Tensor) -> None:
-    """MSE-optimal power-of-two start for every quantizer (METHODS §1.2).
+    """MSE-optimal power-of-two start for every quantizer (METHODS §1.2), then BN re-estimation.
 
-    Runs ``batch`` through the model with quantization switched off, so each activation
-    quantizer sees the FP32 activations and each weight quantizer its normalized weight.
+    Pass 1 runs ``batch`` with quantization switched off, so each activation quantizer sees
+    the FP32 activations and each weight quantizer its normalized weight. Weight
+    normalization changes the scale of every conv output, so the FP32 BatchNorm running
+    statistics no longer fit; both passes use batch statistics, and pass 2 (quantization
+    on) re-estimates the running statistics, so the converted model is usable in eval mode
+    before any QAT step.
     """
     qs = quantizers(qmodel)
+    bns = [m for m in qmodel.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
     was_training = qmodel.training
-    qmodel.eval()
-    for q in qs:
-        q.calibrating = True
+    momenta = [bn.momentum for bn in bns]
+    device = next(qmodel.parameters()).device
+    batch = batch.to(device)
+    qmodel.train()
     try:
+        for q in qs:
+            q.calibrating = True
+        qmodel(batch)
+        for q in qs:
+            q.calibrating = False
+        for bn in bns:
+            bn.reset_running_stats()
+            bn.momentum = None  # cumulative average: one pass gives the batch statistics
         qmodel(batch)
     finally:
         for q in qs:
             q.calibrating = False
+        for bn, mom in zip(bns, momenta, strict=True):
+            bn.momentum = mom
         qmodel.train(was_training)
 
 

@@ -26,7 +26,8 @@ MODES = ("off", "fixed", "learnable")
 def layer_mismatch(layer) -> torch.Tensor:
     """Scale-free quantization mismatch ``D_l`` of one quantized layer's weight."""
     wn = layer.normalized_weight()
-    q = layer.weight_quant(wn.detach())  # depends on the scale only, not on the weights
+    with torch.no_grad():
+        q = layer.weight_quant(wn)  # the target: nearest levels at the current scale
     return ((wn - q) ** 2).mean() / (wn.detach() ** 2).mean().clamp_min(1e-12)
 
 
