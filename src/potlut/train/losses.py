@@ -4,10 +4,11 @@
 ``L = L_task + exp(-s) * sum_l D_l + s``. The ``+ s`` keeps ``lambda = exp(-s)`` from
 collapsing to 0; at the optimum ``lambda = 1 / sum_l D_l``.
 
-Departure from a literal reading: ``q(w_n)`` is treated as a constant target when
-differentiating w.r.t. the weights. With the STE, ``d q/d w_n = 1`` inside the clipping
-range, which would make the gradient of ``D_l`` vanish exactly where the loss is meant
-to pull weights toward their levels. The clipping scale still receives the gradient.
+Departure from a literal reading: ``q(w_n)`` is a constant target (no gradient). With the
+STE, ``d q/d w_n = 1`` inside the clipping range, which would make the gradient of ``D_l``
+vanish exactly where the loss is meant to pull weights toward their levels. The clipping
+scales are left to the task loss: the PACT-style ``d q/d alpha`` is only an approximation,
+and with ``lambda`` in the hundreds it pushed an 8-bit scale the wrong way by two octaves.
 """
 
 from __future__ import annotations
