@@ -375,6 +375,51 @@ def _fail(msg: str) -> None:
     raise PotlutFormatError(f"invalid model graph: {msg}")
 
 
+def _kind_ok(v: Any, kind: str) -> bool:
+    is_int = isinstance(v, int) and not isinstance(v, bool)
+    return {
+        "int": is_int and v >= 0,
+        "int?": v is None or (is_int and v > 0),
+        "int2": _is_int_list(v, 2) and all(x >= 0 for x in v),
+        "ints": _is_int_list(v) and all(x >= 0 for x in v),
+        "bool": isinstance(v, bool),
+        "float": isinstance(v, (int, float)) and not isinstance(v, bool),
+        "str": isinstance(v, str),
+        "strs": isinstance(v, list) and all(isinstance(x, str) for x in v),
+    }[kind]
+
+
+# attributes every node of an op must carry, with their kinds (checked on load)
+ATTRS: dict[str, dict[str, str]] = {
+    "conv2d": {"in_channels": "int", "out_channels": "int", "groups": "int", "bias": "bool",
+               "kernel_size": "int2", "stride": "int2", "padding": "int2", "dilation": "int2"},
+    "linear": {"in_features": "int", "out_features": "int", "bias": "bool"},
+    "batchnorm2d": {"num_features": "int", "eps": "float"},
+    "maxpool2d": {"kernel_size": "int2", "stride": "int2", "padding": "int2",
+                  "dilation": "int2", "ceil_mode": "bool"},
+    "avgpool2d": {"kernel_size": "int2", "stride": "int2", "padding": "int2", "ceil_mode": "bool",
+                  "count_include_pad": "bool", "divisor_override": "int?"},
+    "adaptive_avgpool2d": {"output_size": "int2"},
+    "shortcut_a": {"stride": "int", "pad": "int"},
+    "flatten": {"start_dim": "int", "end_dim": "int"},
+    "mean": {"dims": "ints", "keepdim": "bool"},
+    "cat": {"dim": "int"},
+}
+QUANT_ATTRS = {"scheme": "str", "bits": "int", "n_codes": "int"}
+ACT_ATTRS = {**QUANT_ATTRS, "signed": "bool", "state": "strs"}
+
+
+def _check_attrs(where: str, attrs: Any, schema: dict[str, str]) -> None:
+    if not isinstance(attrs, dict):
+        _fail(f"{where}: attributes must be an object")
+    for key, kind in schema.items():
+        if key not in attrs or not _kind_ok(attrs[key], kind):
+            _fail(f"{where}: attribute {key!r} missing or not {kind}")
+    e = attrs.get("exponent")
+    if "scheme" in schema and e is not None and (not isinstance(e, int) or isinstance(e, bool)):
+        _fail(f"{where}: attribute 'exponent' must be an integer or null")
+
+
 def _expect_array(g: ModelGraph, key: str, shape: list[int] | None, kinds: str) -> None:
     a = g.arrays.get(key)
     if a is None:
@@ -412,6 +457,7 @@ def _validate_layer(g: ModelGraph, n: Node) -> None:
     elif shape[0] != a.get("out_features"):
         _fail(f"node {n.name}: weight shape {shape} does not match out_features")
     if w.get("quantized") is True:
+        _check_attrs(f"node {n.name} weight", w, QUANT_ATTRS)
         nc = w.get("n_codes")
         if not isinstance(nc, int) or not 1 <= nc <= 65536:
             _fail(f"node {n.name}: weight n_codes must be in 1..65536")
@@ -429,8 +475,7 @@ def _validate_layer(g: ModelGraph, n: Node) -> None:
         _expect_array(g, f"{mod}.bias", [shape[0]], "f")
     act = a.get("act")
     if act is not None:
-        if not isinstance(act, dict) or not isinstance(act.get("n_codes"), int):
-            _fail(f"node {n.name}: attrs.act malformed")
+        _check_attrs(f"node {n.name} act", act, ACT_ATTRS)
         _expect_array(g, f"{mod}.act.codebook", [act["n_codes"]], "f")
         for k in act.get("state", []):
             _expect_array(g, f"{mod}.act.state.{k}", None, "f")
@@ -457,6 +502,8 @@ def _validate(g: ModelGraph) -> None:
                 _fail(f"node {n.name}: input {i!r} is not an earlier node")
         if n.op in ("input", "output") and n is not g.nodes[0] and n is not g.nodes[-1]:
             _fail(f"node {n.name}: {n.op} may only be the first/last node")
+        if n.op in ATTRS:
+            _check_attrs(f"node {n.name}", n.attrs, ATTRS[n.op])
         if n.op in ("conv2d", "linear"):
             _validate_layer(g, n)
         elif n.op == "batchnorm2d":
