@@ -312,6 +312,8 @@ def _sections(body: bytes) -> dict[bytes, bytes]:
         blob = body[pos : pos + length]
         if zlib.crc32(blob) != crc:
             raise _bad(f"section {tag!r} checksum mismatch")
+        if tag not in (b"ARCH", b"DATA"):
+            raise _bad(f"unknown section {tag!r}")
         if tag in out:
             raise _bad(f"section {tag!r} repeated")
         out[tag] = blob
