@@ -117,7 +117,7 @@ def stored_weight_bytes(qmodel: nn.Module) -> float:
     for _, m in quant_layers(qmodel):
         sb = getattr(m.weight_quant, "side_bits", None)
         if sb is not None:
-            side += sb(m.weight.numel())
+            side += sb(tuple(m.weight.shape))
     return weight_bytes(qmodel) + side / 8
 
 

@@ -30,6 +30,8 @@ is still a small codebook plus codes; ``side_bits`` counts the 8-bit shared expo
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -120,9 +122,11 @@ class BMFloatQuantizer(Quantizer):
         q, _, _ = self._quantize(x)
         return x + (q - x).detach()  # STE
 
-    def side_bits(self, numel: int) -> int:
-        """Storage of the shared exponents of a weight tensor with ``numel`` elements."""
-        return -(-numel // self.block) * SHARED_EXPONENT_BITS
+    def side_bits(self, shape: tuple[int, ...]) -> int:
+        """Storage of the shared exponents of a weight tensor of ``shape`` (blocks per row)."""
+        rows = shape[0] if len(shape) > 1 else 1
+        cols = math.prod(shape) // max(rows, 1)
+        return rows * -(-cols // self.block) * SHARED_EXPONENT_BITS
 
     @torch.no_grad()
     def export(self, x: torch.Tensor) -> Exported:

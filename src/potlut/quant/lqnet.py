@@ -87,7 +87,7 @@ class LQNetQuantizer(Quantizer):
 
     def _nearest(self, t: torch.Tensor, vals: torch.Tensor) -> torch.Tensor:
         mids = (vals[1:] + vals[:-1]) / 2
-        return torch.bucketize(t, mids.to(t.dtype), right=True)
+        return torch.bucketize(t.contiguous(), mids.to(t.dtype), right=True)
 
     # -- QEM -------------------------------------------------------------------------------
     @torch.no_grad()
