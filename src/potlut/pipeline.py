@@ -16,10 +16,12 @@ from typing import Any
 
 import torch
 
-from potlut import __version__, data as data_mod, models
-from potlut.nn import QuantSpec, calibrate, convert
+from potlut import __version__, models
+from potlut import data as data_mod
+from potlut.errors import PotlutConfigError
 from potlut.metrics import evaluate, fixops, weight_bytes
-from potlut.train import TrainConfig, fit
+from potlut.nn import QuantSpec, calibrate, convert
+from potlut.train import TrainConfig, fit, pick_device
 from potlut.train.checkpoint import atomic_write_bytes, load_checkpoint
 
 
@@ -48,6 +50,20 @@ class RunConfig:
             dist_loss=self.dist_loss, device=self.device,
         )
 
+    def validate(self) -> None:
+        """Reject bad options before any data is read or any epoch is trained."""
+        from potlut.train.losses import MODES
+
+        self.quant_spec().validate()
+        for stage in ("fp32", "qat"):
+            self.train_config(stage).validate()
+        if self.dist_loss not in MODES:
+            raise PotlutConfigError(
+                f"distribution loss mode must be one of {MODES}, got {self.dist_loss!r}"
+            )
+        models.check_name(self.model)
+        pick_device(self.device)
+
     def quant_spec(self) -> QuantSpec:
         return QuantSpec(scheme=self.scheme, bits=self.bits, act_signed=self.act_signed)
 
@@ -56,21 +72,23 @@ def run(cfg: RunConfig, out: str | Path, resume: bool = False, progress: bool = 
     """Run the main job into folder ``out`` and return the report dict."""
     out = Path(out)
     t0 = time.time()
+    cfg.validate()  # fail on bad options before any work
     spec = cfg.quant_spec()
-    spec.validate()  # fail on bad options before any work
     bundle = data_mod.load(cfg.data)
     out.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(cfg.seed)
     fp32 = models.build(cfg.model, bundle.num_classes, bundle.in_channels)
+    fp32_meta = {"model": cfg.model, "data": cfg.data}
     fp32_hist = fit(
         fp32, bundle, cfg.train_config("fp32"), stage="fp32",
-        checkpoint=out / "fp32.ckpt", resume=resume, progress=progress,
+        checkpoint=out / "fp32.ckpt", resume=resume, progress=progress, meta=fp32_meta,
     )
     qmodel = convert(fp32.cpu(), spec)
     calibrate(qmodel, bundle.calibration_batch())
     qat_hist = fit(
         qmodel, bundle, cfg.train_config("qat"), stage="qat",
         checkpoint=out / "qat.ckpt", resume=resume, progress=progress,
+        meta={**fp32_meta, "scheme": cfg.scheme, "bits": cfg.bits, "act_signed": cfg.act_signed},
     )
     fp32.cpu()
     qmodel.cpu()

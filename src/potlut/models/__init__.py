@@ -42,8 +42,13 @@ def names() -> list[str]:
     return sorted(_MODELS)
 
 
-def build(name: str, num_classes: int = 10, in_channels: int = 3) -> nn.Module:
-    """Instantiate a model by name (user error listing the known names otherwise)."""
+def check_name(name: str) -> None:
+    """Raise a user error listing the known models unless ``name`` is one."""
     if name not in _MODELS:
         raise PotlutConfigError(f"unknown model {name!r}; choose one of: {', '.join(names())}")
+
+
+def build(name: str, num_classes: int = 10, in_channels: int = 3) -> nn.Module:
+    """Instantiate a model by name (user error listing the known names otherwise)."""
+    check_name(name)
     return _MODELS[name](num_classes=num_classes, in_channels=in_channels)

@@ -28,7 +28,9 @@ class SchemeInfo:
 _SCHEMES: dict[str, SchemeInfo] = {}
 
 
-def register(name: str, factory: Factory, *, weight_norm: bool = True, description: str = "") -> None:
+def register(
+    name: str, factory: Factory, *, weight_norm: bool = True, description: str = ""
+) -> None:
     """Make a scheme available to ``convert`` and the CLI under ``name``."""
     _SCHEMES[name] = SchemeInfo(factory, weight_norm, description)
 
@@ -77,14 +79,19 @@ _BASELINE_MODULES: list[str] = [
     "apot", "lqnet", "deepshift", "pact", "lsq", "bmfloat",
 ]
 
+def _signed(role: str, signed: bool) -> bool:
+    """Weights are always signed; activations as the spec says."""
+    return True if role == "weight" else signed
+
+
 register(
     "iospot",
-    lambda bits, role, signed: IOSPoTQuantizer(bits, signed=True if role == "weight" else signed),
+    lambda bits, role, signed: IOSPoTQuantizer(bits, signed=_signed(role, signed)),
     description="IOS-PoT (He et al. 2024): levels {0, ±2^-j}, power-of-two scale",
 )
 register(
     "fixed",
-    lambda bits, role, signed: UniformPoTQuantizer(bits, signed=True if role == "weight" else signed),
+    lambda bits, role, signed: UniformPoTQuantizer(bits, signed=_signed(role, signed)),
     weight_norm=False,
     description="fixed point with a power-of-two step (first/last layers)",
 )

@@ -169,11 +169,14 @@ def fit(
     resume: bool = False,
     progress: bool = True,
     on_epoch_end: EpochCallback | None = None,
+    meta: dict[str, Any] | None = None,
 ) -> History:
     """Train ``model`` in place for ``cfg.epochs`` epochs and return the per-epoch history.
 
     With ``checkpoint`` set, the full training state is written atomically after every
     epoch; with ``resume`` the run continues from it (and returns at once if it is done).
+    ``meta`` (model, data, scheme, bits, ...) is stored with it, and a checkpoint whose
+    meta or recipe differs from this run's is refused rather than silently mixed in.
     """
     cfg.validate()
     device = pick_device(cfg.device)
@@ -197,7 +200,7 @@ def fit(
     start = 0
     if checkpoint is not None and resume and Path(checkpoint).exists():
         state = load_checkpoint(checkpoint, device)
-        _check_compatible(state, stage, cfg, checkpoint)
+        _check_compatible(state, stage, cfg, meta or {}, checkpoint)
         try:
             model.load_state_dict(state["model"])
             opt.load_state_dict(state["optimizer"])
@@ -288,17 +291,20 @@ def fit(
     return history
 
 
-def _check_compatible(state: dict, stage: str, cfg: TrainConfig, path) -> None:
+def _check_compatible(state: dict, stage: str, cfg: TrainConfig, meta: dict, path) -> None:
     if state.get("stage") != stage:
         raise PotlutCheckpointError(
             f"{path}: checkpoint is of stage {state.get('stage')!r}, not {stage!r}"
         )
-    saved = state.get("config", {})
-    for key in ("epochs", "seed", "batch_size", "lr", "dist_loss"):
-        if key in saved and saved[key] != getattr(cfg, key):
+    saved = {**state.get("meta", {}), **state.get("config", {})}
+    ours = {**meta, **{k: getattr(cfg, k) for k in ("epochs", "seed", "batch_size", "lr")}}
+    if stage != "fp32":
+        ours["dist_loss"] = cfg.dist_loss
+    for key, value in ours.items():
+        if key in saved and saved[key] != value:
             raise PotlutCheckpointError(
                 f"{path}: was written with {key}={saved[key]!r}, this run has "
-                f"{key}={getattr(cfg, key)!r}; use the same options or a new --out"
+                f"{key}={value!r}; use the same options or a new --out"
             )
 
 

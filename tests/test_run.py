@@ -1,0 +1,135 @@
+"""`potlut run` end to end on digits: accuracy floors, report contents, resume after a kill."""
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from potlut.train.checkpoint import load_checkpoint
+
+REPORT_KEYS = {
+    "dataset", "model", "bits", "fp32_top1", "fp32_top5", "quant_top1", "quant_top5",
+    "fixops_fp32", "fixops_quant", "weight_bytes_fp32", "weight_bytes_quant", "epochs", "seed",
+}
+
+
+def potlut(*args, check=True, **kw):
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run(
+        [sys.executable, "-m", "potlut", *args], capture_output=True, text=True, env=env,
+        stdin=subprocess.DEVNULL, **kw,
+    )
+    if check and proc.returncode != 0:
+        raise AssertionError(f"potlut {args} failed ({proc.returncode}):\n{proc.stderr[-3000:]}")
+    return proc
+
+
+@pytest.fixture(scope="module")
+def run4(tmp_path_factory):
+    out = tmp_path_factory.mktemp("run4")
+    proc = potlut("run", "--json", "--out", str(out))
+    return out, json.loads(proc.stdout)
+
+
+def test_default_run_meets_accuracy_floors(run4):
+    out, rep = run4
+    assert REPORT_KEYS <= set(rep)
+    assert rep["dataset"] == "digits" and rep["bits"] == 4 and rep["model"] == "small_cnn"
+    assert rep["fp32_top1"] >= 97.0
+    assert rep["quant_top1"] >= rep["fp32_top1"] - 1.5
+    assert rep["quant_top5"] >= 99.0
+    # FIXOPS: middle layers at 4x4 bits, ends at 8x8; FP32 at 16 per MAC
+    assert rep["fixops_fp32"] == 16 * 157_312
+    assert rep["fixops_quant"] < rep["fixops_fp32"] / 40
+    assert rep["weight_bytes_quant"] < rep["weight_bytes_fp32"] / 6
+    saved = json.loads((out / "report.json").read_text())
+    assert saved["quant_top1"] == rep["quant_top1"]
+    assert "| Top-1 (%) |" in (out / "report.md").read_text()
+
+
+def test_three_bit_run_reusing_the_fp32_stage(run4, tmp_path):
+    out4, rep4 = run4
+    shutil.copy(out4 / "fp32.ckpt", tmp_path / "fp32.ckpt")
+    rep3 = json.loads(potlut("run", "--json", "--bits", "3", "--resume", "--out",
+                             str(tmp_path)).stdout)
+    assert rep3["fp32_top1"] == rep4["fp32_top1"]  # the FP32 stage was reused, not retrained
+    assert rep3["quant_top1"] >= rep3["fp32_top1"] - 3.0
+    assert rep3["fixops_quant"] < rep4["fixops_quant"]
+
+
+def test_resume_after_kill_matches_uninterrupted(tmp_path):
+    args = ["run", "--json", "--epochs", "6", "--qat-epochs", "12", "--seed", "3"]
+    full = json.loads(potlut(*args, "--out", str(tmp_path / "full")).stdout)
+
+    out = tmp_path / "killed"
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "potlut", *args, "--out", str(out)],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, stdin=subprocess.DEVNULL, env=env,
+    )
+    deadline = time.time() + 300
+    while not (out / "qat.ckpt").exists() and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.01)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert not (out / "report.json").exists(), "run finished before it could be killed"
+    done = len(load_checkpoint(out / "qat.ckpt")["history"]["epochs"])
+    assert 1 <= done < 12
+
+    resumed = json.loads(potlut(*args, "--out", str(out), "--resume").stdout)
+    for key in ("fp32_top1", "quant_top1", "quant_top5", "fixops_quant"):
+        assert resumed[key] == full[key], key
+    a = load_checkpoint(tmp_path / "full" / "qat.ckpt")["model"]
+    b = load_checkpoint(out / "qat.ckpt")["model"]
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--bits", "9"], "bits must be an integer in 2..8"),
+        (["--bits", "1"], "bits must be an integer in 2..8"),
+        (["--scheme", "fancy"], "unknown quantization scheme 'fancy'"),
+        (["--model", "vgg99"], "unknown model 'vgg99'"),
+        (["--data", "mnist:/nonexistent/folder"], "no such folder"),
+        (["--data", "imagenet-1k"], "unknown data set"),
+        (["--dist-loss", "maybe"], "distribution loss mode"),
+        (["--epochs", "0"], "epochs must be >= 1"),
+    ],
+)
+def test_bad_input_one_line_exit_2(tmp_path, args, message):
+    out = tmp_path / "out"
+    proc = potlut("run", "--out", str(out), *args, check=False)
+    assert proc.returncode == 2
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and message in lines[0], proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert not (out / "report.json").exists()
+
+
+def test_unreadable_checkpoint_on_resume(tmp_path):
+    (tmp_path / "fp32.ckpt").write_bytes(b"\x00garbage" * 10)
+    proc = potlut("run", "--out", str(tmp_path), "--resume", check=False)
+    assert proc.returncode == 2
+    assert "unreadable checkpoint" in proc.stderr and "Traceback" not in proc.stderr
+    assert not (tmp_path / "report.json").exists()
+
+
+def test_malformed_mnist_folder(tmp_path):
+    import numpy as np
+
+    from potlut.data.idx import FILES, write_idx
+
+    for key, stem in FILES.items():
+        write_idx(tmp_path / stem, np.zeros((5, 4) if key.endswith("images") else (5,), np.uint8))
+    proc = potlut("run", "--data", f"mnist:{tmp_path}", "--out", str(tmp_path / "o"), check=False)
+    assert proc.returncode == 2
+    assert "has 2 dimensions, expected 3" in proc.stderr
+    assert not (Path(tmp_path) / "o" / "report.json").exists()

@@ -1,0 +1,55 @@
+"""Distribution loss (METHODS §2): value, modes, and the learnable coefficient moving."""
+
+import math
+
+import pytest
+import torch
+
+from potlut.data import load
+from potlut.errors import PotlutConfigError
+from potlut.models import build
+from potlut.nn import QuantSpec, calibrate, convert, quant_layers
+from potlut.train import DistributionLoss, TrainConfig, fit
+from potlut.train.losses import layer_mismatch
+
+
+def test_layer_mismatch_hand_computed():
+    torch.manual_seed(0)
+    q = convert(build("small_cnn", 10, 1), QuantSpec(bits=3))
+    _, layer = quant_layers(q)[1]
+    with torch.no_grad():
+        layer.weight_quant.a.fill_(1.0)
+        pattern = torch.tensor([0.1, 0.9, -0.4, 0.2]).repeat(4608 // 4)
+        layer.weight.copy_(pattern.view_as(layer.weight))
+    wn = layer.normalized_weight().detach()
+    qn = layer.weight_quant(wn).detach()
+    expected = float(((wn - qn) ** 2).mean() / (wn**2).mean())
+    assert float(layer_mismatch(layer)) == pytest.approx(expected, rel=1e-6)
+    # the weights get the gradient 2 (wn - q) / N / mean(wn^2), the scale none
+    layer_mismatch(layer).backward()
+    assert layer.weight_quant.a.grad is None or float(layer.weight_quant.a.grad) == 0.0
+
+
+def test_modes():
+    torch.manual_seed(0)
+    q = convert(build("small_cnn", 10, 1), QuantSpec(bits=4))
+    total = sum(float(layer_mismatch(m)) for _, m in quant_layers(q))
+    assert float(DistributionLoss("off")(q)) == 0.0
+    assert float(DistributionLoss("fixed", 0.5)(q)) == pytest.approx(0.5 * total, rel=1e-5)
+    learn = DistributionLoss("learnable")
+    assert float(learn(q)) == pytest.approx(total, rel=1e-5)  # exp(-0) * D + 0
+    assert learn.s.requires_grad and not DistributionLoss("fixed").s.requires_grad
+    with pytest.raises(PotlutConfigError):
+        DistributionLoss("sometimes")
+
+
+def test_learnable_coefficient_moves_during_training():
+    torch.set_num_threads(1)
+    bundle = load("digits")
+    torch.manual_seed(0)
+    q = convert(build("small_cnn", 10, 1), QuantSpec(bits=3))
+    calibrate(q, bundle.calibration_batch())
+    hist = fit(q, bundle, TrainConfig(epochs=3, seed=0), stage="qat", progress=False)
+    lams = [e.dist_lambda for e in hist.epochs]
+    assert lams[0] != 1.0 and all(math.isfinite(v) and v > 0 for v in lams)
+    assert abs(lams[-1] - 1.0) > 1e-3
