@@ -74,5 +74,8 @@ def compare_cmd(
         table.add_column(col, justify="left" if i < 2 else "right")
     for r in table_rows(rows):
         table.add_row(*r)
-    Console().print(table)
+    console = Console()
+    if not console.is_terminal:  # piped: do not squeeze the table into 80 columns
+        console = Console(width=160)
+    console.print(table)
     print(f"tables: {out / 'compare.md'}, compare.csv, compare.json")

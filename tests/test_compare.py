@@ -1,0 +1,124 @@
+"""``potlut compare`` end to end on digits, its resume, its errors and the paper configs."""
+
+from __future__ import annotations
+
+import csv
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from potlut import data as data_mod
+from potlut import models
+from potlut.cli.compare import COMPARE_KEYS
+from potlut.compare import DEFAULT_SCHEMES, JSON_KEYS, validate
+from potlut.config import load_config
+
+ROOT = Path(__file__).resolve().parents[1]
+EPOCHS = "12"  # FP32 and QAT epochs each: 9 trainings of ~12 steps an epoch on digits
+
+
+def potlut(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "potlut", *args], capture_output=True,
+                          text=True, timeout=900)
+
+
+@pytest.fixture(scope="module")
+def digits_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("compare")
+    res = potlut("compare", "--data", "digits", "--bits", "4", "--epochs", EPOCHS,
+                 "--qat-epochs", EPOCHS, "--out", str(out), "--json")
+    assert res.returncode == 0, res.stderr[-2000:]
+    return out, json.loads(res.stdout)
+
+
+@pytest.mark.slow
+def test_every_scheme_within_three_points_of_fp32(digits_run):
+    _, rows = digits_run
+    fp = rows[0]
+    assert fp["scheme"] == "fp32" and (fp["bits_w"], fp["bits_a"]) == (32, 32)
+    assert fp["top1"] > 90
+    assert [r["scheme"] for r in rows[1:]] == DEFAULT_SCHEMES
+    for r in rows:
+        assert set(JSON_KEYS) <= set(r)
+        assert r["top1"] >= fp["top1"] - 3, (r["scheme"], r["top1"], fp["top1"])
+
+
+@pytest.mark.slow
+def test_fixops_sizes_and_integer_only_flags(digits_run):
+    _, rows = digits_run
+    by = {r["scheme"]: r for r in rows}
+    fp, ios, ds = by["fp32"], by["iospot"], by["deepshift"]
+    assert (ios["bits_w"], ios["bits_a"]) == (4, 4)
+    assert (ds["bits_w"], ds["bits_a"]) == (4, 8)
+    assert ds["fixops"] > ios["fixops"]  # 8-bit activations cost DeepShift twice the middle MACs
+    assert ios["fixops_rate"] == pytest.approx(fp["fixops"] / ios["fixops"], rel=1e-3)
+    assert ios["weight_rate"] == pytest.approx(fp["weight_bytes"] / ios["weight_bytes"], rel=1e-3)
+    # every 4-bit scheme stores the same weight bits; BM-float adds its shared exponents
+    for s in ("apot", "lqnet", "deepshift", "pact", "lsq", "profit"):
+        assert by[s]["weight_bytes"] == ios["weight_bytes"]
+    assert by["bmfloat"]["weight_bytes"] > ios["weight_bytes"]
+    assert {s for s, r in by.items() if s != "fp32" and not r["integer_only"]} == {
+        "lqnet", "lsq", "bmfloat"}
+    assert all(by[s]["note"] for s in ("lqnet", "lsq", "bmfloat"))
+    assert "PROFIT froze 2 conv layers" in by["profit"]["note"]
+
+
+@pytest.mark.slow
+def test_tables_written_and_resume_skips_finished_schemes(digits_run):
+    out, rows = digits_run
+    md = (out / "compare.md").read_text()
+    assert "| DeepShift-PS | 4/8 |" in md and "| FP32 | 32/32 |" in md
+    with (out / "compare.csv").open() as f:
+        assert [r["scheme"] for r in csv.DictReader(f)] == ["fp32", *DEFAULT_SCHEMES]
+    assert json.loads((out / "compare.json").read_text())["rows"] == rows
+    row_files = sorted((out / "schemes").glob("*/row.json"))
+    assert len(row_files) == len(DEFAULT_SCHEMES)
+    stamps = [p.stat().st_mtime_ns for p in row_files]
+    res = potlut("compare", "--data", "digits", "--bits", "4", "--epochs", EPOCHS,
+                 "--qat-epochs", EPOCHS, "--out", str(out), "--json", "--resume")
+    assert res.returncode == 0, res.stderr[-2000:]
+    again = json.loads(res.stdout)
+    assert [r["top1"] for r in again] == [r["top1"] for r in rows]
+    assert [p.stat().st_mtime_ns for p in row_files] == stamps  # nothing retrained
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--schemes", "iospot,nope"], "unknown quantization scheme 'nope'"),
+    (["--bits", "4,x"], "'x' is not a valid int"),
+    (["--schemes", "apot", "--bits", "8"], "APoT supports"),
+    (["--bits", "9"], "bits must be an integer in 2..8"),
+])
+def test_user_errors_are_one_line_before_training(tmp_path, args, message):
+    res = potlut("compare", "--out", str(tmp_path / "o"), *args)
+    assert res.returncode == 2
+    assert res.stderr.strip().count("\n") == 0 and message in res.stderr
+    assert not (tmp_path / "o" / "fp32.ckpt").exists()
+
+
+def test_unknown_compare_key_in_config(tmp_path):
+    cfg = tmp_path / "c.toml"
+    cfg.write_text('model = "small_cnn"\n[compare]\nschemes = ["iospot"]\nbitz = [4]\n')
+    res = potlut("compare", "--config", str(cfg), "--out", str(tmp_path / "o"))
+    assert res.returncode == 2 and "unknown keys in [compare]: ['bitz']" in res.stderr
+
+
+@pytest.mark.parametrize("path", sorted((ROOT / "configs").glob("table[45]_*.toml")),
+                         ids=lambda p: p.stem)
+def test_paper_configs_are_valid(path):
+    cfg, sections = load_config(path)
+    comp = sections["compare"]
+    assert set(comp) <= COMPARE_KEYS
+    assert comp["bits"] == [3, 4, 5] and comp["schemes"] == DEFAULT_SCHEMES
+    validate(cfg, comp["schemes"], comp["bits"])
+    assert cfg.model in models.names()
+    assert cfg.data.partition(":")[0] in {"cifar10", "cifar100"}
+    assert cfg.data.partition(":")[0] in data_mod._LOADERS
+
+
+def test_three_paper_configs_exist():
+    names = {p.stem for p in (ROOT / "configs").glob("table[45]_*.toml")}
+    assert names == {"table4_resnet20_cifar10", "table4_resnet56_cifar10",
+                     "table5_resnet18_cifar100"}
