@@ -1,0 +1,106 @@
+"""`potlut report`: PNG plots and Markdown from a short real run."""
+
+import json
+import struct
+
+import numpy as np
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from potlut.cli.main import app
+from potlut.compress import file_stats, read
+from potlut.pipeline import RunConfig, run
+from potlut.report import entropy_bound_bytes, make_report, model_dims
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def short_run(tmp_path_factory):
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    out = tmp_path_factory.mktemp("run")
+    try:
+        run(RunConfig(epochs=2, qat_epochs=1, batch_size=64, device="cpu"), out, progress=False)
+    finally:
+        torch.set_num_threads(before)
+    return out
+
+
+def png_size(path) -> tuple[int, int]:
+    raw = path.read_bytes()
+    assert raw[:8] == b"\x89PNG\r\n\x1a\n" and raw[12:16] == b"IHDR"
+    return struct.unpack(">II", raw[16:24])
+
+
+def test_report_writes_three_pngs_and_markdown(short_run):
+    res = CliRunner().invoke(app, ["report", str(short_run)])
+    assert res.exit_code == 0, res.output
+    folder = short_run / "report"
+    assert res.output.split() == [str(folder / f) for f in
+                                  ("convergence.png", "weights.png", "layer_sizes.png",
+                                   "report.md")]
+    assert png_size(folder / "convergence.png") == (1200, 400)
+    assert png_size(folder / "weights.png") == (4 * 360, 260)  # 4 layers in one row
+    w, h = png_size(folder / "layer_sizes.png")
+    assert w >= 600 and h == 450
+    md = (folder / "report.md").read_text()
+    for name in ("features.0", "features.3", "features.6", "fc"):
+        assert f"| {name} |" in md
+    assert "2 FP32 epochs, then 1 QAT epochs" in md
+    assert "measured on model.potlut" in md
+    for png in ("convergence.png", "weights.png", "layer_sizes.png"):
+        assert f"]({png})" in md
+
+
+def test_sizes_come_from_the_potlut_file_and_match_the_entropy_bound(short_run, tmp_path):
+    result = make_report(short_run, tmp_path / "r")
+    assert result["sizes_measured"] and result["layers"] == 4
+    graph, info = read(tmp_path / "r" / "model.potlut")
+    rows = {r["name"]: r for r in file_stats(graph, info)["layers"]}
+    assert set(rows) == {"features.0", "features.3", "features.6", "fc"}
+    from potlut.report import layer_weights, read_run, rebuild
+
+    _, cfg = read_run(short_run)
+    lw = {w.name: w for w in layer_weights(*rebuild(short_run, cfg))}
+    for name in ("features.3", "features.6"):  # 4-bit IOS-PoT layers
+        assert lw[name].bits == 4 and len(np.unique(lw[name].quant)) <= 15
+        assert entropy_bound_bytes(lw[name].quant) == pytest.approx(
+            rows[name]["entropy_bound_bytes"], abs=0.1)
+        assert rows[name]["raw_bytes"] == lw[name].quant.size * 4 // 8
+
+
+def test_analytic_sizes_when_the_data_is_gone(short_run, tmp_path):
+    copy = tmp_path / "run"
+    copy.mkdir()
+    for f in ("fp32.ckpt", "qat.ckpt"):
+        (copy / f).write_bytes((short_run / f).read_bytes())
+    rep = json.loads((short_run / "report.json").read_text())
+    rep["config"]["data"] = f"mnist:{tmp_path / 'missing'}"
+    (copy / "report.json").write_text(json.dumps(rep))
+    result = make_report(copy)
+    assert not result["sizes_measured"]
+    md = (copy / "report" / "report.md").read_text()
+    assert "analytic (FP32, raw b-bit packing, order-0 entropy bound)" in md
+    assert "| features.6 | 4 | 73,728 | 9,216 |" in md  # 18,432 weights: 4 B FP32, 4 bits
+
+
+def test_bad_run_folder_is_one_line_error(tmp_path):
+    res = CliRunner().invoke(app, ["report", str(tmp_path)])
+    assert res.exit_code == 2
+    assert "no report.json" in res.output and res.output.count("\n") == 1
+
+
+def test_model_dims_from_state_dict():
+    from potlut import models
+
+    for name, classes, chans in (("small_cnn", 10, 1), ("squeezenet1_1", 7, 3),
+                                 ("scn", 7, 3), ("shufflenet_v2_x1_0", 100, 3)):
+        assert model_dims(models.build(name, classes, chans).state_dict()) == (classes, chans)
