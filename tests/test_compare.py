@@ -90,6 +90,7 @@ def test_tables_written_and_resume_skips_finished_schemes(digits_run):
     (["--bits", "4,x"], "'x' is not a valid int"),
     (["--schemes", "apot", "--bits", "8"], "APoT supports"),
     (["--bits", "9"], "bits must be an integer in 2..8"),
+    (["--baseline-dist-loss", "always"], "distribution loss must be one of off, fixed"),
 ])
 def test_user_errors_are_one_line_before_training(tmp_path, args, message):
     res = potlut("compare", "--out", str(tmp_path / "o"), *args)

@@ -39,6 +39,7 @@ from potlut.quant.iospot import check_bits
 from potlut.quant.profit import ProgressiveFreezer, split_scheme
 from potlut.train import fit
 from potlut.train.checkpoint import atomic_write_bytes, load_checkpoint
+from potlut.train.losses import MODES as DIST_LOSS_MODES
 
 BASELINES = ["apot", "lqnet", "deepshift", "pact", "lsq", "bmfloat", "profit"]
 DEFAULT_SCHEMES = ["iospot", *BASELINES]
@@ -80,8 +81,15 @@ def parse_list(text: str | Sequence, kind: type = str) -> list:
     return out
 
 
-def validate(base: RunConfig, schemes: Sequence[str], bits_list: Sequence[int]) -> None:
-    """Fail on an unknown scheme or an unsupported bit-width before any training starts."""
+def validate(
+    base: RunConfig, schemes: Sequence[str], bits_list: Sequence[int],
+    baseline_dist_loss: str = "off",
+) -> None:
+    """Fail on an unknown scheme, bit-width or loss mode before any training starts."""
+    for mode in (base.dist_loss, baseline_dist_loss):
+        if mode not in DIST_LOSS_MODES:
+            raise PotlutConfigError(
+                f"distribution loss must be one of {', '.join(DIST_LOSS_MODES)}, got {mode!r}")
     for b in bits_list:
         check_bits(b)
     for scheme in schemes:
@@ -165,7 +173,7 @@ def compare(
     """
     out = Path(out)
     schemes, bits_list = list(schemes), [int(b) for b in bits_list]
-    validate(base, schemes, bits_list)
+    validate(base, schemes, bits_list, baseline_dist_loss)
     t0 = time.time()
     bundle = data_mod.load(base.data)
     out.mkdir(parents=True, exist_ok=True)
