@@ -221,14 +221,15 @@ def file_sizes(qmodel: nn.Module, run_dir: Path, out_dir: Path, cfg: RunConfig,
 def plot_sizes(rows: list[dict[str, Any]], path: Path) -> None:
     """Fig. 6 style: grouped bars per layer, log scale, one bar per size measure present."""
     keys = [(k, label) for k, label in SIZE_KEYS if rows and k in rows[0]]
-    fig, ax = _canvas(1, 1, max(6.0, 0.45 * len(rows) * len(keys) / 2), 4.5)
+    fig, ax = _canvas(1, 1, min(18.0, max(6.0, 2.0 + 0.5 * len(rows))), 4.5)
     a = ax[0, 0]
     width = 0.8 / max(len(keys), 1)
     x = np.arange(len(rows))
     for i, (k, label) in enumerate(keys):
-        a.bar(x + (i - (len(keys) - 1) / 2) * width, [max(r[k], 1e-3) for r in rows],
+        a.bar(x + (i - (len(keys) - 1) / 2) * width, [max(r[k], 1.0) for r in rows],
               width, label=label)
     a.set_yscale("log")
+    a.set_ylim(bottom=1.0)  # an all-zero layer's bound is 0 bytes: drawn at the floor
     a.set_xticks(x, [r["name"] for r in rows], rotation=70, fontsize=7)
     a.set(ylabel="bytes", title="weight size per layer")
     a.legend(fontsize=7)
