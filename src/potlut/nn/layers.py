@@ -36,15 +36,28 @@ class QuantLayerMixin:
         self.weight_quant = weight_quant
         self.act_quant = act_quant
         self.weight_norm = weight_norm
+        self.last_weights: tuple[torch.Tensor, torch.Tensor] | None = None
+
+    def __getstate__(self):
+        """Copies and pickles leave out ``last_weights`` (non-leaf tensors of one step)."""
+        state = self.__dict__.copy()
+        state["last_weights"] = None
+        return state
 
     def normalized_weight(self) -> torch.Tensor:
         """The weight the quantizer sees (normalized when the scheme wants it)."""
         return normalize_weight(self.weight) if self.weight_norm else self.weight
 
     def quantized_weight(self) -> torch.Tensor:
-        """The fake-quantized weight used in forward."""
+        """The fake-quantized weight used in forward.
+
+        In training mode the pair (normalized, quantized) of the last forward is kept in
+        ``last_weights`` so the distribution loss reuses it instead of recomputing it.
+        """
         w = self.normalized_weight()
-        return self.weight_quant(w) if self.weight_quant is not None else w
+        q = self.weight_quant(w) if self.weight_quant is not None else w
+        self.last_weights = (w, q) if self.training and torch.is_grad_enabled() else None
+        return q
 
     def quantize_input(self, x: torch.Tensor) -> torch.Tensor:
         return self.act_quant(x) if self.act_quant is not None else x

@@ -25,10 +25,17 @@ MODES = ("off", "fixed", "learnable")
 
 
 def layer_mismatch(layer) -> torch.Tensor:
-    """Scale-free quantization mismatch ``D_l`` of one quantized layer's weight."""
-    wn = layer.normalized_weight()
-    with torch.no_grad():
-        q = layer.weight_quant(wn)  # the target: nearest levels at the current scale
+    """Scale-free quantization mismatch ``D_l`` of one quantized layer's weight.
+
+    Reuses the weights of the layer's last training forward when there is one.
+    """
+    if layer.last_weights is not None:
+        wn, q = layer.last_weights
+        q = q.detach()  # the target: nearest levels at the current scale
+    else:
+        wn = layer.normalized_weight()
+        with torch.no_grad():
+            q = layer.weight_quant(wn)
     return ((wn - q) ** 2).mean() / (wn.detach() ** 2).mean().clamp_min(1e-12)
 
 
