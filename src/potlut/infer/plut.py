@@ -1,0 +1,187 @@
+"""P-LUT: the product table of one layer (METHODS §4), built from the file's codebooks only.
+
+A code's real magnitude is ``codebook[c] = value[c] * 2^unit_exp`` with an integer
+``value`` (IOS-PoT: 0 or ``2^(c-1)``; 8-bit fixed point: ``c``). The product of a weight
+code ``i`` and an activation code ``j`` is then the integer ``value_w[i] * value_a[j]`` in
+units of ``2^(unit_w + unit_a)``; the table stores it once, offline, so inference reads
+products instead of computing them. When the two value lists are the same set (IOS-PoT
+weights and signed IOS-PoT activations of one bit-width), the table is symmetric and only
+its upper triangle is stored: ``n(n+1)/2`` entries, read as ``T[min(i,j)][max(i,j)]``.
+
+``shift`` > 0 only where full products could overflow the int32 accumulator (5-bit and
+wider layers): every entry is then ``round_half_up(value_w * value_a / 2^shift)``, the
+smallest shift for which the layer's worst-case accumulator provably fits in int32.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from potlut.errors import PotlutError
+
+INT32_MAX = 2**31 - 1
+
+
+class UnsupportedModelError(PotlutError):
+    """The file is valid but uses something the integer engine cannot run (scheme, op)."""
+
+
+def integer_codebook(codebook: np.ndarray, where: str) -> tuple[np.ndarray, int]:
+    """``(values, unit_exp)`` with ``codebook == values * 2^unit_exp`` exactly, values int64.
+
+    The unit is the smallest non-zero magnitude's largest power-of-two divisor; a codebook
+    that is not a set of integers times one power of two cannot run on integers.
+    """
+    cb = np.asarray(codebook, dtype=np.float64)
+    if cb.ndim != 1 or cb.size == 0 or not np.all(np.isfinite(cb)) or np.any(cb < 0):
+        raise UnsupportedModelError(f"{where}: codebook is not a list of magnitudes >= 0")
+    nz = cb[cb > 0]
+    if nz.size == 0:
+        return np.zeros(cb.size, dtype=np.int64), 0
+    # unit = 2^e with e the minimum over entries of (exponent of the lowest set mantissa bit)
+    exps = []
+    for v in nz:
+        m, e = np.frexp(v)  # v = m * 2^e, 0.5 <= m < 1; m has at most 53 bits
+        mant = int(m * 2.0**53)
+        low = (mant & -mant).bit_length() - 1
+        exps.append(int(e) - 53 + low)
+    unit = min(exps)
+    vals = [int(v * 2.0**-unit) if v > 0 else 0 for v in cb]
+    if any(v != 0 and (v.bit_length() > 62) for v in vals):
+        raise UnsupportedModelError(f"{where}: codebook spans more than 62 bits (too many "
+                                    "IOS-PoT levels for 64-bit integers)")
+    out = np.array(vals, dtype=np.int64)
+    if not np.array_equal(out.astype(np.float64) * 2.0**unit, cb):
+        raise UnsupportedModelError(f"{where}: codebook is not integers times a power of two")
+    return out, unit
+
+
+def round_shift(x: np.ndarray | int, shift: int) -> np.ndarray:
+    """``round_half_up(x / 2^shift)`` for non-negative integers (identity when shift = 0)."""
+    x = np.asarray(x, dtype=np.int64)
+    return x if shift == 0 else (x + (1 << (shift - 1))) >> shift
+
+
+def _half_index(n: int) -> np.ndarray:
+    """``idx[i, j]``: position of ``T[min(i,j)][max(i,j)]`` in the row-major upper triangle."""
+    i, j = np.meshgrid(np.arange(n), np.arange(n), indexing="ij")
+    lo, hi = np.minimum(i, j), np.maximum(i, j)
+    return lo * n - lo * (lo - 1) // 2 + (hi - lo)
+
+
+def _entry_dtype(max_abs: int) -> np.dtype:
+    for dt in (np.int8, np.int16, np.int32, np.int64):
+        if max_abs <= np.iinfo(dt).max:
+            return np.dtype(dt)
+    raise UnsupportedModelError("P-LUT entry does not fit in 64 bits")  # unreachable
+
+
+@dataclass(frozen=True)
+class PLut:
+    """Products of one layer's weight codes (rows) and activation codes (columns).
+
+    ``entries`` is what is stored: the upper triangle (``n(n+1)/2`` entries) when
+    ``symmetric``, else the full ``nw x na`` table, row-major, in the smallest integer
+    type that holds them.
+    """
+
+    w_values: np.ndarray  # int64 [nw]
+    a_values: np.ndarray  # int64 [na]
+    shift: int
+    symmetric: bool
+    entries: np.ndarray
+
+    @property
+    def nw(self) -> int:
+        return int(self.w_values.size)
+
+    @property
+    def na(self) -> int:
+        return int(self.a_values.size)
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes of the stored table (half or full)."""
+        return int(self.entries.nbytes)
+
+    def table(self) -> np.ndarray:
+        """The full ``nw x na`` table (int64), read from the stored entries."""
+        if self.symmetric:
+            return self.entries.astype(np.int64)[_half_index(self.nw)]
+        return self.entries.astype(np.int64).reshape(self.nw, self.na)
+
+    def signed_rows(self, a_signed: bool) -> np.ndarray:
+        """Table indexed by signed codes: ``rows[sw, sa]`` (int32), the sign by XOR.
+
+        A signed code is ``negative << k | code`` with ``k = log2(n)`` bits of magnitude
+        code; ``rows[sw, sa] = (-1)^(sign(sw) XOR sign(sa)) * T[code(sw)][code(sa)]``.
+        Unsigned activations have no sign bit (``sa = code``). This is the runtime view of
+        the same table that the kernels index with one read per product.
+        """
+        t = self.table()
+        kw = _code_bits(self.nw)
+        sw = np.arange(2 * (1 << kw))
+        cw, negw = sw & ((1 << kw) - 1), sw >> kw
+        if a_signed:
+            ka = _code_bits(self.na)
+            sa = np.arange(2 * (1 << ka))
+            ca, nega = sa & ((1 << ka) - 1), sa >> ka
+        else:
+            sa = np.arange(1 << _code_bits(self.na))
+            ca, nega = sa, np.zeros_like(sa)
+        valid = (cw[:, None] < self.nw) & (ca[None, :] < self.na)
+        mag = np.where(valid, t[np.minimum(cw, self.nw - 1)][:, np.minimum(ca, self.na - 1)], 0)
+        sign = np.where((negw[:, None] ^ nega[None, :]) & 1, -1, 1)
+        out = sign * mag
+        if np.abs(out).max(initial=0) > INT32_MAX:
+            raise UnsupportedModelError("P-LUT entries exceed int32")
+        return out.astype(np.int32)
+
+
+def _code_bits(n: int) -> int:
+    """Bits of a magnitude code field for ``n`` codes (the sign bit sits above them)."""
+    return max(1, (n - 1).bit_length())
+
+
+def accumulator_shift(w_values: np.ndarray, a_max: int, w_codes: np.ndarray) -> int:
+    """Smallest table shift for which no output channel's accumulator can exceed int32.
+
+    ``w_codes`` is ``[O, K]``; the bound of channel ``o`` is
+    ``sum_k round_shift(value_w[code[o,k]] * a_max)`` (every activation at its largest
+    magnitude and signs aligned), which is exact for the worst input.
+    """
+    if int(w_values.max(initial=0)) >= 2**15 or a_max >= 2**16:
+        raise UnsupportedModelError("code values wider than 16 bits (IOS-PoT above 5 bits) "
+                                    "are not supported by the integer engine")
+    prods = w_values.astype(np.int64)[w_codes.astype(np.int64)] * np.int64(a_max)  # [O, K]
+    for shift in range(0, 32):
+        if int(round_shift(prods, shift).sum(axis=1).max(initial=0)) <= INT32_MAX:
+            return shift
+    raise UnsupportedModelError("no table shift keeps the accumulator in int32")
+
+
+def build_plut(
+    w_values: np.ndarray, a_values: np.ndarray, w_codes: np.ndarray | None = None
+) -> PLut:
+    """The P-LUT of one layer: products of integer code values, half-stored when symmetric.
+
+    ``w_codes`` (``[O, K]``, optional) lets the table shift be the smallest that keeps
+    every accumulator of this layer in int32; without it the shift is 0.
+    """
+    w_values = np.asarray(w_values, dtype=np.int64)
+    a_values = np.asarray(a_values, dtype=np.int64)
+    a_max = int(a_values.max(initial=0))
+    shift = 0 if w_codes is None else accumulator_shift(w_values, a_max, w_codes)
+    full = round_shift(np.multiply.outer(w_values, a_values), shift)
+    symmetric = w_values.size == a_values.size and np.array_equal(w_values, a_values)
+    if symmetric:
+        n = w_values.size
+        iu = np.triu_indices(n)
+        stored = full[iu]
+        assert np.array_equal(stored[_half_index(n)], full)
+    else:
+        stored = full.reshape(-1)
+    dt = _entry_dtype(int(np.abs(stored).max(initial=0)))
+    return PLut(w_values, a_values, shift, bool(symmetric), stored.astype(dt))

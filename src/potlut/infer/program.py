@@ -1,0 +1,558 @@
+"""Lower a :class:`ModelGraph` (what a .potlut file holds) to an integer program.
+
+The program is the integer model both runners execute: the plain int64 reference
+(:mod:`potlut.infer.reference`) and the fast engine (:mod:`potlut.infer.engine`). It reads
+only the graph — codebooks, codes, BatchNorm, bias — never training code.
+
+Numbers in the program (docs in README "Integer inference"):
+
+- **codes** feed a conv/linear layer: its input quantizer's codes. IOS-PoT codes are
+  stored as a signed code ``negative << k | code`` (uint8, ``k`` magnitude-code bits);
+  8-bit fixed-point codes as the signed integer ``±code`` (int16 storage, 8-bit values).
+- **fixed** tensors (BatchNorm outputs, the residual stream, pooled values, logits) are
+  int32 with the power-of-two scale ``2^-F`` (``F`` fractional bits, one per model:
+  20, raised to at most 22 when a quantizer's smallest threshold needs more), saturated
+  to ``±(2^31 - 1)``.
+- A layer's accumulator is int32 in units of ``2^acc_exp``: P-LUT reads (IOS-PoT) or
+  int8 x int8 products (8-bit fixed point first/last layers).
+- Requantization (BatchNorm, bias, accumulator scale folded per channel, Jacob et al.
+  2018): ``Y = sat(floor((acc * M + B) / 2^r))`` with an integer multiplier ``M`` (23
+  significant bits) — or ``M = 2^k`` / ``M = 1``, a shift alone, where every scale is a
+  power of two (layers without BatchNorm).
+- Projection of a fixed tensor onto a quantizer's codes: ``code = #{j : theta_j <= |Y|}``
+  with integer thresholds ``theta_j = ceil(mid_j * 2^F)`` at the midpoints of the
+  codebook: nearest level, ties to the larger (METHODS §1.4); negative values keep their
+  sign when the quantizer is signed, else become 0.
+- The float input image is quantized once, by the first layer's input quantizer,
+  exactly as the fake-quantized model does; everything after is integer.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from potlut.compress.graph import ModelGraph, Node
+from potlut.infer.plut import (
+    INT32_MAX,
+    PLut,
+    UnsupportedModelError,
+    _code_bits,
+    build_plut,
+    integer_codebook,
+)
+
+PLUT_SCHEMES = ("iospot",)
+INT_SCHEMES = ("fixed",)
+F_DEFAULT, F_MAX = 20, 22
+MULT_BITS = 23  # significant bits of a requantization multiplier
+R_MAX = 30
+
+
+# ----------------------------------------------------------------- numbers
+
+
+@dataclass
+class ActQuant:
+    """A layer's input quantizer in integer form.
+
+    ``values[c]`` is the integer magnitude of code ``c`` in units of ``2^unit_exp``;
+    ``mids`` the real decision thresholds (between consecutive codebook entries) and
+    ``thresholds`` the same on fixed tensors (``ceil(mid * 2^F)``, int64).
+    """
+
+    scheme: str
+    bits: int
+    signed: bool
+    values: np.ndarray
+    unit_exp: int
+    mids: np.ndarray
+    thresholds: np.ndarray
+    fmt: str  # "sm": uint8 signed code; "int": int16 signed value
+
+    @property
+    def n(self) -> int:
+        return int(self.values.size)
+
+    @property
+    def kbits(self) -> int:
+        return _code_bits(self.n)
+
+
+@dataclass
+class Requant:
+    """Per channel ``Y = sat(floor((x * M + B) / 2^r))`` (int64 inside, int32 out)."""
+
+    M: np.ndarray  # int64 [C]
+    B: np.ndarray  # int64 [C]
+    r: np.ndarray  # int64 [C]
+    shift_only: bool  # every M is 1 or a power of two: no multiplier needed
+
+    @property
+    def channels(self) -> int:
+        return int(self.M.size)
+
+
+def make_requant(m: np.ndarray, b: np.ndarray) -> Requant:
+    """Integer form of ``y = m * x + b`` per channel (``m``, ``b`` float64, output units).
+
+    ``M`` keeps 23 significant bits of ``m`` (float32 precision), ``r <= 30`` and
+    ``|b| <= 2^32`` bound every intermediate below 2^63 for int32 ``x``.
+    """
+    m = np.asarray(m, dtype=np.float64)
+    b = np.clip(np.asarray(b, dtype=np.float64), -(2.0**32), 2.0**32)
+    if not (np.all(np.isfinite(m)) and np.all(np.isfinite(b))):
+        raise UnsupportedModelError("BatchNorm/bias scale is not finite")
+    C = m.size
+    M, B, r = np.zeros(C, np.int64), np.zeros(C, np.int64), np.zeros(C, np.int64)
+    pot = bool(np.all(m > 0)) and all(math.frexp(v)[0] == 0.5 for v in m)
+    for c in range(C):
+        mc = float(np.clip(m[c], -(2.0**31), 2.0**31))
+        if mc == 0.0:
+            rc = 0
+        elif pot:
+            rc = max(0, -int(math.log2(mc)))
+        else:
+            e = math.floor(math.log2(abs(mc)))
+            rc = int(np.clip(MULT_BITS - 1 - e, 0, R_MAX))
+        M[c] = round(mc * 2.0**rc)
+        B[c] = round(float(b[c]) * 2.0**rc)
+        r[c] = rc
+    return Requant(M, B, r, pot)
+
+
+def requant_np(x: np.ndarray, rq: Requant, axis: int = 1) -> np.ndarray:
+    """Apply :class:`Requant` to int array ``x`` along channel ``axis`` (int64 result)."""
+    shape = [1] * x.ndim
+    shape[axis] = -1
+    M, B, r = (v.reshape(shape) for v in (rq.M, rq.B, rq.r))
+    y = (x.astype(np.int64) * M + B) >> r
+    return np.clip(y, -INT32_MAX, INT32_MAX)
+
+
+# ----------------------------------------------------------------- steps
+
+
+@dataclass
+class InputQuant:
+    """Float image -> codes of the first layer's input quantizer."""
+
+    src: str
+    dst: str
+    act: ActQuant
+
+
+@dataclass
+class Quantize:
+    """Fixed tensor -> codes of a layer's input quantizer (thresholds)."""
+
+    src: str
+    dst: str
+    act: ActQuant
+
+
+@dataclass
+class Layer:
+    """conv2d/linear on codes -> int32 accumulator -> requant [-> + residual] [-> relu].
+
+    Writes the fixed result to ``out_fixed`` and/or its codes for the next layer to
+    ``out_codes`` (with that layer's quantizer ``out_act``).
+    """
+
+    name: str
+    module: str
+    op: str
+    src: str
+    mode: str  # "plut" or "int8"
+    in_shape: tuple[int, int, int]  # (C, H, W); linear: (F, 1, 1)
+    out_shape: tuple[int, ...]  # without batch
+    kernel: tuple[int, int]
+    stride: tuple[int, int]
+    padding: tuple[int, int]
+    dilation: tuple[int, int]
+    groups: int
+    act: ActQuant  # quantizer of this layer's input
+    w_values: np.ndarray  # int64 [nw] magnitude of each weight code
+    w_codes: np.ndarray  # uint8/uint16 [O, Cg, kh, kw]
+    w_negative: np.ndarray  # bool [O, Cg, kh, kw]
+    acc_exp: int
+    requant: Requant
+    plut: PLut | None = None
+    residual: str | None = None
+    relu: bool = False
+    out_fixed: str | None = None
+    out_codes: str | None = None
+    out_act: ActQuant | None = None
+    folded: list[str] = field(default_factory=list)  # graph nodes merged into this step
+
+    @property
+    def out_channels(self) -> int:
+        return int(self.w_codes.shape[0])
+
+    @property
+    def k(self) -> int:
+        """Products per output value (Cin/groups * kh * kw)."""
+        return int(np.prod(self.w_codes.shape[1:]))
+
+    @property
+    def out_hw(self) -> int:
+        return int(np.prod(self.out_shape[1:])) if len(self.out_shape) > 1 else 1
+
+    @property
+    def macs(self) -> int:
+        """Multiply-accumulates per input image (= P-LUT reads for a P-LUT layer)."""
+        return self.out_channels * self.k * self.out_hw
+
+    def signed_weight_codes(self) -> np.ndarray:
+        """``negative << k | code`` (uint8), the weights as the P-LUT kernels index them."""
+        kb = _code_bits(self.w_values.size)
+        return ((self.w_negative.astype(np.int64) << kb) | self.w_codes).astype(np.uint8)
+
+    def weight_ints(self) -> np.ndarray:
+        """Signed integer weight values ``±value[code]`` (int64)."""
+        v = self.w_values[self.w_codes.astype(np.int64)]
+        return np.where(self.w_negative, -v, v)
+
+
+@dataclass
+class Affine:
+    """A BatchNorm that could not be folded into a layer: requant of a fixed tensor."""
+
+    src: str
+    dst: str
+    requant: Requant
+
+
+@dataclass
+class Relu:
+    src: str
+    dst: str
+
+
+@dataclass
+class Add:
+    a: str
+    b: str
+    dst: str
+
+
+@dataclass
+class Pool:
+    """Average (integer rounding division) or max pooling of a fixed NCHW tensor."""
+
+    src: str
+    dst: str
+    kind: str  # "avg" or "max"
+    kernel: tuple[int, int]
+    stride: tuple[int, int]
+    padding: tuple[int, int]
+    dilation: tuple[int, int] = (1, 1)
+    divisor: int | None = None  # avg: None = kernel area
+
+
+@dataclass
+class Shortcut:
+    """ResNet option A: ``x[:, :, ::s, ::s]`` then zero channels (pad//2 before)."""
+
+    src: str
+    dst: str
+    stride: int
+    pad: int
+
+
+@dataclass
+class Reshape:
+    src: str
+    dst: str
+    shape: tuple[int, ...]  # without batch
+
+
+@dataclass
+class Cat:
+    srcs: list[str]
+    dst: str
+    dim: int  # counts the batch axis
+
+
+Step = InputQuant | Quantize | Layer | Affine | Relu | Add | Pool | Shortcut | Reshape | Cat
+
+
+@dataclass
+class Program:
+    """The integer model: steps in order, buffers by name, logits as fixed tensors."""
+
+    in_shape: tuple[int, ...]
+    frac_bits: int  # F: fixed tensors are int32 * 2^-F
+    steps: list[Step]
+    outputs: list[str]
+    shapes: dict[str, tuple[int, ...]]  # buffer -> shape without batch
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    def layers(self) -> list[Layer]:
+        return [s for s in self.steps if isinstance(s, Layer)]
+
+    @property
+    def scale(self) -> float:
+        """Real value of one unit of a fixed tensor (``2^-F``)."""
+        return 2.0**-self.frac_bits
+
+
+# ----------------------------------------------------------------- lowering
+
+
+def _act_quant(graph: ModelGraph, node: Node, frac_bits: int) -> ActQuant:
+    act, mod = node.attrs["act"], node.attrs["module"]
+    if act is None:
+        raise UnsupportedModelError(f"layer {mod}: its input is not quantized; the integer "
+                                    "engine needs every conv/linear input quantized")
+    scheme = act["scheme"]
+    if scheme not in PLUT_SCHEMES + INT_SCHEMES:
+        raise UnsupportedModelError(
+            f"layer {mod}: activation scheme {scheme!r} is not supported by the integer "
+            f"engine (supported: {', '.join(PLUT_SCHEMES + INT_SCHEMES)})")
+    cb = graph.arrays[f"{mod}.act.codebook"].astype(np.float64)
+    values, unit = integer_codebook(cb, f"layer {mod} activation")
+    if np.any(np.diff(cb) <= 0):
+        raise UnsupportedModelError(f"layer {mod}: activation codebook is not increasing")
+    mids = (cb[:-1] + cb[1:]) / 2
+    thr = np.minimum(np.ceil(mids * 2.0**frac_bits), 2.0**31).astype(np.int64)
+    fmt = "sm" if scheme in PLUT_SCHEMES else "int"
+    if fmt == "int" and int(values.max(initial=0)) > (127 if act["signed"] else 255):
+        raise UnsupportedModelError(f"layer {mod}: fixed-point input wider than 8 bits")
+    return ActQuant(scheme, int(act["bits"]), bool(act["signed"]), values, unit, mids, thr, fmt)
+
+
+def _needed_frac_bits(graph: ModelGraph) -> int:
+    """F: 20, or more (<= 22) so every threshold has >= 4 fractional bits below it."""
+    need = F_DEFAULT
+    for n in graph.layers():
+        if n.attrs.get("act") is None:
+            continue
+        cb = graph.arrays[f"{n.attrs['module']}.act.codebook"].astype(np.float64)
+        mids = (cb[:-1] + cb[1:]) / 2
+        mids = mids[mids > 0]
+        if mids.size:
+            need = max(need, -math.floor(math.log2(float(mids.min()))) + 4)
+    return min(need, F_MAX)
+
+
+def _bn_affine(graph: ModelGraph, bn: Node) -> tuple[np.ndarray, np.ndarray]:
+    mod = bn.attrs["module"]
+    w, b, rm, rv = (graph.arrays[f"{mod}.{k}"].astype(np.float64)
+                    for k in ("weight", "bias", "running_mean", "running_var"))
+    g = w / np.sqrt(rv + float(bn.attrs["eps"]))
+    return g, b - rm * g
+
+
+def _layer(graph: ModelGraph, node: Node, src: str, frac_bits: int,
+           bn: Node | None) -> Layer:
+    a, mod = node.attrs, node.attrs["module"]
+    w = a["weight"]
+    if not w["quantized"]:
+        raise UnsupportedModelError(f"layer {mod}: weights are not quantized")
+    act = _act_quant(graph, node, frac_bits)
+    if w["scheme"] not in PLUT_SCHEMES + INT_SCHEMES:
+        raise UnsupportedModelError(
+            f"layer {mod}: weight scheme {w['scheme']!r} is not supported by the integer "
+            f"engine (supported: {', '.join(PLUT_SCHEMES + INT_SCHEMES)})")
+    w_values, w_unit = integer_codebook(graph.arrays[f"{mod}.weight.codebook"],
+                                        f"layer {mod} weight")
+    codes = graph.arrays[f"{mod}.weight.codes"]
+    neg = graph.arrays[f"{mod}.weight.negative"].astype(bool) & (w_values[codes.astype(np.int64)] > 0)
+    if node.op == "linear":
+        codes, neg = codes[:, :, None, None], neg[:, :, None, None]
+        in_shape = (int(a["in_features"]), 1, 1)
+        geo = dict(kernel=(1, 1), stride=(1, 1), padding=(0, 0), dilation=(1, 1), groups=1)
+    else:
+        src_shape = graph.node(node.inputs[0]).attrs.get("shape")
+        if graph.node(node.inputs[0]).op == "input":
+            src_shape = list(graph.in_shape)
+        in_shape = tuple(int(s) for s in src_shape)
+        geo = dict(kernel=tuple(a["kernel_size"]), stride=tuple(a["stride"]),
+                   padding=tuple(a["padding"]), dilation=tuple(a["dilation"]),
+                   groups=int(a["groups"]))
+    O = codes.shape[0]
+    flat = codes.reshape(O, -1)
+    if w["scheme"] == "iospot" and act.fmt == "sm":
+        mode = "plut"
+        table = build_plut(w_values, act.values, flat)
+        acc_exp = w_unit + act.unit_exp + table.shift
+    elif w["scheme"] == "fixed" and act.fmt == "int":
+        mode, table = "int8", None
+        if int(w_values.max(initial=0)) > 127:
+            raise UnsupportedModelError(f"layer {mod}: fixed-point weights wider than 8 bits")
+        worst = (w_values[flat.astype(np.int64)] * int(act.values.max(initial=0))).sum(axis=1)
+        if int(worst.max(initial=0)) > INT32_MAX:
+            raise UnsupportedModelError(f"layer {mod}: int8 accumulator could overflow int32")
+        acc_exp = w_unit + act.unit_exp
+    else:
+        raise UnsupportedModelError(
+            f"layer {mod}: weight scheme {w['scheme']!r} with activation scheme "
+            f"{act.scheme!r} is not supported (P-LUT needs iospot x iospot, int8 needs "
+            "fixed x fixed)")
+    bias = graph.arrays[f"{mod}.bias"].astype(np.float64) if a["bias"] else np.zeros(O)
+    g, h = _bn_affine(graph, bn) if bn is not None else (np.ones(O), np.zeros(O))
+    rq = make_requant(g * 2.0 ** (acc_exp + frac_bits), (g * bias + h) * 2.0**frac_bits)
+    return Layer(
+        name=node.name, module=mod, op=node.op, src=src, mode=mode, in_shape=in_shape,
+        out_shape=tuple(int(s) for s in a["shape"]), act=act, w_values=w_values,
+        w_codes=codes, w_negative=neg, acc_exp=acc_exp, requant=rq, plut=table, **geo,
+    )
+
+
+def _consumers(graph: ModelGraph) -> dict[str, list[Node]]:
+    out: dict[str, list[Node]] = {n.name: [] for n in graph.nodes}
+    for n in graph.nodes:
+        for i in n.inputs:
+            out[i].append(n)
+    return out
+
+
+def _ints2(v: Any) -> tuple[int, int]:
+    return int(v[0]), int(v[1])
+
+
+def lower(graph: ModelGraph) -> Program:
+    """The integer program of ``graph``; :class:`UnsupportedModelError` names what is not."""
+    graph.validate()
+    F = _needed_frac_bits(graph)
+    cons = _consumers(graph)
+    is_layer = {n.name: n.op in ("conv2d", "linear") for n in graph.nodes}
+    shapes: dict[str, tuple[int, ...]] = {}
+    steps: list[Step] = []
+
+    # fusion chains: layer -> [batchnorm2d] -> [add] -> [relu], through single consumers
+    chain_end: dict[str, str] = {}  # last fused node -> layer node
+    absorbed: set[str] = set()
+    chains: dict[str, dict[str, Any]] = {}
+    for n in graph.nodes:
+        if not is_layer[n.name]:
+            continue
+        cur, info = n, {"bn": None, "residual": None, "relu": False, "nodes": []}
+
+        def single(node: Node) -> Node | None:
+            c = cons[node.name]
+            return c[0] if len(c) == 1 else None
+
+        nxt = single(cur)
+        if nxt is not None and nxt.op == "batchnorm2d":
+            info["bn"], cur = nxt, nxt
+            info["nodes"].append(nxt.name)
+            nxt = single(cur)
+        if nxt is not None and nxt.op == "add" and nxt.inputs[0] != nxt.inputs[1]:
+            other = nxt.inputs[1] if nxt.inputs[0] == cur.name else nxt.inputs[0]
+            if graph.node(other).op != "input":
+                info["residual"], cur = other, nxt
+                info["nodes"].append(nxt.name)
+                nxt = single(cur)
+        if nxt is not None and nxt.op == "relu":
+            info["relu"], cur = True, nxt
+            info["nodes"].append(nxt.name)
+        chains[n.name] = info
+        chain_end[cur.name] = n.name
+        absorbed.update([n.name, *info["nodes"]])
+
+    def need_codes(node_name: str, skip: str | None = None) -> None:
+        """Quantize steps for every layer that reads ``node_name`` (but ``skip``)."""
+        for c in cons[node_name]:
+            if is_layer[c.name] and c.name != skip:
+                steps.append(Quantize(node_name, f"{c.name}.in", _act_quant(graph, c, F)))
+
+    def fixed_needed(node_name: str) -> bool:
+        return any(not is_layer[c.name] for c in cons[node_name])
+
+    for n in graph.nodes:
+        a = n.attrs
+        if n.op == "input":
+            shapes[n.name] = tuple(graph.in_shape)
+            for c in cons[n.name]:
+                if not is_layer[c.name]:
+                    raise UnsupportedModelError(
+                        f"node {c.name} ({c.op}) reads the float input; the integer engine "
+                        "needs the input to go straight into a quantized layer")
+                steps.append(InputQuant(n.name, f"{c.name}.in", _act_quant(graph, c, F)))
+            continue
+        if n.op == "output":
+            continue
+        if n.name in absorbed and n.name not in chain_end:
+            continue
+        if n.name in chain_end:  # emit the fused layer step at the chain's last node
+            lnode = graph.node(chain_end[n.name])
+            info = chains[lnode.name]
+            step = _layer(graph, lnode, f"{lnode.name}.in", F, info["bn"])
+            step.residual, step.relu = info["residual"], info["relu"]
+            step.folded = info["nodes"]
+            shapes[n.name] = tuple(int(s) for s in a["shape"])
+            layer_cons = [c for c in cons[n.name] if is_layer[c.name]]
+            if layer_cons:
+                step.out_codes = f"{layer_cons[0].name}.in"
+                step.out_act = _act_quant(graph, layer_cons[0], F)
+            if fixed_needed(n.name) or not layer_cons:
+                step.out_fixed = n.name
+            steps.append(step)
+            if layer_cons:
+                need_codes(n.name, skip=layer_cons[0].name)
+            continue
+        shp = tuple(int(s) for s in a["shape"])
+        shapes[n.name] = shp
+        src = n.inputs[0] if n.inputs else None
+        if src is not None and graph.node(src).op == "input":
+            raise UnsupportedModelError(f"node {n.name} ({n.op}) reads the float input")
+        if n.op == "batchnorm2d":
+            g, h = _bn_affine(graph, n)
+            steps.append(Affine(src, n.name, make_requant(g, h * 2.0**F)))
+        elif n.op == "relu":
+            steps.append(Relu(src, n.name))
+        elif n.op == "add":
+            steps.append(Add(n.inputs[0], n.inputs[1], n.name))
+        elif n.op == "shortcut_a":
+            steps.append(Shortcut(src, n.name, int(a["stride"]), int(a["pad"])))
+        elif n.op in ("flatten",):
+            steps.append(Reshape(src, n.name, shp))
+        elif n.op == "cat":
+            steps.append(Cat(list(n.inputs), n.name, int(a["dim"])))
+        elif n.op in ("adaptive_avgpool2d", "avgpool2d", "maxpool2d", "mean"):
+            steps.extend(_pool_steps(n, shapes[src], shp))
+        else:
+            raise UnsupportedModelError(f"node {n.name}: op {n.op!r} is not supported by the "
+                                        "integer engine")
+        need_codes(n.name)
+    outs = graph.nodes[-1].inputs
+    for o in outs:
+        if graph.node(o).op == "input":
+            raise UnsupportedModelError("the model output is its input")
+    prog = Program(tuple(graph.in_shape), F, steps, list(outs), shapes, dict(graph.meta))
+    return prog
+
+
+def _pool_steps(n: Node, in_shape: tuple[int, ...], out_shape: tuple[int, ...]) -> list[Step]:
+    a = n.attrs
+    if len(in_shape) != 3:
+        raise UnsupportedModelError(f"node {n.name}: pooling needs a (C, H, W) input")
+    _, H, W = in_shape
+    if n.op == "adaptive_avgpool2d":
+        oh, ow = _ints2(a["output_size"])
+        if H % oh or W % ow:
+            raise UnsupportedModelError(f"node {n.name}: adaptive pooling {H}x{W} -> {oh}x{ow} "
+                                        "has unequal windows")
+        k = (H // oh, W // ow)
+        return [Pool(n.inputs[0], n.name, "avg", k, k, (0, 0))]
+    if n.op == "mean":
+        dims = list(a["dims"])
+        if dims != [2, 3]:
+            raise UnsupportedModelError(f"node {n.name}: mean over dims {dims} (only [2, 3])")
+        tmp = f"{n.name}.pool"
+        return [Pool(n.inputs[0], tmp, "avg", (H, W), (H, W), (0, 0)),
+                Reshape(tmp, n.name, out_shape)]
+    if a["ceil_mode"]:
+        raise UnsupportedModelError(f"node {n.name}: ceil_mode pooling is not supported")
+    k, s, p = _ints2(a["kernel_size"]), _ints2(a["stride"]), _ints2(a["padding"])
+    if n.op == "maxpool2d":
+        return [Pool(n.inputs[0], n.name, "max", k, s, p, _ints2(a["dilation"]))]
+    if p != (0, 0) and not a["count_include_pad"]:
+        raise UnsupportedModelError(f"node {n.name}: padded average pooling with "
+                                    "count_include_pad=False is not supported")
+    return [Pool(n.inputs[0], n.name, "avg", k, s, p, divisor=a["divisor_override"])]
