@@ -18,10 +18,11 @@ import torch
 
 from potlut import __version__, models
 from potlut import data as data_mod
-from potlut.errors import PotlutConfigError
+from potlut.errors import PotlutConfigError, PotlutError
 from potlut.metrics import evaluate, fixops, weight_bytes
 from potlut.nn import QuantSpec, calibrate, convert
 from potlut.train import TrainConfig, fit, pick_device
+from potlut.train import distributed as pdist
 from potlut.train.checkpoint import atomic_write_bytes, load_checkpoint
 
 
@@ -121,11 +122,29 @@ def run(cfg: RunConfig, out: str | Path, resume: bool = False, progress: bool = 
             "potlut": __version__, "torch": torch.__version__,
             "python": platform.python_version(),
         },
-        "seconds": round(time.time() - t0, 2),
         "out": str(out),
     }
-    write_report(report, out)
+    if pdist.is_main():
+        report.update(_write_model_file(qmodel, bundle, cfg, out))
+        report["seconds"] = round(time.time() - t0, 2)
+        write_report(report, out)
     return report
+
+
+MODEL_FILE = "model.potlut"
+
+
+def _write_model_file(qmodel, bundle, cfg: RunConfig, out: Path) -> dict[str, Any]:
+    """Write ``model.potlut`` and return its sizes; a model the file cannot hold is noted."""
+    from potlut.compress import compress_model
+
+    meta = {"model": cfg.model, "dataset": bundle.name, "scheme": cfg.scheme, "bits": cfg.bits}
+    try:
+        st = compress_model(qmodel, bundle.in_shape, out / MODEL_FILE, meta=meta)
+    except PotlutError as exc:
+        return {"file_bytes": None, "file_error": str(exc)}
+    keys = ("file_bytes", "entropy_bound_bytes", "compression_rate", "overhead_bytes")
+    return {**{k: st[k] for k in keys}, "model_file": str(out / MODEL_FILE)}
 
 
 def load_quantized(out: str | Path, cfg: RunConfig) -> torch.nn.Module:
@@ -157,6 +176,11 @@ def summary_rows(report: dict) -> list[tuple[str, str, str]]:
     rows = [(name, fmt(report[a]), fmt(report[b])) for name, a, b in SUMMARY_ROWS]
     rows.append(("Compression (FIXOPS / weights)", "1.00 / 1.00",
                  f"{report['fixops_rate']:.2f} / {report['weight_rate']:.2f}"))
+    if report.get("file_bytes"):
+        rows.append((".potlut file bytes (rate)", fmt(report["weight_bytes_fp32"]),
+                     f"{report['file_bytes']:,} ({report['compression_rate']:.2f}x)"))
+    if report.get("int_top1") is not None:
+        rows.append(("Integer P-LUT engine Top-1 (%)", "", fmt(report["int_top1"])))
     return rows
 
 
