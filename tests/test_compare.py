@@ -17,7 +17,7 @@ from potlut.compare import DEFAULT_SCHEMES, JSON_KEYS, validate
 from potlut.config import load_config
 
 ROOT = Path(__file__).resolve().parents[1]
-EPOCHS = "12"  # FP32 and QAT epochs each: 9 trainings of ~12 steps an epoch on digits
+EPOCHS = "10"  # FP32 and QAT epochs each: 9 trainings of ~12 steps an epoch on digits
 
 
 def potlut(*args: str) -> subprocess.CompletedProcess:

@@ -18,6 +18,7 @@ import csv
 import io
 import json
 import platform
+import sys
 import time
 from collections.abc import Sequence
 from dataclasses import asdict, replace
@@ -205,7 +206,7 @@ def _run_scheme(base, scheme, bits, fp32, bundle, fp_row, out, resume, progress,
         saved = json.loads(row_path.read_text())
         if saved.get("recipe") == recipe:
             if progress:
-                print(f"compare: {scheme} {bits}-bit already done, skipped", flush=True)
+                print(f"compare: {scheme} {bits}-bit already done, skipped", file=sys.stderr)
             return saved["row"]
     t0 = time.time()
     torch.manual_seed(base.seed)
@@ -230,7 +231,7 @@ def _run_scheme(base, scheme, bits, fp32, bundle, fp_row, out, resume, progress,
             atomic_write_bytes(state_path, json.dumps(freezer.state_dict()).encode())
 
     if progress:
-        print(f"compare: {method_label(scheme)} {bits}-bit", flush=True)
+        print(f"compare: {method_label(scheme)} {bits}-bit", file=sys.stderr)
     try:
         fit(qmodel, bundle, tcfg, stage="qat", checkpoint=folder / "qat.ckpt",
             resume=resume, progress=progress, on_epoch_end=callback)
