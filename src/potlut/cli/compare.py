@@ -36,7 +36,8 @@ def compare_cmd(
     baseline_dist_loss: str = typer.Option(
         None, help="distribution loss of the baselines (default off, as in their papers)"),
     device: str = typer.Option(None, help="auto, cpu, cuda, cuda:N"),
-    config: Path = typer.Option(None, "--config", help="TOML file: RunConfig keys plus a compare table"),
+    config: Path = typer.Option(
+        None, "--config", help="TOML file: RunConfig keys plus a compare table"),
     out: Path = typer.Option(None, help="output folder (default runs/<timestamp>)"),
     resume: bool = typer.Option(False, help="skip finished schemes, continue interrupted ones"),
     as_json: bool = typer.Option(False, "--json", help="print the rows as one JSON list"),
