@@ -20,14 +20,6 @@ CONFIGS = sorted((Path(__file__).parent.parent / "configs").glob("*.toml"))
 PAPER_TABLES = {"table1", "table2", "table4", "table5", "table6", "table7", "table8"}
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny tensors: one intra-op thread (2 threads on a busy 2-core machine are ~50x slower)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
 
 @pytest.fixture(scope="module")
 def fixtures(tmp_path_factory):

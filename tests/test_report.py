@@ -14,14 +14,6 @@ from potlut.pipeline import RunConfig, run
 from potlut.report import entropy_bound_bytes, make_report, model_dims
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 @pytest.fixture(scope="module")
 def short_run(tmp_path_factory):
     before = torch.get_num_threads()

@@ -11,15 +11,6 @@ from potlut.nn import QuantSpec, convert
 from potlut.nn.layers import QUANT_LAYERS, quant_layers
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny batches: one intra-op thread (2 threads on a busy 2-core machine are far slower)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def n_params(m: nn.Module) -> int:
     return sum(p.numel() for p in m.parameters())
 

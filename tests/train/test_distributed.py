@@ -14,15 +14,6 @@ from potlut.train.checkpoint import load_checkpoint
 from potlut.train.distributed import GlobalBatchSampler, shard_bounds
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """One intra-op thread, like torchrun's processes (and far faster on a busy machine)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 class _Index(Dataset):
     def __init__(self, n: int) -> None:
         self.n = n

@@ -41,15 +41,19 @@ def run_cmd(
         dist_loss=dist_loss, device=device,
     )
     out = out or default_out_dir()
-    report = run(cfg, out, resume=resume, progress=not as_json)
+    print_report(run(cfg, out, resume=resume, progress=not as_json), as_json)
+
+
+def print_report(report: dict, as_json: bool) -> None:
+    """The report as one JSON object (``--json``) or as a table plus the report's path."""
     if as_json:
-        slim = {k: v for k, v in report.items() if k not in ("history", "config")}
-        print(json.dumps(slim))
+        print(json.dumps({k: v for k, v in report.items() if k not in ("history", "config")}))
         return
-    table = Table(title=f"{report['model']} on {report['dataset']}: {scheme} {bits}-bit")
+    table = Table(title=f"{report['model']} on {report['dataset']}: "
+                        f"{report['scheme']} {report['bits']}-bit")
     for col in ("metric", "FP32", "quantized"):
         table.add_column(col, justify="left" if col == "metric" else "right")
     for row in summary_rows(report):
         table.add_row(*row)
     Console().print(table)
-    print(f"report: {out / 'report.md'}  ({report['seconds']} s)")
+    print(f"report: {Path(report['out']) / 'report.md'}  ({report['seconds']} s)")

@@ -10,13 +10,13 @@ on the run folder, train their shares of each batch, and rank 0 prints and check
 from __future__ import annotations
 
 import dataclasses
-import json
 from pathlib import Path
 from typing import Any
 
 import typer
 
 from potlut.cli.app import app, user_errors
+from potlut.cli.run import print_report
 from potlut.errors import PotlutConfigError
 from potlut.pipeline import RunConfig
 
@@ -108,23 +108,4 @@ def train_cmd(
         pdist.shutdown()
     if not main:
         return
-    _print_report(report, as_json)
-
-
-def _print_report(report: dict, as_json: bool) -> None:
-    from rich.console import Console
-    from rich.table import Table
-
-    from potlut.pipeline import summary_rows
-
-    if as_json:
-        print(json.dumps({k: v for k, v in report.items() if k not in ("history", "config")}))
-        return
-    table = Table(title=f"{report['model']} on {report['dataset']}: "
-                        f"{report['scheme']} {report['bits']}-bit")
-    for col in ("metric", "FP32", "quantized"):
-        table.add_column(col, justify="left" if col == "metric" else "right")
-    for row in summary_rows(report):
-        table.add_row(*row)
-    Console().print(table)
-    print(f"report: {Path(report['out']) / 'report.md'}  ({report['seconds']} s)")
+    print_report(report, as_json)
