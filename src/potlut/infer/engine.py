@@ -112,12 +112,12 @@ def accumulator_thresholds(
     Returns ``flip`` [O], ``up`` [O, n] and ``wn`` [O, n] (None when no value can be
     negative: ReLU before, or an unsigned quantizer).
     """
-    O, thr = rq.channels, [int(t) for t in act.thresholds]
+    n_out, thr = rq.channels, [int(t) for t in act.thresholds]
     neg_side = act.signed and not relu
-    flip = np.zeros(O, np.int32)
-    up = np.zeros((O, len(thr)), np.int64)
-    wn = np.zeros((O, len(thr)), np.int64)
-    for o in range(O):
+    flip = np.zeros(n_out, np.int32)
+    up = np.zeros((n_out, len(thr)), np.int64)
+    wn = np.zeros((n_out, len(thr)), np.int64)
+    for o in range(n_out):
         M, B, r = int(rq.M[o]), int(rq.B[o]), int(rq.r[o])
         flip[o] = M < 0
         Mp = abs(M)
@@ -142,14 +142,14 @@ def plan_layer(st: Layer) -> LayerPlan:
     OH, OW = (st.out_shape[1], st.out_shape[2]) if len(st.out_shape) == 3 else (1, 1)
     geo = np.array([0, C, H, W, st.out_channels, st.groups, *st.kernel, *st.stride,
                     *st.padding, *st.dilation, OH, OW], dtype=np.int64)
-    O = st.out_channels
-    codes = st.w_codes.reshape(O, -1)
+    n_out = st.out_channels
+    codes = st.w_codes.reshape(n_out, -1)
     if st.mode == "plut":
-        wq = st.signed_weight_codes().reshape(O, -1)
+        wq = st.signed_weight_codes().reshape(n_out, -1)
         rows = st.plut.signed_rows(st.act.signed)
         mode = 0
     else:
-        wq = st.weight_ints().reshape(O, -1).astype(np.int16)
+        wq = st.weight_ints().reshape(n_out, -1).astype(np.int16)
         rows = np.zeros((1, 1), np.int32)
         mode = 1
     nz = codes != 0

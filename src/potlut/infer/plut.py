@@ -22,6 +22,7 @@ import numpy as np
 from potlut.errors import PotlutError
 
 INT32_MAX = 2**31 - 1
+MAX_VALUE_BITS = 24  # IOS-PoT 5-bit codes need 15 bits, 8-bit fixed point 8
 
 
 class UnsupportedModelError(PotlutError):
@@ -49,9 +50,10 @@ def integer_codebook(codebook: np.ndarray, where: str) -> tuple[np.ndarray, int]
         exps.append(int(e) - 53 + low)
     unit = min(exps)
     vals = [int(v * 2.0**-unit) if v > 0 else 0 for v in cb]
-    if any(v != 0 and (v.bit_length() > 62) for v in vals):
-        raise UnsupportedModelError(f"{where}: codebook spans more than 62 bits (too many "
-                                    "IOS-PoT levels for 64-bit integers)")
+    if max(vals).bit_length() > MAX_VALUE_BITS:
+        raise UnsupportedModelError(
+            f"{where}: codebook is not small integers times a power of two (needs "
+            f"{max(vals).bit_length()} bits; the integer engine takes up to {MAX_VALUE_BITS})")
     out = np.array(vals, dtype=np.int64)
     if not np.array_equal(out.astype(np.float64) * 2.0**unit, cb):
         raise UnsupportedModelError(f"{where}: codebook is not integers times a power of two")

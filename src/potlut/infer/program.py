@@ -114,7 +114,7 @@ def make_requant(m: np.ndarray, b: np.ndarray) -> Requant:
         if mc == 0.0:
             rc = 0
         elif pot:
-            rc = max(0, -int(math.log2(mc)))
+            rc = min(R_MAX, max(0, -int(math.log2(mc))))
         else:
             e = math.floor(math.log2(abs(mc)))
             rc = int(np.clip(MULT_BITS - 1 - e, 0, R_MAX))
@@ -180,6 +180,7 @@ class Layer:
     w_negative: np.ndarray  # bool [O, Cg, kh, kw]
     acc_exp: int
     requant: Requant
+    bits_w: int = 0
     plut: PLut | None = None
     residual: str | None = None
     relu: bool = False
@@ -361,7 +362,8 @@ def _layer(graph: ModelGraph, node: Node, src: str, frac_bits: int,
     w_values, w_unit = integer_codebook(graph.arrays[f"{mod}.weight.codebook"],
                                         f"layer {mod} weight")
     codes = graph.arrays[f"{mod}.weight.codes"]
-    neg = graph.arrays[f"{mod}.weight.negative"].astype(bool) & (w_values[codes.astype(np.int64)] > 0)
+    nonzero = w_values[codes.astype(np.int64)] > 0
+    neg = graph.arrays[f"{mod}.weight.negative"].astype(bool) & nonzero
     if node.op == "linear":
         codes, neg = codes[:, :, None, None], neg[:, :, None, None]
         in_shape = (int(a["in_features"]), 1, 1)
@@ -374,8 +376,8 @@ def _layer(graph: ModelGraph, node: Node, src: str, frac_bits: int,
         geo = dict(kernel=tuple(a["kernel_size"]), stride=tuple(a["stride"]),
                    padding=tuple(a["padding"]), dilation=tuple(a["dilation"]),
                    groups=int(a["groups"]))
-    O = codes.shape[0]
-    flat = codes.reshape(O, -1)
+    n_out = codes.shape[0]
+    flat = codes.reshape(n_out, -1)
     if w["scheme"] == "iospot" and act.fmt == "sm":
         mode = "plut"
         table = build_plut(w_values, act.values, flat)
@@ -393,13 +395,14 @@ def _layer(graph: ModelGraph, node: Node, src: str, frac_bits: int,
             f"layer {mod}: weight scheme {w['scheme']!r} with activation scheme "
             f"{act.scheme!r} is not supported (P-LUT needs iospot x iospot, int8 needs "
             "fixed x fixed)")
-    bias = graph.arrays[f"{mod}.bias"].astype(np.float64) if a["bias"] else np.zeros(O)
-    g, h = _bn_affine(graph, bn) if bn is not None else (np.ones(O), np.zeros(O))
+    bias = graph.arrays[f"{mod}.bias"].astype(np.float64) if a["bias"] else np.zeros(n_out)
+    g, h = _bn_affine(graph, bn) if bn is not None else (np.ones(n_out), np.zeros(n_out))
     rq = make_requant(g * 2.0 ** (acc_exp + frac_bits), (g * bias + h) * 2.0**frac_bits)
     return Layer(
         name=node.name, module=mod, op=node.op, src=src, mode=mode, in_shape=in_shape,
         out_shape=tuple(int(s) for s in a["shape"]), act=act, w_values=w_values,
-        w_codes=codes, w_negative=neg, acc_exp=acc_exp, requant=rq, plut=table, **geo,
+        w_codes=codes, w_negative=neg, acc_exp=acc_exp, requant=rq, bits_w=int(w["bits"]),
+        plut=table, **geo,
     )
 
 

@@ -98,8 +98,8 @@ def accumulate(layer: Layer, codes: torch.Tensor) -> torch.Tensor:
     if layer.op == "linear":
         a = a.reshape(a.shape[0], -1, 1, 1)
     w = _t(layer.weight_ints())  # [O, Cg, kh, kw]
-    O, G = w.shape[0], layer.groups
-    Cg, Og = a.shape[1] // G, O // G
+    n_out, G = w.shape[0], layer.groups
+    Cg, Og = a.shape[1] // G, n_out // G
     shift = layer.plut.shift if layer.plut is not None else 0
     accs = []
     for g in range(G):
@@ -108,13 +108,13 @@ def accumulate(layer: Layer, codes: torch.Tensor) -> torch.Tensor:
         wg = w[g * Og:(g + 1) * Og].reshape(Og, -1)
         if shift == 0:
             accs.append(torch.matmul(wg, cols))
-        else:
+        else:  # every product rounded on its own: sign * round_half_up(|w| * |a| / 2^shift)
             half = 2 ** (shift - 1)
+            a_abs, a_sgn = cols.abs(), cols.sign()
             per_o = []
             for o in range(Og):
-                p = wg[o][None, :, None] * cols
-                t = torch.div(p.abs() + half, 2**shift, rounding_mode="floor")
-                per_o.append(torch.where(p < 0, -t, t).sum(dim=1))
+                t = (wg[o].abs()[None, :, None] * a_abs + half) >> shift
+                per_o.append((t * a_sgn * wg[o].sign()[None, :, None]).sum(dim=1))
             accs.append(torch.stack(per_o, dim=1))
     acc = torch.cat(accs, dim=1)
     if acc.numel() and int(acc.abs().max()) > INT32_MAX:
@@ -158,10 +158,8 @@ def run_reference(prog: Program, x: torch.Tensor | np.ndarray,
     x = torch.as_tensor(np.asarray(x, dtype=np.float32))
     N = x.shape[0]
     env: dict[str, torch.Tensor] = {"x_float": x}
-    first_input = None
     for st in prog.steps:
         if isinstance(st, InputQuant):
-            first_input = st.src
             env[st.dst] = quantize_float(x, st.act)
         elif isinstance(st, Quantize):
             env[st.dst] = quantize_fixed(env[st.src], st.act)
@@ -192,7 +190,6 @@ def run_reference(prog: Program, x: torch.Tensor | np.ndarray,
             env[st.dst] = torch.cat([env[s] for s in st.srcs], dim=st.dim)
         else:  # pragma: no cover - every step type is handled above
             raise TypeError(type(st).__name__)
-    del first_input
     if keep:
         return env
     outs = [env[o] for o in prog.outputs]

@@ -203,17 +203,17 @@ class CBackend:
     def run_layer(self, plan: Any, x: np.ndarray, res: np.ndarray | None,
                   n: int) -> tuple[np.ndarray | None, np.ndarray | None]:
         st, cp = plan.step, plan.extra
-        O, OHW = st.out_channels, st.out_hw
+        n_out, OHW = st.out_channels, st.out_hw
         chunk = max(1, min(n, TARGET_P // OHW))
         pstride = (chunk * OHW + 63) // 64 * 64
         item = 2 if cp.mode == 2 else 1
         cols = self._buf("cols", st.k * pstride * item)
-        acc = self._buf("acc", (O // st.groups) * pstride * 4)
+        acc = self._buf("acc", (n_out // st.groups) * pstride * 4)
         cnt = self._buf("cnt", 2 * pstride * 4)
-        out_y = np.empty((n, O, OHW), np.int32) if st.out_fixed is not None else None
+        out_y = np.empty((n, n_out, OHW), np.int32) if st.out_fixed is not None else None
         out_c = None
         if plan.out_fmt >= 0:
-            out_c = np.empty((n, O, OHW), np.uint8 if plan.out_fmt == 0 else np.int16)
+            out_c = np.empty((n, n_out, OHW), np.uint8 if plan.out_fmt == 0 else np.int16)
         x = np.ascontiguousarray(x)
         if res is not None:
             res = np.ascontiguousarray(res, dtype=np.int32)

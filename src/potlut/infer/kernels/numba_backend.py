@@ -24,17 +24,17 @@ class NumbaBackend:
         st = plan.step
         geo = plan.geo.copy()
         geo[0] = n
-        O, P = st.out_channels, st.out_hw
+        n_out, P = st.out_channels, st.out_hw
         x4 = x.reshape(n, *st.in_shape)
         cols = np.empty((st.k, P), dtype=x.dtype)
         acc = np.empty(P, dtype=np.int32)
         has_y = st.out_fixed is not None
-        out_y = np.empty((n, O, P), np.int32) if has_y else _EMPTY32
+        out_y = np.empty((n, n_out, P), np.int32) if has_y else _EMPTY32
         if plan.out_fmt >= 0:
-            out_c = np.empty((n, O, P), np.uint8 if plan.out_fmt == 0 else np.int16)
+            out_c = np.empty((n, n_out, P), np.uint8 if plan.out_fmt == 0 else np.int16)
         else:
             out_c = np.zeros((1, 1, 1), np.uint8)
-        r3 = res.reshape(n, O, P) if res is not None else _EMPTY32
+        r3 = res.reshape(n, n_out, P) if res is not None else _EMPTY32
         nk.conv_layer(x4, geo, plan.mode, plan.wq, plan.nz_k, plan.nz_off, plan.rows,
                       plan.M, plan.B, plan.R, r3, res is not None, st.relu, out_y, has_y,
                       out_c, plan.out_fmt, plan.thr, plan.kbits, plan.signed, cols, acc)

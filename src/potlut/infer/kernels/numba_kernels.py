@@ -94,8 +94,8 @@ def conv_layer(x, geo, mode, wq, nz_k, nz_off, rows, M, B, R,
     (``wq`` int16 weight values). ``nz_k[nz_off[o]:nz_off[o+1]]`` lists the non-zero
     weights of output channel ``o``. ``code_fmt`` -1: no code output.
     """
-    N, C, H, W, O, G, KH, KW, SH, SW, PH, PW, DH, DW, OH, OW = geo
-    Cg, Og = C // G, O // G
+    N, C, H, W, CO, G, KH, KW, SH, SW, PH, PW, DH, DW, OH, OW = geo
+    Cg, Og = C // G, CO // G
     P = OH * OW
     for n in range(N):
         for g in range(G):

@@ -1,0 +1,75 @@
+"""``potlut infer``: accuracy of the integer-only P-LUT engine on a .potlut file."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import typer
+
+from potlut.cli.app import app, user_errors
+from potlut.errors import PotlutConfigError
+
+
+@app.command("infer")
+@user_errors
+def infer_cmd(
+    file: Path = typer.Argument(..., help=".potlut model file"),
+    data: str = typer.Option("digits", "--data", help="digits or KIND:DIR (e.g. mnist:DIR)"),
+    as_json: bool = typer.Option(False, "--json", help="print one JSON object"),
+    batch_size: int = typer.Option(256, "--batch-size", help="images per engine call"),
+    backend: str = typer.Option("auto", help="kernels: auto, c (AVX2) or numba"),
+    ops: bool = typer.Option(False, "--ops", help="also print operation counts per layer"),
+) -> None:
+    """Top-1/Top-5 of the integer engine (P-LUT layers, int8 ends) on a data set's test split."""
+    from potlut import data as data_mod
+    from potlut.infer import IntEngine, op_counts
+    from potlut.infer.evaluate import check_bundle, evaluate_int
+
+    if batch_size < 1:
+        raise PotlutConfigError(f"--batch-size must be >= 1, got {batch_size}")
+    engine = IntEngine(file, backend)
+    bundle = data_mod.load(data)
+    check_bundle(engine, bundle)
+    t0 = time.perf_counter()
+    top1, top5 = evaluate_int(engine, bundle.test, batch_size)
+    secs = time.perf_counter() - t0
+    counts = op_counts(engine.program)
+    result = {
+        "file": str(file), "dataset": bundle.name, "images": len(bundle.test),
+        "int_top1": round(top1, 4), "int_top5": round(top5, 4),
+        "backend": engine.backend.name, "frac_bits": engine.program.frac_bits,
+        "seconds": round(secs, 3), "ops": {k: counts[k] for k in ("total", "plut", "bit_shift")},
+    }
+    if ops:
+        result["ops"]["layers"] = counts["layers"]
+    if as_json:
+        print(json.dumps(result))
+        return
+    print(f"{file} on {bundle.name} ({len(bundle.test)} test images), integer engine "
+          f"[{engine.backend.name}]: Top-1 {top1:.2f}%  Top-5 {top5:.2f}%  ({secs:.2f} s)")
+    p, s = counts["plut"], counts["bit_shift"]
+    print(f"per image: {p['table_reads']:,} P-LUT reads, {p['int8_macs']:,} int8 MACs "
+          f"(8-bit first/last layers), {p['adds']:,} adds, {p['shifts']:,} shifts, "
+          f"{p['table_bytes']:,} B of tables; bit-shift PoT MACs would need "
+          f"{s['shifts']:,} shifts")
+    if ops:
+        _print_layers(counts["layers"])
+
+
+def _print_layers(rows: list[dict]) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    t = Table(title="operations per image")
+    cols = ["layer", "mode", "bits", "MACs", "table reads", "int8 MACs", "P-LUT entries",
+            "P-LUT B", "requant mul", "compares", "shift-scheme shifts"]
+    for c in cols:
+        t.add_column(c, justify="left" if c in ("layer", "mode") else "right")
+    for r in rows:
+        t.add_row(r["name"], r["mode"], f"{r['bits_w']}x{r['bits_a']}", f"{r['macs']:,}",
+                  f"{r['table_reads']:,}", f"{r['int8_macs']:,}",
+                  f"{r['plut_entries']}/{r['plut_full_entries']}", str(r["plut_bytes"]),
+                  f"{r['requant_mults']:,}", f"{r['compares']:,}", f"{r['shift_shifts']:,}")
+    Console(width=160).print(t)

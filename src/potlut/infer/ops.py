@@ -1,0 +1,145 @@
+"""Integer operations of one inference (one image), per layer, for the P-LUT engine and for
+the bit-shift PoT MAC scheme of prior PoT work on the same model.
+
+P-LUT layer (IOS-PoT weights and activations): every product is one table read (the two
+codes index the table; the sign is the XOR of the two sign bits, which the SIMD kernel
+folds into its signed-code rows) and one add into the int32 accumulator: no multiply.
+8-bit first/last layers: int8 x int8 -> int32 multiply-accumulates, counted apart.
+Per output value: requantization (a multiply, an add and a shift; a shift and an add
+where every scale is a power of two; or only threshold compares where the engine folds it
+into accumulator thresholds), the residual add, ReLU and the compares against the next
+quantizer's thresholds.
+
+Bit-shift scheme (DeepShift / LogQuant style): the activation is a fixed-point integer and
+each product is that integer shifted by the weight's exponent, then negated by the
+weight's sign and added: one shift, one sign step and one add per product, no table.
+Everything outside the products is the same as in the P-LUT engine.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from potlut.infer.program import Add as AddStep
+from potlut.infer.program import Layer, Pool, Program, Relu
+
+
+def uses_accumulator_thresholds(st: Layer) -> bool:
+    """Whether the engine projects this layer's accumulator onto codes by thresholds alone."""
+    return st.out_act is not None and st.residual is None and st.out_fixed is None
+
+
+@dataclass
+class LayerOps:
+    """Operations of one layer for one image."""
+
+    name: str
+    mode: str  # "plut" or "int8"
+    bits_w: int
+    bits_a: int
+    macs: int
+    table_reads: int
+    sign_xors: int
+    accumulate_adds: int
+    int8_macs: int
+    requant_mults: int
+    requant_adds: int
+    requant_shifts: int
+    compares: int
+    residual_adds: int
+    plut_entries: int  # stored entries (half table when symmetric)
+    plut_full_entries: int  # nw * na
+    plut_bytes: int  # stored table bytes
+    plut_symmetric: bool
+    # the bit-shift PoT MAC scheme on the same layer
+    shift_shifts: int
+    shift_sign_ops: int
+    shift_adds: int
+
+
+def layer_ops(st: Layer) -> LayerOps:
+    """Counts for one layer step (see the module docstring)."""
+    macs, outs = st.macs, st.out_channels * st.out_hw
+    plut = st.mode == "plut"
+    n_thr = st.out_act.n - 1 if st.out_act is not None else 0
+    if uses_accumulator_thresholds(st):
+        sides = 2 if (st.out_act.signed and not st.relu) else 1
+        mults = adds = shifts = 0
+        compares = outs * n_thr * sides
+    else:
+        mults = 0 if st.requant.shift_only else outs
+        adds, shifts = outs, outs
+        compares = outs * (n_thr + (1 if st.relu else 0))
+    t = st.plut
+    return LayerOps(
+        name=st.module, mode=st.mode, bits_w=st.bits_w,
+        bits_a=st.act.bits, macs=macs,
+        table_reads=macs if plut else 0, sign_xors=macs if plut else 0,
+        accumulate_adds=macs if plut else 0, int8_macs=0 if plut else macs,
+        requant_mults=mults, requant_adds=adds, requant_shifts=shifts, compares=compares,
+        residual_adds=outs if st.residual is not None else 0,
+        plut_entries=int(t.entries.size) if t is not None else 0,
+        plut_full_entries=t.nw * t.na if t is not None else 0,
+        plut_bytes=t.nbytes if t is not None else 0,
+        plut_symmetric=bool(t is not None and t.symmetric),
+        shift_shifts=macs if plut else 0, shift_sign_ops=macs if plut else 0,
+        shift_adds=macs if plut else 0,
+    )
+
+
+def op_counts(prog: Program) -> dict[str, Any]:
+    """Per-layer and total operation counts for one image, both schemes side by side.
+
+    ``total.table_reads`` equals the MACs of the P-LUT layers and ``total.int8_macs`` those
+    of the 8-bit first/last layers (checked against ``potlut.metrics.layer_costs``).
+    """
+    layers = [layer_ops(st) for st in prog.layers()]
+    other = {"pool_adds": 0, "pool_divides": 0, "adds": 0, "relu_compares": 0}
+    for st in prog.steps:
+        shape = prog.shapes.get(getattr(st, "dst", ""), ())
+        n = 1
+        for s in shape:
+            n *= s
+        if isinstance(st, Pool):
+            kh, kw = st.kernel
+            other["pool_adds"] += n * (kh * kw - 1)
+            other["pool_divides"] += n if st.kind == "avg" else 0
+        elif isinstance(st, AddStep):
+            other["adds"] += n
+        elif isinstance(st, Relu):
+            other["relu_compares"] += n
+    keys = ["macs", "table_reads", "sign_xors", "accumulate_adds", "int8_macs",
+            "requant_mults", "requant_adds", "requant_shifts", "compares", "residual_adds",
+            "plut_bytes", "plut_entries"]
+    total = {k: sum(getattr(lo, k) for lo in layers) for k in keys}
+    common = (total["requant_mults"], total["requant_adds"], total["requant_shifts"],
+              total["compares"], total["residual_adds"])
+    plut_scheme = {
+        "table_reads": total["table_reads"], "sign_xors": total["sign_xors"],
+        "adds": total["accumulate_adds"] + common[1] + common[4] + other["adds"]
+        + other["pool_adds"],
+        "shifts": common[2], "multiplies_low_bit_layers": 0,
+        "int8_macs": total["int8_macs"], "requant_multiplies": common[0],
+        "compares": common[3] + other["relu_compares"],
+        "table_bytes": total["plut_bytes"],
+    }
+    shift_scheme = {
+        "table_reads": 0,
+        "sign_ops": sum(lo.shift_sign_ops for lo in layers),
+        "adds": sum(lo.shift_adds for lo in layers) + common[1] + common[4] + other["adds"]
+        + other["pool_adds"],
+        "shifts": sum(lo.shift_shifts for lo in layers) + common[2],
+        "multiplies_low_bit_layers": 0,
+        "int8_macs": total["int8_macs"], "requant_multiplies": common[0],
+        "compares": common[3] + other["relu_compares"],
+        "table_bytes": 0,
+    }
+    return {
+        "layers": [asdict(lo) for lo in layers],
+        "total": total,
+        "other": other,
+        "plut": plut_scheme,
+        "bit_shift": shift_scheme,
+        "frac_bits": prog.frac_bits,
+    }

@@ -1,0 +1,101 @@
+"""A briefly trained digits model: the integer engine agrees with the fake-quantized model;
+``potlut infer`` prints its accuracy; bad input ends in one line and exit code 2."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from potlut import data, models
+from potlut.cli.main import app
+from potlut.compress import compress_model, export_graph, save
+from potlut.errors import PotlutDataError
+from potlut.infer import IntEngine, int_top1
+from potlut.infer.evaluate import int_logits
+from potlut.nn import QuantSpec, calibrate, convert
+from potlut.pipeline import RunConfig, load_quantized, run
+
+from .helpers import random_graph
+
+
+@pytest.fixture(scope="module")
+def digits(tmp_path_factory):
+    out = tmp_path_factory.mktemp("digits_int")
+    cfg = RunConfig(epochs=12, qat_epochs=12, seed=0, device="cpu")
+    run(cfg, out, progress=False)
+    bundle = data.load("digits")
+    qmodel = load_quantized(out, cfg)
+    path = out / "m.potlut"
+    compress_model(qmodel, bundle.in_shape, path, meta={"model": "small_cnn"})
+    return path, qmodel, bundle
+
+
+def test_engine_agrees_with_the_fake_quantized_model(digits) -> None:
+    path, qmodel, bundle = digits
+    engine = IntEngine(path)
+    logits, labels = int_logits(engine, bundle.test)
+    x = torch.stack([bundle.test[i][0] for i in range(len(bundle.test))])
+    with torch.no_grad():
+        fq = qmodel(x).numpy()
+    fq_top1 = 100 * np.mean(fq.argmax(1) == labels)
+    int_top1_ = 100 * np.mean(logits.argmax(1) == labels)
+    assert fq_top1 > 85  # trained, not chance
+    assert abs(int_top1_ - fq_top1) <= 0.5
+    assert np.mean(logits.argmax(1) == fq.argmax(1)) >= 0.99
+    # the logits themselves: int32 in units of 2^-F, close to the float ones
+    assert logits.dtype == np.int32
+    assert np.median(np.abs(logits * engine.scale - fq)) < 1e-3
+    assert int_top1(path, bundle) == pytest.approx(int_top1_)
+    assert int_top1(path, bundle, backend="numba") == pytest.approx(int_top1_)
+
+
+def test_cli_infer_prints_integer_accuracy(digits) -> None:
+    path, _, bundle = digits
+    res = CliRunner().invoke(app, ["infer", str(path), "--data", "digits", "--json"])
+    assert res.exit_code == 0, res.output
+    out = json.loads(res.output)
+    assert out["images"] == len(bundle.test) == 540
+    assert out["int_top1"] == pytest.approx(int_top1(path, bundle), abs=1e-3)
+    assert out["int_top5"] >= out["int_top1"]
+    assert out["ops"]["total"]["table_reads"] == 32 * 144 * 16 + 64 * 288 * 4
+    res = CliRunner().invoke(app, ["infer", str(path), "--ops"])
+    assert res.exit_code == 0 and "Top-1" in res.output and "features.3" in res.output
+
+
+def _one_line_error(args: list[str], msg: str) -> None:
+    res = CliRunner().invoke(app, args)
+    assert res.exit_code == 2, (args, res.output)
+    lines = res.output.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("potlut: error:") and msg in lines[0], lines
+
+
+def test_bad_input_is_one_line_and_exit_2(digits, tmp_path) -> None:
+    path, _, _ = digits
+    resnet = tmp_path / "resnet.potlut"
+    save(random_graph("resnet20", (3, 32, 32), 4, seed=4), resnet)
+    _one_line_error(["infer", str(resnet), "--data", "digits"], "model expects [3, 32, 32]")
+    torch.manual_seed(0)
+    apot = convert(models.build("small_cnn", 10, 1), QuantSpec(scheme="apot"))
+    calibrate(apot, torch.randn(8, 1, 8, 8))
+    save(export_graph(apot.eval(), (1, 8, 8)), tmp_path / "apot.potlut")
+    _one_line_error(["infer", str(tmp_path / "apot.potlut")], "'apot' is not supported")
+    broken = tmp_path / "broken.potlut"
+    broken.write_bytes(path.read_bytes()[:-7])
+    _one_line_error(["infer", str(broken)], "")
+    _one_line_error(["infer", str(tmp_path / "missing.potlut")], "")
+    _one_line_error(["infer", str(path), "--backend", "gpu"], "unknown backend")
+    _one_line_error(["infer", str(path), "--batch-size", "0"], "--batch-size")
+
+
+def test_engine_rejects_wrong_shape_dtype_and_nan(digits) -> None:
+    engine = IntEngine(digits[0])
+    with pytest.raises(PotlutDataError, match=r"shape \[2, 1, 28, 28\].*\[N, 1, 8, 8\]"):
+        engine.run(np.zeros((2, 1, 28, 28), np.float32))
+    with pytest.raises(PotlutDataError, match="not floating point"):
+        engine.run(np.zeros((2, 1, 8, 8), np.uint8))
+    with pytest.raises(PotlutDataError, match="NaN"):
+        engine.run(np.full((1, 1, 8, 8), np.nan, np.float32))
