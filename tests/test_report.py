@@ -55,7 +55,8 @@ def test_report_writes_three_pngs_and_markdown(short_run):
 def test_sizes_come_from_the_potlut_file_and_match_the_entropy_bound(short_run, tmp_path):
     result = make_report(short_run, tmp_path / "r")
     assert result["sizes_measured"] and result["layers"] == 4
-    graph, info = read(tmp_path / "r" / "model.potlut")
+    assert not (tmp_path / "r" / "model.potlut").exists()  # the run's own file was used
+    graph, info = read(short_run / "model.potlut")
     rows = {r["name"]: r for r in file_stats(graph, info)["layers"]}
     assert set(rows) == {"features.0", "features.3", "features.6", "fc"}
     from potlut.report import layer_weights, read_run, rebuild
