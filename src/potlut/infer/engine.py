@@ -201,7 +201,11 @@ def _shortcut(x: np.ndarray, st: Shortcut) -> np.ndarray:
 
 
 class IntEngine:
-    """Integer-only inference of a .potlut model (see the module docstring)."""
+    """Integer-only inference of a .potlut model (see the module docstring).
+
+    One engine is not meant to be called from several threads at once: the C backend
+    reuses its layer buffers from call to call (per batch size).
+    """
 
     def __init__(self, source: str | Path | ModelGraph | Program, backend: str = "auto") -> None:
         self.program = load_program(source)
@@ -275,10 +279,13 @@ class IntEngine:
                 env[st.dst] = np.concatenate([env[s] for s in st.srcs], axis=st.dim)
             else:  # pragma: no cover
                 raise TypeError(type(st).__name__)
+        # layer outputs live in buffers the backend reuses on the next call: hand out copies
         if keep:
-            return env
+            return {k: np.array(v) for k, v in env.items()}
         outs = [env[o] for o in self.program.outputs]
-        return outs[0] if len(outs) == 1 else np.concatenate([o.reshape(N, -1) for o in outs], 1)
+        if len(outs) == 1:
+            return np.array(outs[0])
+        return np.concatenate([o.reshape(N, -1) for o in outs], 1)
 
     def predict(self, x: Any, batch_size: int = 256) -> np.ndarray:
         """Float logits (int32 logits times ``2^-F``), run in batches."""

@@ -18,7 +18,7 @@ import os
 import shutil
 import subprocess
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -132,7 +132,7 @@ class CPlan:
     rows16: np.ndarray
     seg_end: np.ndarray
     seg_off: np.ndarray
-    keep: list[Any]
+    calls: dict[int, tuple] = field(default_factory=dict)  # batch size -> (args, outputs)
 
 
 def shuffle_rows(rows: np.ndarray) -> np.ndarray:
@@ -182,26 +182,44 @@ class CBackend:
         self.lib = load_library()
         self.avx2 = bool(self.lib.potlut_has_avx2())
         self._scratch: dict[str, np.ndarray] = {}
+        self._run = self.lib.potlut_layer
+        self._byref = ctypes.byref
 
     def prepare(self, plan: Any) -> CPlan:
         empty = np.zeros(1, np.int32)
         if plan.mode == 1:
-            return CPlan(2, np.zeros((1, 64), np.uint8), empty, empty, [])
+            return CPlan(2, np.zeros((1, 64), np.uint8), empty, empty)
         fits = plan.rows.shape[1] <= 16 and int(np.abs(plan.rows).max(initial=0)) <= INT16_MAX
         if self.avx2 and fits:
             seg_end, seg_off = int16_segments(plan)
-            return CPlan(0, shuffle_rows(plan.rows), seg_end, seg_off, [])
-        return CPlan(1, np.zeros((1, 64), np.uint8), empty, empty, [])
+            return CPlan(0, shuffle_rows(plan.rows), seg_end, seg_off)
+        return CPlan(1, np.zeros((1, 64), np.uint8), empty, empty)
 
     def _buf(self, name: str, nbytes: int) -> np.ndarray:
+        """Scratch shared by all layers; kept alive by every call that points into it."""
         b = self._scratch.get(name)
         if b is None or b.nbytes < nbytes:
-            b = np.zeros(max(nbytes, 64) + 64, np.uint8)
+            b = np.zeros(max(nbytes, 1 << 16), np.uint8)
             self._scratch[name] = b
         return b
 
     def run_layer(self, plan: Any, x: np.ndarray, res: np.ndarray | None,
                   n: int) -> tuple[np.ndarray | None, np.ndarray | None]:
+        """Run one layer; output buffers are reused per (layer, batch size) across calls."""
+        hit = plan.extra.calls.get(n)
+        if hit is None:
+            hit = plan.extra.calls[n] = self._make_call(plan, n)
+        args, out_y, out_c, keep = hit
+        x = np.ascontiguousarray(x)
+        args.x = x.ctypes.data
+        if res is not None:
+            res = np.ascontiguousarray(res, dtype=np.int32)
+            args.res = res.ctypes.data
+        if self._run(self._byref(args)) != 0:
+            raise RuntimeError("C kernel refused the layer")  # pragma: no cover
+        return out_y, out_c
+
+    def _make_call(self, plan: Any, n: int) -> tuple:
         st, cp = plan.step, plan.extra
         n_out, OHW = st.out_channels, st.out_hw
         chunk = max(1, min(n, TARGET_P // OHW))
@@ -214,23 +232,18 @@ class CBackend:
         out_c = None
         if plan.out_fmt >= 0:
             out_c = np.empty((n, n_out, OHW), np.uint8 if plan.out_fmt == 0 else np.int16)
-        x = np.ascontiguousarray(x)
-        if res is not None:
-            res = np.ascontiguousarray(res, dtype=np.int32)
         g = plan.geo
         args = LayerArgs(
-            n, *(int(v) for v in g[1:16]), cp.mode, x.ctypes.data, plan.wq.ctypes.data,
+            n, *(int(v) for v in g[1:16]), cp.mode, None, plan.wq.ctypes.data,
             plan.nz_k.ctypes.data, plan.nz_off.ctypes.data, plan.rows.ctypes.data,
             plan.rows.shape[1], cp.rows16.ctypes.data, cp.seg_end.ctypes.data,
             cp.seg_off.ctypes.data, plan.M.ctypes.data, plan.B.ctypes.data, plan.R.ctypes.data,
-            _ptr(res), int(st.relu), _ptr(out_y), _ptr(out_c), plan.out_fmt,
+            None, int(st.relu), _ptr(out_y), _ptr(out_c), plan.out_fmt,
             plan.thr.ctypes.data, plan.thr.size, plan.kbits, int(plan.signed),
             cols.ctypes.data, acc.ctypes.data, pstride, chunk, int(plan.acc_thr),
             _ptr(plan.flip), _ptr(plan.up), _ptr(plan.wn), cnt.ctypes.data,
         )
-        if self.lib.potlut_layer(ctypes.byref(args)) != 0:
-            raise RuntimeError("C kernel refused the layer")  # pragma: no cover
-        return out_y, out_c
+        return args, out_y, out_c, (cols, acc, cnt)
 
     def quantize(self, y: np.ndarray, act: Any) -> np.ndarray:
         y = np.ascontiguousarray(y, dtype=np.int32)
