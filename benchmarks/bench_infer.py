@@ -106,8 +106,21 @@ def resnet_graph(bits: int, folder: Path) -> ModelGraph:
     return load(folder / "resnet20.potlut")
 
 
+def one_thread() -> None:
+    """One thread for torch and numba. Needed again after training/calibration: numba's
+    parallel quantizer kernels reset the OpenMP thread count torch shares."""
+    torch.set_num_threads(1)
+    try:
+        import numba
+
+        numba.set_num_threads(1)
+    except (ImportError, ValueError):  # pragma: no cover
+        pass
+
+
 def bench_model(label: str, name: str, graph: ModelGraph, rounds: int, big: int,
                 ref_big: bool) -> dict:
+    one_thread()
     in_shape = tuple(graph.in_shape)
     prog = lower(graph)
     fp32 = fp32_twin(name, graph, 10, in_shape[0])
@@ -150,6 +163,7 @@ def bench_model(label: str, name: str, graph: ModelGraph, rounds: int, big: int,
         run_reference(prog, xs[big])
         refb = big / (time.perf_counter() - t)
     rows["integer reference (int64)"] = {"latency_ms": 1e3 * ref1, "throughput_ips": refb}
+    assert torch.get_num_threads() == 1
     counts = op_counts(prog)["total"]
     return {"model": label, "in_shape": list(in_shape), "macs": counts["macs"],
             "table_reads": counts["table_reads"], "rows": rows}
@@ -185,7 +199,7 @@ def main() -> None:
                     help="skip the (slow) batch throughput of the int64 reference")
     ap.add_argument("--json", type=Path, default=None)
     args = ap.parse_args()
-    torch.set_num_threads(1)
+    one_thread()
     load0 = os.getloadavg()
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)

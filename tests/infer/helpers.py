@@ -26,6 +26,7 @@ def random_qmodel(name: str, in_shape: tuple[int, int, int], bits: int, seed: in
                 m.bias.uniform_(-0.5, 0.5)
                 m.running_mean.uniform_(-0.5, 0.5)
                 m.running_var.uniform_(0.2, 3.0)
+    torch.set_num_threads(1)  # numba's parallel quantizer kernels reset it (shared OpenMP)
     return q.eval()
 
 
