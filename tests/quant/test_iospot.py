@@ -149,3 +149,20 @@ def test_fast_path_equals_level_table_projection(cls, bits, signed, dtype):
     assert torch.equal(x1.grad, x2.grad)
     # float32 (torch) vs float64 (fused kernel) summation order
     assert q.a.grad.item() == pytest.approx(a2.grad.item() * 2.0 / 1.5, rel=1e-5)
+
+
+def test_fused_kernels_keep_the_torch_thread_count():
+    """Starting numba's OpenMP layer resets the shared runtime; a fresh interpreter shows it."""
+    import subprocess
+    import sys
+
+    code = (
+        "import torch; torch.set_num_threads(1)\n"
+        "from potlut.quant.iospot import IOSPoTQuantizer, UniformPoTQuantizer\n"
+        "x = torch.randn(4, 3, 32, 32, requires_grad=True)\n"
+        "UniformPoTQuantizer(8)(x)\n"
+        "IOSPoTQuantizer(4)(x).sum().backward()\n"
+        "print(torch.get_num_threads())\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "1"

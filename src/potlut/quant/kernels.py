@@ -18,6 +18,7 @@ import math
 import numpy as np
 
 try:  # numba is a dependency, but the torch path must keep working without it
+    import numba
     from numba import njit, prange
 
     AVAILABLE = True
@@ -78,8 +79,32 @@ if AVAILABLE:
         return acc / alpha
 
 
+_threads_ready = False
+
+
+def _follow_torch_threads() -> None:
+    """Run numba's parallel loops on as many threads as torch uses, and keep torch's count.
+
+    numba's OpenMP layer shares the OpenMP runtime with torch, and starting it resets the
+    runtime's thread count: left alone, the first quantizer call silently undid a user's
+    ``torch.set_num_threads(1)``. So start it here, put torch's count back, and match it.
+    """
+    global _threads_ready
+    import torch
+
+    n = torch.get_num_threads()
+    if not _threads_ready:
+        numba.get_num_threads()  # starts the threading layer
+        torch.set_num_threads(n)
+        _threads_ready = True
+    want = max(1, min(n, numba.config.NUMBA_NUM_THREADS))
+    if numba.get_num_threads() != want:
+        numba.set_num_threads(want)
+
+
 def forward(x: np.ndarray, alpha: float, param: float, kind: int, signed: bool) -> np.ndarray:
     """Fake-quantized copy of the flat float32 array ``x``; ``param``: smallest level or step."""
+    _follow_torch_threads()
     out = np.empty_like(x)
     if kind == KIND_POT:
         lo, hi = _f32_bits(param), _f32_bits(alpha)
@@ -94,6 +119,7 @@ def backward(
     x: np.ndarray, q: np.ndarray, g: np.ndarray, alpha: float, signed: bool
 ) -> tuple[np.ndarray, float]:
     """(grad_x, grad_alpha) from flat float32 ``x``, its quantized ``q`` and upstream ``g``."""
+    _follow_torch_threads()
     gx = np.empty_like(x)
     ga = _backward(x, q, g, gx, np.float32(alpha), signed)
     return gx, float(ga)
