@@ -49,6 +49,10 @@ def test_default_run_meets_accuracy_floors(run4):
     assert rep["fixops_fp32"] == 16 * 157_312
     assert rep["fixops_quant"] < rep["fixops_fp32"] / 40
     assert rep["weight_bytes_quant"] < rep["weight_bytes_fp32"] / 6
+    # the compressed file and the integer-only engine on it
+    assert (out / "model.potlut").stat().st_size == rep["file_bytes"]
+    assert rep["entropy_bound_bytes"] < rep["file_bytes"] < rep["weight_bytes_quant"] * 1.2
+    assert abs(rep["int_top1"] - rep["quant_top1"]) <= 0.5
     saved = json.loads((out / "report.json").read_text())
     assert saved["quant_top1"] == rep["quant_top1"]
     assert "| Top-1 (%) |" in (out / "report.md").read_text()

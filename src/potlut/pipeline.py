@@ -144,7 +144,22 @@ def _write_model_file(qmodel, bundle, cfg: RunConfig, out: Path) -> dict[str, An
     except PotlutError as exc:
         return {"file_bytes": None, "file_error": str(exc)}
     keys = ("file_bytes", "entropy_bound_bytes", "compression_rate", "overhead_bytes")
-    return {**{k: st[k] for k in keys}, "model_file": str(out / MODEL_FILE)}
+    result = {**{k: st[k] for k in keys}, "model_file": str(out / MODEL_FILE)}
+    result.update(_integer_accuracy(out / MODEL_FILE, bundle))
+    return result
+
+
+def _integer_accuracy(path: Path, bundle) -> dict[str, Any]:
+    """Top-1 of the integer-only P-LUT engine on the file just written (``int_top1``).
+
+    Schemes whose file the engine cannot run integer-only are reported, not hidden.
+    """
+    from potlut.infer import int_top1
+
+    try:
+        return {"int_top1": round(int_top1(path, bundle), 4)}
+    except PotlutError as exc:
+        return {"int_top1": None, "int_error": str(exc)}
 
 
 def load_quantized(out: str | Path, cfg: RunConfig) -> torch.nn.Module:
