@@ -112,3 +112,25 @@ def test_float_layers_and_pools_export() -> None:
     assert g.node("mean").attrs["dims"] == [2, 3]
     with torch.no_grad():
         assert torch.equal(to_torch(g)(x), q(x))
+
+
+def test_nn_flatten_module_exports_with_non_negative_axes():
+    import torch
+    from torch import nn
+
+    from potlut.compress import decode, encode, export_graph, to_torch
+    from potlut.nn import QuantSpec, calibrate, convert
+
+    torch.manual_seed(0)
+    model = nn.Sequential(
+        nn.Conv2d(1, 4, 3, padding=1), nn.BatchNorm2d(4), nn.ReLU(),
+        nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4, 3),
+    )
+    q = convert(model, QuantSpec(bits=4))
+    x = torch.randn(8, 1, 6, 6)
+    calibrate(q, x)
+    graph = export_graph(q.eval(), (1, 6, 6))
+    (flat,) = [n for n in graph.nodes if n.op == "flatten"]
+    assert (flat.attrs["start_dim"], flat.attrs["end_dim"]) == (1, 3)
+    back, _ = decode(encode(graph)[0])
+    assert torch.equal(to_torch(back).eval()(x), q.eval()(x))

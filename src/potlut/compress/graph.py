@@ -354,6 +354,9 @@ def export_graph(
             inputs = [n.args[0]]
             if op in ("conv2d", "linear", "batchnorm2d"):
                 attrs = {"module": target, **attrs}
+            if op == "flatten":  # nn.Flatten keeps end_dim=-1; the format stores axes >= 0
+                rank = len(_shape(n.args[0]) or ())
+                attrs = {k: _norm_dim(v, rank) for k, v in attrs.items()}
         elif n.op in ("call_function", "call_method"):
             op, attrs, inputs = _function_node(n)
         else:
