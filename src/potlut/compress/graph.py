@@ -140,6 +140,35 @@ def _codebook32(codebook: np.ndarray) -> np.ndarray:
     return np.asarray(codebook, dtype=np.float64).astype(np.float32)
 
 
+def _forward_codebook(m: nn.Module, name: str, codes: np.ndarray,
+                      codebook: np.ndarray) -> np.ndarray:
+    """The float32 magnitude the layer's forward computes for each code.
+
+    Schemes with a real scale compute ``level * scale`` in float32 (e.g. LQ-Net's basis
+    sums, DoReFa's ``(2c - m) / m * max|w|``), which can differ in the last bit from the
+    float64 codebook rounded once; the file stores what the forward uses, so dequantized
+    weights are bit-identical. A forward whose magnitude is not a function of the code
+    cannot be stored as codes and is rejected.
+    """
+    was = m.training
+    m.eval()
+    try:
+        with torch.no_grad():
+            qw = np.abs(m.quantized_weight().detach().cpu().float().numpy())
+    finally:
+        m.train(was)
+    out = codebook.copy()
+    flat_c, flat_q = codes.reshape(-1).astype(np.int64), qw.reshape(-1)
+    for c in np.unique(flat_c):
+        vals = np.unique(flat_q[flat_c == c])
+        if vals.size != 1:
+            raise PotlutError(
+                f"layer {name}: the quantized weights of code {int(c)} take {vals.size} "
+                "different values; the weights cannot be stored as codes and a codebook")
+        out[c] = vals[0]
+    return out
+
+
 def _quantizer_attrs(q: Quantizer, prefix: str, arrays: dict[str, np.ndarray]) -> dict:
     """Scheme, bits, sign, exponent of an activation quantizer; codebook + state as arrays."""
     ex = q.export(torch.zeros(1))
@@ -182,9 +211,9 @@ def _layer_attrs(m: nn.Module, name: str, arrays: dict[str, np.ndarray]) -> tupl
     if wq is not None:
         with torch.no_grad():
             ex = wq.export(m.normalized_weight())
-        codebook = _codebook32(ex.codebook)
         codes = np.asarray(ex.codes)
-        codes = codes.astype(np.uint8 if len(codebook) <= 256 else np.uint16).reshape(shape)
+        codes = codes.astype(np.uint8 if len(ex.codebook) <= 256 else np.uint16).reshape(shape)
+        codebook = _forward_codebook(m, name, codes, _codebook32(ex.codebook))
         nonzero = codebook[codes.astype(np.int64)] != 0
         arrays[f"{name}.weight.codes"] = codes
         negative = np.asarray(ex.negative, dtype=bool).reshape(shape) & nonzero

@@ -144,7 +144,9 @@ class DoReFaWeightQuantizer(Quantizer):
     def _unit(self, w: torch.Tensor) -> torch.Tensor:
         t = torch.tanh(w)
         r = t / (2 * t.abs().max().clamp_min(1e-12)) + 0.5
-        return 2 * _ste_round(r * self.m) / self.m - 1
+        # (2c - m) / m with an exact integer numerator: one rounding, so w and -w quantize
+        # to values of equal magnitude in float32 (a sign plus a codebook entry, as exported)
+        return (2 * _ste_round(r * self.m) - self.m) / self.m
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.calibrating:
