@@ -13,6 +13,7 @@ power-of-two ``alpha``, so the step ``alpha / 2^(b-1)`` is a power of two as wel
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import numpy as np
 import torch
@@ -186,6 +187,34 @@ class _UniformFakeQuant(_FakeQuantBackward):
         return q
 
 
+def best_exponent(
+    x: torch.Tensor,
+    quantize: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
+    search: range = range(-16, 9),
+    max_samples: int = 1 << 16,
+) -> int:
+    """The exponent ``s`` whose ``alpha = 2^s`` minimizes the MSE of ``quantize(x, alpha)``.
+
+    METHODS §1.2: the MSE start matters (constant starts lose points at 3 bits).
+    Large tensors are subsampled deterministically (a fixed stride) to bound the cost.
+    """
+    flat = x.detach().reshape(-1)
+    if flat.numel() > max_samples:
+        stride = flat.numel() // max_samples
+        flat = flat[::stride][:max_samples]
+    flat = flat.contiguous()
+    if flat.numel() == 0 or not torch.isfinite(flat).all():
+        return 0
+    best_s, best_err = 0, math.inf
+    with torch.no_grad():
+        for s in search:
+            q = quantize(flat, torch.tensor(2.0**s, dtype=flat.dtype, device=flat.device))
+            err = float(((q - flat) ** 2).sum(dtype=torch.float64)) / flat.numel()
+            if err < best_err - 1e-15:
+                best_s, best_err = s, err
+    return best_s
+
+
 def best_pot_exponent(
     x: torch.Tensor,
     levels: torch.Tensor,
@@ -193,26 +222,11 @@ def best_pot_exponent(
     search: range = range(-16, 9),
     max_samples: int = 1 << 16,
 ) -> int:
-    """The exponent ``s`` whose ``alpha = 2^s`` minimizes the MSE of quantizing ``x``.
-
-    METHODS §1.2: the MSE start matters (constant starts lose points at 3 bits).
-    Large tensors are subsampled deterministically (a fixed stride) to bound the cost.
-    """
-    flat = x.detach().reshape(-1).double()
-    if flat.numel() > max_samples:
-        stride = flat.numel() // max_samples
-        flat = flat[::stride][:max_samples]
-    if flat.numel() == 0 or not torch.isfinite(flat).all():
-        return 0
+    """:func:`best_exponent` for any sorted level set (the level-table projection, float64)."""
     mids = midpoints(levels)
-    best_s, best_err = 0, math.inf
-    for s in search:
-        alpha = torch.tensor(2.0**s, dtype=torch.float64)
-        q = _FakeQuant.apply(flat, alpha, levels, mids, signed)
-        err = float(((q - flat) ** 2).mean())
-        if err < best_err - 1e-15:
-            best_s, best_err = s, err
-    return best_s
+    return best_exponent(
+        x.double(), lambda f, a: _FakeQuant.apply(f, a, levels, mids, signed), search, max_samples
+    )
 
 
 class _LevelQuantizer(Quantizer):
@@ -239,7 +253,7 @@ class _LevelQuantizer(Quantizer):
         return int(torch.round(torch.log2(self.a.detach().abs()).clamp_min(_LOG2_A_FLOOR)))
 
     def calibrate_from(self, x: torch.Tensor) -> None:
-        s = best_pot_exponent(x, self._levels, self.signed)
+        s = best_exponent(x, self.fake_quant)
         with torch.no_grad():
             self.a.fill_(2.0**s)
 
