@@ -152,7 +152,7 @@ def plan_layer(st: Layer) -> LayerPlan:
         wq = st.weight_ints().reshape(n_out, -1).astype(np.int16)
         rows = np.zeros((1, 1), np.int32)
         mode = 1
-    nz = codes != 0
+    nz = st.w_values[codes.astype(np.int64)] != 0  # code 0 is not zero for DoReFa/LQ-Net
     nz_k = np.nonzero(nz.reshape(-1))[0] % codes.shape[1] if codes.size else np.zeros(0)
     nz_off = np.concatenate([[0], np.cumsum(nz.sum(axis=1))])
     act = st.out_act

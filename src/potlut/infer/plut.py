@@ -8,6 +8,11 @@ products instead of computing them. When the two value lists are the same set (I
 weights and signed IOS-PoT activations of one bit-width), the table is symmetric and only
 its upper triangle is stored: ``n(n+1)/2`` entries, read as ``T[min(i,j)][max(i,j)]``.
 
+Codebooks of other schemes (APoT sums of powers of two, PACT/DoReFa uniform levels,
+LQ-Net's real basis) are made integers by :func:`fixed_codebook`: the table then holds
+integer products of the two codebooks, and their real steps go into the layer's
+requantization multiplier; only IOS-PoT tables hold powers of two alone.
+
 ``shift`` > 0 only where full products could overflow the int32 accumulator (5-bit and
 wider layers): every entry is then ``round_half_up(value_w * value_a / 2^shift)``, the
 smallest shift for which the layer's worst-case accumulator provably fits in int32.
@@ -58,6 +63,74 @@ def integer_codebook(codebook: np.ndarray, where: str) -> tuple[np.ndarray, int]
     if not np.array_equal(out.astype(np.float64) * 2.0**unit, cb):
         raise UnsupportedModelError(f"{where}: codebook is not integers times a power of two")
     return out, unit
+
+
+RATIONAL_MAX_DEN = 1 << 12  # largest integer step count tried for a real-step codebook
+APPROX_BITS = 12  # fixed-point resolution of a codebook with no integer form (LQ-Net)
+
+# schemes whose codebooks cannot run on integers at all, and why (one line each)
+REFUSED: dict[str, str] = {
+    "lsq": "LSQ+ activations add a real offset beta to every code (s*c + beta, possibly "
+           "negative): zero padding and products are not integers of one codebook",
+    "bmfloat": "BM-float shares an exponent per block computed from the data at run time: "
+               "there is no fixed codebook to tabulate",
+}
+# schemes whose codebooks the engine rounds to fixed point (products not exact)
+APPROXIMATE = ("lqnet",)
+
+
+@dataclass(frozen=True)
+class FixedCodebook:
+    """A codebook in integer form: ``codebook[c] ~= values[c] * mult * 2^unit_exp``.
+
+    ``exact``: the values are the codebook's own integer structure (IOS-PoT, DeepShift,
+    fixed point: ``mult == 1``; APoT, PACT/DoReFa, LSQ+ weights: integer multiples of one
+    real step ``mult``) and ``max_err`` is only the float32 rounding of the stored levels.
+    Not exact (LQ-Net's real basis): ``values`` are the levels rounded to ``APPROX_BITS``
+    bits and ``max_err`` bounds what that rounding changed (same units as the codebook).
+    """
+
+    values: np.ndarray  # int64
+    unit_exp: int
+    mult: float
+    exact: bool
+    max_err: float
+
+
+def fixed_codebook(codebook: np.ndarray, scheme: str, where: str) -> FixedCodebook:
+    """Integer form of a (weight or activation) magnitude codebook of ``scheme``.
+
+    Tried in order: integers times a power of two (exact, a shift); integers ``0..D``
+    (``D <= 4096``) times one real step, up to float32 storage rounding (exact, the step
+    folds into the requantization multiplier); for :data:`APPROXIMATE` schemes, the levels
+    rounded to 12-bit fixed point. Refused schemes and anything else raise
+    :class:`UnsupportedModelError` saying why.
+    """
+    if scheme in REFUSED:
+        raise UnsupportedModelError(f"{where}: scheme {scheme!r} cannot run integer-only: "
+                                    f"{REFUSED[scheme]}")
+    try:
+        values, unit = integer_codebook(codebook, where)
+        return FixedCodebook(values, unit, 1.0, True, 0.0)
+    except UnsupportedModelError:
+        cb = np.asarray(codebook, dtype=np.float64)
+        if cb.ndim != 1 or cb.size == 0 or not np.all(np.isfinite(cb)) or np.any(cb < 0):
+            raise
+    top = float(cb.max())
+    ratio = cb / top
+    for den in range(1, RATIONAL_MAX_DEN + 1):
+        v = np.round(ratio * den)
+        if np.all(np.abs(ratio * den - v) <= 2.5e-7 * den + 1e-12):
+            err = float(np.abs(v * (top / den) - cb).max())
+            return FixedCodebook(v.astype(np.int64), 0, top / den, True, err)
+    if scheme not in APPROXIMATE:
+        raise UnsupportedModelError(
+            f"{where}: codebook of scheme {scheme!r} is not integers times one scale; the "
+            "integer engine cannot run it")
+    den = (1 << APPROX_BITS) - 1
+    v = np.round(ratio * den)
+    err = float(np.abs(v * (top / den) - cb).max())
+    return FixedCodebook(v.astype(np.int64), 0, top / den, False, err)
 
 
 def round_shift(x: np.ndarray | int, shift: int) -> np.ndarray:

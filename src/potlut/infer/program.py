@@ -42,11 +42,11 @@ from potlut.infer.plut import (
     UnsupportedModelError,
     _code_bits,
     build_plut,
-    integer_codebook,
+    fixed_codebook,
 )
 
-PLUT_SCHEMES = ("iospot",)
-INT_SCHEMES = ("fixed",)
+PLUT_SCHEMES = ("iospot",)  # tables of powers of two alone
+INT_SCHEMES = ("fixed", "deepshift")  # activations fed as 8-bit fixed-point integers
 F_DEFAULT, F_MAX = 20, 22
 MULT_BITS = 23  # significant bits of a requantization multiplier
 R_MAX = 30
@@ -59,8 +59,10 @@ R_MAX = 30
 class ActQuant:
     """A layer's input quantizer in integer form.
 
-    ``values[c]`` is the integer magnitude of code ``c`` in units of ``2^unit_exp``;
-    ``mids`` the real decision thresholds (between consecutive codebook entries) and
+    ``values[c]`` is the integer magnitude of code ``c`` in units of ``mult * 2^unit_exp``
+    (``mult`` is 1 for power-of-two schemes; a real step otherwise, see
+    :func:`~potlut.infer.plut.fixed_codebook`, with ``exact``/``max_err`` saying whether the
+    integers are the codebook or a fixed-point rounding of it); ``mids`` the real decision thresholds (between consecutive codebook entries) and
     ``thresholds`` the same on fixed tensors (``ceil(mid * 2^F)``, int64).
     """
 
@@ -72,6 +74,9 @@ class ActQuant:
     mids: np.ndarray
     thresholds: np.ndarray
     fmt: str  # "sm": uint8 signed code; "int": int16 signed value
+    mult: float = 1.0
+    exact: bool = True
+    max_err: float = 0.0
 
     @property
     def n(self) -> int:
@@ -188,6 +193,9 @@ class Layer:
     out_codes: str | None = None
     out_act: ActQuant | None = None
     folded: list[str] = field(default_factory=list)  # graph nodes merged into this step
+    acc_mult: float = 1.0  # accumulator unit is acc_mult * 2^acc_exp (real steps folded)
+    w_exact: bool = True
+    w_max_err: float = 0.0
 
     @property
     def out_channels(self) -> int:
@@ -295,6 +303,23 @@ class Program:
     def layers(self) -> list[Layer]:
         return [s for s in self.steps if isinstance(s, Layer)]
 
+    def approximations(self) -> list[dict[str, Any]]:
+        """Layers whose codebooks the engine rounds to fixed point (empty: exact products).
+
+        One entry per layer: ``{layer, weight_exact, act_exact, weight_max_err,
+        act_max_err}`` with the largest absolute change of a codebook level (real units).
+        """
+        return [
+            {"layer": st.module, "weight_exact": st.w_exact, "act_exact": st.act.exact,
+             "weight_max_err": st.w_max_err, "act_max_err": st.act.max_err}
+            for st in self.layers() if not (st.w_exact and st.act.exact)
+        ]
+
+    @property
+    def exact(self) -> bool:
+        """Whether every table holds exact products of the file's codebooks."""
+        return not self.approximations()
+
     @property
     def scale(self) -> float:
         """Real value of one unit of a fixed tensor (``2^-F``)."""
@@ -310,20 +335,24 @@ def _act_quant(graph: ModelGraph, node: Node, frac_bits: int) -> ActQuant:
         raise UnsupportedModelError(f"layer {mod}: its input is not quantized; the integer "
                                     "engine needs every conv/linear input quantized")
     scheme = act["scheme"]
-    if scheme not in PLUT_SCHEMES + INT_SCHEMES:
-        raise UnsupportedModelError(
-            f"layer {mod}: activation scheme {scheme!r} is not supported by the integer "
-            f"engine (supported: {', '.join(PLUT_SCHEMES + INT_SCHEMES)})")
     cb = graph.arrays[f"{mod}.act.codebook"].astype(np.float64)
-    values, unit = integer_codebook(cb, f"layer {mod} activation")
+    fc = fixed_codebook(cb, scheme, f"layer {mod} activation")
+    values = fc.values
     if np.any(np.diff(cb) <= 0):
         raise UnsupportedModelError(f"layer {mod}: activation codebook is not increasing")
+    if cb[0] != 0:
+        raise UnsupportedModelError(f"layer {mod}: activation code 0 is not zero (zero "
+                                    "padding needs a zero level)")
     mids = (cb[:-1] + cb[1:]) / 2
     thr = np.minimum(np.ceil(mids * 2.0**frac_bits), 2.0**31).astype(np.int64)
-    fmt = "sm" if scheme in PLUT_SCHEMES else "int"
+    fmt = "int" if scheme in INT_SCHEMES else "sm"
     if fmt == "int" and int(values.max(initial=0)) > (127 if act["signed"] else 255):
         raise UnsupportedModelError(f"layer {mod}: fixed-point input wider than 8 bits")
-    return ActQuant(scheme, int(act["bits"]), bool(act["signed"]), values, unit, mids, thr, fmt)
+    if fmt == "sm" and _code_bits(values.size) + 1 > 8:
+        raise UnsupportedModelError(f"layer {mod}: {values.size} activation codes do not "
+                                    "fit a signed 8-bit code")
+    return ActQuant(scheme, int(act["bits"]), bool(act["signed"]), values, fc.unit_exp, mids,
+                    thr, fmt, fc.mult, fc.exact, fc.max_err)
 
 
 def _needed_frac_bits(graph: ModelGraph) -> int:
@@ -355,12 +384,12 @@ def _layer(graph: ModelGraph, node: Node, src: str, frac_bits: int,
     if not w["quantized"]:
         raise UnsupportedModelError(f"layer {mod}: weights are not quantized")
     act = _act_quant(graph, node, frac_bits)
-    if w["scheme"] not in PLUT_SCHEMES + INT_SCHEMES:
-        raise UnsupportedModelError(
-            f"layer {mod}: weight scheme {w['scheme']!r} is not supported by the integer "
-            f"engine (supported: {', '.join(PLUT_SCHEMES + INT_SCHEMES)})")
-    w_values, w_unit = integer_codebook(graph.arrays[f"{mod}.weight.codebook"],
-                                        f"layer {mod} weight")
+    wfc = fixed_codebook(graph.arrays[f"{mod}.weight.codebook"], w["scheme"],
+                         f"layer {mod} weight")
+    w_values, w_unit = wfc.values, wfc.unit_exp
+    if _code_bits(w_values.size) + 1 > 8:
+        raise UnsupportedModelError(f"layer {mod}: {w_values.size} weight codes do not fit "
+                                    "a signed 8-bit code")
     codes = graph.arrays[f"{mod}.weight.codes"]
     nonzero = w_values[codes.astype(np.int64)] > 0
     neg = graph.arrays[f"{mod}.weight.negative"].astype(bool) & nonzero
@@ -378,14 +407,15 @@ def _layer(graph: ModelGraph, node: Node, src: str, frac_bits: int,
                    groups=int(a["groups"]))
     n_out = codes.shape[0]
     flat = codes.reshape(n_out, -1)
-    if w["scheme"] == "iospot" and act.fmt == "sm":
+    if act.fmt == "sm":  # any two codebooks: a table of their integer products
         mode = "plut"
         table = build_plut(w_values, act.values, flat)
         acc_exp = w_unit + act.unit_exp + table.shift
-    elif w["scheme"] == "fixed" and act.fmt == "int":
+    elif act.fmt == "int":  # 8-bit fixed-point input: integer MAC (DeepShift: 2^p weights)
         mode, table = "int8", None
         if int(w_values.max(initial=0)) > 127:
-            raise UnsupportedModelError(f"layer {mod}: fixed-point weights wider than 8 bits")
+            raise UnsupportedModelError(f"layer {mod}: weights wider than 8 bits against a "
+                                        "fixed-point input")
         worst = (w_values[flat.astype(np.int64)] * int(act.values.max(initial=0))).sum(axis=1)
         if int(worst.max(initial=0)) > INT32_MAX:
             raise UnsupportedModelError(f"layer {mod}: int8 accumulator could overflow int32")
@@ -393,16 +423,17 @@ def _layer(graph: ModelGraph, node: Node, src: str, frac_bits: int,
     else:
         raise UnsupportedModelError(
             f"layer {mod}: weight scheme {w['scheme']!r} with activation scheme "
-            f"{act.scheme!r} is not supported (P-LUT needs iospot x iospot, int8 needs "
-            "fixed x fixed)")
+            f"{act.scheme!r} is not supported")
     bias = graph.arrays[f"{mod}.bias"].astype(np.float64) if a["bias"] else np.zeros(n_out)
     g, h = _bn_affine(graph, bn) if bn is not None else (np.ones(n_out), np.zeros(n_out))
-    rq = make_requant(g * 2.0 ** (acc_exp + frac_bits), (g * bias + h) * 2.0**frac_bits)
+    acc_mult = wfc.mult * act.mult
+    rq = make_requant(g * acc_mult * 2.0 ** (acc_exp + frac_bits),
+                      (g * bias + h) * 2.0**frac_bits)
     return Layer(
         name=node.name, module=mod, op=node.op, src=src, mode=mode, in_shape=in_shape,
         out_shape=tuple(int(s) for s in a["shape"]), act=act, w_values=w_values,
         w_codes=codes, w_negative=neg, acc_exp=acc_exp, requant=rq, bits_w=int(w["bits"]),
-        plut=table, **geo,
+        plut=table, acc_mult=acc_mult, w_exact=wfc.exact, w_max_err=wfc.max_err, **geo,
     )
 
 
