@@ -68,6 +68,9 @@ def integer_codebook(codebook: np.ndarray, where: str) -> tuple[np.ndarray, int]
 RATIONAL_MAX_DEN = 1 << 12  # largest integer step count tried for a real-step codebook
 APPROX_BITS = 12  # fixed-point resolution of a codebook with no integer form (LQ-Net)
 
+POT_SCHEMES = ("iospot", "fixed", "deepshift")  # levels are integers times a power of two
+POT_VALUE_BITS = 15  # a real-scale codebook's power-of-two form is used below this width
+
 # schemes whose codebooks cannot run on integers at all, and why (one line each)
 REFUSED: dict[str, str] = {
     "lsq": "LSQ+ activations add a real offset beta to every code (s*c + beta, possibly "
@@ -100,7 +103,8 @@ class FixedCodebook:
 def fixed_codebook(codebook: np.ndarray, scheme: str, where: str) -> FixedCodebook:
     """Integer form of a (weight or activation) magnitude codebook of ``scheme``.
 
-    Tried in order: integers times a power of two (exact, a shift); integers ``0..D``
+    Tried in order: integers times a power of two (exact, a shift; always for
+    :data:`POT_SCHEMES`, else only below 2^15); integers ``0..D``
     (``D <= 4096``) times one real step, up to float32 storage rounding (exact, the step
     folds into the requantization multiplier); for :data:`APPROXIMATE` schemes, the levels
     rounded to 12-bit fixed point. Refused schemes and anything else raise
@@ -111,11 +115,18 @@ def fixed_codebook(codebook: np.ndarray, scheme: str, where: str) -> FixedCodebo
                                     f"{REFUSED[scheme]}")
     try:
         values, unit = integer_codebook(codebook, where)
-        return FixedCodebook(values, unit, 1.0, True, 0.0)
+        # any float32 list is integers times a power of two; for real-scale schemes that
+        # form is only useful when small (else the one-real-step form below is the codebook)
+        if scheme in POT_SCHEMES or int(values.max(initial=0)) < 2**POT_VALUE_BITS:
+            return FixedCodebook(values, unit, 1.0, True, 0.0)
     except UnsupportedModelError:
-        cb = np.asarray(codebook, dtype=np.float64)
-        if cb.ndim != 1 or cb.size == 0 or not np.all(np.isfinite(cb)) or np.any(cb < 0):
+        if scheme in POT_SCHEMES:
             raise
+    cb = np.asarray(codebook, dtype=np.float64)
+    if cb.ndim != 1 or cb.size == 0 or not np.all(np.isfinite(cb)) or np.any(cb < 0):
+        raise UnsupportedModelError(f"{where}: codebook is not a list of magnitudes >= 0")
+    if not np.any(cb > 0):
+        return FixedCodebook(np.zeros(cb.size, np.int64), 0, 1.0, True, 0.0)
     top = float(cb.max())
     ratio = cb / top
     for den in range(1, RATIONAL_MAX_DEN + 1):

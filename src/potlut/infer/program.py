@@ -62,7 +62,8 @@ class ActQuant:
     ``values[c]`` is the integer magnitude of code ``c`` in units of ``mult * 2^unit_exp``
     (``mult`` is 1 for power-of-two schemes; a real step otherwise, see
     :func:`~potlut.infer.plut.fixed_codebook`, with ``exact``/``max_err`` saying whether the
-    integers are the codebook or a fixed-point rounding of it); ``mids`` the real decision thresholds (between consecutive codebook entries) and
+    integers are the codebook or a fixed-point rounding of it); ``mids`` the real decision
+    thresholds (between consecutive codebook entries) and
     ``thresholds`` the same on fixed tensors (``ceil(mid * 2^F)``, int64).
     """
 
