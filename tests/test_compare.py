@@ -123,3 +123,15 @@ def test_three_paper_configs_exist():
     names = {p.stem for p in (ROOT / "configs").glob("table[45]_*.toml")}
     assert names == {"table4_resnet20_cifar10", "table4_resnet56_cifar10",
                      "table5_resnet18_cifar100"}
+
+
+def test_int_top1_per_scheme_or_the_reason_why_not(digits_run):
+    """The integer engine's Top-1 on each written file; None with the reason where refused."""
+    _, rows = digits_run
+    by = {r["scheme"]: r for r in rows}
+    assert by["fp32"]["int_top1"] is None
+    for s in ("iospot", "apot", "deepshift", "pact"):
+        assert abs(by[s]["int_top1"] - by[s]["top1"]) <= 1.0, (s, by[s])
+    for s in ("lsq", "bmfloat"):
+        assert by[s]["int_top1"] is None and "cannot run integer-only" in by[s]["note"]
+    assert "rounds" in by["lqnet"]["note"] and by["lqnet"]["int_top1"] is not None

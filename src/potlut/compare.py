@@ -54,8 +54,8 @@ LABELS = {
 
 JSON_KEYS = ("scheme", "bits_w", "bits_a", "top1", "top5", "weight_bytes", "fixops",
              "weight_rate", "fixops_rate")
-CSV_KEYS = ("method", *JSON_KEYS, "delta_top1", "delta_top5", "integer_only", "note",
-            "seconds")
+CSV_KEYS = ("method", *JSON_KEYS, "delta_top1", "delta_top5", "integer_only", "int_top1",
+            "note", "seconds")
 
 
 def method_label(scheme: str) -> str:
@@ -149,7 +149,7 @@ def _row(scheme: str, model: nn.Module, bundle, fp: dict | None, seconds: float)
         "weight_rate": round(ref["weight_bytes"] / wb, 4),
         "fixops_rate": round(ref["fixops"] / fx, 4),
         "delta_top1": round(t1 - ref["top1"], 4), "delta_top5": round(t5 - ref["top5"], 4),
-        "integer_only": int_ok, "note": note, "seconds": round(seconds, 2),
+        "integer_only": int_ok, "int_top1": None, "note": note, "seconds": round(seconds, 2),
     }
 
 
@@ -193,6 +193,32 @@ def compare(
             write_tables(rows, out, meta, time.time() - t0)
     write_tables(rows, out, meta, time.time() - t0)
     return rows
+
+
+def integer_engine_top1(qmodel: nn.Module, bundle, path: Path) -> tuple[float | None, str]:
+    """Write ``path`` (.potlut) and run the integer P-LUT engine on it: ``(int_top1, note)``.
+
+    ``None`` and the engine's one-line reason where the scheme cannot run integer-only
+    (LSQ+, BM-float); a note where the engine rounds a codebook to fixed point (LQ-Net).
+    """
+    from potlut.compress import compress_model
+    from potlut.errors import PotlutError
+    from potlut.infer import IntEngine
+    from potlut.infer.evaluate import check_bundle, evaluate_int
+
+    try:
+        compress_model(qmodel.eval(), bundle.in_shape, path)
+        engine = IntEngine(path)
+        check_bundle(engine, bundle)
+        top1 = round(evaluate_int(engine, bundle.test)[0], 4)
+    except PotlutError as exc:
+        return None, f"integer engine refuses: {exc}"
+    approx = engine.program.approximations()
+    if not approx:
+        return top1, ""
+    err = max(max(a["weight_max_err"], a["act_max_err"]) for a in approx)
+    return top1, (f"integer engine rounds {len(approx)} layers' codebooks to fixed point "
+                  f"(max level error {err:.2g})")
 
 
 def _run_scheme(base, scheme, bits, fp32, bundle, fp_row, out, resume, progress,
@@ -240,6 +266,8 @@ def _run_scheme(base, scheme, bits, fp32, bundle, fp_row, out, resume, progress,
             freezer.detach()
     qmodel.cpu()
     row = _row(scheme, qmodel, bundle, fp_row, time.time() - t0)
+    row["int_top1"], int_note = integer_engine_top1(qmodel, bundle, folder / "model.potlut")
+    row["note"] = "; ".join(filter(None, [row["note"], int_note]))
     if freezer is not None:
         row["note"] = "; ".join(filter(None, [row["note"],
                                               f"PROFIT froze {len(freezer.frozen)} conv layers"]))
@@ -264,12 +292,13 @@ def table_rows(rows: list[dict]) -> list[list[str]]:
             "-" if fp else f"{r['delta_top1']:+.2f}", "-" if fp else f"{r['delta_top5']:+.2f}",
             _fmt_int(r["fixops"]), f"{r['weight_rate']:.2f} / {r['fixops_rate']:.2f}",
             "-" if fp else ("yes" if r["integer_only"] else "no"),
+            "-" if r.get("int_top1") is None else f"{r['int_top1']:.2f}",
         ])
     return out
 
 
 HEADER = ["Method", "W/A", "Top-1 (%)", "Top-5 (%)", "Weight bytes", "ΔTop-1", "ΔTop-5",
-          "FIXOPS", "Rate (W / FIXOPS)", "Integer-only"]
+          "FIXOPS", "Rate (W / FIXOPS)", "Integer-only", "Int Top-1 (%)"]
 
 
 def markdown(rows: list[dict], meta: dict, seconds: float) -> str:
@@ -278,7 +307,7 @@ def markdown(rows: list[dict], meta: dict, seconds: float) -> str:
     lines = [
         f"# potlut compare: {cfg['model']} on {meta['dataset']}", "",
         "| " + " | ".join(HEADER) + " |",
-        "|" + "|".join(["---"] * 2 + ["---:"] * 7 + ["---"]) + "|",
+        "|" + "|".join(["---"] * 2 + ["---:"] * 7 + ["---", "---:"]) + "|",
     ]
     lines += ["| " + " | ".join(r) + " |" for r in table_rows(rows)]
     lines += ["", "Notes:"]
