@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import platform
-import sys
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -213,6 +212,3 @@ def write_report(report: dict, out: Path) -> None:
 def default_out_dir() -> Path:
     return Path("runs") / time.strftime("%Y%m%d-%H%M%S")
 
-
-def eprint(*args: Any) -> None:
-    print(*args, file=sys.stderr)

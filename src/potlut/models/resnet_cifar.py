@@ -35,7 +35,8 @@ class BasicBlock(nn.Module):
         self.conv2 = nn.Conv2d(cout, cout, 3, 1, 1, bias=False)
         self.bn2 = nn.BatchNorm2d(cout)
         self.relu = nn.ReLU(inplace=True)
-        self.shortcut = ShortcutA(cin, cout, stride) if stride != 1 or cin != cout else nn.Identity()
+        needs_shortcut = stride != 1 or cin != cout
+        self.shortcut = ShortcutA(cin, cout, stride) if needs_shortcut else nn.Identity()
 
     def forward(self, x):
         out = self.relu(self.bn1(self.conv1(x)))
