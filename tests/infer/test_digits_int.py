@@ -62,6 +62,7 @@ def test_cli_infer_prints_integer_accuracy(digits) -> None:
     assert out["int_top1"] == pytest.approx(int_top1(path, bundle), abs=1e-3)
     assert out["int_top5"] >= out["int_top1"]
     assert out["ops"]["total"]["table_reads"] == 32 * 144 * 16 + 64 * 288 * 4
+    assert out["exact"] is True and out["approximations"] == []  # IOS-PoT: exact tables
     res = CliRunner().invoke(app, ["infer", str(path), "--ops"])
     assert res.exit_code == 0 and "Top-1" in res.output and "features.3" in res.output
 

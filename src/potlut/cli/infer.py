@@ -41,6 +41,7 @@ def infer_cmd(
         "int_top1": round(top1, 4), "int_top5": round(top5, 4),
         "backend": engine.backend.name, "frac_bits": engine.program.frac_bits,
         "seconds": round(secs, 3), "ops": {k: counts[k] for k in ("total", "plut", "bit_shift")},
+        "exact": engine.program.exact, "approximations": engine.program.approximations(),
     }
     if ops:
         result["ops"]["layers"] = counts["layers"]
@@ -54,6 +55,9 @@ def infer_cmd(
           f"(8-bit first/last layers), {p['adds']:,} adds, {p['shifts']:,} shifts, "
           f"{p['table_bytes']:,} B of tables; bit-shift PoT MACs would need "
           f"{s['shifts']:,} shifts")
+    for a in result["approximations"]:
+        print(f"approximate: layer {a['layer']} codebooks rounded to fixed point (largest change "
+              f"{max(a['weight_max_err'], a['act_max_err']):.3g})")
     if ops:
         _print_layers(counts["layers"])
 
