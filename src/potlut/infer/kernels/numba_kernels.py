@@ -28,6 +28,20 @@ def _count_le(thr, mag):
 
 
 @njit(cache=True, inline="always")
+def _code(v, thr, fmt, kbits, signed):
+    """One int fixed value -> its code (``fmt`` 0: sign-magnitude, 1: signed value)."""
+    if signed:
+        mag = -v if v < 0 else v
+    else:
+        mag = v if v > 0 else 0
+    c = _count_le(thr, mag)
+    neg = signed and v < 0 and c > 0
+    if fmt == 0:
+        return c | ((1 << kbits) if neg else 0)
+    return -c if neg else c
+
+
+@njit(cache=True, inline="always")
 def _epilogue(v, o, M, B, R, res, has_res, relu):
     y = (np.int64(v) * M[o] + B[o]) >> R[o]
     if y > INT32_MAX:
@@ -51,17 +65,7 @@ def quantize_fixed(y, out, thr, fmt, kbits, signed):
     yf = y.reshape(-1)
     of = out.reshape(-1)
     for i in range(yf.shape[0]):
-        v = np.int64(yf[i])
-        if signed:
-            mag = -v if v < 0 else v
-        else:
-            mag = v if v > 0 else 0
-        c = _count_le(thr, mag)
-        neg = signed and v < 0 and c > 0
-        if fmt == 0:
-            of[i] = c | ((1 << kbits) if neg else 0)
-        else:
-            of[i] = -c if neg else c
+        of[i] = _code(np.int64(yf[i]), thr, fmt, kbits, signed)
 
 
 @njit(cache=True)
@@ -120,13 +124,4 @@ def conv_layer(x, geo, mode, wq, nz_k, nz_off, rows, M, B, R,
                     if has_y:
                         out_y[n, o, p] = y
                     if code_fmt >= 0:
-                        if signed:
-                            mag = -y if y < 0 else y
-                        else:
-                            mag = y if y > 0 else 0
-                        c = _count_le(thr, mag)
-                        neg = signed and y < 0 and c > 0
-                        if code_fmt == 0:
-                            out_c[n, o, p] = c | ((1 << kbits) if neg else 0)
-                        else:
-                            out_c[n, o, p] = -c if neg else c
+                        out_c[n, o, p] = _code(y, thr, code_fmt, kbits, signed)
