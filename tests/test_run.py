@@ -137,3 +137,14 @@ def test_malformed_mnist_folder(tmp_path):
     assert proc.returncode == 2
     assert "has 2 dimensions, expected 3" in proc.stderr
     assert not (Path(tmp_path) / "o" / "report.json").exists()
+
+
+def test_profit_run_freezes_layers_and_records_them(tmp_path):
+    """`potlut run --scheme profit`: IOS-PoT QAT with PROFIT's progressive freezing."""
+    from potlut.pipeline import RunConfig, run
+
+    rep = run(RunConfig(scheme="profit", epochs=3, qat_epochs=6), tmp_path, progress=False)
+    state = json.loads((tmp_path / "profit.json").read_text())
+    assert state["frozen"] == state["order"][:2]  # 2 of 3 middle convs after 2/3 of QAT
+    assert rep["scheme"] == "profit" and rep["bits"] == 4
+    assert rep["int_top1"] == rep["quant_top1"]

@@ -21,9 +21,9 @@ import platform
 import sys
 import time
 from collections.abc import Sequence
+from contextlib import ExitStack
 from dataclasses import asdict, replace
 from pathlib import Path
-from typing import Any
 
 import torch
 from torch import nn
@@ -37,10 +37,11 @@ from potlut.nn.layers import quant_layers
 from potlut.pipeline import RunConfig
 from potlut.quant import registry
 from potlut.quant.iospot import check_bits
-from potlut.quant.profit import ProgressiveFreezer, split_scheme
+from potlut.quant.profit import split_scheme
 from potlut.train import fit
-from potlut.train.checkpoint import atomic_write_bytes, load_checkpoint
+from potlut.train.checkpoint import atomic_write_bytes
 from potlut.train.losses import MODES as DIST_LOSS_MODES
+from potlut.train.profit_run import progressive_freezing
 
 BASELINES = ["apot", "lqnet", "deepshift", "pact", "lsq", "bmfloat", "profit"]
 DEFAULT_SCHEMES = ["iospot", *BASELINES]
@@ -240,30 +241,17 @@ def _run_scheme(base, scheme, bits, fp32, bundle, fp_row, out, resume, progress,
     qmodel = convert(fp32, spec)
     calibrate(qmodel, bundle.calibration_batch())
     tcfg = replace(base.train_config("qat"), dist_loss=dist_loss)
-    callback = None
-    freezer = None
-    if profit:
-        freezer = ProgressiveFreezer(qmodel, tcfg.epochs)
-        state_path = folder / "profit.json"
-        if resume and state_path.is_file():
-            freezer.load_state_dict(json.loads(state_path.read_text()))
-        if resume and (folder / "qat.ckpt").is_file():
-            done = len(load_checkpoint(folder / "qat.ckpt")["history"]["epochs"])
-            freezer.catch_up(done)  # the state file may lag the checkpoint by one epoch
-        freezer.attach()
-
-        def callback(epoch: int, log: Any) -> None:
-            freezer.on_epoch_end(epoch, log)
-            atomic_write_bytes(state_path, json.dumps(freezer.state_dict()).encode())
-
     if progress:
         print(f"compare: {method_label(scheme)} {bits}-bit", file=sys.stderr)
-    try:
-        fit(qmodel, bundle, tcfg, stage="qat", checkpoint=folder / "qat.ckpt",
+    ckpt = folder / "qat.ckpt"
+    freezer = None
+    with ExitStack() as stack:
+        callback = None
+        if profit:
+            freezer, callback = stack.enter_context(
+                progressive_freezing(qmodel, tcfg.epochs, folder, ckpt, resume))
+        fit(qmodel, bundle, tcfg, stage="qat", checkpoint=ckpt,
             resume=resume, progress=progress, on_epoch_end=callback)
-    finally:
-        if freezer is not None:
-            freezer.detach()
     qmodel.cpu()
     row = _row(scheme, qmodel, bundle, fp_row, time.time() - t0)
     row["int_top1"], int_note = integer_engine_top1(qmodel, bundle, folder / "model.potlut")

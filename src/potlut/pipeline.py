@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import platform
 import time
+from contextlib import ExitStack
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -20,9 +21,11 @@ from potlut import data as data_mod
 from potlut.errors import PotlutConfigError, PotlutError
 from potlut.metrics import evaluate, fixops, weight_bytes
 from potlut.nn import QuantSpec, calibrate, convert
+from potlut.quant.profit import split_scheme
 from potlut.train import TrainConfig, fit, pick_device
 from potlut.train import distributed as pdist
 from potlut.train.checkpoint import atomic_write_bytes, load_checkpoint
+from potlut.train.profit_run import progressive_freezing
 
 
 @dataclass
@@ -65,7 +68,9 @@ class RunConfig:
         pick_device(self.device)
 
     def quant_spec(self) -> QuantSpec:
-        return QuantSpec(scheme=self.scheme, bits=self.bits, act_signed=self.act_signed)
+        """The conversion spec; ``profit[:SCHEME]`` quantizes with SCHEME (default IOS-PoT)."""
+        scheme, _ = split_scheme(self.scheme)
+        return QuantSpec(scheme=scheme, bits=self.bits, act_signed=self.act_signed)
 
 
 def run(cfg: RunConfig, out: str | Path, resume: bool = False, progress: bool = True) -> dict:
@@ -85,11 +90,20 @@ def run(cfg: RunConfig, out: str | Path, resume: bool = False, progress: bool = 
     )
     qmodel = convert(fp32.cpu(), spec)
     calibrate(qmodel, bundle.calibration_batch())
-    qat_hist = fit(
-        qmodel, bundle, cfg.train_config("qat"), stage="qat",
-        checkpoint=out / "qat.ckpt", resume=resume, progress=progress,
-        meta={**fp32_meta, "scheme": cfg.scheme, "bits": cfg.bits, "act_signed": cfg.act_signed},
-    )
+    qat_cfg = cfg.train_config("qat")
+    with ExitStack() as stack:
+        on_epoch_end = None
+        if split_scheme(cfg.scheme)[1]:  # PROFIT: progressive freezing during QAT
+            _, on_epoch_end = stack.enter_context(progressive_freezing(
+                qmodel, qat_cfg.epochs, out, out / "qat.ckpt", resume))
+        qat_hist = fit(
+            qmodel, bundle, qat_cfg, stage="qat",
+            checkpoint=out / "qat.ckpt", resume=resume, progress=progress,
+            on_epoch_end=on_epoch_end, meta={
+                **fp32_meta, "scheme": cfg.scheme, "bits": cfg.bits,
+                "act_signed": cfg.act_signed,
+            },
+        )
     fp32.cpu()
     qmodel.cpu()
     fp_t1, fp_t5 = evaluate(fp32, bundle.test)
