@@ -46,7 +46,9 @@ def compress_cmd(
     output: Path = typer.Option(
         None, "-o", "--output", help="file to write (default RUN/model.potlut)"
     ),
-    coder: str = typer.Option("shuff", help="weight coder: shuff (S-Huff, default) or packed"),
+    coder: str = typer.Option(
+        "shuff", help="weight coder: shuff (S-Huff, default), rans (nearer the bound) or packed"
+    ),
 ) -> None:
     """Write the trained quantized model of a run as a .potlut file (S-Huff + LZMA)."""
     from potlut import data as data_mod

@@ -30,7 +30,7 @@ from typing import Any
 
 import numpy as np
 
-from potlut.compress import shuff
+from potlut.compress import rans, shuff
 from potlut.compress.graph import ModelGraph, Node
 from potlut.compress.sharing import SharedWeights, pack_raw, unpack_raw
 from potlut.errors import PotlutFormatError
@@ -82,6 +82,7 @@ def _raw_decode(blob: bytes, shape: tuple[int, ...], codebook: np.ndarray) -> Sh
 CODERS: dict[str, WeightCoder] = {
     "shuff": WeightCoder(shuff.encode_weights, shuff.decode_weights, shuff.side_bytes),
     "packed": WeightCoder(lambda sw: pack_raw(sw.codes, sw.negative, sw.n_codes), _raw_decode),
+    "rans": WeightCoder(rans.encode_weights, rans.decode_weights, rans.side_bytes),
 }
 
 
