@@ -24,7 +24,7 @@ from torch.utils.data import TensorDataset
 
 from potlut import data as data_mod
 from potlut import models
-from potlut.compress import compress_model, export_graph, read
+from potlut.compress import compress_model, export_graph, rans, read
 from potlut.compress.bounds import file_stats, layer_bound_bytes
 from potlut.compress.container import compress_body
 from potlut.compress.graph import ModelGraph
@@ -99,6 +99,18 @@ def sizes(qmodel: torch.nn.Module, in_shape: tuple[int, ...], path: Path) -> dic
     lzma.decompress(xz_raw)
     t_xz = time.perf_counter() - t
     shuff = b"".join(blobs)
+    rans_blobs = [rans.encode_weights(sw) for sw, _ in ls]  # warm-up: numba compiles once
+    t = time.perf_counter()
+    rans_blobs = [rans.encode_weights(sw) for sw, _ in ls]
+    t_renc = time.perf_counter() - t
+    for blob, (sw, _) in zip(rans_blobs, ls, strict=True):
+        rans.decode_weights(blob, sw.codes.shape, sw.codebook)
+    t = time.perf_counter()
+    for blob, (sw, _) in zip(rans_blobs, ls, strict=True):
+        rans.decode_weights(blob, sw.codes.shape, sw.codebook)
+    t_rdec = time.perf_counter() - t
+    rans_all = b"".join(rans_blobs)
+    st_rans = compress_model(qmodel, in_shape, path.with_suffix(".rans.potlut"), coder="rans")
     st = compress_model(qmodel, in_shape, path)
     fs = file_stats(*read(path))
     row = {
@@ -114,13 +126,20 @@ def sizes(qmodel: torch.nn.Module, in_shape: tuple[int, ...], path: Path) -> dic
         "S-Huff (stage 1)": len(shuff),
         "S-Huff + LZMA (stage 1 + 2)": len(compress_body(shuff)[0]),
         "packed + LZMA (coder `packed`)": len(compress_body(raw)[0]),
+        "S-Huff → rANS (stage 1, coder `rans`)": len(rans_all),
+        "S-Huff → rANS + LZMA (stage 1 + 2)": len(compress_body(rans_all)[0]),
         "entropy bound": round(sum(layer_bound_bytes(sw.codes, sw.nonzero()) for sw, _ in ls)),
         "whole .potlut file": st["file_bytes"],
         "  of which overhead (header, arch, BN, bias, codebooks, code tables)":
             st["overhead_bytes"],
+        "whole .potlut file, coder `rans`": st_rans["file_bytes"],
+        "  of which overhead with `rans`": st_rans["overhead_bytes"],
         "whole model FP32 (weights + BN + bias)": st["fp32_bytes"],
         "_timing": {"shuff_encode_s": t_enc, "shuff_decode_s": t_dec, "xz_decode_s": t_xz,
-                    "bound_gap": fs["bound_gap"]},
+                    "bound_gap": fs["bound_gap"], "rans_encode_s": t_renc,
+                    "rans_decode_s": t_rdec,
+                    "rans_bound_gap": file_stats(*read(path.with_suffix(".rans.potlut")))[
+                        "bound_gap"]},
     }
     return row
 
@@ -129,11 +148,14 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--epochs", type=int, default=2, help="FP32 and QAT epochs per model")
     ap.add_argument("--out", type=Path, default=Path("runs/bench_compress"))
+    ap.add_argument("--models", default="digits,resnet20", help="comma list to measure")
     args = ap.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
     results, titles = [], []
     for build, name in ((lambda: digits_model(args.out / "digits", args.epochs), "digits"),
                         (lambda: resnet_model(args.epochs), "resnet20")):
+        if name not in args.models.split(","):
+            continue
         t = time.time()
         qmodel, in_shape, title = build()
         results.append(sizes(qmodel, in_shape, args.out / f"{name}.potlut"))
@@ -156,7 +178,9 @@ def main() -> None:
         print(f"{title}: S-Huff decode {tm['shuff_decode_s'] * 1e3:.1f} ms "
               f"({tm['shuff_decode_s'] / tm['xz_decode_s']:.2f}× xz decode of the raw packing), "
               f"encode {tm['shuff_encode_s'] * 1e3:.1f} ms; file coded weights "
-              f"{100 * tm['bound_gap']:+.1f}% vs entropy bound")
+              f"{100 * tm['bound_gap']:+.1f}% vs entropy bound; rANS decode "
+              f"{tm['rans_decode_s'] * 1e3:.1f} ms, encode {tm['rans_encode_s'] * 1e3:.1f} ms, "
+              f"file coded weights {100 * tm['rans_bound_gap']:+.2f}% vs entropy bound")
     print(f"zstandard: {'installed' if zstandard else 'not installed (row omitted)'}; "
           f"lzma {lzma.__name__}, numpy {np.__version__}, torch {torch.__version__}")
 
