@@ -25,7 +25,7 @@ import struct
 import numba
 import numpy as np
 
-from potlut.compress.sharing import SharedWeights
+from potlut.compress.sharing import SharedWeights, pack_signs, with_signs
 from potlut.errors import PotlutFormatError
 
 RANS_L = 1 << 23  # lower bound of the normalized state: x in [L, 256 L)
@@ -184,7 +184,7 @@ def encode_weights(sw: SharedWeights) -> bytes:
     scale = scale_bits_for(int((counts > 0).sum()))
     freqs = quantize_freqs(counts, scale)
     stream = encode_symbols(codes, freqs, scale)
-    signs = np.packbits(sw.negative.reshape(-1)[sw.nonzero().reshape(-1)]).tobytes()
+    signs = pack_signs(sw)
     return (_HEAD.pack(scale) + freqs.astype("<u2").tobytes() + _LEN.pack(len(stream))
             + stream + signs)
 
@@ -202,18 +202,4 @@ def decode_weights(blob: bytes, shape: tuple[int, ...], codebook: np.ndarray) ->
     if nstream > len(blob) - head:
         raise PotlutFormatError(f"rANS stream declares {nstream} bytes, blob too short")
     symbols = decode_symbols(blob[head : head + nstream], freqs, scale, count)
-    dtype = np.uint8 if n_codes <= 256 else np.uint16
-    codes = symbols.astype(dtype).reshape(shape)
-    nonzero = ~(np.asarray(codebook) == 0)[symbols]
-    nnz = int(nonzero.sum())
-    sign_bytes = blob[head + nstream :]
-    if len(sign_bytes) != (nnz + 7) // 8:
-        raise PotlutFormatError(
-            f"sign stream is {len(sign_bytes)} bytes, {nnz} non-zero weights need {(nnz + 7) // 8}"
-        )
-    sb = np.frombuffer(sign_bytes, dtype=np.uint8)
-    if nnz % 8 and int(sb[-1]) & ((1 << (8 - nnz % 8)) - 1):
-        raise PotlutFormatError("non-zero padding after the sign stream")
-    negative = np.zeros(count, dtype=bool)
-    negative[nonzero] = np.unpackbits(sb, count=nnz).astype(bool)
-    return SharedWeights(codes, negative.reshape(shape), np.asarray(codebook))
+    return with_signs(symbols, blob[head + nstream :], shape, codebook)

@@ -41,6 +41,32 @@ class SharedWeights:
         return np.where(self.negative, -mags, mags).astype(np.float32)
 
 
+def pack_signs(sw: SharedWeights) -> bytes:
+    """The sign stream of the entropy coders: one bit per non-zero weight, MSB first."""
+    return np.packbits(sw.negative.reshape(-1)[sw.nonzero().reshape(-1)]).tobytes()
+
+
+def with_signs(
+    symbols: np.ndarray, sign_bytes: bytes, shape: tuple[int, ...], codebook: np.ndarray
+) -> SharedWeights:
+    """Decoded codes plus their sign stream -> :class:`SharedWeights` (length, padding checked)."""
+    n_codes = len(codebook)
+    dtype = np.uint8 if n_codes <= 256 else np.uint16
+    codes = symbols.astype(dtype).reshape(shape)
+    nonzero = ~(np.asarray(codebook) == 0)[symbols]
+    nnz = int(nonzero.sum())
+    if len(sign_bytes) != (nnz + 7) // 8:
+        raise PotlutFormatError(
+            f"sign stream is {len(sign_bytes)} bytes, {nnz} non-zero weights need {(nnz + 7) // 8}"
+        )
+    sb = np.frombuffer(sign_bytes, dtype=np.uint8)
+    if nnz % 8 and int(sb[-1]) & ((1 << (8 - nnz % 8)) - 1):
+        raise PotlutFormatError("non-zero padding after the sign stream")
+    negative = np.zeros(symbols.size, dtype=bool)
+    negative[nonzero] = np.unpackbits(sb, count=nnz).astype(bool)
+    return SharedWeights(codes, negative.reshape(shape), np.asarray(codebook))
+
+
 def bits_per_code(n_codes: int) -> int:
     """Magnitude bits needed for ``n_codes`` codes (0 for a single code)."""
     return int(max(n_codes - 1, 0)).bit_length()

@@ -20,7 +20,7 @@ import struct
 
 import numpy as np
 
-from potlut.compress.sharing import SharedWeights
+from potlut.compress.sharing import SharedWeights, pack_signs, with_signs
 from potlut.errors import PotlutFormatError
 
 MAX_LEN = 24  # longest code; a 24-bit window plus 7 bits of offset fits in 32 bits
@@ -202,7 +202,7 @@ def encode_weights(sw: SharedWeights) -> bytes:
     counts = np.bincount(codes, minlength=sw.n_codes)
     lengths = code_lengths(counts)
     stream, nbits = encode_symbols(codes, lengths)
-    signs = np.packbits(sw.negative.reshape(-1)[sw.nonzero().reshape(-1)]).tobytes()
+    signs = pack_signs(sw)
     return lengths.tobytes() + struct.pack("<Q", nbits) + stream + signs
 
 
@@ -219,18 +219,4 @@ def decode_weights(blob: bytes, shape: tuple[int, ...], codebook: np.ndarray) ->
     if nbytes > len(blob) - head:
         raise PotlutFormatError(f"S-Huff code stream declares {nbits} bits, blob too short")
     symbols = decode_symbols(blob[head : head + nbytes], nbits, lengths, count)
-    dtype = np.uint8 if n_codes <= 256 else np.uint16
-    codes = symbols.astype(dtype).reshape(shape)
-    nonzero = ~(np.asarray(codebook) == 0)[symbols]
-    nnz = int(nonzero.sum())
-    sign_bytes = blob[head + nbytes :]
-    if len(sign_bytes) != (nnz + 7) // 8:
-        raise PotlutFormatError(
-            f"sign stream is {len(sign_bytes)} bytes, {nnz} non-zero weights need {(nnz + 7) // 8}"
-        )
-    sb = np.frombuffer(sign_bytes, dtype=np.uint8)
-    if nnz % 8 and int(sb[-1]) & ((1 << (8 - nnz % 8)) - 1):
-        raise PotlutFormatError("non-zero padding after the sign stream")
-    negative = np.zeros(count, dtype=bool)
-    negative[nonzero] = np.unpackbits(sb, count=nnz).astype(bool)
-    return SharedWeights(codes, negative.reshape(shape), np.asarray(codebook))
+    return with_signs(symbols, blob[head + nbytes :], shape, codebook)
