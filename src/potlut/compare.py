@@ -31,6 +31,7 @@ from torch import nn
 from potlut import __version__, models
 from potlut import data as data_mod
 from potlut.errors import PotlutConfigError
+from potlut.fileio import atomic_write_bytes
 from potlut.metrics import evaluate, fixops, weight_bytes
 from potlut.nn import QuantSpec, calibrate, convert
 from potlut.nn.layers import quant_layers
@@ -39,7 +40,6 @@ from potlut.quant import registry
 from potlut.quant.iospot import check_bits
 from potlut.quant.profit import split_scheme
 from potlut.train import fit
-from potlut.train.checkpoint import atomic_write_bytes
 from potlut.train.losses import MODES as DIST_LOSS_MODES
 from potlut.train.profit_run import progressive_freezing
 
@@ -202,10 +202,10 @@ def integer_engine_top1(qmodel: nn.Module, bundle, path: Path) -> tuple[float | 
     ``None`` and the engine's one-line reason where the scheme cannot run integer-only
     (LSQ+, BM-float); a note where the engine rounds a codebook to fixed point (LQ-Net).
     """
-    from potlut.compress import compress_model
     from potlut.errors import PotlutError
+    from potlut.evaluation import check_bundle, evaluate_int
     from potlut.infer import IntEngine
-    from potlut.infer.evaluate import check_bundle, evaluate_int
+    from potlut.nn.export import compress_model
 
     try:
         compress_model(qmodel.eval(), bundle.in_shape, path)

@@ -19,12 +19,13 @@ import torch
 from potlut import __version__, models
 from potlut import data as data_mod
 from potlut.errors import PotlutConfigError, PotlutError
+from potlut.fileio import atomic_write_bytes
 from potlut.metrics import evaluate, fixops, weight_bytes
 from potlut.nn import QuantSpec, calibrate, convert
 from potlut.quant.profit import split_scheme
 from potlut.train import TrainConfig, fit, pick_device
 from potlut.train import distributed as pdist
-from potlut.train.checkpoint import atomic_write_bytes, load_checkpoint
+from potlut.train.checkpoint import load_checkpoint
 from potlut.train.profit_run import progressive_freezing
 
 
@@ -149,7 +150,7 @@ MODEL_FILE = "model.potlut"
 
 def _write_model_file(qmodel, bundle, cfg: RunConfig, out: Path) -> dict[str, Any]:
     """Write ``model.potlut`` and return its sizes; a model the file cannot hold is noted."""
-    from potlut.compress import compress_model
+    from potlut.nn.export import compress_model
 
     meta = {"model": cfg.model, "dataset": bundle.name, "scheme": cfg.scheme, "bits": cfg.bits}
     try:
@@ -167,7 +168,7 @@ def _integer_accuracy(path: Path, bundle) -> dict[str, Any]:
 
     Schemes whose file the engine cannot run integer-only are reported, not hidden.
     """
-    from potlut.infer import int_top1
+    from potlut.evaluation import int_top1
 
     try:
         return {"int_top1": round(int_top1(path, bundle), 4)}

@@ -29,10 +29,11 @@ from torch import nn
 
 from potlut import models
 from potlut.errors import PotlutCheckpointError, PotlutError
+from potlut.fileio import atomic_write_bytes
 from potlut.nn import convert
 from potlut.nn.layers import normalize_weight, quant_layers
 from potlut.pipeline import RunConfig, summary_rows
-from potlut.train.checkpoint import atomic_write_bytes, load_checkpoint
+from potlut.train.checkpoint import load_checkpoint
 
 PLOTS = ("convergence.png", "weights.png", "layer_sizes.png")
 
@@ -199,7 +200,8 @@ def analytic_sizes(layers: list[LayerWeights]) -> list[dict[str, Any]]:
 def file_sizes(qmodel: nn.Module, run_dir: Path, out_dir: Path, cfg: RunConfig,
                report: dict) -> tuple[list[dict[str, Any]], str]:
     """Per-layer sizes measured on the run's .potlut file (written into ``out_dir`` if absent)."""
-    from potlut.compress import compress_model, file_stats, read
+    from potlut.compress import file_stats, read
+    from potlut.nn.export import compress_model
 
     path = run_dir / "model.potlut"
     if not path.is_file():

@@ -24,8 +24,8 @@ def infer_cmd(
 ) -> None:
     """Top-1/Top-5 of the integer engine (P-LUT layers, int8 ends) on a data set's test split."""
     from potlut import data as data_mod
+    from potlut.evaluation import check_bundle, evaluate_int
     from potlut.infer import IntEngine, op_counts
-    from potlut.infer.evaluate import check_bundle, evaluate_int
 
     if batch_size < 1:
         raise PotlutConfigError(f"--batch-size must be >= 1, got {batch_size}")

@@ -1,4 +1,7 @@
-"""Accuracy of the integer engine on a data set, and the ``int_top1`` hook for reports."""
+"""Accuracy of the integer engine on a data set, and the ``int_top1`` hook for reports.
+
+Torch side (it reads a :class:`DataBundle`); the engine itself needs numpy only.
+"""
 
 from __future__ import annotations
 
