@@ -20,12 +20,12 @@ from .helpers import random_graph
 CHILD = """
 import json, sys
 import numpy as np
-import potlut.compress, potlut.infer
+import potlut, potlut.compress, potlut.infer
 
 path, xfile, outfile = sys.argv[1:]
 x = np.load(xfile)
-graph = potlut.compress.load(path)
-np.save(outfile, potlut.infer.IntEngine(path, "numba").run(x))
+graph = potlut.load(path)
+np.save(outfile, potlut.engine(path, "numba").run(x))
 np.save(outfile + ".ref.npy", potlut.infer.run_reference(potlut.infer.lower(graph), x))
 mods = ("torch", "potlut.train", "potlut.nn", "potlut.data", "potlut.models", "potlut.quant",
         "sklearn")

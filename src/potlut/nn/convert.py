@@ -1,4 +1,4 @@
-"""``convert(model, spec)``: turn any plain PyTorch CNN into its quantized form.
+"""``quantize(model, spec, calibration)``: turn any plain PyTorch CNN into its quantized form.
 
 Every ``nn.Conv2d`` and ``nn.Linear`` is replaced by its quantized twin. The first and
 last of them (in registration order) get 8-bit fixed point with a power-of-two step by
@@ -143,6 +143,19 @@ def calibrate(qmodel: nn.Module, batch: torch.Tensor) -> None:
         for bn, mom in zip(bns, momenta, strict=True):
             bn.momentum = mom
         qmodel.train(was_training)
+
+
+def quantize(model: nn.Module, config: QuantSpec | None = None,
+             calibration: torch.Tensor | None = None) -> nn.Module:
+    """Quantized copy of ``model``: :func:`convert`, then :func:`calibrate` on ``calibration``.
+
+    Without a calibration batch the quantizers keep their default scales (only useful when
+    trained scales are loaded next, e.g. from a checkpoint).
+    """
+    qmodel = convert(model, config)
+    if calibration is not None:
+        calibrate(qmodel, calibration)
+    return qmodel
 
 
 def layer_bits(qmodel: nn.Module) -> dict[str, tuple[int, int]]:
