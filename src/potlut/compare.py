@@ -38,20 +38,13 @@ from potlut.nn.layers import quant_layers
 from potlut.pipeline import RunConfig
 from potlut.quant import registry
 from potlut.quant.iospot import check_bits
-from potlut.quant.profit import split_scheme
+from potlut.schemes import parse_method
 from potlut.train import fit
 from potlut.train.losses import MODES as DIST_LOSS_MODES
 from potlut.train.profit_run import progressive_freezing
 
 BASELINES = ["apot", "lqnet", "deepshift", "pact", "lsq", "bmfloat", "profit"]
 DEFAULT_SCHEMES = ["iospot", *BASELINES]
-DIST_LOSS_SCHEMES = {"iospot"}  # schemes whose method includes the distribution loss
-
-LABELS = {
-    "fp32": "FP32", "iospot": "IOS-PoT", "apot": "APoT", "lqnet": "LQ-Net",
-    "deepshift": "DeepShift-PS", "pact": "PACT", "lsq": "LSQ+", "bmfloat": "BM-float",
-    "fixed": "Fixed point",
-}
 
 JSON_KEYS = ("scheme", "bits_w", "bits_a", "top1", "top5", "weight_bytes", "fixops",
              "weight_rate", "fixops_rate")
@@ -61,9 +54,7 @@ CSV_KEYS = ("method", *JSON_KEYS, "delta_top1", "delta_top5", "integer_only", "i
 
 def method_label(scheme: str) -> str:
     """The name a table row shows, e.g. ``PROFIT (IOS-PoT)``."""
-    base, profit = split_scheme(scheme)
-    label = LABELS.get(base, base)
-    return f"PROFIT ({label})" if profit else label
+    return "FP32" if scheme == "fp32" else parse_method(scheme).label
 
 
 def parse_list(text: str | Sequence, kind: type = str) -> list:
@@ -95,8 +86,7 @@ def validate(
     for b in bits_list:
         check_bits(b)
     for scheme in schemes:
-        name, _ = split_scheme(scheme)
-        registry.get(name)
+        name = parse_method(scheme).scheme.name
         for b in bits_list:
             registry.make(name, b, "weight", True)
             registry.make(name, b, "act", base.act_signed)
@@ -105,20 +95,6 @@ def validate(
 def _middle_layers(qmodel: nn.Module) -> list[nn.Module]:
     layers = [m for _, m in quant_layers(qmodel)]
     return layers[1:-1] if len(layers) > 2 else layers
-
-
-def integer_only(qmodel: nn.Module) -> tuple[bool, str]:
-    """Whether every quantizer of the middle layers runs integer-only, and why not."""
-    ok, notes = True, []
-    for m in _middle_layers(qmodel):
-        for q in (m.weight_quant, m.act_quant):
-            if q is None:
-                continue
-            ok &= bool(getattr(q, "integer_only", True))
-            note = getattr(q, "integer_note", "")
-            if note and note not in notes:
-                notes.append(note)
-    return ok, "; ".join(notes)
 
 
 def stored_weight_bytes(qmodel: nn.Module) -> float:
@@ -142,7 +118,8 @@ def _row(scheme: str, model: nn.Module, bundle, fp: dict | None, seconds: float)
     quantized = fp is not None
     wb = stored_weight_bytes(model) if quantized else weight_bytes(model)
     bw, ba = _bits(model) if quantized else (32, 32)
-    int_ok, note = integer_only(model) if quantized else (False, "FP32")
+    facts = parse_method(scheme).scheme if quantized else None
+    int_ok, note = (facts.integer_only, facts.integer_note) if facts else (False, "FP32")
     ref = fp or {"top1": t1, "top5": t5, "weight_bytes": wb, "fixops": fx}
     return {
         "method": method_label(scheme), "scheme": scheme, "bits_w": bw, "bits_a": ba,
@@ -224,8 +201,9 @@ def integer_engine_top1(qmodel: nn.Module, bundle, path: Path) -> tuple[float | 
 
 def _run_scheme(base, scheme, bits, fp32, bundle, fp_row, out, resume, progress,
                 baseline_dist_loss) -> dict:
-    name, profit = split_scheme(scheme)
-    dist_loss = base.dist_loss if name in DIST_LOSS_SCHEMES else baseline_dist_loss
+    method = parse_method(scheme)
+    name, profit = method.scheme.name, method.profit
+    dist_loss = base.dist_loss if method.scheme.dist_loss else baseline_dist_loss
     folder = out / "schemes" / f"{scheme.replace(':', '-')}_w{bits}"
     recipe = _recipe(base, scheme, bits, dist_loss)
     row_path = folder / "row.json"

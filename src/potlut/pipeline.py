@@ -22,7 +22,7 @@ from potlut.errors import PotlutConfigError, PotlutError
 from potlut.fileio import atomic_write_bytes
 from potlut.metrics import evaluate, fixops, weight_bytes
 from potlut.nn import QuantSpec, calibrate, convert
-from potlut.quant.profit import split_scheme
+from potlut.schemes import parse_method
 from potlut.train import TrainConfig, fit, pick_device
 from potlut.train import distributed as pdist
 from potlut.train.checkpoint import load_checkpoint
@@ -70,7 +70,7 @@ class RunConfig:
 
     def quant_spec(self) -> QuantSpec:
         """The conversion spec; ``profit[:SCHEME]`` quantizes with SCHEME (default IOS-PoT)."""
-        scheme, _ = split_scheme(self.scheme)
+        scheme = parse_method(self.scheme).scheme.name
         return QuantSpec(scheme=scheme, bits=self.bits, act_signed=self.act_signed)
 
 
@@ -94,7 +94,7 @@ def run(cfg: RunConfig, out: str | Path, resume: bool = False, progress: bool = 
     qat_cfg = cfg.train_config("qat")
     with ExitStack() as stack:
         on_epoch_end = None
-        if split_scheme(cfg.scheme)[1]:  # PROFIT: progressive freezing during QAT
+        if parse_method(cfg.scheme).profit:  # PROFIT: progressive freezing during QAT
             _, on_epoch_end = stack.enter_context(progressive_freezing(
                 qmodel, qat_cfg.epochs, out, out / "qat.ckpt", resume))
         qat_hist = fit(

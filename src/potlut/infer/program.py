@@ -35,6 +35,7 @@ from typing import Any
 
 import numpy as np
 
+from potlut import schemes
 from potlut.compress.graph import ModelGraph, Node
 from potlut.infer.plut import (
     INT32_MAX,
@@ -45,8 +46,6 @@ from potlut.infer.plut import (
     fixed_codebook,
 )
 
-PLUT_SCHEMES = ("iospot",)  # tables of powers of two alone
-INT_SCHEMES = ("fixed", "deepshift")  # activations fed as 8-bit fixed-point integers
 F_DEFAULT, F_MAX = 20, 22
 MULT_BITS = 23  # significant bits of a requantization multiplier
 R_MAX = 30
@@ -346,7 +345,8 @@ def _act_quant(graph: ModelGraph, node: Node, frac_bits: int) -> ActQuant:
                                     "padding needs a zero level)")
     mids = (cb[:-1] + cb[1:]) / 2
     thr = np.minimum(np.ceil(mids * 2.0**frac_bits), 2.0**31).astype(np.int64)
-    fmt = "int" if scheme in INT_SCHEMES else "sm"
+    facts = schemes.lookup(scheme)
+    fmt = "int" if facts is not None and facts.engine == schemes.INT8 else "sm"
     if fmt == "int" and int(values.max(initial=0)) > (127 if act["signed"] else 255):
         raise UnsupportedModelError(f"layer {mod}: fixed-point input wider than 8 bits")
     if fmt == "sm" and _code_bits(values.size) + 1 > 8:

@@ -43,7 +43,7 @@ class QuantSpec:
     bits: int = 4
     act_bits: int | None = None
     first_last_bits: int = 8
-    first_last_scheme: str = "fixed"
+    first_last_scheme: str = "fixedpoint"
     quantize_first_last: bool = True
     act_signed: bool = True
     overrides: dict[str, LayerSpec] = field(default_factory=dict)
