@@ -4,7 +4,7 @@
 
 ``export_graph(qmodel, in_shape)`` traces the model with ``torch.fx`` (quantized layers,
 BatchNorm, pooling, ReLU and the option-A shortcut stay leaves) and writes every node in
-the format's op set (:data:`potlut.compress.graph.OPS`). ``to_torch(graph)`` computes
+the format's op set (:data:`potlut.compress.schema.OPS`). ``to_torch(graph)`` computes
 exactly what the trained quantized model computes: layer weights are the dequantized codes
 (bit-identical to ``quantized_weight()``), input activations go through the same quantizer
 scheme with its stored state, every other op is the same PyTorch call.
