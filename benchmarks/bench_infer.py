@@ -108,9 +108,13 @@ def resnet_graph(bits: int, folder: Path) -> ModelGraph:
 
 
 def one_thread() -> None:
-    """One thread for torch and numba. Needed again after training/calibration: numba's
-    parallel quantizer kernels reset the OpenMP thread count torch shares."""
+    """One thread for torch, numba and numpy's BLAS (the int64 reference). Needed again after
+    training/calibration: numba's parallel quantizer kernels reset the OpenMP thread count
+    torch shares."""
     torch.set_num_threads(1)
+    from threadpoolctl import threadpool_limits  # ships with scikit-learn
+
+    threadpool_limits(1)
     try:
         import numba
 

@@ -95,6 +95,15 @@ def im2col(a: np.ndarray, kernel, stride, padding, dilation) -> np.ndarray:
     return np.stack(cols, axis=2).reshape(N, C * kh * kw, OH * OW)
 
 
+def int_matmul(w: np.ndarray, x: np.ndarray) -> np.ndarray:
+    """``w @ x`` of int64 arrays, exactly. Through float64 (BLAS) when every product and
+    partial sum is an integer below 2^53, where float64 arithmetic is exact; else int64."""
+    bound = int(np.abs(w).max(initial=0)) * int(np.abs(x).max(initial=0)) * w.shape[-1]
+    if bound < 2**53:
+        return np.rint(w.astype(np.float64) @ x.astype(np.float64)).astype(np.int64)
+    return w @ x
+
+
 def accumulate(layer: Layer, codes: np.ndarray) -> np.ndarray:
     """The layer's int32 accumulators ``[N, O, OH*OW]``: sum of rounded products."""
     a = decode_values(codes, layer.act)
@@ -110,7 +119,7 @@ def accumulate(layer: Layer, codes: np.ndarray) -> np.ndarray:
                       layer.dilation)
         wg = w[g * Og:(g + 1) * Og].reshape(Og, -1)
         if shift == 0:
-            accs.append(np.matmul(wg, cols))
+            accs.append(int_matmul(wg, cols))
         else:  # every product rounded on its own: sign * round_half_up(|w| * |a| / 2^shift)
             half = 2 ** (shift - 1)
             a_abs, a_sgn = np.abs(cols), np.sign(cols)
