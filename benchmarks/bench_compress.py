@@ -24,13 +24,14 @@ from torch.utils.data import TensorDataset
 
 from potlut import data as data_mod
 from potlut import models
-from potlut.compress import compress_model, export_graph, rans, read
+from potlut.compress import rans, read
 from potlut.compress.bounds import file_stats, layer_bound_bytes
 from potlut.compress.container import compress_body
 from potlut.compress.graph import ModelGraph
 from potlut.compress.sharing import SharedWeights, pack_raw
 from potlut.compress.shuff import decode_weights, encode_weights
 from potlut.nn import QuantSpec, calibrate, convert
+from potlut.nn.export import compress_model, export_graph
 from potlut.pipeline import RunConfig, load_quantized, run
 from potlut.train import TrainConfig, fit
 

@@ -5,7 +5,7 @@ CIFAR training offline) and the small CNN on digits (8x8; trained briefly with t
 ``potlut run`` recipe). For each: latency at batch 1 and throughput at batch 64 of
 
 - the engine's fast path (C kernels, AVX2 byte-shuffle P-LUT) and its numba gather path,
-- the plain int64 integer reference (PyTorch),
+- the plain int64 integer reference (numpy),
 - PyTorch FP32 eager and onnxruntime FP32 of the same network (same weights, as floats).
 
 Everything runs on one thread (torch, onnxruntime, the engine), measurements of all
@@ -34,10 +34,11 @@ from torch import nn
 
 from potlut import data as data_mod
 from potlut import models
-from potlut.compress import compress_model, dequantized_weights, load
+from potlut.compress import dequantized_weights, load
 from potlut.compress.graph import ModelGraph
 from potlut.infer import IntEngine, lower, op_counts, run_reference
 from potlut.nn import QuantSpec, calibrate, convert
+from potlut.nn.export import compress_model
 from potlut.pipeline import RunConfig, load_quantized, run
 
 try:
@@ -107,9 +108,13 @@ def resnet_graph(bits: int, folder: Path) -> ModelGraph:
 
 
 def one_thread() -> None:
-    """One thread for torch and numba. Needed again after training/calibration: numba's
-    parallel quantizer kernels reset the OpenMP thread count torch shares."""
+    """One thread for torch, numba and numpy's BLAS (the int64 reference). Needed again after
+    training/calibration: numba's parallel quantizer kernels reset the OpenMP thread count
+    torch shares."""
     torch.set_num_threads(1)
+    from threadpoolctl import threadpool_limits  # ships with scikit-learn
+
+    threadpool_limits(1)
     try:
         import numba
 
@@ -140,7 +145,7 @@ def bench_model(label: str, name: str, graph: ModelGraph, rounds: int, big: int,
         methods["onnxruntime FP32"] = lambda x: sess.run(None, {"x": x})
     inputs = {k: (xt if k.startswith("PyTorch") else xs) for k in methods}
     # agreement of the integer outputs, and warm-up (kernels built, numba compiled)
-    ref = run_reference(prog, xs[1]).numpy()
+    ref = run_reference(prog, xs[1])
     for k in engines:
         assert np.array_equal(engines[k].run(xs[1]), ref), k
     for k, fn in methods.items():

@@ -14,44 +14,31 @@ finished rows back and continues an interrupted QAT from its checkpoint.
 
 from __future__ import annotations
 
-import csv
-import io
 import json
-import platform
 import sys
 import time
 from collections.abc import Sequence
-from contextlib import ExitStack
 from dataclasses import asdict, replace
 from pathlib import Path
 
 import torch
 from torch import nn
 
-from potlut import __version__, models
 from potlut import data as data_mod
 from potlut.errors import PotlutConfigError
+from potlut.fileio import atomic_write_bytes
 from potlut.metrics import evaluate, fixops, weight_bytes
-from potlut.nn import QuantSpec, calibrate, convert
+from potlut.nn import QuantSpec
 from potlut.nn.layers import quant_layers
-from potlut.pipeline import RunConfig
+from potlut.pipeline import RunConfig, integer_file, pretrain, train_quantized, versions
 from potlut.quant import registry
 from potlut.quant.iospot import check_bits
-from potlut.quant.profit import split_scheme
-from potlut.train import fit
-from potlut.train.checkpoint import atomic_write_bytes
+from potlut.reporting import md_table, write_report
+from potlut.schemes import parse_method
 from potlut.train.losses import MODES as DIST_LOSS_MODES
-from potlut.train.profit_run import progressive_freezing
 
 BASELINES = ["apot", "lqnet", "deepshift", "pact", "lsq", "bmfloat", "profit"]
 DEFAULT_SCHEMES = ["iospot", *BASELINES]
-DIST_LOSS_SCHEMES = {"iospot"}  # schemes whose method includes the distribution loss
-
-LABELS = {
-    "fp32": "FP32", "iospot": "IOS-PoT", "apot": "APoT", "lqnet": "LQ-Net",
-    "deepshift": "DeepShift-PS", "pact": "PACT", "lsq": "LSQ+", "bmfloat": "BM-float",
-    "fixed": "Fixed point",
-}
 
 JSON_KEYS = ("scheme", "bits_w", "bits_a", "top1", "top5", "weight_bytes", "fixops",
              "weight_rate", "fixops_rate")
@@ -61,9 +48,7 @@ CSV_KEYS = ("method", *JSON_KEYS, "delta_top1", "delta_top5", "integer_only", "i
 
 def method_label(scheme: str) -> str:
     """The name a table row shows, e.g. ``PROFIT (IOS-PoT)``."""
-    base, profit = split_scheme(scheme)
-    label = LABELS.get(base, base)
-    return f"PROFIT ({label})" if profit else label
+    return "FP32" if scheme == "fp32" else parse_method(scheme).label
 
 
 def parse_list(text: str | Sequence, kind: type = str) -> list:
@@ -95,8 +80,7 @@ def validate(
     for b in bits_list:
         check_bits(b)
     for scheme in schemes:
-        name, _ = split_scheme(scheme)
-        registry.get(name)
+        name = parse_method(scheme).scheme.name
         for b in bits_list:
             registry.make(name, b, "weight", True)
             registry.make(name, b, "act", base.act_signed)
@@ -105,20 +89,6 @@ def validate(
 def _middle_layers(qmodel: nn.Module) -> list[nn.Module]:
     layers = [m for _, m in quant_layers(qmodel)]
     return layers[1:-1] if len(layers) > 2 else layers
-
-
-def integer_only(qmodel: nn.Module) -> tuple[bool, str]:
-    """Whether every quantizer of the middle layers runs integer-only, and why not."""
-    ok, notes = True, []
-    for m in _middle_layers(qmodel):
-        for q in (m.weight_quant, m.act_quant):
-            if q is None:
-                continue
-            ok &= bool(getattr(q, "integer_only", True))
-            note = getattr(q, "integer_note", "")
-            if note and note not in notes:
-                notes.append(note)
-    return ok, "; ".join(notes)
 
 
 def stored_weight_bytes(qmodel: nn.Module) -> float:
@@ -142,7 +112,8 @@ def _row(scheme: str, model: nn.Module, bundle, fp: dict | None, seconds: float)
     quantized = fp is not None
     wb = stored_weight_bytes(model) if quantized else weight_bytes(model)
     bw, ba = _bits(model) if quantized else (32, 32)
-    int_ok, note = integer_only(model) if quantized else (False, "FP32")
+    facts = parse_method(scheme).scheme if quantized else None
+    int_ok, note = (facts.integer_only, facts.integer_note) if facts else (False, "FP32")
     ref = fp or {"top1": t1, "top5": t5, "weight_bytes": wb, "fixops": fx}
     return {
         "method": method_label(scheme), "scheme": scheme, "bits_w": bw, "bits_a": ba,
@@ -179,11 +150,7 @@ def compare(
     t0 = time.time()
     bundle = data_mod.load(base.data)
     out.mkdir(parents=True, exist_ok=True)
-    torch.manual_seed(base.seed)
-    fp32 = models.build(base.model, bundle.num_classes, bundle.in_channels)
-    fit(fp32, bundle, base.train_config("fp32"), stage="fp32",
-        checkpoint=out / "fp32.ckpt", resume=resume, progress=progress)
-    fp32.cpu()
+    fp32, _ = pretrain(base, bundle, out, resume, progress)
     rows = [_row("fp32", fp32, bundle, None, time.time() - t0)]
     meta = {"config": asdict(base), "schemes": schemes, "bits": bits_list,
             "baseline_dist_loss": baseline_dist_loss, "dataset": bundle.name}
@@ -196,36 +163,10 @@ def compare(
     return rows
 
 
-def integer_engine_top1(qmodel: nn.Module, bundle, path: Path) -> tuple[float | None, str]:
-    """Write ``path`` (.potlut) and run the integer P-LUT engine on it: ``(int_top1, note)``.
-
-    ``None`` and the engine's one-line reason where the scheme cannot run integer-only
-    (LSQ+, BM-float); a note where the engine rounds a codebook to fixed point (LQ-Net).
-    """
-    from potlut.compress import compress_model
-    from potlut.errors import PotlutError
-    from potlut.infer import IntEngine
-    from potlut.infer.evaluate import check_bundle, evaluate_int
-
-    try:
-        compress_model(qmodel.eval(), bundle.in_shape, path)
-        engine = IntEngine(path)
-        check_bundle(engine, bundle)
-        top1 = round(evaluate_int(engine, bundle.test)[0], 4)
-    except PotlutError as exc:
-        return None, f"integer engine refuses: {exc}"
-    approx = engine.program.approximations()
-    if not approx:
-        return top1, ""
-    err = max(max(a["weight_max_err"], a["act_max_err"]) for a in approx)
-    return top1, (f"integer engine rounds {len(approx)} layers' codebooks to fixed point "
-                  f"(max level error {err:.2g})")
-
-
 def _run_scheme(base, scheme, bits, fp32, bundle, fp_row, out, resume, progress,
                 baseline_dist_loss) -> dict:
-    name, profit = split_scheme(scheme)
-    dist_loss = base.dist_loss if name in DIST_LOSS_SCHEMES else baseline_dist_loss
+    method = parse_method(scheme)
+    dist_loss = base.dist_loss if method.scheme.dist_loss else baseline_dist_loss
     folder = out / "schemes" / f"{scheme.replace(':', '-')}_w{bits}"
     recipe = _recipe(base, scheme, bits, dist_loss)
     row_path = folder / "row.json"
@@ -237,28 +178,17 @@ def _run_scheme(base, scheme, bits, fp32, bundle, fp_row, out, resume, progress,
             return saved["row"]
     t0 = time.time()
     torch.manual_seed(base.seed)
-    spec = QuantSpec(scheme=name, bits=bits, act_signed=base.act_signed)
-    qmodel = convert(fp32, spec)
-    calibrate(qmodel, bundle.calibration_batch())
+    spec = QuantSpec(scheme=method.scheme.name, bits=bits, act_signed=base.act_signed)
     tcfg = replace(base.train_config("qat"), dist_loss=dist_loss)
     if progress:
-        print(f"compare: {method_label(scheme)} {bits}-bit", file=sys.stderr)
-    ckpt = folder / "qat.ckpt"
-    freezer = None
-    with ExitStack() as stack:
-        callback = None
-        if profit:
-            freezer, callback = stack.enter_context(
-                progressive_freezing(qmodel, tcfg.epochs, folder, ckpt, resume))
-        fit(qmodel, bundle, tcfg, stage="qat", checkpoint=ckpt,
-            resume=resume, progress=progress, on_epoch_end=callback)
-    qmodel.cpu()
+        print(f"compare: {method.label} {bits}-bit", file=sys.stderr)
+    qmodel, _, train_note = train_quantized(fp32, bundle, method, spec, tcfg, folder, resume,
+                                            progress)
     row = _row(scheme, qmodel, bundle, fp_row, time.time() - t0)
-    row["int_top1"], int_note = integer_engine_top1(qmodel, bundle, folder / "model.potlut")
-    row["note"] = "; ".join(filter(None, [row["note"], int_note]))
-    if freezer is not None:
-        row["note"] = "; ".join(filter(None, [row["note"],
-                                              f"PROFIT froze {len(freezer.frozen)} conv layers"]))
+    file = integer_file(qmodel, bundle, folder / "model.potlut")
+    row["int_top1"] = file["int_top1"]
+    refused = f"integer engine refuses: {file['int_error']}" if "int_error" in file else ""
+    row["note"] = "; ".join(filter(None, [row["note"], refused, file["int_note"], train_note]))
     atomic_write_bytes(row_path, json.dumps({"recipe": recipe, "row": row}, indent=2).encode())
     return row
 
@@ -289,15 +219,11 @@ HEADER = ["Method", "W/A", "Top-1 (%)", "Top-5 (%)", "Weight bytes", "ΔTop-1", 
           "FIXOPS", "Rate (W / FIXOPS)", "Integer-only", "Int Top-1 (%)"]
 
 
-def markdown(rows: list[dict], meta: dict, seconds: float) -> str:
+def markdown(rows: list[dict], meta: dict, seconds: float) -> list[str]:
     """The comparison table in Markdown, with the integer-only notes below it."""
     cfg = meta["config"]
-    lines = [
-        f"# potlut compare: {cfg['model']} on {meta['dataset']}", "",
-        "| " + " | ".join(HEADER) + " |",
-        "|" + "|".join(["---"] * 2 + ["---:"] * 7 + ["---", "---:"]) + "|",
-    ]
-    lines += ["| " + " | ".join(r) + " |" for r in table_rows(rows)]
+    lines = [f"# potlut compare: {cfg['model']} on {meta['dataset']}", "",
+             *md_table(HEADER, table_rows(rows), "ll" + "r" * 7 + "lr")]
     lines += ["", "Notes:"]
     for r in rows[1:]:
         if r["note"]:
@@ -308,17 +234,11 @@ def markdown(rows: list[dict], meta: dict, seconds: float) -> str:
         f"{cfg['dist_loss']} for IOS-PoT, {meta['baseline_dist_loss']} for the baselines; "
         f"first/last layers 8-bit fixed point; {seconds:.0f} s.", "",
     ]
-    return "\n".join(lines)
+    return lines
 
 
 def write_tables(rows: list[dict], out: Path, meta: dict, seconds: float) -> None:
-    """compare.json, compare.csv and compare.md, each written atomically."""
-    report = {**meta, "rows": rows, "seconds": round(seconds, 2), "versions": {
-        "potlut": __version__, "torch": torch.__version__, "python": platform.python_version()}}
-    atomic_write_bytes(out / "compare.json", json.dumps(report, indent=2).encode())
-    buf = io.StringIO()
-    w = csv.DictWriter(buf, fieldnames=list(CSV_KEYS), extrasaction="ignore")
-    w.writeheader()
-    w.writerows(rows)
-    atomic_write_bytes(out / "compare.csv", buf.getvalue().encode())
-    atomic_write_bytes(out / "compare.md", markdown(rows, meta, seconds).encode())
+    """compare.json, compare.csv and compare.md."""
+    report = {**meta, "rows": rows, "seconds": round(seconds, 2), "versions": versions()}
+    write_report(out, "compare", data=report, markdown=markdown(rows, meta, seconds),
+                 csv_rows=rows, csv_keys=CSV_KEYS)

@@ -1,4 +1,9 @@
-"""The main job behind ``potlut run``: FP32 training -> QAT -> metrics -> report.
+"""The jobs behind ``potlut run`` and ``potlut compare``, built from the same steps:
+
+1. :func:`pretrain` the FP32 model (checkpointed),
+2. :func:`train_quantized`: ``potlut.quantize`` (convert + calibrate), then QAT (with
+   PROFIT's progressive freezing when the method asks for it),
+3. :func:`integer_file`: write the .potlut file and score it with the integer engine.
 
 Each stage checkpoints into the run folder, so ``resume=True`` continues a killed run
 from its last finished epoch and ends with the same result as an uninterrupted run.
@@ -6,7 +11,6 @@ from its last finished epoch and ends with the same result as an uninterrupted r
 
 from __future__ import annotations
 
-import json
 import platform
 import time
 from contextlib import ExitStack
@@ -16,15 +20,16 @@ from typing import Any
 
 import torch
 
-from potlut import __version__, models
+from potlut import __version__, models, reporting
 from potlut import data as data_mod
 from potlut.errors import PotlutConfigError, PotlutError
 from potlut.metrics import evaluate, fixops, weight_bytes
-from potlut.nn import QuantSpec, calibrate, convert
-from potlut.quant.profit import split_scheme
+from potlut.nn import QuantSpec, convert, quantize
+from potlut.reporting import md_table
+from potlut.schemes import Method, parse_method
 from potlut.train import TrainConfig, fit, pick_device
 from potlut.train import distributed as pdist
-from potlut.train.checkpoint import atomic_write_bytes, load_checkpoint
+from potlut.train.checkpoint import load_checkpoint
 from potlut.train.profit_run import progressive_freezing
 
 
@@ -69,8 +74,72 @@ class RunConfig:
 
     def quant_spec(self) -> QuantSpec:
         """The conversion spec; ``profit[:SCHEME]`` quantizes with SCHEME (default IOS-PoT)."""
-        scheme, _ = split_scheme(self.scheme)
+        scheme = parse_method(self.scheme).scheme.name
         return QuantSpec(scheme=scheme, bits=self.bits, act_signed=self.act_signed)
+
+
+def pretrain(cfg: RunConfig, bundle, out: Path, resume: bool, progress: bool,
+             meta: dict[str, Any] | None = None) -> tuple[torch.nn.Module, Any]:
+    """Step 1: the FP32 model trained by ``cfg`` (checkpoint ``out/fp32.ckpt``), on the CPU,
+    and its history."""
+    torch.manual_seed(cfg.seed)
+    fp32 = models.build(cfg.model, bundle.num_classes, bundle.in_channels)
+    hist = fit(fp32, bundle, cfg.train_config("fp32"), stage="fp32",
+               checkpoint=out / "fp32.ckpt", resume=resume, progress=progress, meta=meta)
+    return fp32.cpu(), hist
+
+
+def train_quantized(fp32: torch.nn.Module, bundle, method: Method, spec: QuantSpec,
+                    tcfg: TrainConfig, out: Path, resume: bool, progress: bool,
+                    meta: dict[str, Any] | None = None) -> tuple[torch.nn.Module, Any, str]:
+    """Step 2: quantize a copy of ``fp32`` (calibrated on the bundle) and QAT it into
+    ``out/qat.ckpt``; returns the model (CPU), its history and a note (PROFIT's freezing)."""
+    qmodel = quantize(fp32, spec, calibration=bundle.calibration_batch())
+    ckpt = out / "qat.ckpt"
+    with ExitStack() as stack:
+        freezer, on_epoch_end = None, None
+        if method.profit:  # PROFIT: progressive freezing during QAT
+            freezer, on_epoch_end = stack.enter_context(
+                progressive_freezing(qmodel, tcfg.epochs, out, ckpt, resume))
+        hist = fit(qmodel, bundle, tcfg, stage="qat", checkpoint=ckpt, resume=resume,
+                   progress=progress, on_epoch_end=on_epoch_end, meta=meta)
+    note = f"PROFIT froze {len(freezer.frozen)} conv layers" if freezer is not None else ""
+    return qmodel.cpu(), hist, note
+
+
+MODEL_FILE = "model.potlut"
+
+
+def integer_file(qmodel: torch.nn.Module, bundle, path: Path,
+                 meta: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Step 3: write ``qmodel`` as a .potlut file and score it with the integer engine.
+
+    Keys: the file's sizes and ``model_file`` (or ``file_error``), ``int_top1`` (None
+    where the engine refuses the scheme: ``int_error`` says why) and ``int_note`` (the
+    codebooks the engine rounds to fixed point, if any).
+    """
+    from potlut.evaluation import check_bundle, evaluate_int
+    from potlut.infer import IntEngine
+    from potlut.nn.export import compress_model
+
+    try:
+        st = compress_model(qmodel.eval(), bundle.in_shape, path, meta=meta)
+    except PotlutError as exc:
+        return {"file_bytes": None, "file_error": str(exc), "int_top1": None,
+                "int_error": str(exc), "int_note": ""}
+    keys = ("file_bytes", "entropy_bound_bytes", "compression_rate", "overhead_bytes")
+    result: dict[str, Any] = {**{k: st[k] for k in keys}, "model_file": str(path)}
+    try:
+        engine = IntEngine(path)
+        check_bundle(engine, bundle)
+        result["int_top1"] = round(evaluate_int(engine, bundle.test)[0], 4)
+    except PotlutError as exc:
+        return {**result, "int_top1": None, "int_error": str(exc), "int_note": ""}
+    approx = engine.program.approximations()
+    err = max((max(a["weight_max_err"], a["act_max_err"]) for a in approx), default=0.0)
+    result["int_note"] = (f"integer engine rounds {len(approx)} layers' codebooks to fixed "
+                          f"point (max level error {err:.2g})") if approx else ""
+    return result
 
 
 def run(cfg: RunConfig, out: str | Path, resume: bool = False, progress: bool = True) -> dict:
@@ -78,101 +147,51 @@ def run(cfg: RunConfig, out: str | Path, resume: bool = False, progress: bool = 
     out = Path(out)
     t0 = time.time()
     cfg.validate()  # fail on bad options before any work
-    spec = cfg.quant_spec()
+    method = parse_method(cfg.scheme)
     bundle = data_mod.load(cfg.data)
     out.mkdir(parents=True, exist_ok=True)
-    torch.manual_seed(cfg.seed)
-    fp32 = models.build(cfg.model, bundle.num_classes, bundle.in_channels)
     fp32_meta = {"model": cfg.model, "data": cfg.data}
-    fp32_hist = fit(
-        fp32, bundle, cfg.train_config("fp32"), stage="fp32",
-        checkpoint=out / "fp32.ckpt", resume=resume, progress=progress, meta=fp32_meta,
-    )
-    qmodel = convert(fp32.cpu(), spec)
-    calibrate(qmodel, bundle.calibration_batch())
-    qat_cfg = cfg.train_config("qat")
-    with ExitStack() as stack:
-        on_epoch_end = None
-        if split_scheme(cfg.scheme)[1]:  # PROFIT: progressive freezing during QAT
-            _, on_epoch_end = stack.enter_context(progressive_freezing(
-                qmodel, qat_cfg.epochs, out, out / "qat.ckpt", resume))
-        qat_hist = fit(
-            qmodel, bundle, qat_cfg, stage="qat",
-            checkpoint=out / "qat.ckpt", resume=resume, progress=progress,
-            on_epoch_end=on_epoch_end, meta={
-                **fp32_meta, "scheme": cfg.scheme, "bits": cfg.bits,
-                "act_signed": cfg.act_signed,
-            },
-        )
-    fp32.cpu()
-    qmodel.cpu()
-    fp_t1, fp_t5 = evaluate(fp32, bundle.test)
-    q_t1, q_t5 = evaluate(qmodel, bundle.test)
-    fx_fp, fx_q = fixops(fp32, bundle.in_shape), fixops(qmodel, bundle.in_shape)
-    wb_fp, wb_q = weight_bytes(fp32), weight_bytes(qmodel)
-    report = {
-        "dataset": bundle.name,
-        "model": cfg.model,
-        "scheme": cfg.scheme,
-        "bits": cfg.bits,
-        "fp32_top1": round(fp_t1, 4),
-        "fp32_top5": round(fp_t5, 4),
-        "quant_top1": round(q_t1, 4),
-        "quant_top5": round(q_t5, 4),
-        "delta_top1": round(q_t1 - fp_t1, 4),
-        "fixops_fp32": fx_fp,
-        "fixops_quant": fx_q,
-        "fixops_rate": round(fx_fp / fx_q, 4),
-        "weight_bytes_fp32": wb_fp,
-        "weight_bytes_quant": wb_q,
-        "weight_rate": round(wb_fp / wb_q, 4),
-        "epochs": cfg.epochs,
-        "qat_epochs": cfg.qat_epochs or cfg.epochs,
-        "seed": cfg.seed,
-        "config": asdict(cfg),
-        "history": {"fp32": fp32_hist.to_dict(), "qat": qat_hist.to_dict()},
-        "versions": {
-            "potlut": __version__, "torch": torch.__version__,
-            "python": platform.python_version(),
-        },
-        "out": str(out),
-    }
+    fp32, fp32_hist = pretrain(cfg, bundle, out, resume, progress, fp32_meta)
+    qat_meta = {**fp32_meta, "scheme": cfg.scheme, "bits": cfg.bits,
+                "act_signed": cfg.act_signed}
+    qmodel, qat_hist, _ = train_quantized(fp32, bundle, method, cfg.quant_spec(),
+                                          cfg.train_config("qat"), out, resume, progress,
+                                          qat_meta)
+    report = {**measure(cfg, bundle, fp32, qmodel),
+              "config": asdict(cfg),
+              "history": {"fp32": fp32_hist.to_dict(), "qat": qat_hist.to_dict()},
+              "versions": versions(), "out": str(out)}
     if pdist.is_main():
-        report.update(_write_model_file(qmodel, bundle, cfg, out))
+        file_meta = {"model": cfg.model, "dataset": bundle.name, "scheme": cfg.scheme,
+                     "bits": cfg.bits}
+        report.update(integer_file(qmodel, bundle, out / MODEL_FILE, file_meta))
         report["seconds"] = round(time.time() - t0, 2)
         write_report(report, out)
     return report
 
 
-MODEL_FILE = "model.potlut"
+def measure(cfg: RunConfig, bundle, fp32: torch.nn.Module, qmodel: torch.nn.Module) -> dict:
+    """Accuracy, FIXOPS and weight size of the FP32 and the quantized model, side by side."""
+    fp_t1, fp_t5 = evaluate(fp32, bundle.test)
+    q_t1, q_t5 = evaluate(qmodel, bundle.test)
+    fx_fp, fx_q = fixops(fp32, bundle.in_shape), fixops(qmodel, bundle.in_shape)
+    wb_fp, wb_q = weight_bytes(fp32), weight_bytes(qmodel)
+    return {
+        "dataset": bundle.name, "model": cfg.model, "scheme": cfg.scheme, "bits": cfg.bits,
+        "fp32_top1": round(fp_t1, 4), "fp32_top5": round(fp_t5, 4),
+        "quant_top1": round(q_t1, 4), "quant_top5": round(q_t5, 4),
+        "delta_top1": round(q_t1 - fp_t1, 4),
+        "fixops_fp32": fx_fp, "fixops_quant": fx_q, "fixops_rate": round(fx_fp / fx_q, 4),
+        "weight_bytes_fp32": wb_fp, "weight_bytes_quant": wb_q,
+        "weight_rate": round(wb_fp / wb_q, 4),
+        "epochs": cfg.epochs, "qat_epochs": cfg.qat_epochs or cfg.epochs, "seed": cfg.seed,
+    }
 
 
-def _write_model_file(qmodel, bundle, cfg: RunConfig, out: Path) -> dict[str, Any]:
-    """Write ``model.potlut`` and return its sizes; a model the file cannot hold is noted."""
-    from potlut.compress import compress_model
-
-    meta = {"model": cfg.model, "dataset": bundle.name, "scheme": cfg.scheme, "bits": cfg.bits}
-    try:
-        st = compress_model(qmodel, bundle.in_shape, out / MODEL_FILE, meta=meta)
-    except PotlutError as exc:
-        return {"file_bytes": None, "file_error": str(exc)}
-    keys = ("file_bytes", "entropy_bound_bytes", "compression_rate", "overhead_bytes")
-    result = {**{k: st[k] for k in keys}, "model_file": str(out / MODEL_FILE)}
-    result.update(_integer_accuracy(out / MODEL_FILE, bundle))
-    return result
-
-
-def _integer_accuracy(path: Path, bundle) -> dict[str, Any]:
-    """Top-1 of the integer-only P-LUT engine on the file just written (``int_top1``).
-
-    Schemes whose file the engine cannot run integer-only are reported, not hidden.
-    """
-    from potlut.infer import int_top1
-
-    try:
-        return {"int_top1": round(int_top1(path, bundle), 4)}
-    except PotlutError as exc:
-        return {"int_top1": None, "int_error": str(exc)}
+def versions() -> dict[str, str]:
+    """The versions a report records."""
+    return {"potlut": __version__, "torch": torch.__version__,
+            "python": platform.python_version()}
 
 
 def load_quantized(out: str | Path, cfg: RunConfig) -> torch.nn.Module:
@@ -212,15 +231,18 @@ def summary_rows(report: dict) -> list[tuple[str, str, str]]:
     return rows
 
 
+def summary_table(report: dict) -> list[str]:
+    """The summary as Markdown lines (report.md of a run and of ``potlut report``)."""
+    return md_table(["metric", "FP32", "quantized"], summary_rows(report), "lrr")
+
+
 def write_report(report: dict, out: Path) -> None:
-    """report.json and report.md, each written atomically."""
-    atomic_write_bytes(out / "report.json", json.dumps(report, indent=2).encode())
+    """report.json and report.md of a run."""
     title = f"{report['model']} on {report['dataset']}, {report['scheme']} {report['bits']}-bit"
-    lines = [f"# potlut run: {title}", "", "| metric | FP32 | quantized |", "|---|---:|---:|"]
-    lines += [f"| {a} | {b} | {c} |" for a, b, c in summary_rows(report)]
+    lines = [f"# potlut run: {title}", "", *summary_table(report)]
     lines += ["", f"Seed {report['seed']}, {report['epochs']} FP32 + {report['qat_epochs']} "
               f"QAT epochs, {report['seconds']} s. Versions: {report['versions']}.", ""]
-    atomic_write_bytes(out / "report.md", "\n".join(lines).encode())
+    reporting.write_report(out, "report", data=report, markdown=lines)
 
 
 def default_out_dir() -> Path:

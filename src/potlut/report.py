@@ -29,10 +29,12 @@ from torch import nn
 
 from potlut import models
 from potlut.errors import PotlutCheckpointError, PotlutError
+from potlut.fileio import atomic_write_bytes
 from potlut.nn import convert
 from potlut.nn.layers import normalize_weight, quant_layers
-from potlut.pipeline import RunConfig, summary_rows
-from potlut.train.checkpoint import atomic_write_bytes, load_checkpoint
+from potlut.pipeline import RunConfig, summary_table
+from potlut.reporting import md_table, write_report
+from potlut.train.checkpoint import load_checkpoint
 
 PLOTS = ("convergence.png", "weights.png", "layer_sizes.png")
 
@@ -199,7 +201,8 @@ def analytic_sizes(layers: list[LayerWeights]) -> list[dict[str, Any]]:
 def file_sizes(qmodel: nn.Module, run_dir: Path, out_dir: Path, cfg: RunConfig,
                report: dict) -> tuple[list[dict[str, Any]], str]:
     """Per-layer sizes measured on the run's .potlut file (written into ``out_dir`` if absent)."""
-    from potlut.compress import compress_model, file_stats, read
+    from potlut.compress import file_stats, read
+    from potlut.nn.export import compress_model
 
     path = run_dir / "model.potlut"
     if not path.is_file():
@@ -255,17 +258,15 @@ def make_report(run_dir: str | Path, out_dir: str | Path | None = None) -> dict[
         source = (f"analytic (FP32, raw b-bit packing, order-0 entropy bound), because the "
                   f".potlut file could not be written: {exc}")
     plot_sizes(sizes, out / "layer_sizes.png")
-    md = _markdown(report, cfg, layers, sizes, source)
-    atomic_write_bytes(out / "report.md", md.encode())
+    write_report(out, "report", markdown=_markdown(report, cfg, layers, sizes, source))
     return {"out": str(out), "files": [str(out / p) for p in (*PLOTS, "report.md")],
             "layers": len(layers), "sizes_measured": measured}
 
 
 def _markdown(report: dict, cfg: RunConfig, layers: list[LayerWeights],
-              sizes: list[dict[str, Any]], source: str) -> str:
+              sizes: list[dict[str, Any]], source: str) -> list[str]:
     title = f"{report['model']} on {report['dataset']}, {report['scheme']} {report['bits']}-bit"
-    lines = [f"# potlut report: {title}", "", "| metric | FP32 | quantized |", "|---|---:|---:|"]
-    lines += [f"| {a} | {b} | {c} |" for a, b, c in summary_rows(report)]
+    lines = [f"# potlut report: {title}", "", *summary_table(report)]
     h = report["history"]
     lines += [
         "", "## Convergence", "",
@@ -276,19 +277,16 @@ def _markdown(report: dict, cfg: RunConfig, layers: list[LayerWeights],
         "Grey: the FP32 weights after per-layer normalization (what the quantizer sees); red: "
         "the share of weights at each quantized value after QAT.", "",
         "![weights](weights.png)", "",
-        "| layer | bits | weights | distinct quantized values | zero share |",
-        "|---|---:|---:|---:|---:|",
     ]
-    for lw in layers:
-        lines.append(f"| {lw.name} | {lw.bits} | {lw.quant.size:,} | "
-                     f"{len(np.unique(lw.quant))} | {float((lw.quant == 0).mean()):.3f} |")
+    lines += md_table(
+        ["layer", "bits", "weights", "distinct quantized values", "zero share"],
+        [(lw.name, lw.bits, f"{lw.quant.size:,}", len(np.unique(lw.quant)),
+          f"{float((lw.quant == 0).mean()):.3f}") for lw in layers], "lrrrr")
     keys = [(k, label) for k, label in SIZE_KEYS if sizes and k in sizes[0]]
     lines += ["", "## Compressed size per layer (cf. the paper's Fig. 6)", "",
-              f"Sizes in bytes, {source}.", "", "![layer sizes](layer_sizes.png)", "",
-              "| layer | bits | " + " | ".join(label for _, label in keys) + " |",
-              "|---|---:|" + "---:|" * len(keys)]
-    for r in sizes:
-        cells = " | ".join(f"{r[k]:,.0f}" for k, _ in keys)
-        lines.append(f"| {r['name']} | {r['bits']} | {cells} |")
+              f"Sizes in bytes, {source}.", "", "![layer sizes](layer_sizes.png)", ""]
+    lines += md_table(["layer", "bits", *(label for _, label in keys)],
+                      [(r["name"], r["bits"], *(f"{r[k]:,.0f}" for k, _ in keys))
+                       for r in sizes], "lr" + "r" * len(keys))
     lines.append("")
-    return "\n".join(lines)
+    return lines

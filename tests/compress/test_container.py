@@ -14,10 +14,11 @@ import torch
 
 from potlut.compress import container
 from potlut.compress.container import HEADER, HEADER_SIZE, MAGIC, decode, encode, load, save
-from potlut.compress.graph import ModelGraph, export_graph
+from potlut.compress.graph import ModelGraph
 from potlut.errors import PotlutFormatError
 from potlut.models.small_cnn import SmallCNN
 from potlut.nn import QuantSpec, calibrate, convert
+from potlut.nn.export import export_graph
 
 
 def tiny_graph(seed: int = 0) -> ModelGraph:

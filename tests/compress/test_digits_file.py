@@ -10,9 +10,10 @@ from typer.testing import CliRunner
 
 from potlut import data
 from potlut.cli.main import app
-from potlut.compress import dequantized_weights, load, to_torch
+from potlut.compress import dequantized_weights, load
 from potlut.metrics import evaluate
 from potlut.nn import quant_layers
+from potlut.nn.export import to_torch
 from potlut.pipeline import RunConfig, load_quantized, run
 
 

@@ -10,10 +10,11 @@ import torch
 from torch import nn
 
 from potlut import models
-from potlut.compress import dequantized_weights, encode, export_graph, to_torch
+from potlut.compress import dequantized_weights, encode
 from potlut.compress.container import decode
 from potlut.errors import PotlutError
 from potlut.nn import QuantSpec, calibrate, convert, quant_layers
+from potlut.nn.export import export_graph, to_torch
 
 
 def quantized(name: str, in_shape: tuple[int, int, int], seed: int = 0) -> nn.Module:
@@ -118,8 +119,9 @@ def test_nn_flatten_module_exports_with_non_negative_axes():
     import torch
     from torch import nn
 
-    from potlut.compress import decode, encode, export_graph, to_torch
+    from potlut.compress import decode, encode
     from potlut.nn import QuantSpec, calibrate, convert
+    from potlut.nn.export import export_graph, to_torch
 
     torch.manual_seed(0)
     model = nn.Sequential(

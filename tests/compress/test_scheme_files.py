@@ -8,8 +8,9 @@ import pytest
 import torch
 
 from potlut import data, models
-from potlut.compress import dequantized_weights, export_graph, load, save, to_torch
+from potlut.compress import dequantized_weights, load, save
 from potlut.nn import QuantSpec, calibrate, convert, quant_layers
+from potlut.nn.export import export_graph, to_torch
 
 SCHEMES = ["deepshift", "apot", "pact", "lqnet", "lsq"]
 

@@ -8,9 +8,9 @@ import torch
 from torch import nn
 
 from potlut import models
-from potlut.compress import export_graph
 from potlut.compress.graph import ModelGraph
 from potlut.nn import QuantSpec, calibrate, convert
+from potlut.nn.export import export_graph
 
 
 def random_qmodel(name: str, in_shape: tuple[int, int, int], bits: int, seed: int = 0,

@@ -12,11 +12,12 @@ from typer.testing import CliRunner
 
 from potlut import data, models
 from potlut.cli.main import app
-from potlut.compress import compress_model, export_graph, save
+from potlut.compress import save
 from potlut.errors import PotlutDataError
-from potlut.infer import IntEngine, int_top1
-from potlut.infer.evaluate import int_logits
+from potlut.evaluation import int_logits, int_top1
+from potlut.infer import IntEngine
 from potlut.nn import QuantSpec, calibrate, convert
+from potlut.nn.export import compress_model, export_graph
 from potlut.pipeline import RunConfig, load_quantized, run
 
 from .helpers import random_graph

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from potlut.compress import to_torch
 from potlut.infer import lower, op_counts
 from potlut.metrics import layer_costs, total_macs
+from potlut.nn.export import to_torch
 
 from .helpers import random_graph
 

@@ -14,14 +14,7 @@ from potlut.quant.profit import (
     aiwq,
     frozen_params,
     gaussian_kl,
-    split_scheme,
 )
-
-
-def test_split_scheme():
-    assert split_scheme("profit") == ("iospot", True)
-    assert split_scheme("profit:lsq") == ("lsq", True)
-    assert split_scheme("apot") == ("apot", False)
 
 
 def test_gaussian_kl_by_hand():

@@ -19,6 +19,7 @@ app = typer.Typer(
 )
 
 EXIT_USER_ERROR = 2
+TRAIN_EXTRAS = ("torch", "sklearn", "matplotlib", "PIL")  # modules of `potlut[train]`
 
 
 def fail(message: str) -> None:
@@ -36,6 +37,11 @@ def user_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
             return fn(*args, **kwargs)
         except PotlutError as exc:
             fail(str(exc))
+        except ModuleNotFoundError as exc:  # a torch-only step on an inference-only install
+            if exc.name not in TRAIN_EXTRAS:
+                raise
+            fail(f"this command needs {exc.name}, which is not installed: "
+                 "pip install 'potlut[train]'")
         except KeyboardInterrupt:
             print("potlut: interrupted; finished epochs are checkpointed (use --resume)",
                   file=sys.stderr)

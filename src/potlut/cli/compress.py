@@ -52,7 +52,8 @@ def compress_cmd(
 ) -> None:
     """Write the trained quantized model of a run as a .potlut file (S-Huff + LZMA)."""
     from potlut import data as data_mod
-    from potlut.compress import CODERS, compress_model
+    from potlut.compress import CODERS
+    from potlut.nn.export import compress_model
     from potlut.pipeline import load_quantized
 
     if coder not in CODERS:

@@ -16,28 +16,30 @@ from potlut.errors import PotlutConfigError
 @user_errors
 def infer_cmd(
     file: Path = typer.Argument(..., help=".potlut model file"),
-    data: str = typer.Option("digits", "--data", help="digits or KIND:DIR (e.g. mnist:DIR)"),
+    data: str = typer.Option(
+        "digits", "--data", help="digits, KIND:DIR (e.g. mnist:DIR) or npz:FILE (arrays x, y; "
+        "needs no torch)"),
     as_json: bool = typer.Option(False, "--json", help="print one JSON object"),
     batch_size: int = typer.Option(256, "--batch-size", help="images per engine call"),
     backend: str = typer.Option("auto", help="kernels: auto, c (AVX2) or numba"),
     ops: bool = typer.Option(False, "--ops", help="also print operation counts per layer"),
 ) -> None:
     """Top-1/Top-5 of the integer engine (P-LUT layers, int8 ends) on a data set's test split."""
-    from potlut import data as data_mod
+    from potlut.evaluation import check_shape, evaluate_int
     from potlut.infer import IntEngine, op_counts
-    from potlut.infer.evaluate import check_bundle, evaluate_int
 
     if batch_size < 1:
         raise PotlutConfigError(f"--batch-size must be >= 1, got {batch_size}")
     engine = IntEngine(file, backend)
-    bundle = data_mod.load(data)
-    check_bundle(engine, bundle)
+    name, test, in_shape = _test_split(data)
+    check_shape(engine, name, in_shape)
     t0 = time.perf_counter()
-    top1, top5 = evaluate_int(engine, bundle.test, batch_size)
+    top1, top5 = evaluate_int(engine, test, batch_size)
     secs = time.perf_counter() - t0
     counts = op_counts(engine.program)
     result = {
-        "file": str(file), "dataset": bundle.name, "images": len(bundle.test),
+        "file": str(file), "dataset": name, "images": len(test[1] if isinstance(test, tuple)
+                                                          else test),
         "int_top1": round(top1, 4), "int_top5": round(top5, 4),
         "backend": engine.backend.name, "frac_bits": engine.program.frac_bits,
         "seconds": round(secs, 3), "ops": {k: counts[k] for k in ("total", "plut", "bit_shift")},
@@ -48,7 +50,7 @@ def infer_cmd(
     if as_json:
         print(json.dumps(result))
         return
-    print(f"{file} on {bundle.name} ({len(bundle.test)} test images), integer engine "
+    print(f"{file} on {name} ({result['images']} test images), integer engine "
           f"[{engine.backend.name}]: Top-1 {top1:.2f}%  Top-5 {top5:.2f}%  ({secs:.2f} s)")
     p, s = counts["plut"], counts["bit_shift"]
     print(f"per image: {p['table_reads']:,} P-LUT reads, {p['int8_macs']:,} int8 MACs "
@@ -60,6 +62,25 @@ def infer_cmd(
               f"{max(a['weight_max_err'], a['act_max_err']):.3g})")
     if ops:
         _print_layers(counts["layers"])
+
+
+def _test_split(spec: str) -> tuple[str, object, tuple[int, ...]]:
+    """``(name, test split, image shape)`` of ``--data``: an .npz file, or a data set (torch)."""
+    kind, _, path = spec.partition(":")
+    if kind == "npz":
+        from potlut.evaluation import load_arrays
+
+        x, y = load_arrays(path)
+        return Path(path).name, (x, y), tuple(x.shape[1:])
+    try:
+        from potlut import data as data_mod
+    except ModuleNotFoundError as exc:
+        if exc.name != "torch":
+            raise
+        raise PotlutConfigError(f"--data {spec} needs PyTorch (pip install 'potlut[train]'); "
+                                "without it use --data npz:FILE") from None
+    bundle = data_mod.load(spec)
+    return bundle.name, bundle.test, tuple(bundle.in_shape)
 
 
 def _print_layers(rows: list[dict]) -> None:

@@ -34,7 +34,7 @@ from potlut.compress import rans, shuff
 from potlut.compress.graph import ModelGraph, Node
 from potlut.compress.sharing import SharedWeights, pack_raw, unpack_raw
 from potlut.errors import PotlutFormatError
-from potlut.train.checkpoint import atomic_write_bytes
+from potlut.fileio import atomic_write_bytes
 
 MAGIC = b"\x89POTLUT\n"
 VERSION = 1

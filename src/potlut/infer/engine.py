@@ -224,13 +224,8 @@ class IntEngine:
 
     def check_input(self, x: Any) -> np.ndarray:
         """Float32 ``[N, *in_shape]`` array, or :class:`PotlutDataError` saying what is wrong."""
-        try:
-            import torch
-
-            if isinstance(x, torch.Tensor):
-                x = x.detach().cpu().numpy()
-        except ModuleNotFoundError:  # pragma: no cover - torch is a dependency
-            pass
+        if hasattr(x, "detach") and hasattr(x, "cpu"):  # a torch tensor, without importing torch
+            x = x.detach().cpu().numpy()
         x = np.asarray(x)
         want = tuple(self.program.in_shape)
         if x.dtype.kind != "f":

@@ -24,6 +24,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from potlut import schemes
 from potlut.errors import PotlutError
 
 INT32_MAX = 2**31 - 1
@@ -68,18 +69,7 @@ def integer_codebook(codebook: np.ndarray, where: str) -> tuple[np.ndarray, int]
 RATIONAL_MAX_DEN = 1 << 12  # largest integer step count tried for a real-step codebook
 APPROX_BITS = 12  # fixed-point resolution of a codebook with no integer form (LQ-Net)
 
-POT_SCHEMES = ("iospot", "fixed", "deepshift")  # levels are integers times a power of two
 POT_VALUE_BITS = 15  # a real-scale codebook's power-of-two form is used below this width
-
-# schemes whose codebooks cannot run on integers at all, and why (one line each)
-REFUSED: dict[str, str] = {
-    "lsq": "LSQ+ activations add a real offset beta to every code (s*c + beta, possibly "
-           "negative): zero padding and products are not integers of one codebook",
-    "bmfloat": "BM-float shares an exponent per block computed from the data at run time: "
-               "there is no fixed codebook to tabulate",
-}
-# schemes whose codebooks the engine rounds to fixed point (products not exact)
-APPROXIMATE = ("lqnet",)
 
 
 @dataclass(frozen=True)
@@ -103,24 +93,26 @@ class FixedCodebook:
 def fixed_codebook(codebook: np.ndarray, scheme: str, where: str) -> FixedCodebook:
     """Integer form of a (weight or activation) magnitude codebook of ``scheme``.
 
-    Tried in order: integers times a power of two (exact, a shift; always for
-    :data:`POT_SCHEMES`, else only below 2^15); integers ``0..D``
-    (``D <= 4096``) times one real step, up to float32 storage rounding (exact, the step
-    folds into the requantization multiplier); for :data:`APPROXIMATE` schemes, the levels
-    rounded to 12-bit fixed point. Refused schemes and anything else raise
-    :class:`UnsupportedModelError` saying why.
+    What the scheme declares (:mod:`potlut.schemes`) decides. Tried in order: integers
+    times a power of two (exact, a shift; always for ``pot_levels`` schemes, else only
+    below 2^15); integers ``0..D`` (``D <= 4096``) times one real step, up to float32
+    storage rounding (exact, the step folds into the requantization multiplier); for
+    ``APPROXIMATE`` schemes, the levels rounded to 12-bit fixed point. ``REFUSED`` schemes
+    and anything else raise :class:`UnsupportedModelError` saying why.
     """
-    if scheme in REFUSED:
+    facts = schemes.lookup(scheme)
+    pot = facts is not None and facts.pot_levels
+    if facts is not None and facts.engine == schemes.REFUSED:
         raise UnsupportedModelError(f"{where}: scheme {scheme!r} cannot run integer-only: "
-                                    f"{REFUSED[scheme]}")
+                                    f"{facts.engine_note}")
     try:
         values, unit = integer_codebook(codebook, where)
         # any float32 list is integers times a power of two; for real-scale schemes that
         # form is only useful when small (else the one-real-step form below is the codebook)
-        if scheme in POT_SCHEMES or int(values.max(initial=0)) < 2**POT_VALUE_BITS:
+        if pot or int(values.max(initial=0)) < 2**POT_VALUE_BITS:
             return FixedCodebook(values, unit, 1.0, True, 0.0)
     except UnsupportedModelError:
-        if scheme in POT_SCHEMES:
+        if pot:
             raise
     cb = np.asarray(codebook, dtype=np.float64)
     if cb.ndim != 1 or cb.size == 0 or not np.all(np.isfinite(cb)) or np.any(cb < 0):
@@ -134,7 +126,7 @@ def fixed_codebook(codebook: np.ndarray, scheme: str, where: str) -> FixedCodebo
         if np.all(np.abs(ratio * den - v) <= 2.5e-7 * den + 1e-12):
             err = float(np.abs(v * (top / den) - cb).max())
             return FixedCodebook(v.astype(np.int64), 0, top / den, True, err)
-    if scheme not in APPROXIMATE:
+    if facts is None or facts.engine != schemes.APPROXIMATE:
         raise UnsupportedModelError(
             f"{where}: codebook of scheme {scheme!r} is not integers times one scale; the "
             "integer engine cannot run it")

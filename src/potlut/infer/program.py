@@ -35,6 +35,7 @@ from typing import Any
 
 import numpy as np
 
+from potlut import schemes
 from potlut.compress.graph import ModelGraph, Node
 from potlut.infer.plut import (
     INT32_MAX,
@@ -45,8 +46,6 @@ from potlut.infer.plut import (
     fixed_codebook,
 )
 
-PLUT_SCHEMES = ("iospot",)  # tables of powers of two alone
-INT_SCHEMES = ("fixed", "deepshift")  # activations fed as 8-bit fixed-point integers
 F_DEFAULT, F_MAX = 20, 22
 MULT_BITS = 23  # significant bits of a requantization multiplier
 R_MAX = 30
@@ -346,7 +345,8 @@ def _act_quant(graph: ModelGraph, node: Node, frac_bits: int) -> ActQuant:
                                     "padding needs a zero level)")
     mids = (cb[:-1] + cb[1:]) / 2
     thr = np.minimum(np.ceil(mids * 2.0**frac_bits), 2.0**31).astype(np.int64)
-    fmt = "int" if scheme in INT_SCHEMES else "sm"
+    facts = schemes.lookup(scheme)
+    fmt = "int" if facts is not None and facts.engine == schemes.INT8 else "sm"
     if fmt == "int" and int(values.max(initial=0)) > (127 if act["signed"] else 255):
         raise UnsupportedModelError(f"layer {mod}: fixed-point input wider than 8 bits")
     if fmt == "sm" and _code_bits(values.size) + 1 > 8:
@@ -450,117 +450,147 @@ def _ints2(v: Any) -> tuple[int, int]:
     return int(v[0]), int(v[1])
 
 
-def lower(graph: ModelGraph) -> Program:
-    """The integer program of ``graph``; :class:`UnsupportedModelError` names what is not."""
-    graph.validate()
-    F = _needed_frac_bits(graph)
-    cons = _consumers(graph)
-    is_layer = {n.name: n.op in ("conv2d", "linear") for n in graph.nodes}
-    shapes: dict[str, tuple[int, ...]] = {}
-    steps: list[Step] = []
+def _is_layer(n: Node) -> bool:
+    return n.op in ("conv2d", "linear")
 
-    # fusion chains: layer -> [batchnorm2d] -> [add] -> [relu], through single consumers
-    chain_end: dict[str, str] = {}  # last fused node -> layer node
-    absorbed: set[str] = set()
-    chains: dict[str, dict[str, Any]] = {}
+
+@dataclass
+class Chain:
+    """A conv/linear node and what fuses into its step: ``[batchnorm2d] -> [add] -> [relu]``,
+    each the single consumer of the one before."""
+
+    layer: Node
+    end: str  # name of the last fused node: the step's output takes its name
+    bn: Node | None = None
+    residual: str | None = None  # the other input of a fused add
+    relu: bool = False
+    folded: list[str] = field(default_factory=list)  # names of the fused nodes after the layer
+
+
+def fusion_chains(graph: ModelGraph, consumers: dict[str, list[Node]]) -> dict[str, Chain]:
+    """``{name of the chain's last node: Chain}`` for every layer of the graph."""
+
+    def single(node: Node) -> Node | None:
+        c = consumers[node.name]
+        return c[0] if len(c) == 1 else None
+
+    chains = {}
     for n in graph.nodes:
-        if not is_layer[n.name]:
+        if not _is_layer(n):
             continue
-        cur, info = n, {"bn": None, "residual": None, "relu": False, "nodes": []}
-
-        def single(node: Node) -> Node | None:
-            c = cons[node.name]
-            return c[0] if len(c) == 1 else None
-
+        chain, cur = Chain(n, n.name), n
         nxt = single(cur)
         if nxt is not None and nxt.op == "batchnorm2d":
-            info["bn"], cur = nxt, nxt
-            info["nodes"].append(nxt.name)
+            chain.bn, cur = nxt, nxt
+            chain.folded.append(nxt.name)
             nxt = single(cur)
         if nxt is not None and nxt.op == "add" and nxt.inputs[0] != nxt.inputs[1]:
             other = nxt.inputs[1] if nxt.inputs[0] == cur.name else nxt.inputs[0]
             if graph.node(other).op != "input":
-                info["residual"], cur = other, nxt
-                info["nodes"].append(nxt.name)
+                chain.residual, cur = other, nxt
+                chain.folded.append(nxt.name)
                 nxt = single(cur)
         if nxt is not None and nxt.op == "relu":
-            info["relu"], cur = True, nxt
-            info["nodes"].append(nxt.name)
-        chains[n.name] = info
-        chain_end[cur.name] = n.name
-        absorbed.update([n.name, *info["nodes"]])
+            chain.relu, cur = True, nxt
+            chain.folded.append(nxt.name)
+        chain.end = cur.name
+        chains[cur.name] = chain
+    return chains
 
-    def need_codes(node_name: str, skip: str | None = None) -> None:
-        """Quantize steps for every layer that reads ``node_name`` (but ``skip``)."""
-        for c in cons[node_name]:
-            if is_layer[c.name] and c.name != skip:
-                steps.append(Quantize(node_name, f"{c.name}.in", _act_quant(graph, c, F)))
 
-    def fixed_needed(node_name: str) -> bool:
-        return any(not is_layer[c.name] for c in cons[node_name])
+class _Lowering:
+    """The state of one :func:`lower` call: the graph, its consumers, fusion chains and F."""
 
-    for n in graph.nodes:
-        a = n.attrs
+    def __init__(self, graph: ModelGraph) -> None:
+        self.graph = graph
+        self.F = _needed_frac_bits(graph)
+        self.consumers = _consumers(graph)
+        self.chains = fusion_chains(graph, self.consumers)
+        self.fused = {name for c in self.chains.values() for name in (c.layer.name, *c.folded)}
+        self.shapes: dict[str, tuple[int, ...]] = {}
+
+    def steps_of(self, n: Node) -> list[Step]:
+        """The steps node ``n`` lowers to (none for nodes fused into a layer step)."""
         if n.op == "input":
-            shapes[n.name] = tuple(graph.in_shape)
-            for c in cons[n.name]:
-                if not is_layer[c.name]:
-                    raise UnsupportedModelError(
-                        f"node {c.name} ({c.op}) reads the float input; the integer engine "
-                        "needs the input to go straight into a quantized layer")
-                steps.append(InputQuant(n.name, f"{c.name}.in", _act_quant(graph, c, F)))
-            continue
-        if n.op == "output":
-            continue
-        if n.name in absorbed and n.name not in chain_end:
-            continue
-        if n.name in chain_end:  # emit the fused layer step at the chain's last node
-            lnode = graph.node(chain_end[n.name])
-            info = chains[lnode.name]
-            step = _layer(graph, lnode, f"{lnode.name}.in", F, info["bn"])
-            step.residual, step.relu = info["residual"], info["relu"]
-            step.folded = info["nodes"]
-            shapes[n.name] = tuple(int(s) for s in a["shape"])
-            layer_cons = [c for c in cons[n.name] if is_layer[c.name]]
-            if layer_cons:
-                step.out_codes = f"{layer_cons[0].name}.in"
-                step.out_act = _act_quant(graph, layer_cons[0], F)
-            if fixed_needed(n.name) or not layer_cons:
-                step.out_fixed = n.name
-            steps.append(step)
-            if layer_cons:
-                need_codes(n.name, skip=layer_cons[0].name)
-            continue
-        shp = tuple(int(s) for s in a["shape"])
-        shapes[n.name] = shp
+            return self.input_steps(n)
+        if n.op == "output" or (n.name in self.fused and n.name not in self.chains):
+            return []
+        if n.name in self.chains:
+            return self.layer_steps(self.chains[n.name])
+        return self.plain_steps(n) + self.codes_for_readers(n.name)
+
+    def input_steps(self, n: Node) -> list[Step]:
+        """The float image, quantized once by each layer that reads it."""
+        self.shapes[n.name] = tuple(self.graph.in_shape)
+        steps: list[Step] = []
+        for c in self.consumers[n.name]:
+            if not _is_layer(c):
+                raise UnsupportedModelError(
+                    f"node {c.name} ({c.op}) reads the float input; the integer engine "
+                    "needs the input to go straight into a quantized layer")
+            steps.append(InputQuant(n.name, f"{c.name}.in", _act_quant(self.graph, c, self.F)))
+        return steps
+
+    def layer_steps(self, chain: Chain) -> list[Step]:
+        """One fused layer step, named after the chain's last node; it writes the first
+        reading layer's codes itself, and a fixed tensor where anything else reads it."""
+        lnode, end = chain.layer, self.graph.node(chain.end)
+        step = _layer(self.graph, lnode, f"{lnode.name}.in", self.F, chain.bn)
+        step.residual, step.relu, step.folded = chain.residual, chain.relu, chain.folded
+        self.shapes[end.name] = tuple(int(s) for s in end.attrs["shape"])
+        readers = [c for c in self.consumers[end.name] if _is_layer(c)]
+        if readers:
+            step.out_codes = f"{readers[0].name}.in"
+            step.out_act = _act_quant(self.graph, readers[0], self.F)
+        if not readers or any(not _is_layer(c) for c in self.consumers[end.name]):
+            step.out_fixed = end.name
+        skip = readers[0].name if readers else None
+        return [step, *self.codes_for_readers(end.name, skip=skip)]
+
+    def codes_for_readers(self, name: str, skip: str | None = None) -> list[Step]:
+        """A Quantize step for every layer that reads fixed tensor ``name`` (but ``skip``)."""
+        return [Quantize(name, f"{c.name}.in", _act_quant(self.graph, c, self.F))
+                for c in self.consumers[name] if _is_layer(c) and c.name != skip]
+
+    def plain_steps(self, n: Node) -> list[Step]:
+        """A node on the int32 fixed-point stream: BatchNorm, ReLU, add, pooling, reshape."""
+        a, shp = n.attrs, tuple(int(s) for s in n.attrs["shape"])
+        self.shapes[n.name] = shp
         src = n.inputs[0] if n.inputs else None
-        if src is not None and graph.node(src).op == "input":
+        if src is not None and self.graph.node(src).op == "input":
             raise UnsupportedModelError(f"node {n.name} ({n.op}) reads the float input")
         if n.op == "batchnorm2d":
-            g, h = _bn_affine(graph, n)
-            steps.append(Affine(src, n.name, make_requant(g, h * 2.0**F)))
-        elif n.op == "relu":
-            steps.append(Relu(src, n.name))
-        elif n.op == "add":
-            steps.append(Add(n.inputs[0], n.inputs[1], n.name))
-        elif n.op == "shortcut_a":
-            steps.append(Shortcut(src, n.name, int(a["stride"]), int(a["pad"])))
-        elif n.op in ("flatten",):
-            steps.append(Reshape(src, n.name, shp))
-        elif n.op == "cat":
-            steps.append(Cat(list(n.inputs), n.name, int(a["dim"])))
-        elif n.op in ("adaptive_avgpool2d", "avgpool2d", "maxpool2d", "mean"):
-            steps.extend(_pool_steps(n, shapes[src], shp))
-        else:
-            raise UnsupportedModelError(f"node {n.name}: op {n.op!r} is not supported by the "
-                                        "integer engine")
-        need_codes(n.name)
+            g, h = _bn_affine(self.graph, n)
+            return [Affine(src, n.name, make_requant(g, h * 2.0**self.F))]
+        if n.op == "relu":
+            return [Relu(src, n.name)]
+        if n.op == "add":
+            return [Add(n.inputs[0], n.inputs[1], n.name)]
+        if n.op == "shortcut_a":
+            return [Shortcut(src, n.name, int(a["stride"]), int(a["pad"]))]
+        if n.op == "flatten":
+            return [Reshape(src, n.name, shp)]
+        if n.op == "cat":
+            return [Cat(list(n.inputs), n.name, int(a["dim"]))]
+        if n.op in ("adaptive_avgpool2d", "avgpool2d", "maxpool2d", "mean"):
+            return _pool_steps(n, self.shapes[src], shp)
+        raise UnsupportedModelError(f"node {n.name}: op {n.op!r} is not supported by the "
+                                    "integer engine")
+
+
+def lower(graph: ModelGraph) -> Program:
+    """The integer program of ``graph``; :class:`UnsupportedModelError` names what is not.
+
+    Read top to bottom: check the graph, find the fusion chains (layer + BatchNorm + add +
+    ReLU), then lower every node in order to its steps.
+    """
+    graph.validate()
+    low = _Lowering(graph)
+    steps = [st for n in graph.nodes for st in low.steps_of(n)]
     outs = graph.nodes[-1].inputs
-    for o in outs:
-        if graph.node(o).op == "input":
-            raise UnsupportedModelError("the model output is its input")
-    prog = Program(tuple(graph.in_shape), F, steps, list(outs), shapes, dict(graph.meta))
-    return prog
+    if any(graph.node(o).op == "input" for o in outs):
+        raise UnsupportedModelError("the model output is its input")
+    return Program(tuple(graph.in_shape), low.F, steps, list(outs), low.shapes, dict(graph.meta))
 
 
 def _pool_steps(n: Node, in_shape: tuple[int, ...], out_shape: tuple[int, ...]) -> list[Step]:

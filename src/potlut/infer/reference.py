@@ -1,4 +1,4 @@
-"""The integer reference: the program of :mod:`potlut.infer.program` in plain int64 PyTorch.
+"""The integer reference: the program of :mod:`potlut.infer.program` in plain int64 numpy.
 
 No tables, no fusion, no kernels: products are int64 multiplications of the signed code
 values (``±value[code]``), rounded per product by the layer's table shift exactly as the
@@ -9,7 +9,6 @@ equal this element for element.
 from __future__ import annotations
 
 import numpy as np
-import torch
 
 from potlut.infer.plut import INT32_MAX
 from potlut.infer.program import (
@@ -29,75 +28,88 @@ from potlut.infer.program import (
 )
 
 
-def _t(a: np.ndarray) -> torch.Tensor:
-    return torch.from_numpy(np.ascontiguousarray(a)).to(torch.int64)
+def _i64(a: np.ndarray) -> np.ndarray:
+    return np.asarray(a).astype(np.int64)
 
 
-def encode_codes(code: torch.Tensor, neg: torch.Tensor, act: ActQuant) -> torch.Tensor:
+def _sat(x: np.ndarray) -> np.ndarray:
+    return np.clip(x, -INT32_MAX, INT32_MAX)
+
+
+def encode_codes(code: np.ndarray, neg: np.ndarray, act: ActQuant) -> np.ndarray:
     """Codes in the buffer format: ``neg << k | code`` (IOS-PoT) or ``±code`` (fixed)."""
+    code = _i64(code)
     if act.fmt == "sm":
-        return code + neg.to(torch.int64) * (2**act.kbits)
-    return torch.where(neg, -code, code)
+        return code + neg.astype(np.int64) * 2**act.kbits
+    return np.where(neg, -code, code)
 
 
-def decode_values(codes: torch.Tensor, act: ActQuant) -> torch.Tensor:
+def decode_values(codes: np.ndarray, act: ActQuant) -> np.ndarray:
     """Signed integer values ``±value[code]`` of a codes buffer (int64)."""
     if act.fmt == "sm":
-        code, neg = codes % (2**act.kbits), codes >= 2**act.kbits
+        code, neg = codes % 2**act.kbits, codes >= 2**act.kbits
     else:
-        code, neg = codes.abs(), codes < 0
-    mag = _t(act.values)[code]
-    return torch.where(neg, -mag, mag)
+        code, neg = np.abs(codes), codes < 0
+    mag = _i64(act.values)[code]
+    return np.where(neg, -mag, mag)
 
 
-def quantize_float(x: torch.Tensor, act: ActQuant) -> torch.Tensor:
+def quantize_float(x: np.ndarray, act: ActQuant) -> np.ndarray:
     """Float input -> codes: nearest level (ties to the larger), as the float quantizer."""
-    x = x.to(torch.float64)
-    mag = x.abs() if act.signed else x.clamp_min(0)
-    code = torch.searchsorted(torch.from_numpy(act.mids), mag, right=True)
-    neg = (x < 0) & (code > 0) if act.signed else torch.zeros_like(code, dtype=torch.bool)
+    x = np.asarray(x, dtype=np.float64)
+    mag = np.abs(x) if act.signed else np.maximum(x, 0.0)
+    code = np.searchsorted(np.asarray(act.mids, dtype=np.float64), mag, side="right")
+    neg = (x < 0) & (code > 0) if act.signed else np.zeros(code.shape, dtype=bool)
     return encode_codes(code, neg, act)
 
 
-def quantize_fixed(y: torch.Tensor, act: ActQuant) -> torch.Tensor:
+def quantize_fixed(y: np.ndarray, act: ActQuant) -> np.ndarray:
     """Fixed tensor -> codes: count the integer thresholds at or below ``|y|``."""
-    mag = y.abs() if act.signed else y.clamp_min(0)
-    code = torch.searchsorted(_t(act.thresholds), mag.contiguous(), right=True)
-    neg = (y < 0) & (code > 0) if act.signed else torch.zeros_like(code, dtype=torch.bool)
+    mag = np.abs(y) if act.signed else np.maximum(y, 0)
+    code = np.searchsorted(_i64(act.thresholds), mag, side="right")
+    neg = (y < 0) & (code > 0) if act.signed else np.zeros(code.shape, dtype=bool)
     return encode_codes(code, neg, act)
 
 
-def requant(x: torch.Tensor, rq: Requant) -> torch.Tensor:
+def requant(x: np.ndarray, rq: Requant) -> np.ndarray:
     """``sat(floor((x * M + B) / 2^r))`` per channel (axis 1)."""
-    shape = (1, -1) + (1,) * (x.dim() - 2)
-    M, B = _t(rq.M).view(shape), _t(rq.B).view(shape)
-    d = (2 ** _t(rq.r)).view(shape)
-    y = torch.div(x * M + B, d, rounding_mode="floor")
-    return y.clamp(-INT32_MAX, INT32_MAX)
+    shape = (1, -1) + (1,) * (x.ndim - 2)
+    M, B = _i64(rq.M).reshape(shape), _i64(rq.B).reshape(shape)
+    d = (np.int64(2) ** _i64(rq.r)).reshape(shape)
+    return _sat((x * M + B) // d)
 
 
-def im2col(a: torch.Tensor, kernel, stride, padding, dilation) -> torch.Tensor:
+def im2col(a: np.ndarray, kernel, stride, padding, dilation) -> np.ndarray:
     """``[N, C, H, W] -> [N, C*kh*kw, OH*OW]`` (int64, zero padding)."""
     N, C, H, W = a.shape
     (kh, kw), (sh, sw), (ph, pw), (dh, dw) = kernel, stride, padding, dilation
     OH = (H + 2 * ph - dh * (kh - 1) - 1) // sh + 1
     OW = (W + 2 * pw - dw * (kw - 1) - 1) // sw + 1
-    p = torch.zeros((N, C, H + 2 * ph, W + 2 * pw), dtype=a.dtype)
+    p = np.zeros((N, C, H + 2 * ph, W + 2 * pw), dtype=a.dtype)
     p[:, :, ph:ph + H, pw:pw + W] = a
     cols = []
     for i in range(kh):
         for j in range(kw):
             r0, c0 = i * dh, j * dw
             cols.append(p[:, :, r0:r0 + sh * (OH - 1) + 1:sh, c0:c0 + sw * (OW - 1) + 1:sw])
-    return torch.stack(cols, dim=2).reshape(N, C * kh * kw, OH * OW)
+    return np.stack(cols, axis=2).reshape(N, C * kh * kw, OH * OW)
 
 
-def accumulate(layer: Layer, codes: torch.Tensor) -> torch.Tensor:
+def int_matmul(w: np.ndarray, x: np.ndarray) -> np.ndarray:
+    """``w @ x`` of int64 arrays, exactly. Through float64 (BLAS) when every product and
+    partial sum is an integer below 2^53, where float64 arithmetic is exact; else int64."""
+    bound = int(np.abs(w).max(initial=0)) * int(np.abs(x).max(initial=0)) * w.shape[-1]
+    if bound < 2**53:
+        return np.rint(w.astype(np.float64) @ x.astype(np.float64)).astype(np.int64)
+    return w @ x
+
+
+def accumulate(layer: Layer, codes: np.ndarray) -> np.ndarray:
     """The layer's int32 accumulators ``[N, O, OH*OW]``: sum of rounded products."""
     a = decode_values(codes, layer.act)
     if layer.op == "linear":
         a = a.reshape(a.shape[0], -1, 1, 1)
-    w = _t(layer.weight_ints())  # [O, Cg, kh, kw]
+    w = _i64(layer.weight_ints())  # [O, Cg, kh, kw]
     n_out, G = w.shape[0], layer.groups
     Cg, Og = a.shape[1] // G, n_out // G
     shift = layer.plut.shift if layer.plut is not None else 0
@@ -107,57 +119,55 @@ def accumulate(layer: Layer, codes: torch.Tensor) -> torch.Tensor:
                       layer.dilation)
         wg = w[g * Og:(g + 1) * Og].reshape(Og, -1)
         if shift == 0:
-            accs.append(torch.matmul(wg, cols))
+            accs.append(int_matmul(wg, cols))
         else:  # every product rounded on its own: sign * round_half_up(|w| * |a| / 2^shift)
             half = 2 ** (shift - 1)
-            a_abs, a_sgn = cols.abs(), cols.sign()
+            a_abs, a_sgn = np.abs(cols), np.sign(cols)
             per_o = []
             for o in range(Og):
-                t = (wg[o].abs()[None, :, None] * a_abs + half) >> shift
-                per_o.append((t * a_sgn * wg[o].sign()[None, :, None]).sum(dim=1))
-            accs.append(torch.stack(per_o, dim=1))
-    acc = torch.cat(accs, dim=1)
-    if acc.numel() and int(acc.abs().max()) > INT32_MAX:
+                t = (np.abs(wg[o])[None, :, None] * a_abs + half) >> shift
+                per_o.append((t * a_sgn * np.sign(wg[o])[None, :, None]).sum(axis=1))
+            accs.append(np.stack(per_o, axis=1))
+    acc = np.concatenate(accs, axis=1)
+    if acc.size and int(np.abs(acc).max()) > INT32_MAX:
         raise AssertionError(f"layer {layer.module}: accumulator left int32")  # by design
     return acc
 
 
-def _pool(x: torch.Tensor, st: Pool) -> torch.Tensor:
+def _pool(x: np.ndarray, st: Pool) -> np.ndarray:
     N, C, H, W = x.shape
     (kh, kw), (sh, sw), (ph, pw), (dh, dw) = st.kernel, st.stride, st.padding, st.dilation
     OH = (H + 2 * ph - dh * (kh - 1) - 1) // sh + 1
     OW = (W + 2 * pw - dw * (kw - 1) - 1) // sw + 1
     fill = 0 if st.kind == "avg" else -(2**62)
-    p = torch.full((N, C, H + 2 * ph, W + 2 * pw), fill, dtype=torch.int64)
+    p = np.full((N, C, H + 2 * ph, W + 2 * pw), fill, dtype=np.int64)
     p[:, :, ph:ph + H, pw:pw + W] = x
     wins = [p[:, :, i * dh:i * dh + sh * (OH - 1) + 1:sh, j * dw:j * dw + sw * (OW - 1) + 1:sw]
             for i in range(kh) for j in range(kw)]
-    stack = torch.stack(wins, dim=0)
+    stack = np.stack(wins, axis=0)
     if st.kind == "max":
-        return stack.max(dim=0).values
+        return stack.max(axis=0)
     d = st.divisor or kh * kw
-    return torch.div(2 * stack.sum(dim=0) + d, 2 * d, rounding_mode="floor")
+    return (2 * stack.sum(axis=0) + d) // (2 * d)
 
 
-def _shortcut(x: torch.Tensor, st: Shortcut) -> torch.Tensor:
+def _shortcut(x: np.ndarray, st: Shortcut) -> np.ndarray:
     if st.stride > 1:
         x = x[:, :, ::st.stride, ::st.stride]
-    N, C, H, W = x.shape
     before, after = st.pad // 2, st.pad - st.pad // 2
-    z0 = torch.zeros((N, before, H, W), dtype=x.dtype)
-    z1 = torch.zeros((N, after, H, W), dtype=x.dtype)
-    return torch.cat([z0, x, z1], dim=1)
+    return np.pad(x, ((0, 0), (before, after), (0, 0), (0, 0)))
 
 
-def run_reference(prog: Program, x: torch.Tensor | np.ndarray,
-                  keep: bool = False) -> dict[str, torch.Tensor] | torch.Tensor:
+def run_reference(prog: Program, x: np.ndarray,
+                  keep: bool = False) -> dict[str, np.ndarray] | np.ndarray:
     """Run ``prog`` on float images ``x`` ``[N, C, H, W]``; int64 logits (``[N, ...]``).
 
-    With ``keep`` returns every buffer (codes and fixed tensors) by name.
+    ``x`` is anything ``np.asarray`` takes (a CPU torch tensor too). With ``keep`` returns
+    every buffer (codes and fixed tensors) by name.
     """
-    x = torch.as_tensor(np.asarray(x, dtype=np.float32))
+    x = np.asarray(x, dtype=np.float32)
     N = x.shape[0]
-    env: dict[str, torch.Tensor] = {"x_float": x}
+    env: dict[str, np.ndarray] = {"x_float": x}
     for st in prog.steps:
         if isinstance(st, InputQuant):
             env[st.dst] = quantize_float(x, st.act)
@@ -167,9 +177,9 @@ def run_reference(prog: Program, x: torch.Tensor | np.ndarray,
             acc = accumulate(st, env[st.src])  # [N, O, L]
             y = requant(acc, st.requant).reshape(N, *st.out_shape)
             if st.residual is not None:
-                y = (y + env[st.residual]).clamp(-INT32_MAX, INT32_MAX)
+                y = _sat(y + env[st.residual])
             if st.relu:
-                y = y.clamp_min(0)
+                y = np.maximum(y, 0)
             if st.out_fixed is not None:
                 env[st.out_fixed] = y
             if st.out_codes is not None:
@@ -177,9 +187,9 @@ def run_reference(prog: Program, x: torch.Tensor | np.ndarray,
         elif isinstance(st, Affine):
             env[st.dst] = requant(env[st.src], st.requant)
         elif isinstance(st, Relu):
-            env[st.dst] = env[st.src].clamp_min(0)
+            env[st.dst] = np.maximum(env[st.src], 0)
         elif isinstance(st, Add):
-            env[st.dst] = (env[st.a] + env[st.b]).clamp(-INT32_MAX, INT32_MAX)
+            env[st.dst] = _sat(env[st.a] + env[st.b])
         elif isinstance(st, Pool):
             env[st.dst] = _pool(env[st.src], st)
         elif isinstance(st, Shortcut):
@@ -187,10 +197,10 @@ def run_reference(prog: Program, x: torch.Tensor | np.ndarray,
         elif isinstance(st, Reshape):
             env[st.dst] = env[st.src].reshape(N, *st.shape)
         elif isinstance(st, Cat):
-            env[st.dst] = torch.cat([env[s] for s in st.srcs], dim=st.dim)
+            env[st.dst] = np.concatenate([env[s] for s in st.srcs], axis=st.dim)
         else:  # pragma: no cover - every step type is handled above
             raise TypeError(type(st).__name__)
     if keep:
         return env
     outs = [env[o] for o in prog.outputs]
-    return outs[0] if len(outs) == 1 else torch.cat([o.reshape(N, -1) for o in outs], dim=1)
+    return outs[0] if len(outs) == 1 else np.concatenate([o.reshape(N, -1) for o in outs], axis=1)

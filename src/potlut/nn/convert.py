@@ -1,4 +1,4 @@
-"""``convert(model, spec)``: turn any plain PyTorch CNN into its quantized form.
+"""``quantize(model, spec, calibration)``: turn any plain PyTorch CNN into its quantized form.
 
 Every ``nn.Conv2d`` and ``nn.Linear`` is replaced by its quantized twin. The first and
 last of them (in registration order) get 8-bit fixed point with a power-of-two step by
@@ -43,7 +43,7 @@ class QuantSpec:
     bits: int = 4
     act_bits: int | None = None
     first_last_bits: int = 8
-    first_last_scheme: str = "fixed"
+    first_last_scheme: str = "fixedpoint"
     quantize_first_last: bool = True
     act_signed: bool = True
     overrides: dict[str, LayerSpec] = field(default_factory=dict)
@@ -143,6 +143,19 @@ def calibrate(qmodel: nn.Module, batch: torch.Tensor) -> None:
         for bn, mom in zip(bns, momenta, strict=True):
             bn.momentum = mom
         qmodel.train(was_training)
+
+
+def quantize(model: nn.Module, config: QuantSpec | None = None,
+             calibration: torch.Tensor | None = None) -> nn.Module:
+    """Quantized copy of ``model``: :func:`convert`, then :func:`calibrate` on ``calibration``.
+
+    Without a calibration batch the quantizers keep their default scales (only useful when
+    trained scales are loaded next, e.g. from a checkpoint).
+    """
+    qmodel = convert(model, config)
+    if calibration is not None:
+        calibrate(qmodel, calibration)
+    return qmodel
 
 
 def layer_bits(qmodel: nn.Module) -> dict[str, tuple[int, int]]:

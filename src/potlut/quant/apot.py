@@ -102,9 +102,6 @@ class RealScaleQuantizer(Quantizer):
     real scale; forward is :class:`~potlut.quant.iospot._FakeQuant`.
     """
 
-    integer_only = True
-    integer_note = ""
-
     def __init__(self, bits: int, levels: torch.Tensor, signed: bool) -> None:
         super().__init__(bits)
         self.signed = signed
@@ -151,7 +148,6 @@ class APoTQuantizer(RealScaleQuantizer):
     """APoT (k = 2) for weights or activations, 2..7 bits signed (1..6 unsigned)."""
 
     scheme = "apot"
-    integer_note = "real clipping scale: integer requantization multiplier, not a shift"
 
     def __init__(self, bits: int = 4, signed: bool = True) -> None:
         super().__init__(int(bits), apot_levels(int(bits), signed), signed)
@@ -160,6 +156,4 @@ class APoTQuantizer(RealScaleQuantizer):
 registry.register(
     "apot",
     lambda bits, role, signed: APoTQuantizer(bits, signed=True if role == "weight" else signed),
-    weight_norm=True,
-    description="APoT (Li et al. 2020): additive powers of two, learnable real clipping",
 )

@@ -77,8 +77,6 @@ class BMFloatQuantizer(Quantizer):
     """Block minifloat fake quantizer (weights or activations), 2..8 bits."""
 
     scheme = "bmfloat"
-    integer_only = False
-    integer_note = "per-block exponents from the data at run time, float elements"
 
     def __init__(self, bits: int = 4, signed: bool = True, block: int = BLOCK) -> None:
         super().__init__(int(bits))
@@ -149,6 +147,4 @@ class BMFloatQuantizer(Quantizer):
 registry.register(
     "bmfloat",
     lambda bits, role, signed: BMFloatQuantizer(bits, signed=True if role == "weight" else signed),
-    weight_norm=False,
-    description="BM-float (Fox et al. 2021): block minifloat, shared exponent per block",
 )

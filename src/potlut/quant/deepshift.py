@@ -66,8 +66,6 @@ class DeepShiftWeightQuantizer(Quantizer):
     """Signed power-of-two weights, log-domain rounding (DeepShift), 2..8 bits."""
 
     scheme = "deepshift"
-    integer_only = True
-    integer_note = "weights ±2^p (shift), activations 8-bit fixed point"
 
     def __init__(self, bits: int = 4) -> None:
         super().__init__(check_bits(bits, 2, 8))
@@ -120,8 +118,6 @@ class DeepShiftActQuantizer(UniformPoTQuantizer):
     """DeepShift's activations: 8-bit fixed point with a power-of-two step, any ``bits``."""
 
     scheme = "deepshift"
-    integer_only = True
-    integer_note = DeepShiftWeightQuantizer.integer_note
 
     def __init__(self, signed: bool = True) -> None:
         super().__init__(DEEPSHIFT_ACT_BITS, signed=signed)
@@ -131,6 +127,4 @@ registry.register(
     "deepshift",
     lambda bits, role, signed: DeepShiftWeightQuantizer(bits) if role == "weight"
     else DeepShiftActQuantizer(signed=signed),
-    weight_norm=False,
-    description="DeepShift-PS (Elhoushi et al. 2021): ±2^p weights, 8-bit activations",
 )

@@ -327,7 +327,7 @@ class UniformPoTQuantizer(_LevelQuantizer):
     rounding is to nearest with ties away from zero (the projection shared with IOS-PoT).
     """
 
-    scheme = "fixed"
+    scheme = "fixedpoint"
     kind = "uniform"
 
     def __init__(self, bits: int = 8, signed: bool = True) -> None:

@@ -54,8 +54,6 @@ class LQNetQuantizer(Quantizer):
     """LQ-Net quantizer for weights (``{-1,+1}`` basis) or activations (``{0,1}`` basis)."""
 
     scheme = "lqnet"
-    integer_only = False
-    integer_note = "levels are real combinations of a learned basis (FP32 table)"
 
     def __init__(self, bits: int = 4, role: str = "weight", signed: bool = True) -> None:
         super().__init__(check_bits(bits, 1 if role == "weight" else 2, 8))
@@ -160,6 +158,4 @@ class LQNetQuantizer(Quantizer):
 registry.register(
     "lqnet",
     lambda bits, role, signed: LQNetQuantizer(bits, role, signed),
-    weight_norm=False,
-    description="LQ-Net (Zhang et al. 2018): learned basis, QEM updates",
 )

@@ -52,8 +52,6 @@ class LSQPlusQuantizer(Quantizer):
     """LSQ+ for weights (``role="weight"``: step only) or activations (step and offset)."""
 
     scheme = "lsq"
-    integer_only = False
-    integer_note = "real step s and FP32 offset beta at run time"
 
     def __init__(self, bits: int = 4, role: str = "weight") -> None:
         super().__init__(int(bits))
@@ -141,6 +139,4 @@ def _mse_range(x: torch.Tensor, p: int, steps: int = 16) -> tuple[float, float]:
 registry.register(
     "lsq",
     lambda bits, role, signed: LSQPlusQuantizer(bits, role),
-    weight_norm=False,
-    description="LSQ+ (Bhalgat et al. 2020): learnable step and offset",
 )

@@ -82,8 +82,6 @@ class PACTQuantizer(Quantizer):
     """PACT activation quantizer with learnable clipping ``alpha``."""
 
     scheme = "pact"
-    integer_only = True
-    integer_note = "real step alpha/m: integer requantization multiplier, not a shift"
 
     def __init__(self, bits: int = 4, signed: bool = True) -> None:
         super().__init__(int(bits))
@@ -129,8 +127,6 @@ class DoReFaWeightQuantizer(Quantizer):
     """DoReFa-Net weight quantizer (the weights of PACT's experiments); no parameters."""
 
     scheme = "pact"
-    integer_only = True
-    integer_note = PACTQuantizer.integer_note
 
     def __init__(self, bits: int = 4) -> None:
         super().__init__(int(bits))
@@ -170,6 +166,4 @@ registry.register(
     "pact",
     lambda bits, role, signed: DoReFaWeightQuantizer(bits) if role == "weight"
     else PACTQuantizer(bits, signed=signed),
-    weight_norm=False,
-    description="PACT (Choi et al. 2018): learnable activation clipping, DoReFa weights",
 )

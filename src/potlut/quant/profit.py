@@ -3,8 +3,9 @@
 Paper: Park & Yoo, "PROFIT: A Novel Training Method for sub-4-bit MobileNet Models",
 ECCV 2020 (and the authors' code, github.com/EunhyeokPark/PROFIT).
 
-PROFIT is a training procedure, not a level set: the scheme name ``profit`` means
-IOS-PoT trained with PROFIT, ``profit:SCHEME`` any registered quantizer trained with it.
+PROFIT is a training procedure, not a level set: ``--scheme profit`` means IOS-PoT
+trained with PROFIT, ``profit:SCHEME`` any registered quantizer trained with it
+(:func:`potlut.schemes.parse_method`).
 
 Follows:
 - §3 AIWQ metric (activation instability induced by weight quantization): for every
@@ -37,8 +38,6 @@ import math
 import torch
 from torch import nn
 
-PROFIT = "profit"
-DEFAULT_BASE = "iospot"
 AIWQ_OUTLIER = 1.0
 
 
@@ -46,14 +45,6 @@ def quantized_convs(model: nn.Module) -> dict[str, nn.Conv2d]:
     """Quantized convs (duck-typed: a conv with a weight quantizer), so quant needs no nn."""
     return {n: m for n, m in model.named_modules()
             if isinstance(m, nn.Conv2d) and getattr(m, "weight_quant", None) is not None}
-
-
-def split_scheme(name: str) -> tuple[str, bool]:
-    """``"profit"`` -> ``("iospot", True)``, ``"profit:lsq"`` -> ``("lsq", True)``, else as is."""
-    head, _, base = name.partition(":")
-    if head == PROFIT:
-        return (base or DEFAULT_BASE), True
-    return name, False
 
 
 def gaussian_kl(mean_p, std_p, mean_q, std_q) -> torch.Tensor:

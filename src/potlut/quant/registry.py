@@ -1,7 +1,9 @@
 """Scheme name -> quantizer factory, so layers and ``convert`` never hard-code a scheme.
 
 A factory takes ``(bits, role, signed)`` with role ``"weight"`` or ``"act"`` and returns a
-:class:`~potlut.quant.base.Quantizer`. Baseline schemes register themselves here.
+:class:`~potlut.quant.base.Quantizer`. Baseline schemes register themselves here; what a
+scheme *is* (levels, signs, weight normalization, how the engine runs it) is declared once
+in :mod:`potlut.schemes`.
 """
 
 from __future__ import annotations
@@ -9,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from potlut import schemes
 from potlut.errors import PotlutConfigError
 from potlut.quant.base import Quantizer
 from potlut.quant.iospot import IOSPoTQuantizer, UniformPoTQuantizer
@@ -18,30 +21,33 @@ Factory = Callable[[int, str, bool], Quantizer]
 
 @dataclass(frozen=True)
 class SchemeInfo:
-    """What a scheme needs from the layers around it."""
+    """A scheme's quantizer factory and its declared facts."""
 
     factory: Factory
-    weight_norm: bool = True  # normalize weights per layer before quantizing (METHODS §1.1)
-    description: str = ""
+    facts: schemes.Scheme
+
+    @property
+    def weight_norm(self) -> bool:
+        """Normalize weights per layer before quantizing (METHODS §1.1)."""
+        return self.facts.weight_norm
 
 
 _SCHEMES: dict[str, SchemeInfo] = {}
 
 
-def register(
-    name: str, factory: Factory, *, weight_norm: bool = True, description: str = ""
-) -> None:
-    """Make a scheme available to ``convert`` and the CLI under ``name``."""
-    _SCHEMES[name] = SchemeInfo(factory, weight_norm, description)
+def register(name: str, factory: Factory) -> None:
+    """Make scheme ``name`` (declared in :mod:`potlut.schemes`) available to ``convert``."""
+    _SCHEMES[name] = SchemeInfo(factory, schemes.get(name))
 
 
 def get(name: str) -> SchemeInfo:
-    """Look a scheme up; unknown names are a user error listing the known ones."""
+    """Look a scheme (or an older name of one) up; unknown names are a user error."""
     _load_builtin()
-    if name not in _SCHEMES:
+    facts = schemes.lookup(name)
+    if facts is None or facts.name not in _SCHEMES:
         known = ", ".join(sorted(_SCHEMES))
         raise PotlutConfigError(f"unknown quantization scheme {name!r}; choose one of: {known}")
-    return _SCHEMES[name]
+    return _SCHEMES[facts.name]
 
 
 def names() -> list[str]:
@@ -79,19 +85,12 @@ _BASELINE_MODULES: list[str] = [
     "apot", "lqnet", "deepshift", "pact", "lsq", "bmfloat",
 ]
 
+
 def _signed(role: str, signed: bool) -> bool:
     """Weights are always signed; activations as the spec says."""
     return True if role == "weight" else signed
 
 
-register(
-    "iospot",
-    lambda bits, role, signed: IOSPoTQuantizer(bits, signed=_signed(role, signed)),
-    description="IOS-PoT (He et al. 2024): levels {0, ±2^-j}, power-of-two scale",
-)
-register(
-    "fixed",
-    lambda bits, role, signed: UniformPoTQuantizer(bits, signed=_signed(role, signed)),
-    weight_norm=False,
-    description="fixed point with a power-of-two step (first/last layers)",
-)
+register("iospot", lambda bits, role, signed: IOSPoTQuantizer(bits, signed=_signed(role, signed)))
+register("fixedpoint",
+         lambda bits, role, signed: UniformPoTQuantizer(bits, signed=_signed(role, signed)))

@@ -15,8 +15,9 @@ from typing import Any
 
 from torch import nn
 
+from potlut.fileio import atomic_write_bytes
 from potlut.quant.profit import ProgressiveFreezer
-from potlut.train.checkpoint import atomic_write_bytes, load_checkpoint
+from potlut.train.checkpoint import load_checkpoint
 
 STATE_FILE = "profit.json"
 
