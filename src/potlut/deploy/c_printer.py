@@ -44,6 +44,9 @@ from potlut.infer.program import (
 )
 
 WEIGHT_FORMATS = ("packed", "shuff")
+# accumulator thresholds (per channel) replace requantization where the next codes have at
+# most this many levels; an 8-bit next layer would need 127+ int32 per channel in flash
+ACC_THR_MAX = 16
 
 
 @dataclass
@@ -165,6 +168,7 @@ class _Printer:
         self.weight_bytes = 0
         self.table_bytes = 0
         self.kmax = 1
+        self.layer_bytes: dict[str, dict[str, int]] = {}
         self.acts: dict[str, ActQuant] = {}  # codes buffers and their quantizers
         for st in prog.steps:
             if isinstance(st, (InputQuant, Quantize)):
@@ -243,6 +247,7 @@ class _Printer:
         K, HW, OHW = Cg * KH * KW, H * W, OH * OW
         self.kmax = max(self.kmax, K)
         kb = _code_bits(st.w_values.size)
+        wb0 = self.weight_bytes
         # weights
         if self.weights == "packed":
             blob, width = packed_stream(st)
@@ -266,7 +271,6 @@ class _Printer:
         if st.mode == "plut":
             tname, ab = self.table(st)
             prod = f"{tname}[((uint32_t)row[kk] << {ab}) | x[xr + ix]]"
-            rowt = "uint8_t"
         else:
             sw_codes = np.arange(2 << kb)
             mag = np.where((sw_codes & ((1 << kb) - 1)) < st.w_values.size,
@@ -277,11 +281,11 @@ class _Printer:
             unpack += (f"        for (kk = 0; kk < {K}; kk++) "
                        f"((int8_t *)row)[kk] = {wvn}[row[kk]];\n")
             prod = "(int32_t)((const int8_t *)row)[kk] * (int32_t)x[xr + ix]"
-            rowt = "uint8_t"
         # epilogue
         params = [f"const {xt} *x"]
         pre, epi = [], []
-        acc_thr = st.out_act is not None and st.residual is None and st.out_fixed is None
+        acc_thr = (st.out_act is not None and st.residual is None and st.out_fixed is None
+                   and st.out_act.n - 1 <= ACC_THR_MAX)
         if acc_thr:
             flip, up, wn = accumulator_thresholds(st.requant, st.out_act, st.relu)
             n = st.out_act.n - 1
@@ -370,6 +374,7 @@ class _Printer:
             "}",
         ]
         self.funcs.append("".join(b if b.endswith("\n") or not b else b + "\n" for b in body))
+        self.layer_bytes[fn] = dict(weights=self.weight_bytes - wb0)
         args = [self.buf(st.src)]
         if not acc_thr:
             if st.residual is not None:
@@ -382,7 +387,6 @@ class _Printer:
             args.append(self.buf(st.out_codes))
         args.append("row")
         self.calls.append(f"    {fn}({', '.join(args)});")
-        del rowt
 
     # -------------------------------------------------------------- other steps
     def size(self, buf: str) -> int:
