@@ -51,7 +51,7 @@ ACC_THR_MAX = 16
 
 @dataclass
 class Normalization:
-    """How a raw pixel ``p`` (uint8) becomes the model's float input: ``(p / scale - mean) / std``."""
+    """How a raw pixel ``p`` (uint8) becomes the model's input: ``(p / scale - mean) / std``."""
 
     scale: float
     mean: tuple[float, ...]
@@ -240,11 +240,11 @@ class _Printer:
         fn = f"{self.name}_L{i}_{c_ident(st.module)}"
         (self.low_bit if st.mode == "plut" else self.int8).append(fn)
         C, H, W = st.in_shape
-        O, G = st.out_channels, st.groups
-        Cg, Og = C // G, O // G
+        n_out, G = st.out_channels, st.groups
+        Cg, Og = C // G, n_out // G
         (KH, KW), (SH, SW), (PH, PW), (DH, DW) = st.kernel, st.stride, st.padding, st.dilation
         OH, OW = (st.out_shape[1], st.out_shape[2]) if len(st.out_shape) == 3 else (1, 1)
-        K, HW, OHW = Cg * KH * KW, H * W, OH * OW
+        K, HW = Cg * KH * KW, H * W
         self.kmax = max(self.kmax, K)
         kb = _code_bits(st.w_values.size)
         wb0 = self.weight_bytes
@@ -344,14 +344,14 @@ class _Printer:
         else:
             decl.append("const int32_t xg = 0;")
         body = [
-            f"/* {st.module}: {st.op} {C}x{H}x{W} -> {O}x{OH}x{OW}, k{KH}x{KW} s{SH}x{SW} "
+            f"/* {st.module}: {st.op} {C}x{H}x{W} -> {n_out}x{OH}x{OW}, k{KH}x{KW} s{SH}x{SW} "
             f"p{PH}x{PW} d{DH}x{DW} g{G}, {st.mode}"
             + (f" ({st.bits_w}-bit weights, table reads and adds only)" if st.mode == "plut"
                else " (int8 x int8 MACs)") + " */",
             f"static POTLUT_NOINLINE void {fn}({', '.join(params)}) {{",
             *("    " + d + "\n" for d in decl),
             rd_init, *pre,
-            f"    for (o = 0; o < {O}; o++) {{\n",
+            f"    for (o = 0; o < {n_out}; o++) {{\n",
             group, unpack,
             f"        for (oy = 0, iy0 = -{PH}, xrow = xg - {PH * W}; oy < {OH}; "
             f"oy++, iy0 += {SH}, xrow += {SH * W}) {{\n",

@@ -14,6 +14,7 @@ RUNTIME = r"""
 #define POTLUT_NOINLINE
 #define POTLUT_MAYBE_UNUSED
 #endif
+#define POTLUT_STATIC static POTLUT_MAYBE_UNUSED
 #define POTLUT_I32MAX 2147483647
 
 /* the code relies on arithmetic right shifts of negative integers (floor division) */
@@ -24,7 +25,7 @@ typedef struct {
     uint32_t acc, n;
 } potlut_bits;
 
-static POTLUT_MAYBE_UNUSED uint32_t potlut_get(potlut_bits *b, uint32_t w) {
+POTLUT_STATIC uint32_t potlut_get(potlut_bits *b, uint32_t w) {
     while (b->n < w) {
         b->acc = (b->acc << 8) | *b->p++;
         b->n += 8u;
@@ -34,13 +35,13 @@ static POTLUT_MAYBE_UNUSED uint32_t potlut_get(potlut_bits *b, uint32_t w) {
 }
 
 /* K signed codes (sign bit, then code) of `width` bits each, MSB first */
-static POTLUT_MAYBE_UNUSED void potlut_row_packed(potlut_bits *b, uint8_t *row, int32_t K, uint32_t width) {
+POTLUT_STATIC void potlut_row_packed(potlut_bits *b, uint8_t *row, int32_t K, uint32_t width) {
     int32_t k;
     for (k = 0; k < K; k++) row[k] = (uint8_t)potlut_get(b, width);
 }
 
 /* S-Huff: canonical Huffman magnitude codes + sign bits of non-zero weights (puff-style) */
-static POTLUT_MAYBE_UNUSED void potlut_row_shuff(potlut_bits *c, potlut_bits *s, const uint16_t *count,
+POTLUT_STATIC void potlut_row_shuff(potlut_bits *c, potlut_bits *s, const uint16_t *count,
                              const uint8_t *sym, uint32_t maxlen, const uint8_t *nz,
                              uint32_t kb, uint8_t *row, int32_t K) {
     int32_t k;
@@ -65,17 +66,19 @@ static POTLUT_MAYBE_UNUSED void potlut_row_shuff(potlut_bits *c, potlut_bits *s,
     }
 }
 
-static POTLUT_MAYBE_UNUSED int32_t potlut_sat(int64_t v) {
-    return (int32_t)(v > POTLUT_I32MAX ? POTLUT_I32MAX : (v < -POTLUT_I32MAX ? -POTLUT_I32MAX : v));
+POTLUT_STATIC int32_t potlut_sat(int64_t v) {
+    return (int32_t)(v > POTLUT_I32MAX ? POTLUT_I32MAX
+                     : (v < -POTLUT_I32MAX ? -POTLUT_I32MAX : v));
 }
 
 /* y = sat(floor((x * M + B) / 2^r)): the one multiply per output value */
-static POTLUT_MAYBE_UNUSED POTLUT_NOINLINE int32_t potlut_requant(int32_t x, int64_t M, int64_t B, uint32_t r) {
+POTLUT_STATIC POTLUT_NOINLINE int32_t potlut_requant(int32_t x, int64_t M, int64_t B,
+                                                  uint32_t r) {
     return potlut_sat(((int64_t)x * M + B) >> r);
 }
 
 /* #{j : thr[j] <= mag} over increasing thresholds */
-static POTLUT_MAYBE_UNUSED uint32_t potlut_count(const uint32_t *thr, uint32_t n, uint32_t mag) {
+POTLUT_STATIC uint32_t potlut_count(const uint32_t *thr, uint32_t n, uint32_t mag) {
     uint32_t lo = 0, hi = n;
     if (n <= 16u) {
         for (; lo < n; lo++)
@@ -90,7 +93,7 @@ static POTLUT_MAYBE_UNUSED uint32_t potlut_count(const uint32_t *thr, uint32_t n
     return lo;
 }
 
-static POTLUT_MAYBE_UNUSED int64_t potlut_floordiv(int64_t n, int64_t d) {
+POTLUT_STATIC int64_t potlut_floordiv(int64_t n, int64_t d) {
     int64_t q = n / d;
     if (n % d != 0 && n < 0) q -= 1;
     return q;

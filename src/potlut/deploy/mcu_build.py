@@ -70,10 +70,11 @@ void potlut_out(const char *s);
 #include <stdlib.h>
 static void potlut_out(const char *s) {{ fputs(s, stdout); }}
 #endif
-static const int8_t inputs[{count}][{size}] = {{
+static const {itype} inputs[{count}][{size}] = {{
 {rows}
 }};
 static int32_t logits[{out}];
+static int8_t codes[{size}];
 static void put_int(int32_t v) {{
     char buf[16];
     int i = 15;
@@ -91,7 +92,7 @@ int main(int argc, char **argv) {{
     (void)argc; (void)argv;
 #endif
     for (i = 0; i < n; i++) {{
-        {N}_run(inputs[i], logits);
+        {run}
         for (j = 0; j < {out}; j++) {{
             put_int(logits[j]);
             potlut_out(j + 1 < {out} ? " " : "\\n");
@@ -102,13 +103,19 @@ int main(int argc, char **argv) {{
 """
 
 
-def write_harness(cm: CModel, codes: np.ndarray, out: str | Path) -> Path:
-    """``main.c`` holding ``codes`` (``[N, in_size]`` int8) for ``cm``'s model."""
+def write_harness(cm: CModel, codes: np.ndarray, out: str | Path, pixels: bool = False) -> Path:
+    """``main.c`` holding ``codes`` (``[N, in_size]`` int8) for ``cm``'s model; with
+    ``pixels`` they are uint8 pixels that go through ``NAME_quantize_input`` first."""
     codes = np.asarray(codes).reshape(len(codes), -1).astype(np.int64)
+    if not pixels:
+        codes = (codes + 128) % 256 - 128  # the int8 bytes (sign-magnitude codes >= 128)
+    run = (f"{cm.name}_quantize_input(inputs[i], codes); {cm.name}_run(codes, logits);"
+           if pixels else f"{cm.name}_run(inputs[i], logits); (void)codes;")
     rows = ",\n".join("  {" + ",".join(str(int(v)) for v in r) + "}" for r in codes)
     path = Path(out) / "main.c"
     path.write_text(HARNESS.format(N=cm.name, count=len(codes), size=cm.in_size,
-                                   out=cm.out_size, rows=rows))
+                                   out=cm.out_size, rows=rows, run=run,
+                                   itype="uint8_t" if pixels else "int8_t"))
     return path
 
 
