@@ -12,8 +12,13 @@ import pytest
 import torch
 
 from potlut.deploy.c_printer import print_c
-from potlut.deploy.mcu_build import build_host, memcheck_errors, run_host, write_harness, \
-    write_model
+from potlut.deploy.mcu_build import (
+    build_host,
+    memcheck_errors,
+    run_host,
+    write_harness,
+    write_model,
+)
 from potlut.infer import IntEngine, lower
 from potlut.infer.engine import quantize_input
 
