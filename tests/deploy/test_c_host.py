@@ -81,8 +81,25 @@ def test_unsigned_activations_equal_engine(tmp_path) -> None:
 
 
 @need("valgrind")
-@pytest.mark.parametrize("weights", ["packed", "shuff"])
-def test_valgrind_memcheck_reports_no_error(weights, tmp_path) -> None:
-    prog = lower(random_graph("small_cnn", (1, 8, 8), 3, seed=3))
-    _, _, exe = build_and_compare(prog, tmp_path, weights)
-    assert memcheck_errors(exe, N) == 0
+@pytest.mark.parametrize("name,shape,weights,n", [("small_cnn", (1, 8, 8), "packed", N),
+                                                  ("small_cnn", (1, 8, 8), "shuff", N),
+                                                  ("resnet20", (3, 32, 32), "shuff", 1)])
+def test_valgrind_memcheck_reports_no_error(name, shape, weights, n, tmp_path) -> None:
+    """Every step type (residual in place, shortcut, pooling, S-Huff decoding) under memcheck."""
+    prog = lower(random_graph(name, shape, 3, seed=3))
+    _, _, exe = build_and_compare(prog, tmp_path, weights, n=8)
+    assert memcheck_errors(exe, n) == 0
+
+
+@need("gcc")
+@pytest.mark.parametrize("name,shape", [("small_cnn", (1, 8, 8)), ("resnet20", (3, 32, 32))])
+def test_sanitizers_find_no_out_of_bounds_access(name, shape, tmp_path) -> None:
+    """AddressSanitizer sees overflows of the static arena and tables (memcheck does not)."""
+    prog = lower(random_graph(name, shape, 3, seed=3))
+    torch.manual_seed(7)
+    x = (torch.randn(2, *shape) * 1.5).numpy()
+    cm = print_c(prog, "net", "shuff")
+    write_model(cm, tmp_path)
+    write_harness(cm, quantize_input(x, prog.steps[0].act), tmp_path)
+    exe = build_host(cm, tmp_path, ["-fsanitize=address,undefined", "-fno-sanitize-recover=all"])
+    np.testing.assert_array_equal(run_host(exe, cm.out_size), IntEngine(prog).run(x))
