@@ -41,8 +41,11 @@ def tool(name: str) -> str:
 
 
 def _run(cmd: list[str], timeout: float = 600, **kw) -> subprocess.CompletedProcess:
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout,
-                          stdin=subprocess.DEVNULL, **kw)
+    try:
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout,
+                              stdin=subprocess.DEVNULL, **kw)
+    except subprocess.TimeoutExpired:
+        raise ToolError(f"{Path(cmd[0]).name} ran past {timeout:g} s") from None
     if proc.returncode != 0:
         raise ToolError(f"{Path(cmd[0]).name} failed ({proc.returncode}): "
                         + (proc.stderr or proc.stdout).strip().splitlines()[-1:][0]
@@ -211,35 +214,56 @@ SECTIONS {
 """
 
 
+def m4_commands(name: str) -> list[list[str]]:
+    """The two arm-none-eabi-gcc lines (run in the model's folder) that build ``NAME.elf``:
+    the model object (with ``NAME.su`` stack usage), then model + harness + startup."""
+    return [["arm-none-eabi-gcc", *M4_FLAGS, "-pedantic", "-fstack-usage", "-c",
+             "-o", f"{name}.m4.o", f"{name}.c"],
+            ["arm-none-eabi-gcc", *M4_FLAGS, "-DPOTLUT_SEMIHOST", "-nostartfiles", "-T", "link.ld",
+             "-Wl,--gc-sections", "-o", f"{name}.elf", f"{name}.m4.o", "main.c", "startup.c",
+             "-lc", "-lgcc"]]
+
+
+def qemu_command(name: str) -> list[str]:
+    """qemu-system-arm line (run in the model's folder) that runs ``NAME.elf`` on mps2-an386,
+    the firmware's semihosting output going to ``NAME.qemu.txt``."""
+    return ["qemu-system-arm", *QEMU, "-chardev", f"file,id=sh,path={name}.qemu.txt",
+            "-semihosting-config", "enable=on,target=native,chardev=sh", "-kernel", f"{name}.elf"]
+
+
+def _run_in(out: Path, cmd: list[str], timeout: float = 600) -> subprocess.CompletedProcess:
+    return _run([tool(cmd[0]), *cmd[1:]], timeout, cwd=out)
+
+
 def compile_m4_object(cm: CModel, out: str | Path) -> Path:
-    """``NAME.o`` for Cortex-M4 (with ``NAME.su`` stack usage beside it)."""
+    """``NAME.m4.o`` for Cortex-M4 (with ``NAME.su`` stack usage beside it)."""
     out = Path(out)
-    obj = out / f"{cm.name}.m4.o"
-    _run([tool("arm-none-eabi-gcc"), *M4_FLAGS, "-pedantic", "-fstack-usage", "-c",
-          "-o", str(obj), str(out / f"{cm.name}.c")])
-    return obj
+    _run_in(out, m4_commands(cm.name)[0])
+    return out / f"{cm.name}.m4.o"
 
 
-def build_m4(cm: CModel, out: str | Path) -> Path:
+def write_startup(out: str | Path) -> None:
+    """``startup.c`` (vector table, semihosting) and ``link.ld`` for mps2-an386."""
+    (Path(out) / "startup.c").write_text(STARTUP)
+    (Path(out) / "link.ld").write_text(LINKER)
+
+
+def build_m4(cm: CModel | str, out: str | Path) -> Path:
     """Firmware ELF (model + harness + startup) for QEMU's mps2-an386 (Cortex-M4)."""
     out = Path(out)
-    obj = compile_m4_object(cm, out)
-    (out / "startup.c").write_text(STARTUP)
-    (out / "link.ld").write_text(LINKER)
-    elf = out / f"{cm.name}.elf"
-    _run([tool("arm-none-eabi-gcc"), *M4_FLAGS, "-DPOTLUT_SEMIHOST", "-nostartfiles",
-          "-T", str(out / "link.ld"), "-Wl,--gc-sections", "-o", str(elf), str(obj),
-          str(out / "main.c"), str(out / "startup.c"), "-lc", "-lgcc"])
-    return elf
+    name = cm if isinstance(cm, str) else cm.name
+    write_startup(out)
+    for cmd in m4_commands(name):
+        _run_in(out, cmd)
+    return out / f"{name}.elf"
 
 
 def run_qemu(elf: Path, out_size: int, timeout: float = 600) -> np.ndarray:
     """Logits the firmware prints under qemu-system-arm (semihosting)."""
+    elf = Path(elf)
     log = elf.with_suffix(".qemu.txt")
     log.unlink(missing_ok=True)
-    _run([tool("qemu-system-arm"), *QEMU, "-chardev", f"file,id=sh,path={log}",
-          "-semihosting-config", "enable=on,target=native,chardev=sh", "-kernel", str(elf)],
-         timeout)
+    _run_in(elf.parent, qemu_command(elf.stem), timeout)
     text = log.read_text()
     if "fault" in text:
         raise ToolError(f"{elf.name}: the firmware faulted under QEMU")

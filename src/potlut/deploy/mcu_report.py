@@ -60,17 +60,23 @@ def digits_pixels() -> tuple[np.ndarray, np.ndarray]:
 
 
 def normalization(spec: str, channels: int) -> Normalization:
-    """``digits`` or ``SCALE:MEAN,..:STD,..`` as a :class:`Normalization`."""
+    """``digits``, a data set ``KIND:DIR`` (its loader's statistics) or
+    ``SCALE:MEAN,..:STD,..`` as a :class:`Normalization`."""
     if spec == "digits":
         norm = digits_normalization()
+    elif not spec.partition(":")[0].replace(".", "", 1).isdigit():  # a data set, not SCALE
+        from potlut.deploy.firmware import test_images
+
+        norm = test_images(spec, channels)[2]
     else:
         try:
             scale, mean, std = spec.split(":")
             norm = Normalization(float(scale), tuple(float(v) for v in mean.split(",")),
                                  tuple(float(v) for v in std.split(",")))
         except ValueError:
-            raise PotlutConfigError(f"--data {spec!r}: use digits or SCALE:MEAN,..:STD,.. "
-                                    "(e.g. 255:0.49,0.48,0.45:0.25,0.24,0.26)") from None
+            raise PotlutConfigError(f"--data {spec!r}: use digits, KIND:DIR or "
+                                    "SCALE:MEAN,..:STD,.. (e.g. 255:0.49,0.48,0.45:0.25,0.24,"
+                                    "0.26)") from None
     if len(norm.mean) != channels or len(norm.std) != channels:
         raise PotlutConfigError(f"--data {spec!r} gives {len(norm.mean)} channels, the model "
                                 f"has {channels}")
