@@ -1,10 +1,12 @@
 """Generated C on an emulated Cortex-M4 (qemu-system-arm, mps2-an386): equal to the Python
 engine on the digits CNN and on the .potlut written by `potlut run` (from raw pixels through
-NAME_quantize_input); the low-bit layer functions hold no multiply instruction; export-c
-refuses what it cannot emit exactly in one line with exit code 2."""
+NAME_quantize_input), also through the commands alone (run -> export-c --firmware m4 ->
+mcu-run == infer); the low-bit layer functions hold no multiply instruction; export-c and
+mcu-run refuse user errors in one line with exit code 2."""
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -95,6 +97,56 @@ def test_potlut_run_file_on_cortex_m4_from_pixels(trained) -> None:
     np.testing.assert_array_equal(run_host(build_host(cm, d), cm.out_size), want)
     got = run_qemu(build_m4(cm, d), cm.out_size, timeout=300)
     np.testing.assert_array_equal(got, want)
+
+
+@pytest.fixture(scope="module")
+def firmware(trained):
+    """`potlut export-c --firmware m4` on the trained file, every digits test image."""
+    proc = potlut("export-c", str(trained / "run" / "model.potlut"), "-o", str(trained / "fw"),
+                  "--name", "digits", "--data", "digits", "--firmware", "m4", "--images", "1000",
+                  "--json")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert json.loads(proc.stdout)["firmware"]["images"] == 540  # capped at the test split
+    return trained / "fw"
+
+
+@ARM
+def test_commands_alone_give_the_predictions_of_potlut_infer(trained, firmware) -> None:
+    """run -> export-c --firmware m4 -> mcu-run: the Cortex-M4 build under QEMU predicts
+    what `potlut infer` predicts on all 540 digits test images, logits equal to the engine's."""
+    proc = potlut("mcu-run", str(firmware), "--json")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    got = json.loads(proc.stdout)
+    proc = potlut("infer", str(trained / "run" / "model.potlut"), "--json")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    want = json.loads(proc.stdout)
+    assert got["images"] == want["images"] == 540
+    assert got["logits_equal"] == got["agree"] == 540
+    assert got["top1"] == got["engine_top1"] == round(want["int_top1"], 2)
+    assert got["top1"] > 80  # trained, not chance
+    # the Makefile holds the same build: `make run` prints the same 540 rows of logits
+    qemu_rows = (firmware / "digits.qemu.txt").read_text()
+    make = subprocess.run(["make", "-s", "-C", str(firmware), "clean", "run"],
+                          capture_output=True, text=True, stdin=subprocess.DEVNULL)
+    assert make.returncode == 0, make.stderr[-2000:]
+    assert make.stdout == qemu_rows and len(qemu_rows.splitlines()) == 540
+
+
+@ARM
+def test_mcu_run_refuses_user_errors_in_one_line(firmware, tmp_path, monkeypatch) -> None:
+    _one_line_error(["mcu-run", str(tmp_path / "nope")], "no such folder")
+    _one_line_error(["mcu-run", str(tmp_path)], "no firmware.json; write the firmware with")
+    (tmp_path / "firmware.json").write_text("{")
+    _one_line_error(["mcu-run", str(tmp_path)], "not a firmware manifest")
+    _one_line_error(["export-c", str(firmware.parent / "run" / "model.potlut"), "-o",
+                     str(tmp_path / "c"), "--firmware", "m0"], "--firmware must be m4")
+    arm_only = tmp_path / "bin"  # the arm toolchain without QEMU
+    arm_only.mkdir()
+    (arm_only / "arm-none-eabi-gcc").symlink_to(shutil.which("arm-none-eabi-gcc"))
+    monkeypatch.setenv("PATH", str(tmp_path / "empty"))
+    _one_line_error(["mcu-run", str(firmware)], "arm-none-eabi-gcc not found; install it")
+    monkeypatch.setenv("PATH", str(arm_only))
+    _one_line_error(["mcu-run", str(firmware)], "qemu-system-arm not found; install it")
 
 
 @ARM

@@ -19,6 +19,7 @@ from potlut.deploy.mcu_build import (
     m4_commands,
     qemu_command,
     run_qemu,
+    tool,
     write_harness,
     write_model,
     write_startup,
@@ -126,6 +127,8 @@ def verify(folder: Path, timeout: float = 600) -> Verification:
 
     folder = Path(folder)
     man = read_manifest(folder)
+    tool("arm-none-eabi-gcc")
+    tool("qemu-system-arm")
     model = Path(man["model"])
     if not model.is_file():
         raise PotlutConfigError(f"{folder / MANIFEST}: model {model} is gone")
