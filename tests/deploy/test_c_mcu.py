@@ -23,6 +23,7 @@ from potlut.deploy.mcu_build import (
     build_m4,
     compile_m4_object,
     disassembly,
+    m4_instructions,
     m4_size,
     multiplies,
     run_host,
@@ -31,7 +32,7 @@ from potlut.deploy.mcu_build import (
     write_model,
 )
 from potlut.deploy.mcu_report import digits_normalization, digits_pixels
-from potlut.infer import IntEngine, lower
+from potlut.infer import IntEngine, lower, op_counts
 from potlut.infer.engine import quantize_input
 
 from ..infer.helpers import random_graph
@@ -164,6 +165,23 @@ def test_low_bit_layers_hold_no_multiply_instruction(tmp_path) -> None:
             # the check can see multiplies: the 8-bit ends and the requantization have them
             for fn in cm.int8_functions + ["potlut_requant"]:
                 assert multiplies(funcs[fn]), fn
+
+
+@ARM
+def test_cortex_m4_instruction_count_covers_the_work(tmp_path) -> None:
+    """QEMU -icount counts NAME_run on the Cortex-M4: at least a load and an add for each
+    table read and int8 MAC, and S-Huff decoding costs instructions on top of packed codes."""
+    prog = lower(random_graph("small_cnn", (1, 8, 8), 4, seed=4))
+    ops = op_counts(prog)["plut"]
+    work = ops["table_reads"] + ops["int8_macs"]
+    assert work == 147456 + 9856
+    got = {}
+    for weights in ("packed", "shuff"):
+        cm = print_c(prog, "net", weights)
+        write_model(cm, tmp_path / weights)
+        write_harness(cm, np.zeros((1, cm.in_size), np.int8), tmp_path / weights)
+        got[weights] = m4_instructions(cm, tmp_path / weights)
+    assert 2 * work <= got["packed"] < got["shuff"], got
 
 
 @ARM

@@ -33,7 +33,8 @@ def export_c_cmd(
                                  "run it with potlut mcu-run DIR"),
     images: int = typer.Option(64, "--images", help="test images in the firmware harness"),
     report: bool = typer.Option(False, "--report", help="also build for Cortex-M4 and print "
-                                "flash, RAM and instructions against the int8 baseline"),
+                                "flash, RAM and instructions (QEMU -icount, host callgrind) "
+                                "against the int8 baseline"),
     as_json: bool = typer.Option(False, "--json", help="print one JSON object"),
 ) -> None:
     """Generate C99 (no malloc, no floating point) from the file's integer program."""

@@ -76,6 +76,9 @@ static void potlut_out(const char *s) {{ fputs(s, stdout); }}
 static const {itype} inputs[{count}][{size}] = {{
 {rows}
 }};
+#ifdef POTLUT_COUNT  /* CMSDK APB timer 0 of mps2-an386 (25 MHz): CTRL, VALUE, RELOAD */
+#define TIMER ((volatile uint32_t *)0x40000000u)
+#endif
 static int32_t logits[{out}];
 static int8_t codes[{size}];
 static void put_int(int32_t v) {{
@@ -95,6 +98,15 @@ int main(int argc, char **argv) {{
     (void)argc; (void)argv;
 #endif
     for (i = 0; i < n; i++) {{
+#ifdef POTLUT_COUNT  /* print the timer ticks the inference took, not the logits */
+        uint32_t t0;
+        TIMER[2] = 0xFFFFFFFFu; TIMER[1] = 0xFFFFFFFFu; TIMER[0] = 1u;
+        t0 = TIMER[1];
+        {run}
+        put_int((int32_t)(t0 - TIMER[1]));
+        potlut_out("\\n");
+        continue;
+#endif
         {run}
         for (j = 0; j < {out}; j++) {{
             put_int(logits[j]);
@@ -214,20 +226,23 @@ SECTIONS {
 """
 
 
-def m4_commands(name: str) -> list[list[str]]:
+def m4_commands(name: str, defines: tuple[str, ...] = ()) -> list[list[str]]:
     """The two arm-none-eabi-gcc lines (run in the model's folder) that build ``NAME.elf``:
     the model object (with ``NAME.su`` stack usage), then model + harness + startup."""
     return [["arm-none-eabi-gcc", *M4_FLAGS, "-pedantic", "-fstack-usage", "-c",
              "-o", f"{name}.m4.o", f"{name}.c"],
-            ["arm-none-eabi-gcc", *M4_FLAGS, "-DPOTLUT_SEMIHOST", "-nostartfiles", "-T", "link.ld",
+            ["arm-none-eabi-gcc", *M4_FLAGS, "-DPOTLUT_SEMIHOST", *(f"-D{d}" for d in defines),
+             "-nostartfiles", "-T", "link.ld",
              "-Wl,--gc-sections", "-o", f"{name}.elf", f"{name}.m4.o", "main.c", "startup.c",
              "-lc", "-lgcc"]]
 
 
-def qemu_command(name: str) -> list[str]:
+def qemu_command(name: str, icount: bool = False) -> list[str]:
     """qemu-system-arm line (run in the model's folder) that runs ``NAME.elf`` on mps2-an386,
-    the firmware's semihosting output going to ``NAME.qemu.txt``."""
-    return ["qemu-system-arm", *QEMU, "-chardev", f"file,id=sh,path={name}.qemu.txt",
+    the firmware's semihosting output going to ``NAME.qemu.txt``; with ``icount`` virtual
+    time advances 1 ns per executed instruction (``-icount shift=0``)."""
+    return ["qemu-system-arm", *QEMU, *(["-icount", "shift=0"] if icount else []),
+            "-chardev", f"file,id=sh,path={name}.qemu.txt",
             "-semihosting-config", "enable=on,target=native,chardev=sh", "-kernel", f"{name}.elf"]
 
 
@@ -248,26 +263,39 @@ def write_startup(out: str | Path) -> None:
     (Path(out) / "link.ld").write_text(LINKER)
 
 
-def build_m4(cm: CModel | str, out: str | Path) -> Path:
+def build_m4(cm: CModel | str, out: str | Path, defines: tuple[str, ...] = ()) -> Path:
     """Firmware ELF (model + harness + startup) for QEMU's mps2-an386 (Cortex-M4)."""
     out = Path(out)
     name = cm if isinstance(cm, str) else cm.name
     write_startup(out)
-    for cmd in m4_commands(name):
+    for cmd in m4_commands(name, defines):
         _run_in(out, cmd)
     return out / f"{name}.elf"
 
 
-def run_qemu(elf: Path, out_size: int, timeout: float = 600) -> np.ndarray:
-    """Logits the firmware prints under qemu-system-arm (semihosting)."""
+def run_qemu(elf: Path, out_size: int, timeout: float = 600, icount: bool = False) -> np.ndarray:
+    """Logits (or with ``icount`` and a POTLUT_COUNT harness, ticks: ``out_size`` 1) the
+    firmware prints under qemu-system-arm (semihosting)."""
     elf = Path(elf)
     log = elf.with_suffix(".qemu.txt")
     log.unlink(missing_ok=True)
-    _run_in(elf.parent, qemu_command(elf.stem), timeout)
+    _run_in(elf.parent, qemu_command(elf.stem, icount), timeout)
     text = log.read_text()
     if "fault" in text:
         raise ToolError(f"{elf.name}: the firmware faulted under QEMU")
     return parse_logits(text, out_size)
+
+
+TIMER_HZ = 25_000_000  # mps2-an386 SYSCLK, the CMSDK timer's clock
+
+
+def m4_instructions(cm: CModel, out: str | Path, timeout: float = 600) -> int:
+    """Cortex-M4 instructions of one ``NAME_run`` (the harness's first stored input), counted
+    by QEMU: under ``-icount shift=0`` each instruction is 1 ns of virtual time, read from
+    the 25 MHz CMSDK timer around the call (40 instructions a tick, so +-40)."""
+    elf = build_m4(cm, out, ("POTLUT_COUNT",))
+    ticks = int(run_qemu(elf, 1, timeout, icount=True)[0, 0])
+    return ticks * (1_000_000_000 // TIMER_HZ)
 
 
 @dataclass
