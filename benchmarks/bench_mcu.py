@@ -107,8 +107,10 @@ def main() -> None:
                     print(f"{model:10} {bits}-bit (Top-1 {acc}) {r['variant']:13} flash "
                           f"{r['flash']:>9,} B ({r['flash_x_int8']:.3f}x)  RAM {r['ram']:>8,} B "
                           f"({r['ram_x_int8']:.3f}x)  weights {r['weight_bytes']:>8,} B  M4 "
-                          f"instr {r['m4_instructions']:>12,} ({r['m4_x_int8']:.3f}x){host}",
-                          flush=True)
+                          f"instr {r['m4_instructions']:>12,} ({r['m4_x_int8']:.3f}x){host}"
+                          + (f"  entropy bound {r['weight_bound_bytes']:,} B (flash "
+                             f"{r['bound_flash_x_int8']:.3f}x)" if "weight_bound_bytes" in r
+                             else ""), flush=True)
     if args.json:
         print(json.dumps(results))
 
