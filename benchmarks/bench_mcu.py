@@ -30,8 +30,8 @@ from pathlib import Path
 import torch
 
 from potlut.compress import load
-from potlut.deploy.firmware import test_images
-from potlut.deploy.mcu_report import digits_normalization, measure
+from potlut.deploy.mcu_report import measure
+from potlut.firmware_data import digits_normalization, test_images
 from potlut.infer import lower
 
 ROOT = Path(__file__).resolve().parents[1]

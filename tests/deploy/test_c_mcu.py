@@ -31,7 +31,7 @@ from potlut.deploy.mcu_build import (
     write_harness,
     write_model,
 )
-from potlut.deploy.mcu_report import digits_normalization, digits_pixels
+from potlut.firmware_data import digits_normalization, digits_pixels
 from potlut.infer import IntEngine, lower, op_counts
 from potlut.infer.engine import quantize_input
 

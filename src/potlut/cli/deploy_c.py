@@ -41,7 +41,7 @@ def export_c_cmd(
     from potlut.compress import load
     from potlut.deploy.c_printer import WEIGHT_FORMATS, c_ident, print_c
     from potlut.deploy.mcu_int8 import int8_graph
-    from potlut.deploy.mcu_report import normalization
+    from potlut.firmware_data import normalization
     from potlut.infer.program import lower
 
     if weights not in WEIGHT_FORMATS:
@@ -54,7 +54,7 @@ def export_c_cmd(
         raise PotlutConfigError(f"--images must be >= 1, got {images}")
     graph = load(file)
     if firmware:
-        from potlut.deploy.firmware import test_images
+        from potlut.firmware_data import test_images
 
         pixels, labels, norm = test_images(data, graph.in_shape[0])
     else:

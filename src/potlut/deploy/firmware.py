@@ -30,34 +30,6 @@ MANIFEST = "firmware.json"
 IMAGES = "test_images.npy"
 
 
-def test_images(spec: str, channels: int) -> tuple[np.ndarray, np.ndarray, Normalization]:
-    """A data set's test split as uint8 pixels ``[N, C, H, W]``, its labels, and the
-    normalization that turns those pixels into exactly the model inputs its loader gives."""
-    if spec == "digits":
-        from potlut.deploy.mcu_report import digits_normalization, digits_pixels
-
-        pixels, labels = digits_pixels()
-        norm = digits_normalization()
-    else:
-        from potlut import data
-        from potlut.data.transforms import AugmentedImages, EvalTransform
-
-        test = data.load(spec).test
-        ev = getattr(test, "transform", None)
-        if not (isinstance(test, AugmentedImages) and isinstance(ev, EvalTransform)
-                and ev.resize_to is None):
-            raise PotlutConfigError(f"--data {spec!r}: firmware test images need digits or a "
-                                    "data set of uint8 images at model size (e.g. cifar10:DIR)")
-        pixels = np.stack([test.read(i).numpy() for i in range(len(test))]).astype(np.uint8)
-        labels = test.labels.numpy()
-        norm = Normalization(255.0, tuple(float(v) for v in ev.norm.mean.flatten()),
-                             tuple(float(v) for v in ev.norm.std.flatten()))
-    if pixels.shape[1] != channels:
-        raise PotlutConfigError(f"--data {spec!r} gives {pixels.shape[1]} channels, the model "
-                                f"has {channels}")
-    return pixels, labels.astype(np.int64), norm
-
-
 def makefile(name: str) -> str:
     """``make`` builds ``NAME.elf`` with the two compiler lines; ``make run`` prints the logits."""
     cc, link = (shlex.join(c) for c in m4_commands(name))

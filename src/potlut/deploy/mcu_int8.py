@@ -46,7 +46,7 @@ def int8_graph(graph: ModelGraph) -> ModelGraph:
         g.arrays[f"{mod}.weight.codes"] = codes
         g.arrays[f"{mod}.weight.negative"] = neg & (codes > 0)
         g.arrays[f"{mod}.weight.codebook"] = (np.arange(levels + 1) * step).astype(np.float32)
-        a["weight"] = {"quantized": True, "scheme": "fixed", "bits": BITS,
+        a["weight"] = {"quantized": True, "scheme": "fixedpoint", "bits": BITS,
                        "exponent": int(round(math.log2(step))) + BITS - 1,
                        "n_codes": levels + 1, "shape": list(w["shape"])}
         act = a.get("act")
@@ -58,7 +58,7 @@ def int8_graph(graph: ModelGraph) -> ModelGraph:
         g.arrays[f"{mod}.act.codebook"] = (np.arange(n_codes) * astep).astype(np.float32)
         for k in act.get("state", []):
             g.arrays.pop(f"{mod}.act.state.{k}", None)
-        a["act"] = {"scheme": "fixed", "bits": BITS, "signed": bool(act["signed"]),
+        a["act"] = {"scheme": "fixedpoint", "bits": BITS, "signed": bool(act["signed"]),
                     "exponent": int(round(math.log2(astep))) + BITS - 1, "n_codes": n_codes,
                     "state": []}
     g.meta = {**g.meta, "baseline": "int8"}

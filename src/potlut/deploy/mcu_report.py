@@ -26,66 +26,7 @@ from potlut.deploy.mcu_build import (
     write_model,
 )
 from potlut.deploy.mcu_int8 import int8_graph
-from potlut.errors import PotlutConfigError
 from potlut.infer.program import lower
-
-
-def digits_normalization() -> Normalization:
-    """The digits bundle's standardization (pixels 0..16 / 16, training mean and std)."""
-    import torch
-    from sklearn.datasets import load_digits
-    from sklearn.model_selection import train_test_split
-
-    from potlut.data.digits import SPLIT_SEED, TEST_FRACTION
-
-    d = load_digits()
-    x = d.images.astype(np.float32)[:, None] / 16.0
-    xtr, _ = train_test_split(x, test_size=TEST_FRACTION, random_state=SPLIT_SEED,
-                              stratify=d.target)
-    t = torch.from_numpy(xtr)
-    mean = t.mean((0, 2, 3)).tolist()
-    std = t.std((0, 2, 3)).clamp_min(1e-6).tolist()
-    return Normalization(16.0, tuple(mean), tuple(std))
-
-
-def digits_pixels() -> tuple[np.ndarray, np.ndarray]:
-    """The digits test split as uint8 pixels ``[N, 1, 8, 8]`` (0..16) and labels."""
-    from sklearn.datasets import load_digits
-    from sklearn.model_selection import train_test_split
-
-    from potlut.data.digits import SPLIT_SEED, TEST_FRACTION
-
-    d = load_digits()
-    _, xte, _, yte = train_test_split(d.images.astype(np.uint8)[:, None], d.target,
-                                      test_size=TEST_FRACTION, random_state=SPLIT_SEED,
-                                      stratify=d.target)
-    return xte, yte
-
-
-def normalization(spec: str, channels: int) -> Normalization:
-    """``digits``, a data set ``KIND:DIR`` (its loader's statistics) or
-    ``SCALE:MEAN,..:STD,..`` as a :class:`Normalization`."""
-    if spec == "digits":
-        norm = digits_normalization()
-    elif not spec.partition(":")[0].replace(".", "", 1).isdigit():  # a data set, not SCALE
-        from potlut.deploy.firmware import test_images
-
-        norm = test_images(spec, channels)[2]
-    else:
-        try:
-            scale, mean, std = spec.split(":")
-            norm = Normalization(float(scale), tuple(float(v) for v in mean.split(",")),
-                                 tuple(float(v) for v in std.split(",")))
-        except ValueError:
-            raise PotlutConfigError(f"--data {spec!r}: use digits, KIND:DIR or "
-                                    "SCALE:MEAN,..:STD,.. (e.g. 255:0.49,0.48,0.45:0.25,0.24,"
-                                    "0.26)") from None
-    if len(norm.mean) != channels or len(norm.std) != channels:
-        raise PotlutConfigError(f"--data {spec!r} gives {len(norm.mean)} channels, the model "
-                                f"has {channels}")
-    if norm.scale <= 0 or any(s <= 0 for s in norm.std):
-        raise PotlutConfigError(f"--data {spec!r}: scale and std must be positive")
-    return norm
 
 
 def measure(source: str | Path | ModelGraph, norm: Normalization, out: str | Path,
