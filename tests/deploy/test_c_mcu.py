@@ -35,6 +35,7 @@ from potlut.firmware_data import digits_normalization, digits_pixels
 from potlut.infer import IntEngine, lower, op_counts
 from potlut.infer.engine import quantize_input
 
+from ..data.fixtures import write_cifar10
 from ..infer.helpers import random_graph
 
 ARM = pytest.mark.skipif(
@@ -207,6 +208,25 @@ def _one_line_error(args: list[str], msg: str) -> None:
     assert res.exit_code == 2, res.output
     lines = res.output.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("potlut: error:") and msg in lines[0], lines
+
+
+def test_firmware_images_are_the_loaders_test_inputs(tmp_path) -> None:
+    """The harness's uint8 pixels of a CIFAR folder, through the normalization folded into
+    NAME_quantize_input, are exactly the loader's float test inputs, with its labels."""
+    from potlut import data
+    from potlut.deploy.firmware import test_images
+
+    spec = f"cifar10:{write_cifar10(tmp_path)}"
+    pixels, labels, norm = test_images(spec, 3)
+    test = data.load(spec).test
+    assert pixels.dtype == np.uint8 and pixels.shape == (10, 3, 32, 32)
+    np.testing.assert_array_equal(norm.image(pixels),
+                                  torch.stack([test[i][0] for i in range(10)]).numpy())
+    np.testing.assert_array_equal(labels, [int(test[i][1]) for i in range(10)])
+    ok = tmp_path / "gray.potlut"
+    save(random_graph("small_cnn", (1, 8, 8), 4, seed=2), ok)
+    _one_line_error(["export-c", str(ok), "-o", str(tmp_path / "c"), "--data", spec,
+                     "--firmware", "m4"], "gives 3 channels, the model has 1")
 
 
 def test_export_c_refuses_what_it_cannot_emit_exactly(tmp_path) -> None:
