@@ -214,7 +214,7 @@ def test_firmware_images_are_the_loaders_test_inputs(tmp_path) -> None:
     """The harness's uint8 pixels of a CIFAR folder, through the normalization folded into
     NAME_quantize_input, are exactly the loader's float test inputs, with its labels."""
     from potlut import data
-    from potlut.deploy.firmware import test_images
+    from potlut.firmware_data import test_images
 
     spec = f"cifar10:{write_cifar10(tmp_path)}"
     pixels, labels, norm = test_images(spec, 3)
