@@ -1,0 +1,139 @@
+"""The whole-network C runner: ``plut_net.c`` (built at first use) executing a :mod:`netplan`.
+
+One ctypes call runs every step of the program on a batch, images split between threads.
+The instruction set is a backend name: ``avx512`` (F/BW/VBMI permutes), ``avx2`` (byte
+shuffles), ``scalar`` (one table read per product), ``neon`` (aarch64 only; checked under
+QEMU by the tests through :func:`build_harness`); ``c`` is the best one this CPU runs.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import shutil
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from potlut.infer.kernels.cbackend import build_library
+from potlut.infer.kernels.netplan import NetPlan, build_plan, physical_cores
+
+HERE = Path(__file__).parent
+SOURCE = HERE / "plut_net.c"
+DEPS = (HERE / "plut_net_body.h",)
+HARNESS = HERE / "plut_net_main.c"
+ISAS = {"scalar": 0, "avx2": 1, "avx512": 2, "neon": 3}
+NATIVE = ("c", *ISAS)
+
+_lib: ctypes.CDLL | None = None
+
+
+def load() -> ctypes.CDLL:
+    """The runner library (built once per source version); ``OSError`` if it cannot be."""
+    global _lib
+    if _lib is None:
+        if os.environ.get("POTLUT_NO_C"):
+            raise OSError("POTLUT_NO_C is set")
+        try:
+            path = build_library(SOURCE, DEPS, ("-pthread",))
+        except subprocess.SubprocessError as exc:
+            raise OSError(f"C runner did not build: {exc}") from None
+        lib = ctypes.CDLL(str(path))
+        lib.potlut_net_run.argtypes = [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int64,
+                                       ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int64,
+                                       ctypes.c_int64, ctypes.c_int64, ctypes.c_int64]
+        lib.potlut_net_run.restype = ctypes.c_int64
+        lib.potlut_net_isa_supported.argtypes = [ctypes.c_int64]
+        lib.potlut_net_isa_supported.restype = ctypes.c_int64
+        _lib = lib
+    return _lib
+
+
+def supported_isas() -> list[str]:
+    """Instruction sets of the runner this machine executes (empty without a compiler)."""
+    try:
+        lib = load()
+    except OSError:
+        return []
+    return [k for k, v in ISAS.items() if lib.potlut_net_isa_supported(v)]
+
+
+def best_isa() -> str:
+    isas = supported_isas()
+    for k in ("avx512", "avx2", "neon", "scalar"):
+        if k in isas:
+            return k
+    raise OSError("the C runner is not available here")
+
+
+class NativeNet:
+    """A program's plan bound to the C runner, one instruction set, ``threads`` threads."""
+
+    def __init__(self, prog: Any, isa: str = "c", threads: int | None = None) -> None:
+        from potlut.errors import PotlutConfigError
+
+        if isa == "c":
+            isa = best_isa()
+        if isa not in ISAS:
+            raise PotlutConfigError(f"unknown instruction set {isa!r}")
+        self.lib = load()
+        if not self.lib.potlut_net_isa_supported(ISAS[isa]):
+            raise PotlutConfigError(f"this CPU (or build) cannot run the {isa} kernels")
+        self.isa = isa
+        self.threads = physical_cores() if threads is None else max(1, int(threads))
+        self.prog = prog
+        self.plan: NetPlan = build_plan(prog)
+        self.stride = self.plan.arena_bytes
+        self._arena = np.zeros(0, np.uint8)
+        self._run = self.lib.potlut_net_run
+        self._isa_id = ISAS[isa]
+
+    def _arena_for(self, n: int) -> np.ndarray:
+        need = n * self.stride + 64
+        if self._arena.size < need:
+            self._arena = np.zeros(need, np.uint8)
+        return self._arena
+
+    def run(self, x: np.ndarray, keep: bool = False) -> np.ndarray | dict[str, np.ndarray]:
+        """int32 logits of float32 images ``x`` (``[N, *in_shape]``, C-contiguous)."""
+        N = int(x.shape[0])
+        plan = self.plan
+        outs = [np.empty((N, plan.bufs[b].elems), plan.bufs[b].np_dtype) for b in plan.outputs]
+        ptrs = (ctypes.c_void_p * len(outs))(*[o.ctypes.data for o in outs])
+        threads = min(self.threads, max(N, 1))
+        arena = self._arena_for(N if keep else threads)
+        base = (arena.ctypes.data + 63) // 64 * 64
+        rc = self._run(plan.words.ctypes.data, x.ctypes.data, N, ptrs, base, self.stride,
+                       int(keep), self._isa_id, threads)
+        if rc != 0:  # pragma: no cover - the plan and ISA were checked above
+            raise RuntimeError("C runner refused the plan")
+        if keep:
+            return self._env(arena, base - arena.ctypes.data, N)
+        if len(outs) == 1:
+            return outs[0].reshape(N, *plan.bufs[plan.outputs[0]].shape)
+        return np.concatenate(outs, axis=1)
+
+    def _env(self, arena: np.ndarray, off: int, N: int) -> dict[str, np.ndarray]:
+        env = {}
+        for name, b in self.plan.index.items():
+            buf = self.plan.bufs[b]
+            shape = self.plan.shapes.get(name, buf.shape)
+            item = np.dtype(buf.np_dtype).itemsize
+            view = np.ndarray((N, buf.elems), buf.np_dtype, arena.data, off + buf.offset,
+                              (self.stride, item))
+            env[name] = np.array(view).reshape(N, *shape)
+        return env
+
+
+def build_harness(out: Path, cc: str = "aarch64-linux-gnu-gcc") -> Path | None:
+    """The stand-alone runner (plan, inputs and outputs as files), statically linked by ``cc``.
+
+    Used to check the NEON kernels under ``qemu-aarch64``; None when ``cc`` is missing.
+    """
+    if shutil.which(cc) is None:
+        return None
+    subprocess.run([cc, "-O2", "-std=c11", "-static", "-pthread", str(SOURCE), str(HARNESS),
+                    "-o", str(out)], check=True, capture_output=True, timeout=300)
+    return out

@@ -1,0 +1,574 @@
+/* One instruction set's copy of the whole-network runner (included by plut_net.c once per
+ * ISA, under that ISA's target pragma, with SFX naming the copy and ISA_AVX2 / ISA_AVX512 /
+ * ISA_NEON saying which table-lookup kernels exist).  Everything here is per image. */
+
+#define FN(name) CAT(name, SFX)
+
+static inline int64_t FN(count_le)(const int64_t *thr, int64_t n, int64_t mag) {
+    int64_t lo = 0, hi = n;
+    while (lo < hi) {
+        int64_t mid = (lo + hi) >> 1;
+        if (thr[mid] <= mag) lo = mid + 1; else hi = mid;
+    }
+    return lo;
+}
+
+/* codes of n fixed values y (int64 scratch mag/cnt of CHUNK elements) */
+#define QCHUNK 256
+static void FN(codes_of)(const int32_t *y, int64_t n, void *out, int64_t fmt, const int64_t *thr,
+                         int64_t n_thr, int64_t kbits, int64_t sgn) {
+    int64_t mag[QCHUNK];
+    int32_t cnt[QCHUNK];
+    for (int64_t i0 = 0; i0 < n; i0 += QCHUNK) {
+        const int64_t m = n - i0 < QCHUNK ? n - i0 : QCHUNK;
+        for (int64_t i = 0; i < m; i++) {
+            int64_t v = y[i0 + i];
+            mag[i] = sgn ? (v < 0 ? -v : v) : (v > 0 ? v : 0);
+            cnt[i] = 0;
+        }
+        if (n_thr <= 32) {
+            for (int64_t j = 0; j < n_thr; j++) {
+                const int64_t t = thr[j];
+                for (int64_t i = 0; i < m; i++) cnt[i] += t <= mag[i];
+            }
+        } else {
+            for (int64_t i = 0; i < m; i++) cnt[i] = (int32_t)FN(count_le)(thr, n_thr, mag[i]);
+        }
+        if (fmt == 0) {
+            uint8_t *o = (uint8_t *)out + i0;
+            const uint8_t sb = (uint8_t)(1u << kbits);
+            for (int64_t i = 0; i < m; i++)
+                o[i] = (uint8_t)cnt[i] | ((sgn && y[i0 + i] < 0 && cnt[i] > 0) ? sb : 0);
+        } else {
+            int16_t *o = (int16_t *)out + i0;
+            for (int64_t i = 0; i < m; i++)
+                o[i] = (int16_t)((sgn && y[i0 + i] < 0) ? -cnt[i] : cnt[i]);
+        }
+    }
+}
+
+static void FN(op_inputq)(const int64_t *f, const int64_t *plan, const float *x, uint8_t *arena) {
+    void *dst = BUF(arena, plan, f[0]);
+    const int64_t n = f[1], nm = f[3], fmt = f[4], kbits = f[5], sgn = f[6];
+    const double *mids = (const double *)(plan + f[2]);
+    for (int64_t i = 0; i < n; i++) {
+        const double v = x[i];
+        const double mag = sgn ? (v < 0 ? -v : v) : (v > 0 ? v : 0);
+        int64_t lo = 0, hi = nm; /* searchsorted right: #mids <= mag */
+        while (lo < hi) {
+            int64_t mid = (lo + hi) >> 1;
+            if (mids[mid] <= mag) lo = mid + 1; else hi = mid;
+        }
+        const int neg = sgn && v < 0 && lo > 0;
+        if (fmt == 0) ((uint8_t *)dst)[i] = (uint8_t)(lo | (neg ? (1LL << kbits) : 0));
+        else ((int16_t *)dst)[i] = (int16_t)(neg ? -lo : lo);
+    }
+}
+
+static inline int64_t FN(sat)(int64_t v) {
+    return v > I32MAX ? I32MAX : (v < -I32MAX ? -I32MAX : v);
+}
+
+static inline int64_t FN(floordiv)(int64_t a, int64_t b) {
+    int64_t q = a / b;
+    return (a % b != 0 && a < 0) ? q - 1 : q;
+}
+
+/* ---------------------------------------------------------------- layer: input planes */
+
+/* codes [C][H][W] -> zero-padded stride-phase planes [C][SH*SW][Hph][Wph] (+ zero slack),
+ * element es bytes (1: u8, 2: u16 codes or int16 values), so that every tap of a direct
+ * convolution reads a contiguous run: plane + pix[t] + p, p = oy * Wph + ox */
+static void FN(prep)(const int64_t *f, const void *src, uint8_t *planes, int64_t es) {
+    const int64_t C = L_C, H = L_H, W = L_W, SH = L_SH, SW = L_SW, PH = L_PH, PW = L_PW;
+    const int64_t Hph = L_HPH, Wph = L_WPH, plane = Hph * Wph;
+    const int64_t total = C * SH * SW * plane + PST(f) + 64;
+    memset(planes, 0, (size_t)(total * es));
+    const int in16 = L_MODE == 1;
+    for (int64_t c = 0; c < C; c++)
+        for (int64_t y = 0; y < H; y++) {
+            const int64_t yy = y + PH;
+            const int64_t rbase = (c * SH * SW + (yy % SH) * SW) * plane + (yy / SH) * Wph;
+            const int64_t ib = (c * H + y) * W;
+            if (SW == 1) {
+                const int64_t d0 = rbase + PW;
+                if (in16) {
+                    memcpy(planes + 2 * d0, (const int16_t *)src + ib, (size_t)(2 * W));
+                } else if (es == 1) {
+                    memcpy(planes + d0, (const uint8_t *)src + ib, (size_t)W);
+                } else {
+                    uint16_t *d = (uint16_t *)planes + d0;
+                    const uint8_t *s = (const uint8_t *)src + ib;
+                    for (int64_t x = 0; x < W; x++) d[x] = s[x];
+                }
+            } else {
+                for (int64_t x = 0; x < W; x++) {
+                    const int64_t xx = x + PW;
+                    const int64_t d = rbase + (xx % SW) * plane + xx / SW;
+                    if (in16) ((int16_t *)planes)[d] = ((const int16_t *)src)[ib + x];
+                    else if (es == 1) planes[d] = ((const uint8_t *)src)[ib + x];
+                    else ((uint16_t *)planes)[d] = ((const uint8_t *)src)[ib + x];
+                }
+            }
+        }
+}
+
+/* ---------------------------------------------------------------- layer: kernels */
+
+/* portable: acc[p] = sum_t rows[code[t]][x[pix[t] + p]] (one table read per product) */
+static void FN(k_gather)(const int64_t *f, const int64_t *plan, int64_t o0, int64_t o1,
+                         const uint8_t *x, int32_t *acc) {
+    const int32_t *nz_off = L_PTR(int32_t, 22), *pix = L_PTR(int32_t, 23);
+    const int32_t *code = L_PTR(int32_t, 24), *rows = L_PTR(int32_t, 26);
+    const int64_t P = L_P, A = L_A, pst = PST(f);
+    for (int64_t o = o0; o < o1; o++) {
+        int32_t *a = acc + o * pst;
+        for (int64_t p = 0; p < P; p++) a[p] = 0;
+        for (int32_t t = nz_off[o]; t < nz_off[o + 1]; t++) {
+            const int32_t *row = rows + (int64_t)code[t] * A;
+            const uint8_t *xp = x + pix[t];
+            for (int64_t p = 0; p < P; p++) a[p] += row[xp[p]];
+        }
+    }
+}
+
+/* 8-bit fixed-point layers (first/last): int16 values times int16 weights, int32 sums */
+static void FN(k_int8)(const int64_t *f, const int64_t *plan, int64_t o0, int64_t o1,
+                       const int16_t *x, int32_t *acc) {
+    const int32_t *nz_off = L_PTR(int32_t, 22), *pix = L_PTR(int32_t, 23);
+    const int32_t *code = L_PTR(int32_t, 24);
+    const int64_t P = L_P, pst = PST(f);
+    for (int64_t o = o0; o < o1; o++) {
+        int32_t *a = acc + o * pst;
+        for (int64_t p = 0; p < P; p++) a[p] = 0;
+        for (int32_t t = nz_off[o]; t < nz_off[o + 1]; t++) {
+            const int32_t w = code[t];
+            const int16_t *xp = x + pix[t];
+            for (int64_t p = 0; p < P; p++) a[p] += w * (int32_t)xp[p];
+        }
+    }
+}
+
+#if ISA_AVX2
+/* 16-bit products, 32 pixels per vector: byte shuffles of the row's low and high bytes */
+static inline __attribute__((always_inline)) void FN(shuf16_block)(
+    const int32_t *pix, const int32_t *code, const uint8_t *flags, int32_t t0, int32_t t1,
+    const uint8_t *rows16, const uint8_t *x, int32_t *acc, const int V) {
+    __m256i c32[8], s[4];
+    for (int q = 0; q < 4 * V; q++) c32[q] = _mm256_setzero_si256();
+    for (int v = 0; v < 2 * V; v++) s[v] = _mm256_setzero_si256();
+    for (int32_t t = t0; t < t1; t++) {
+        const __m256i *rp = (const __m256i *)(rows16 + (int64_t)code[t] * 64);
+        const __m256i lo = _mm256_loadu_si256(rp), hi = _mm256_loadu_si256(rp + 1);
+        const uint8_t *ap = x + pix[t];
+        for (int v = 0; v < V; v++) {
+            const __m256i a = _mm256_loadu_si256((const __m256i *)(ap + 32 * v));
+            const __m256i l = _mm256_shuffle_epi8(lo, a), h = _mm256_shuffle_epi8(hi, a);
+            s[2 * v] = _mm256_add_epi16(s[2 * v], _mm256_unpacklo_epi8(l, h));
+            s[2 * v + 1] = _mm256_add_epi16(s[2 * v + 1], _mm256_unpackhi_epi8(l, h));
+        }
+        if (flags[t] & 2) {
+            /* s[2v]: pixels 0-7 | 16-23 of vector v, s[2v+1]: 8-15 | 24-31 */
+            for (int v = 0; v < V; v++) {
+                __m256i *c = c32 + 4 * v;
+                c[0] = _mm256_add_epi32(c[0], _mm256_cvtepi16_epi32(_mm256_castsi256_si128(s[2 * v])));
+                c[2] = _mm256_add_epi32(c[2], _mm256_cvtepi16_epi32(_mm256_extracti128_si256(s[2 * v], 1)));
+                c[1] = _mm256_add_epi32(c[1], _mm256_cvtepi16_epi32(_mm256_castsi256_si128(s[2 * v + 1])));
+                c[3] = _mm256_add_epi32(c[3], _mm256_cvtepi16_epi32(_mm256_extracti128_si256(s[2 * v + 1], 1)));
+                s[2 * v] = s[2 * v + 1] = _mm256_setzero_si256();
+            }
+        }
+    }
+    for (int q = 0; q < 4 * V; q++) _mm256_storeu_si256((__m256i *)(acc + 8 * q), c32[q]);
+}
+
+/* 8-bit products (3-bit IOS-PoT): one shuffle reads 32 products; int8 sums widen to int16
+ * and int16 to int32 exactly where the worst case needs it (flags) */
+static inline __attribute__((always_inline)) void FN(shuf8_block)(
+    const int32_t *pix, const int32_t *code, const uint8_t *flags, int32_t t0, int32_t t1,
+    const int8_t *rows8, const uint8_t *x, int32_t *acc, const int V) {
+    __m256i c32[8], h[4], b[2];
+    for (int q = 0; q < 4 * V; q++) c32[q] = _mm256_setzero_si256();
+    for (int q = 0; q < 2 * V; q++) h[q] = _mm256_setzero_si256();
+    for (int v = 0; v < V; v++) b[v] = _mm256_setzero_si256();
+    for (int32_t t = t0; t < t1; t++) {
+        const __m256i row = _mm256_loadu_si256((const __m256i *)(rows8 + (int64_t)code[t] * 64));
+        const uint8_t *ap = x + pix[t];
+        for (int v = 0; v < V; v++)
+            b[v] = _mm256_add_epi8(b[v], _mm256_shuffle_epi8(
+                row, _mm256_loadu_si256((const __m256i *)(ap + 32 * v))));
+        const int fl = flags[t];
+        if (fl) {
+            for (int v = 0; v < V; v++) {
+                h[2 * v] = _mm256_add_epi16(h[2 * v], _mm256_cvtepi8_epi16(_mm256_castsi256_si128(b[v])));
+                h[2 * v + 1] = _mm256_add_epi16(h[2 * v + 1], _mm256_cvtepi8_epi16(_mm256_extracti128_si256(b[v], 1)));
+                b[v] = _mm256_setzero_si256();
+            }
+            if (fl & 2) {
+                for (int q = 0; q < 2 * V; q++) {
+                    c32[2 * q] = _mm256_add_epi32(c32[2 * q], _mm256_cvtepi16_epi32(_mm256_castsi256_si128(h[q])));
+                    c32[2 * q + 1] = _mm256_add_epi32(c32[2 * q + 1], _mm256_cvtepi16_epi32(_mm256_extracti128_si256(h[q], 1)));
+                    h[q] = _mm256_setzero_si256();
+                }
+            }
+        }
+    }
+    for (int q = 0; q < 4 * V; q++) _mm256_storeu_si256((__m256i *)(acc + 8 * q), c32[q]);
+}
+#endif
+
+#if ISA_AVX512
+/* 16-bit products: vpermw reads 32 int16 products (32-entry word table) per instruction */
+static inline __attribute__((always_inline)) void FN(permw_block)(
+    const int32_t *pix, const int32_t *code, const uint8_t *flags, int32_t t0, int32_t t1,
+    const int16_t *roww, const uint16_t *x, int32_t *acc, const int V) {
+    __m512i c32[8], s[4];
+    for (int q = 0; q < 2 * V; q++) c32[q] = _mm512_setzero_si512();
+    for (int v = 0; v < V; v++) s[v] = _mm512_setzero_si512();
+    for (int32_t t = t0; t < t1; t++) {
+        const __m512i row = _mm512_loadu_si512((const void *)(roww + (int64_t)code[t] * 32));
+        const uint16_t *ap = x + pix[t];
+        for (int v = 0; v < V; v++)
+            s[v] = _mm512_add_epi16(s[v], _mm512_permutexvar_epi16(
+                _mm512_loadu_si512((const void *)(ap + 32 * v)), row));
+        if (flags[t] & 2) {
+            for (int v = 0; v < V; v++) {
+                c32[2 * v] = _mm512_add_epi32(c32[2 * v], _mm512_cvtepi16_epi32(_mm512_castsi512_si256(s[v])));
+                c32[2 * v + 1] = _mm512_add_epi32(c32[2 * v + 1], _mm512_cvtepi16_epi32(_mm512_extracti64x4_epi64(s[v], 1)));
+                s[v] = _mm512_setzero_si512();
+            }
+        }
+    }
+    for (int q = 0; q < 2 * V; q++) _mm512_storeu_si512((void *)(acc + 16 * q), c32[q]);
+}
+
+/* 8-bit products: vpermb reads 64 int8 products (64-entry byte table) per instruction */
+static inline __attribute__((always_inline)) void FN(permb_block)(
+    const int32_t *pix, const int32_t *code, const uint8_t *flags, int32_t t0, int32_t t1,
+    const int8_t *rows8, const uint8_t *x, int32_t *acc, const int V) {
+    __m512i c32[8], h[4], b[2];
+    for (int q = 0; q < 4 * V; q++) c32[q] = _mm512_setzero_si512();
+    for (int q = 0; q < 2 * V; q++) h[q] = _mm512_setzero_si512();
+    for (int v = 0; v < V; v++) b[v] = _mm512_setzero_si512();
+    for (int32_t t = t0; t < t1; t++) {
+        const __m512i row = _mm512_loadu_si512((const void *)(rows8 + (int64_t)code[t] * 64));
+        const uint8_t *ap = x + pix[t];
+        for (int v = 0; v < V; v++)
+            b[v] = _mm512_add_epi8(b[v], _mm512_permutexvar_epi8(
+                _mm512_loadu_si512((const void *)(ap + 64 * v)), row));
+        const int fl = flags[t];
+        if (fl) {
+            for (int v = 0; v < V; v++) {
+                h[2 * v] = _mm512_add_epi16(h[2 * v], _mm512_cvtepi8_epi16(_mm512_castsi512_si256(b[v])));
+                h[2 * v + 1] = _mm512_add_epi16(h[2 * v + 1], _mm512_cvtepi8_epi16(_mm512_extracti64x4_epi64(b[v], 1)));
+                b[v] = _mm512_setzero_si512();
+            }
+            if (fl & 2) {
+                for (int q = 0; q < 2 * V; q++) {
+                    c32[2 * q] = _mm512_add_epi32(c32[2 * q], _mm512_cvtepi16_epi32(_mm512_castsi512_si256(h[q])));
+                    c32[2 * q + 1] = _mm512_add_epi32(c32[2 * q + 1], _mm512_cvtepi16_epi32(_mm512_extracti64x4_epi64(h[q], 1)));
+                    h[q] = _mm512_setzero_si512();
+                }
+            }
+        }
+    }
+    for (int q = 0; q < 4 * V; q++) _mm512_storeu_si512((void *)(acc + 16 * q), c32[q]);
+}
+#endif
+
+#if ISA_NEON
+/* 16-bit products: vqtbl1q_u8 on the row's low and high bytes, zipped to int16 */
+static inline __attribute__((always_inline)) void FN(tbl16_block)(
+    const int32_t *pix, const int32_t *code, const uint8_t *flags, int32_t t0, int32_t t1,
+    const uint8_t *rows16, const uint8_t *x, int32_t *acc, const int V) {
+    int32x4_t c32[8];
+    int16x8_t s[4];
+    for (int q = 0; q < 4 * V; q++) c32[q] = vdupq_n_s32(0);
+    for (int q = 0; q < 2 * V; q++) s[q] = vdupq_n_s16(0);
+    for (int32_t t = t0; t < t1; t++) {
+        const uint8_t *rp = rows16 + (int64_t)code[t] * 64;
+        const uint8x16_t lo = vld1q_u8(rp), hi = vld1q_u8(rp + 32);
+        const uint8_t *ap = x + pix[t];
+        for (int v = 0; v < V; v++) {
+            const uint8x16_t a = vld1q_u8(ap + 16 * v);
+            const uint8x16_t l = vqtbl1q_u8(lo, a), h = vqtbl1q_u8(hi, a);
+            s[2 * v] = vaddq_s16(s[2 * v], vreinterpretq_s16_u8(vzip1q_u8(l, h)));
+            s[2 * v + 1] = vaddq_s16(s[2 * v + 1], vreinterpretq_s16_u8(vzip2q_u8(l, h)));
+        }
+        if (flags[t] & 2) {
+            for (int q = 0; q < 2 * V; q++) {
+                c32[2 * q] = vaddq_s32(c32[2 * q], vmovl_s16(vget_low_s16(s[q])));
+                c32[2 * q + 1] = vaddq_s32(c32[2 * q + 1], vmovl_high_s16(s[q]));
+                s[q] = vdupq_n_s16(0);
+            }
+        }
+    }
+    for (int q = 0; q < 4 * V; q++) vst1q_s32(acc + 4 * q, c32[q]);
+}
+
+/* 8-bit products: one vqtbl1q_s8 reads 16 products */
+static inline __attribute__((always_inline)) void FN(tbl8_block)(
+    const int32_t *pix, const int32_t *code, const uint8_t *flags, int32_t t0, int32_t t1,
+    const int8_t *rows8, const uint8_t *x, int32_t *acc, const int V) {
+    int32x4_t c32[8];
+    int16x8_t h[4];
+    int8x16_t b[2];
+    for (int q = 0; q < 4 * V; q++) c32[q] = vdupq_n_s32(0);
+    for (int q = 0; q < 2 * V; q++) h[q] = vdupq_n_s16(0);
+    for (int v = 0; v < V; v++) b[v] = vdupq_n_s8(0);
+    for (int32_t t = t0; t < t1; t++) {
+        const int8x16_t row = vld1q_s8(rows8 + (int64_t)code[t] * 64);
+        const uint8_t *ap = x + pix[t];
+        for (int v = 0; v < V; v++) b[v] = vaddq_s8(b[v], vqtbl1q_s8(row, vld1q_u8(ap + 16 * v)));
+        const int fl = flags[t];
+        if (fl) {
+            for (int v = 0; v < V; v++) {
+                h[2 * v] = vaddq_s16(h[2 * v], vmovl_s8(vget_low_s8(b[v])));
+                h[2 * v + 1] = vaddq_s16(h[2 * v + 1], vmovl_high_s8(b[v]));
+                b[v] = vdupq_n_s8(0);
+            }
+            if (fl & 2) {
+                for (int q = 0; q < 2 * V; q++) {
+                    c32[2 * q] = vaddq_s32(c32[2 * q], vmovl_s16(vget_low_s16(h[q])));
+                    c32[2 * q + 1] = vaddq_s32(c32[2 * q + 1], vmovl_high_s16(h[q]));
+                    h[q] = vdupq_n_s16(0);
+                }
+            }
+        }
+    }
+    for (int q = 0; q < 4 * V; q++) vst1q_s32(acc + 4 * q, c32[q]);
+}
+#endif
+
+/* run a block kernel over channels o0..o1: main blocks of V=2 vectors, tail of V=1 */
+#define BLOCKED(KFN, ROWS, XT, W1)                                                         \
+    do {                                                                                   \
+        for (int64_t o = o0; o < o1; o++) {                                                \
+            int32_t *a = acc + o * pst;                                                    \
+            const int32_t t0 = nz_off[o], t1 = nz_off[o + 1];                              \
+            int64_t p0 = 0;                                                                \
+            for (; P - p0 > (W1); p0 += 2 * (W1))                                          \
+                KFN(pix, code, flags, t0, t1, ROWS, (const XT *)x + p0, a + p0, 2);        \
+            for (; p0 < P; p0 += (W1))                                                     \
+                KFN(pix, code, flags, t0, t1, ROWS, (const XT *)x + p0, a + p0, 1);        \
+        }                                                                                  \
+    } while (0)
+
+static int FN(pick)(const int64_t *f) {
+    if (L_MODE == 1) return K_INT8;
+    const int64_t kfmt = L_KFMT, A = L_A;
+    (void)kfmt; (void)A;
+#if ISA_AVX512
+    if (kfmt == 0 && A <= 64) return K_PERMB;
+    if (kfmt <= 1 && A <= 32) return K_PERMW;
+#endif
+#if ISA_AVX2
+    if (kfmt == 0 && A <= 16) return K_SHUF8;
+    if (kfmt <= 1 && A <= 16) return K_SHUF16;
+#endif
+#if ISA_NEON
+    if (kfmt == 0 && A <= 16) return K_TBL8;
+    if (kfmt <= 1 && A <= 16) return K_TBL16;
+#endif
+    return K_GATHER;
+}
+
+/* accumulators of output channels o0..o1 of one image: acc[o][p], p in padded coords */
+static void FN(layer_acc)(const int64_t *f, const int64_t *plan, int kern, int64_t o0,
+                          int64_t o1, const uint8_t *x, int32_t *acc) {
+    const int32_t *nz_off = L_PTR(int32_t, 22), *pix = L_PTR(int32_t, 23);
+    const int32_t *code = L_PTR(int32_t, 24);
+    const uint8_t *flags = L_PTR(uint8_t, 25);
+    const int64_t P = L_P, pst = PST(f);
+    (void)nz_off; (void)pix; (void)code; (void)flags; (void)P; (void)pst;
+    switch (kern) {
+    case K_INT8: FN(k_int8)(f, plan, o0, o1, (const int16_t *)x, acc); return;
+#if ISA_AVX2
+    case K_SHUF16: BLOCKED(FN(shuf16_block), L_PTR(uint8_t, 28), uint8_t, 32); return;
+    case K_SHUF8: BLOCKED(FN(shuf8_block), L_PTR(int8_t, 27), uint8_t, 32); return;
+#endif
+#if ISA_AVX512
+    case K_PERMW: BLOCKED(FN(permw_block), L_PTR(int16_t, 29), uint16_t, 32); return;
+    case K_PERMB: BLOCKED(FN(permb_block), L_PTR(int8_t, 27), uint8_t, 64); return;
+#endif
+#if ISA_NEON
+    case K_TBL16: BLOCKED(FN(tbl16_block), L_PTR(uint8_t, 28), uint8_t, 16); return;
+    case K_TBL8: BLOCKED(FN(tbl8_block), L_PTR(int8_t, 27), uint8_t, 16); return;
+#endif
+    default: FN(k_gather)(f, plan, o0, o1, x, acc); return;
+    }
+}
+
+/* requant / residual / ReLU / codes of channels o0..o1 from their accumulators */
+static void FN(layer_out)(const int64_t *f, const int64_t *plan, uint8_t *arena, int64_t o0,
+                          int64_t o1, int32_t *acc, int32_t *tmp) {
+    const int64_t OH = L_OH, OW = L_OW, Wph = L_WPH, P = L_P, pst = PST(f), OHW = OH * OW;
+    uint8_t *outc = f[1] >= 0 ? (uint8_t *)BUF(arena, plan, f[1]) : NULL;
+    int32_t *outy = f[2] >= 0 ? (int32_t *)BUF(arena, plan, f[2]) : NULL;
+    const int32_t *res = f[3] >= 0 ? (const int32_t *)BUF(arena, plan, f[3]) : NULL;
+    const int64_t fmt = f[34], n = f[36], kbits = f[37], sgn = f[38];
+    const int64_t es = fmt == 1 ? 2 : 1;
+    if (f[39]) { /* thresholds on the accumulator (engine.accumulator_thresholds) */
+        const int32_t *flip = L_PTR(int32_t, 40), *up = L_PTR(int32_t, 41);
+        const int32_t *wn = f[42] >= 0 ? L_PTR(int32_t, 42) : NULL;
+        int32_t *c0 = tmp, *c1 = tmp + pst;
+        for (int64_t o = o0; o < o1; o++) {
+            int32_t *a = acc + o * pst;
+            if (flip[o])
+                for (int64_t p = 0; p < P; p++) a[p] = -a[p];
+            for (int64_t p = 0; p < P; p++) c0[p] = 0;
+            for (int64_t j = 0; j < n; j++) {
+                const int32_t u = up[o * n + j];
+                for (int64_t p = 0; p < P; p++) c0[p] += a[p] > u;
+            }
+            if (wn) {
+                for (int64_t p = 0; p < P; p++) c1[p] = 0;
+                for (int64_t j = 0; j < n; j++) {
+                    const int32_t w = wn[o * n + j];
+                    for (int64_t p = 0; p < P; p++) c1[p] += a[p] <= w;
+                }
+            }
+            for (int64_t oy = 0; oy < OH; oy++) {
+                const int32_t *r0 = c0 + oy * Wph, *r1 = c1 + oy * Wph;
+                const int64_t base = o * OHW + oy * OW;
+                if (fmt == 0) {
+                    uint8_t *d = outc + base;
+                    if (wn) {
+                        const uint8_t sb = (uint8_t)(1u << kbits);
+                        for (int64_t p = 0; p < OW; p++)
+                            d[p] = (uint8_t)(r0[p] + r1[p]) | (r1[p] > 0 ? sb : 0);
+                    } else {
+                        for (int64_t p = 0; p < OW; p++) d[p] = (uint8_t)r0[p];
+                    }
+                } else {
+                    int16_t *d = (int16_t *)outc + base;
+                    for (int64_t p = 0; p < OW; p++) d[p] = (int16_t)(wn ? r0[p] - r1[p] : r0[p]);
+                }
+            }
+        }
+        return;
+    }
+    const int64_t *M = L_PTR(int64_t, 30), *B = L_PTR(int64_t, 31), *R = L_PTR(int64_t, 32);
+    const int64_t *thr = L_PTR(int64_t, 35);
+    const int64_t relu = f[33];
+    for (int64_t o = o0; o < o1; o++) {
+        const int32_t *a = acc + o * pst;
+        const int64_t m = M[o], b = B[o], r = R[o];
+        for (int64_t oy = 0; oy < OH; oy++) {
+            const int64_t base = o * OHW + oy * OW;
+            const int32_t *ar = a + oy * Wph;
+            for (int64_t p = 0; p < OW; p++) {
+                int64_t y = FN(sat)(((int64_t)ar[p] * m + b) >> r);
+                if (res) y = FN(sat)(y + res[base + p]);
+                if (relu && y < 0) y = 0;
+                tmp[p] = (int32_t)y;
+            }
+            if (outy) memcpy(outy + base, tmp, (size_t)(4 * OW));
+            if (outc) FN(codes_of)(tmp, OW, outc + es * base, fmt, thr, n, kbits, sgn);
+        }
+    }
+}
+
+static void FN(op_layer)(const int64_t *f, const int64_t *plan, uint8_t *arena, uint8_t *scr) {
+    const int kern = FN(pick)(f);
+    const int64_t es = (kern == K_PERMW || kern == K_INT8) ? 2 : 1;
+    const int64_t pst = PST(f);
+    const int64_t planes_b = AL64((L_C * L_SH * L_SW * L_HPH * L_WPH + pst + 64) * 2);
+    uint8_t *x = scr;
+    int32_t *acc = (int32_t *)(scr + planes_b);
+    int32_t *tmp = acc + AL64(L_O * pst * 4) / 4;
+    FN(prep)(f, BUF(arena, plan, f[0]), x, es);
+    FN(layer_acc)(f, plan, kern, 0, L_O, x, acc);
+    FN(layer_out)(f, plan, arena, 0, L_O, acc, tmp);
+}
+
+/* ---------------------------------------------------------------- the other steps */
+
+static void FN(op_affine)(const int64_t *f, const int64_t *plan, uint8_t *arena) {
+    const int32_t *s = (const int32_t *)BUF(arena, plan, f[0]);
+    int32_t *d = (int32_t *)BUF(arena, plan, f[1]);
+    const int64_t C = f[2], HW = f[3];
+    const int64_t *M = (const int64_t *)(plan + f[4]), *B = (const int64_t *)(plan + f[5]);
+    const int64_t *R = (const int64_t *)(plan + f[6]);
+    for (int64_t c = 0; c < C; c++)
+        for (int64_t p = 0; p < HW; p++)
+            d[c * HW + p] = (int32_t)FN(sat)(((int64_t)s[c * HW + p] * M[c] + B[c]) >> R[c]);
+}
+
+static void FN(op_pool)(const int64_t *f, const int64_t *plan, uint8_t *arena) {
+    const int32_t *s = (const int32_t *)BUF(arena, plan, f[0]);
+    int32_t *d = (int32_t *)BUF(arena, plan, f[1]);
+    const int64_t C = f[2], H = f[3], W = f[4], mx = f[5], kh = f[6], kw = f[7], sh = f[8];
+    const int64_t sw = f[9], ph = f[10], pw = f[11], dh = f[12], dw = f[13], OH = f[14];
+    const int64_t OW = f[15], dv = f[16];
+    for (int64_t c = 0; c < C; c++)
+        for (int64_t oy = 0; oy < OH; oy++)
+            for (int64_t ox = 0; ox < OW; ox++) {
+                int64_t acc = mx ? INT64_MIN : 0;
+                for (int64_t i = 0; i < kh; i++)
+                    for (int64_t j = 0; j < kw; j++) {
+                        const int64_t y = oy * sh - ph + i * dh, x = ox * sw - pw + j * dw;
+                        const int in = y >= 0 && y < H && x >= 0 && x < W;
+                        const int64_t v = in ? s[(c * H + y) * W + x] : (mx ? INT64_MIN : 0);
+                        if (mx) acc = v > acc ? v : acc;
+                        else acc += v;
+                    }
+                d[(c * OH + oy) * OW + ox] =
+                    (int32_t)(mx ? acc : FN(floordiv)(2 * acc + dv, 2 * dv));
+            }
+}
+
+static void FN(op_shortcut)(const int64_t *f, const int64_t *plan, uint8_t *arena) {
+    const int32_t *s = (const int32_t *)BUF(arena, plan, f[0]);
+    int32_t *d = (int32_t *)BUF(arena, plan, f[1]);
+    const int64_t C = f[2], H = f[3], W = f[4], st = f[5], pad = f[6], OH = f[7], OW = f[8];
+    memset(d, 0, (size_t)(4 * (C + pad) * OH * OW));
+    for (int64_t c = 0; c < C; c++)
+        for (int64_t y = 0; y < OH; y++)
+            for (int64_t x = 0; x < OW; x++)
+                d[((c + pad / 2) * OH + y) * OW + x] = s[(c * H + y * st) * W + x * st];
+}
+
+static void FN(run_image)(const int64_t *plan, const float *x, uint8_t *arena) {
+    uint8_t *scr = arena + plan[5];
+    const int64_t *op = plan + plan[10];
+    for (int64_t k = 0; k < plan[3]; k++, op += op[1]) {
+        const int64_t *f = op + 2;
+        switch (op[0]) {
+        case OP_INPUTQ: FN(op_inputq)(f, plan, x, arena); break;
+        case OP_QUANT: {
+            const int64_t *thr = (const int64_t *)(plan + f[3]);
+            FN(codes_of)((const int32_t *)BUF(arena, plan, f[0]), f[2], BUF(arena, plan, f[1]),
+                         f[5], thr, f[4], f[6], f[7]);
+            break;
+        }
+        case OP_LAYER: FN(op_layer)(f, plan, arena, scr); break;
+        case OP_AFFINE: FN(op_affine)(f, plan, arena); break;
+        case OP_RELU: {
+            const int32_t *s = (const int32_t *)BUF(arena, plan, f[0]);
+            int32_t *d = (int32_t *)BUF(arena, plan, f[1]);
+            for (int64_t i = 0; i < f[2]; i++) d[i] = s[i] > 0 ? s[i] : 0;
+            break;
+        }
+        case OP_ADD: {
+            const int32_t *a = (const int32_t *)BUF(arena, plan, f[0]);
+            const int32_t *b = (const int32_t *)BUF(arena, plan, f[1]);
+            int32_t *d = (int32_t *)BUF(arena, plan, f[2]);
+            for (int64_t i = 0; i < f[3]; i++) d[i] = (int32_t)FN(sat)((int64_t)a[i] + b[i]);
+            break;
+        }
+        case OP_POOL: FN(op_pool)(f, plan, arena); break;
+        case OP_SHORTCUT: FN(op_shortcut)(f, plan, arena); break;
+        case OP_COPY: {
+            const uint8_t *s = (const uint8_t *)BUF(arena, plan, f[0]);
+            uint8_t *d = (uint8_t *)BUF(arena, plan, f[1]);
+            for (int64_t i = 0; i < f[2]; i++)
+                memcpy(d + i * f[5] + f[6], s + i * f[4], (size_t)f[3]);
+            break;
+        }
+        default: break;
+        }
+    }
+}
+
+#undef FN
