@@ -43,7 +43,8 @@ def load() -> ctypes.CDLL:
         lib = ctypes.CDLL(str(path))
         lib.potlut_net_run.argtypes = [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int64,
                                        ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int64,
-                                       ctypes.c_int64, ctypes.c_int64, ctypes.c_int64]
+                                       ctypes.c_int64, ctypes.c_int64, ctypes.c_int64,
+                                       ctypes.c_void_p]
         lib.potlut_net_run.restype = ctypes.c_int64
         lib.potlut_net_isa_supported.argtypes = [ctypes.c_int64]
         lib.potlut_net_isa_supported.restype = ctypes.c_int64
@@ -96,8 +97,12 @@ class NativeNet:
             self._arena = np.zeros(need, np.uint8)
         return self._arena
 
-    def run(self, x: np.ndarray, keep: bool = False) -> np.ndarray | dict[str, np.ndarray]:
-        """int32 logits of float32 images ``x`` (``[N, *in_shape]``, C-contiguous)."""
+    def run(self, x: np.ndarray, keep: bool = False,
+            prof: np.ndarray | None = None) -> np.ndarray | dict[str, np.ndarray]:
+        """int32 logits of float32 images ``x`` (``[N, *in_shape]``, C-contiguous).
+
+        ``prof`` (int64, one per op of the plan): adds each op's thread CPU ns (one thread).
+        """
         N = int(x.shape[0])
         plan = self.plan
         outs = [np.empty((N, plan.bufs[b].elems), plan.bufs[b].np_dtype) for b in plan.outputs]
@@ -106,7 +111,8 @@ class NativeNet:
         arena = self._arena_for(N if keep else threads)
         base = (arena.ctypes.data + 63) // 64 * 64
         rc = self._run(plan.words.ctypes.data, x.ctypes.data, N, ptrs, base, self.stride,
-                       int(keep), self._isa_id, threads)
+                       int(keep), self._isa_id, threads,
+                       None if prof is None else prof.ctypes.data)
         if rc != 0:  # pragma: no cover - the plan and ISA were checked above
             raise RuntimeError("C runner refused the plan")
         if keep:

@@ -73,6 +73,7 @@ class NetPlan:
     scratch_bytes: int
     layer_names: list[str] = field(default_factory=list)
     shapes: dict[str, tuple[int, ...]] = field(default_factory=dict)  # per name (reshapes)
+    op_labels: list[str] = field(default_factory=list)  # one per op: "<step> <dst>"
 
 
 class _Writer:
@@ -226,6 +227,7 @@ def build_plan(prog: Program) -> NetPlan:
     ops: list[list[int]] = []
     scratch = 0
     names: list[str] = []
+    labels: list[str] = []
     in_elems = int(np.prod(prog.in_shape))
     for st in prog.steps:
         if isinstance(st, InputQuant):
@@ -265,7 +267,7 @@ def build_plan(prog: Program) -> NetPlan:
             ops.append([OP_ADD, a, b, d, bufs[a].elems])
         elif isinstance(st, Pool):
             s = ids[st.src]
-            C, H, W = bufs[s].shape
+            C, H, W = shapes[st.src]
             (kh, kw), (sh, sw), (ph, pw), (dh, dw) = st.kernel, st.stride, st.padding, \
                 st.dilation
             OH = (H + 2 * ph - dh * (kh - 1) - 1) // sh + 1
@@ -275,7 +277,7 @@ def build_plan(prog: Program) -> NetPlan:
                         dh, dw, OH, OW, st.divisor or kh * kw])
         elif isinstance(st, Shortcut):
             s = ids[st.src]
-            C, H, W = bufs[s].shape
+            C, H, W = shapes[st.src]
             OH, OW = -(-H // st.stride), -(-W // st.stride)
             d = new(st.dst, DT_I32, (C + st.pad, OH, OW))
             ops.append([OP_SHORTCUT, s, d, C, H, W, st.stride, st.pad, OH, OW])
@@ -297,6 +299,8 @@ def build_plan(prog: Program) -> NetPlan:
                 pos += row
         else:  # pragma: no cover - every step type is handled above
             raise TypeError(type(st).__name__)
+        labels += [f"{type(st).__name__} {getattr(st, 'dst', getattr(st, 'name', ''))}"] * (
+            len(ops) - len(labels))
     off = 0
     for b in bufs:
         b.offset = off
@@ -320,7 +324,7 @@ def build_plan(prog: Program) -> NetPlan:
     words = np.concatenate([np.array(header + body, np.int64), *w.chunks]) if w.chunks else \
         np.array(header + body, np.int64)
     assert words.size == fixed + w.size
-    return NetPlan(words, bufs, ids, outputs, arena, scratch, names, shapes)
+    return NetPlan(words, bufs, ids, outputs, arena, scratch, names, shapes, labels)
 
 
 # which op fields (index after the op type) are array offsets, to relocate them

@@ -21,8 +21,10 @@
  * layers multiply (int16 x int16 -> int32).  Semantics: potlut/infer/reference.py.
  * Each instruction set is a separate copy of plut_net_body.h compiled under its target
  * pragma, chosen at run time, so one library serves every x86-64 CPU. */
+#define _POSIX_C_SOURCE 199309L
 #include <stdint.h>
 #include <stdlib.h>
+#include <time.h>
 #include <string.h>
 #ifndef POTLUT_NO_THREADS
 #include <pthread.h>
@@ -60,6 +62,13 @@
 #define L_WPH f[44]
 #define L_P f[45]
 #define PST(f) (((f)[45] + 255) / 256 * 256)
+
+/* thread CPU time (the per-op profile), ns */
+static int64_t now_ns(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
+    return (int64_t)ts.tv_sec * 1000000000LL + ts.tv_nsec;
+}
 
 enum { OP_INPUTQ = 1, OP_QUANT, OP_LAYER, OP_AFFINE, OP_RELU, OP_ADD, OP_POOL, OP_SHORTCUT,
        OP_COPY };
@@ -139,7 +148,7 @@ int64_t potlut_net_isa_supported(int64_t isa) {
     }
 }
 
-typedef void (*image_fn)(const int64_t *, const float *, uint8_t *);
+typedef void (*image_fn)(const int64_t *, const float *, uint8_t *, int64_t *);
 
 static image_fn pick_isa(int64_t isa) {
     switch (isa) {
@@ -163,6 +172,7 @@ typedef struct {
     uint8_t *arena;
     int64_t stride, keep;
     image_fn fn;
+    int64_t *prof;
 } Job;
 
 static void run_images(const Job *j) {
@@ -170,7 +180,7 @@ static void run_images(const Job *j) {
     const int64_t *outs = plan + plan[9];
     for (int64_t n = j->n0; n < j->n1; n++) {
         uint8_t *arena = j->keep ? j->arena + n * j->stride : j->arena;
-        j->fn(plan, j->x + n * in, arena);
+        j->fn(plan, j->x + n * in, arena, j->prof);
         for (int64_t k = 0; k < plan[7]; k++) {
             const int64_t *b = plan + plan[8] + 4 * outs[k];
             const int64_t bytes = b[1] * (b[0] == 0 ? 1 : (b[0] == 1 ? 2 : 4));
@@ -190,15 +200,16 @@ static void *thread_main(void *p) {
 /* Run N images x [N][in] through the plan; outputs to outs[k] ([N][elements of output k]).
  * arena: keep ? N : threads arenas of `stride` bytes (keep: every buffer of every image
  * stays for the caller).  Images are split between threads in contiguous runs.
+ * prof (NULL: none): thread CPU ns spent in each op, summed (one thread only).
  * Returns 0, or -1 (bad plan / ISA not available here). */
 int64_t potlut_net_run(const int64_t *plan, const float *x, int64_t N, void **outs,
                        uint8_t *arena, int64_t stride, int64_t keep, int64_t isa,
-                       int64_t threads) {
+                       int64_t threads, int64_t *prof) {
     if (plan[0] != 0x504C55544E4554LL || plan[1] != 1 || stride < plan[4]) return -1;
     if (!potlut_net_isa_supported(isa)) return -1;
     image_fn fn = pick_isa(isa);
     if (!fn) return -1;
-    if (threads < 1) threads = 1;
+    if (threads < 1 || prof) threads = 1;
     if (threads > N) threads = N;
 #ifdef POTLUT_NO_THREADS
     threads = 1;
@@ -207,7 +218,7 @@ int64_t potlut_net_run(const int64_t *plan, const float *x, int64_t N, void **ou
     if (threads > 64) threads = 64;
     for (int64_t t = 0; t < threads; t++) {
         Job j = {plan, x, N * t / threads, N * (t + 1) / threads, outs,
-                 keep ? arena : arena + t * stride, stride, keep, fn};
+                 keep ? arena : arena + t * stride, stride, keep, fn, prof};
         jobs[t] = j;
     }
     if (threads == 1) {

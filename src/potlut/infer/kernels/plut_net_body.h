@@ -51,13 +51,15 @@ static void FN(op_inputq)(const int64_t *f, const int64_t *plan, const float *x,
     void *dst = BUF(arena, plan, f[0]);
     const int64_t n = f[1], nm = f[3], fmt = f[4], kbits = f[5], sgn = f[6];
     const double *mids = (const double *)(plan + f[2]);
+    int64_t top = 1;
+    while (top * 2 <= nm) top *= 2;
     for (int64_t i = 0; i < n; i++) {
         const double v = x[i];
         const double mag = sgn ? (v < 0 ? -v : v) : (v > 0 ? v : 0);
-        int64_t lo = 0, hi = nm; /* searchsorted right: #mids <= mag */
-        while (lo < hi) {
-            int64_t mid = (lo + hi) >> 1;
-            if (mids[mid] <= mag) lo = mid + 1; else hi = mid;
+        int64_t lo = 0; /* searchsorted right: #mids <= mag (branch-free binary search) */
+        for (int64_t step = top; step > 0; step >>= 1) {
+            const int64_t j = lo + step;
+            lo = (j <= nm && mids[j <= nm ? j - 1 : 0] <= mag) ? j : lo;
         }
         const int neg = sgn && v < 0 && lo > 0;
         if (fmt == 0) ((uint8_t *)dst)[i] = (uint8_t)(lo | (neg ? (1LL << kbits) : 0));
@@ -222,7 +224,7 @@ static inline __attribute__((always_inline)) void FN(shuf8_block)(
 static inline __attribute__((always_inline)) void FN(permw_block)(
     const int32_t *pix, const int32_t *code, const uint8_t *flags, int32_t t0, int32_t t1,
     const int16_t *roww, const uint16_t *x, int32_t *acc, const int V) {
-    __m512i c32[8], s[4];
+    __m512i c32[16], s[8];
     for (int q = 0; q < 2 * V; q++) c32[q] = _mm512_setzero_si512();
     for (int v = 0; v < V; v++) s[v] = _mm512_setzero_si512();
     for (int32_t t = t0; t < t1; t++) {
@@ -246,7 +248,7 @@ static inline __attribute__((always_inline)) void FN(permw_block)(
 static inline __attribute__((always_inline)) void FN(permb_block)(
     const int32_t *pix, const int32_t *code, const uint8_t *flags, int32_t t0, int32_t t1,
     const int8_t *rows8, const uint8_t *x, int32_t *acc, const int V) {
-    __m512i c32[8], h[4], b[2];
+    __m512i c32[16], h[8], b[4];
     for (int q = 0; q < 4 * V; q++) c32[q] = _mm512_setzero_si512();
     for (int q = 0; q < 2 * V; q++) h[q] = _mm512_setzero_si512();
     for (int v = 0; v < V; v++) b[v] = _mm512_setzero_si512();
@@ -340,18 +342,23 @@ static inline __attribute__((always_inline)) void FN(tbl8_block)(
 }
 #endif
 
-/* run a block kernel over channels o0..o1: main blocks of V=2 vectors, tail of V=1 */
-#define BLOCKED(KFN, ROWS, XT, W1)                                                         \
+/* run a block kernel over channels o0..o1: pixel blocks outermost (the block's input runs
+ * stay in L1 across channels), VM vectors per block, then 2, then 1 for the tail */
+#define BLOCKED(KFN, ROWS, XT, W1, VM)                                                     \
     do {                                                                                   \
-        for (int64_t o = o0; o < o1; o++) {                                                \
-            int32_t *a = acc + o * pst;                                                    \
-            const int32_t t0 = nz_off[o], t1 = nz_off[o + 1];                              \
-            int64_t p0 = 0;                                                                \
-            for (; P - p0 > (W1); p0 += 2 * (W1))                                          \
-                KFN(pix, code, flags, t0, t1, ROWS, (const XT *)x + p0, a + p0, 2);        \
-            for (; p0 < P; p0 += (W1))                                                     \
-                KFN(pix, code, flags, t0, t1, ROWS, (const XT *)x + p0, a + p0, 1);        \
-        }                                                                                  \
+        int64_t p0 = 0;                                                                    \
+        for (; P - p0 >= (VM) * (W1); p0 += (VM) * (W1))                                   \
+            for (int64_t o = o0; o < o1; o++)                                              \
+                KFN(pix, code, flags, nz_off[o], nz_off[o + 1], ROWS, (const XT *)x + p0,  \
+                    acc + o * pst + p0, VM);                                               \
+        for (; P - p0 > (W1); p0 += 2 * (W1))                                              \
+            for (int64_t o = o0; o < o1; o++)                                              \
+                KFN(pix, code, flags, nz_off[o], nz_off[o + 1], ROWS, (const XT *)x + p0,  \
+                    acc + o * pst + p0, 2);                                                \
+        for (; p0 < P; p0 += (W1))                                                         \
+            for (int64_t o = o0; o < o1; o++)                                              \
+                KFN(pix, code, flags, nz_off[o], nz_off[o + 1], ROWS, (const XT *)x + p0,  \
+                    acc + o * pst + p0, 1);                                                \
     } while (0)
 
 static int FN(pick)(const int64_t *f) {
@@ -384,16 +391,16 @@ static void FN(layer_acc)(const int64_t *f, const int64_t *plan, int kern, int64
     switch (kern) {
     case K_INT8: FN(k_int8)(f, plan, o0, o1, (const int16_t *)x, acc); return;
 #if ISA_AVX2
-    case K_SHUF16: BLOCKED(FN(shuf16_block), L_PTR(uint8_t, 28), uint8_t, 32); return;
-    case K_SHUF8: BLOCKED(FN(shuf8_block), L_PTR(int8_t, 27), uint8_t, 32); return;
+    case K_SHUF16: BLOCKED(FN(shuf16_block), L_PTR(uint8_t, 28), uint8_t, 32, 2); return;
+    case K_SHUF8: BLOCKED(FN(shuf8_block), L_PTR(int8_t, 27), uint8_t, 32, 2); return;
 #endif
 #if ISA_AVX512
-    case K_PERMW: BLOCKED(FN(permw_block), L_PTR(int16_t, 29), uint16_t, 32); return;
-    case K_PERMB: BLOCKED(FN(permb_block), L_PTR(int8_t, 27), uint8_t, 64); return;
+    case K_PERMW: BLOCKED(FN(permw_block), L_PTR(int16_t, 29), uint16_t, 32, 8); return;
+    case K_PERMB: BLOCKED(FN(permb_block), L_PTR(int8_t, 27), uint8_t, 64, 4); return;
 #endif
 #if ISA_NEON
-    case K_TBL16: BLOCKED(FN(tbl16_block), L_PTR(uint8_t, 28), uint8_t, 16); return;
-    case K_TBL8: BLOCKED(FN(tbl8_block), L_PTR(int8_t, 27), uint8_t, 16); return;
+    case K_TBL16: BLOCKED(FN(tbl16_block), L_PTR(uint8_t, 28), uint8_t, 16, 2); return;
+    case K_TBL8: BLOCKED(FN(tbl8_block), L_PTR(int8_t, 27), uint8_t, 16, 2); return;
 #endif
     default: FN(k_gather)(f, plan, o0, o1, x, acc); return;
     }
@@ -529,11 +536,12 @@ static void FN(op_shortcut)(const int64_t *f, const int64_t *plan, uint8_t *aren
                 d[((c + pad / 2) * OH + y) * OW + x] = s[(c * H + y * st) * W + x * st];
 }
 
-static void FN(run_image)(const int64_t *plan, const float *x, uint8_t *arena) {
+static void FN(run_image)(const int64_t *plan, const float *x, uint8_t *arena, int64_t *prof) {
     uint8_t *scr = arena + plan[5];
     const int64_t *op = plan + plan[10];
     for (int64_t k = 0; k < plan[3]; k++, op += op[1]) {
         const int64_t *f = op + 2;
+        const int64_t t0 = prof ? now_ns() : 0;
         switch (op[0]) {
         case OP_INPUTQ: FN(op_inputq)(f, plan, x, arena); break;
         case OP_QUANT: {
@@ -568,6 +576,7 @@ static void FN(run_image)(const int64_t *plan, const float *x, uint8_t *arena) {
         }
         default: break;
         }
+        if (prof) prof[k] += now_ns() - t0;
     }
 }
 
