@@ -26,6 +26,9 @@ DEPS = (HERE / "plut_net_body.h",)
 HARNESS = HERE / "plut_net_main.c"
 ISAS = {"scalar": 0, "avx2": 1, "avx512": 2, "neon": 3}
 NATIVE = ("c", *ISAS)
+# "auto": shift-add where the weights are powers of two with exact products, else tables;
+# "lut": table lookups (permutes / shuffles / gathers) everywhere
+KERNELS = {"auto": 0, "lut": 1}
 
 _lib: ctypes.CDLL | None = None
 
@@ -72,7 +75,8 @@ def best_isa() -> str:
 class NativeNet:
     """A program's plan bound to the C runner, one instruction set, ``threads`` threads."""
 
-    def __init__(self, prog: Any, isa: str = "c", threads: int | None = None) -> None:
+    def __init__(self, prog: Any, isa: str = "c", threads: int | None = None,
+                 kernels: str = "auto") -> None:
         from potlut.errors import PotlutConfigError
 
         if isa == "c":
@@ -86,6 +90,10 @@ class NativeNet:
         self.threads = physical_cores() if threads is None else max(1, int(threads))
         self.prog = prog
         self.plan: NetPlan = build_plan(prog)
+        if kernels not in KERNELS:
+            raise PotlutConfigError(f"unknown kernel policy {kernels!r}; choose one of: "
+                                    f"{', '.join(KERNELS)}")
+        self.plan.words[12] = KERNELS[kernels]
         self.stride = self.plan.arena_bytes
         self._arena = np.zeros(0, np.uint8)
         self._run = self.lib.potlut_net_run

@@ -38,7 +38,7 @@ _ITEM = {DT_U8: 1, DT_I16: 2, DT_I32: 4}
 _NP = {DT_U8: np.uint8, DT_I16: np.int16, DT_I32: np.int32}
 BLOCK = 256  # largest pixel block a kernel computes at once (accumulator rows are padded to it)
 INT8_MAX, INT16_MAX = 127, 32767
-LAYER_WORDS = 47
+LAYER_WORDS = 52
 
 
 @dataclass
@@ -147,6 +147,62 @@ def _shuffle_rows(rows: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(np.concatenate([lo, lo, hi, hi], axis=1))
 
 
+def _shift_add(st: Layer, lp, pix: np.ndarray, code: np.ndarray
+               ) -> tuple[np.ndarray, ...] | None:
+    """Exponent-grouped form of a power-of-two-weight layer, or None where it does not apply.
+
+    With weight values ``0`` or ``2^e`` and unrounded products (table shift 0), a channel's
+    accumulator is ``sum_e 2^e (sum_{w = +2^e} a - sum_{w = -2^e} a)``: the table read
+    moves to the input (each activation code becomes its signed value once per layer) and
+    every tap is one int16 add or subtract; each group's sum is widened and shifted once.
+    Groups are split so their int16 sums cannot overflow. Returns ``g_off`` [O+1],
+    ``groups`` [n, 3] (end of the adds, end of the subtracts, e), the taps' pixel offsets
+    in that order, and the signed value of every activation code.
+    """
+    wv, pl = st.w_values.astype(np.int64), st.plut
+    if pl is None or pl.shift != 0:
+        return None
+    nzv = wv[wv > 0]
+    if nzv.size == 0 or np.any(nzv & (nzv - 1)):
+        return None
+    av = pl.a_values.astype(np.int64)
+    amax = int(av.max(initial=0))
+    if amax == 0 or amax > INT16_MAX:
+        return None
+    A = lp.rows.shape[1]
+    ka = st.act.kbits
+    sa = np.arange(A)
+    ca = sa & ((1 << ka) - 1) if st.act.signed else sa
+    neg_a = (sa >> ka) & 1 if st.act.signed else np.zeros(A, np.int64)
+    avals = np.where(ca < av.size, av[np.minimum(ca, av.size - 1)], 0)
+    avals = np.where(neg_a == 1, -avals, avals).astype(np.int16)
+    kw = _code_bits_w(st)
+    mag, negw = code & ((1 << kw) - 1), (code >> kw) & 1
+    e = np.round(np.log2(np.maximum(wv[mag], 1))).astype(np.int64)
+    limit = INT16_MAX // amax
+    g_off, groups, order = [0], [], []
+    for o in range(lp.nz_off.size - 1):
+        lo, hi = int(lp.nz_off[o]), int(lp.nz_off[o + 1])
+        ts = np.arange(lo, hi)
+        for ex in np.unique(e[lo:hi]):
+            pos = ts[(e[lo:hi] == ex) & (negw[lo:hi] == 0)]
+            neg = ts[(e[lo:hi] == ex) & (negw[lo:hi] == 1)]
+            taps = [(t, 0) for t in pos] + [(t, 1) for t in neg]
+            for c0 in range(0, len(taps), limit):
+                chunk = taps[c0:c0 + limit]
+                order += [t for t, _ in chunk]
+                n_pos = sum(1 for _, ng in chunk if ng == 0)
+                groups.append((len(order) - len(chunk) + n_pos, len(order), int(ex)))
+        g_off.append(len(groups))
+    return (np.array(g_off, np.int32), np.array(groups, np.int32).reshape(-1, 3),
+            pix[np.array(order, np.int64)].astype(np.int32), avals)
+
+
+def _code_bits_w(st: Layer) -> int:
+    """Magnitude bits of the layer's signed weight codes."""
+    return max(1, (int(st.w_values.size) - 1).bit_length())
+
+
 def _layer_words(st: Layer, w: _Writer, ids: dict[str, int], bufs: list[Buf]) -> tuple[list[int],
                                                                                      int]:
     """The op words of one layer and the scratch bytes it needs."""
@@ -186,6 +242,11 @@ def _layer_words(st: Layer, w: _Writer, ids: dict[str, int], bufs: list[Buf]) ->
         A, kfmt, mode = 0, 2, 1
         flags = np.zeros(code.size, np.uint8)
         rows32 = rows8 = rows16 = roww = w.add(np.zeros(1, np.int64))
+    sa = _shift_add(st, lp, pix, code) if st.mode == "plut" else None
+    if sa is None:
+        sa_fields = [0, -1, -1, -1, -1]
+    else:
+        sa_fields = [1, *(w.add(a) for a in sa)]
     n_thr = int(lp.thr.size)
     wn = w.add(lp.wn.astype(np.int32)) if lp.wn is not None else -1
     fields = [
@@ -198,7 +259,7 @@ def _layer_words(st: Layer, w: _Writer, ids: dict[str, int], bufs: list[Buf]) ->
         w.add(lp.thr.astype(np.int64)), n_thr, lp.kbits, int(lp.signed), int(lp.acc_thr),
         w.add(lp.flip.astype(np.int32)) if lp.acc_thr else -1,
         w.add(lp.up.astype(np.int32)) if lp.acc_thr else -1, wn if lp.acc_thr else -1,
-        Hph, Wph, P, K,
+        Hph, Wph, P, K, *sa_fields,
     ]
     assert len(fields) == LAYER_WORDS, len(fields)
     pst = -(-P // BLOCK) * BLOCK
@@ -330,7 +391,7 @@ def build_plan(prog: Program) -> NetPlan:
 # which op fields (index after the op type) are array offsets, to relocate them
 _ARRAYS = {
     OP_INPUTQ: {2}, OP_QUANT: {3}, OP_AFFINE: {4, 5, 6},
-    OP_LAYER: {22, 23, 24, 25, 26, 27, 28, 29, 30, 31, 32, 35, 40, 41, 42},
+    OP_LAYER: {22, 23, 24, 25, 26, 27, 28, 29, 30, 31, 32, 35, 40, 41, 42, 48, 49, 50, 51},
 }
 
 

@@ -81,7 +81,8 @@ static inline int64_t FN(floordiv)(int64_t a, int64_t b) {
 /* codes [C][H][W] -> zero-padded stride-phase planes [C][SH*SW][Hph][Wph] (+ zero slack),
  * element es bytes (1: u8, 2: u16 codes or int16 values), so that every tap of a direct
  * convolution reads a contiguous run: plane + pix[t] + p, p = oy * Wph + ox */
-static void FN(prep)(const int64_t *f, const void *src, uint8_t *planes, int64_t es) {
+__attribute__((noinline)) static void FN(prep)(const int64_t *f, const void *src, uint8_t *planes, int64_t es,
+                     const int16_t *lut) {
     const int64_t C = L_C, H = L_H, W = L_W, SH = L_SH, SW = L_SW, PH = L_PH, PW = L_PW;
     const int64_t Hph = L_HPH, Wph = L_WPH, plane = Hph * Wph;
     const int64_t total = C * SH * SW * plane + PST(f) + 64;
@@ -94,7 +95,11 @@ static void FN(prep)(const int64_t *f, const void *src, uint8_t *planes, int64_t
             const int64_t ib = (c * H + y) * W;
             if (SW == 1) {
                 const int64_t d0 = rbase + PW;
-                if (in16) {
+                if (lut) {
+                    int16_t *d = (int16_t *)planes + d0;
+                    const uint8_t *s = (const uint8_t *)src + ib;
+                    for (int64_t x = 0; x < W; x++) d[x] = lut[s[x]];
+                } else if (in16) {
                     memcpy(planes + 2 * d0, (const int16_t *)src + ib, (size_t)(2 * W));
                 } else if (es == 1) {
                     memcpy(planes + d0, (const uint8_t *)src + ib, (size_t)W);
@@ -107,7 +112,8 @@ static void FN(prep)(const int64_t *f, const void *src, uint8_t *planes, int64_t
                 for (int64_t x = 0; x < W; x++) {
                     const int64_t xx = x + PW;
                     const int64_t d = rbase + (xx % SW) * plane + xx / SW;
-                    if (in16) ((int16_t *)planes)[d] = ((const int16_t *)src)[ib + x];
+                    if (lut) ((int16_t *)planes)[d] = lut[((const uint8_t *)src)[ib + x]];
+                    else if (in16) ((int16_t *)planes)[d] = ((const int16_t *)src)[ib + x];
                     else if (es == 1) planes[d] = ((const uint8_t *)src)[ib + x];
                     else ((uint16_t *)planes)[d] = ((const uint8_t *)src)[ib + x];
                 }
@@ -361,8 +367,162 @@ static inline __attribute__((always_inline)) void FN(tbl8_block)(
                     acc + o * pst + p0, 1);                                                \
     } while (0)
 
-static int FN(pick)(const int64_t *f) {
+/* ------------------------------------------------ shift-add (exponent-grouped) kernels */
+/* taps of one channel sorted by weight exponent e and sign; x holds signed activation
+ * values (int16); a group adds (then subtracts) its taps' runs in int16 and is widened
+ * and shifted left by e once: acc = sum_e 2^e (sum a+ - sum a-), no table, no multiply */
+static void FN(sa_generic)(const int32_t *groups, int32_t g0, int32_t g1, int32_t t,
+                           const int32_t *spix, const int16_t *x, int32_t *acc, int64_t n) {
+    int16_t s[64];
+    for (int64_t p = 0; p < n; p++) acc[p] = 0;
+    for (int32_t g = g0; g < g1; g++) {
+        const int32_t ep = groups[3 * g], en = groups[3 * g + 1], e = groups[3 * g + 2];
+        for (int64_t p = 0; p < n; p++) s[p] = 0;
+        for (; t < ep; t++) {
+            const int16_t *xp = x + spix[t];
+            for (int64_t p = 0; p < n; p++) s[p] = (int16_t)(s[p] + xp[p]);
+        }
+        for (; t < en; t++) {
+            const int16_t *xp = x + spix[t];
+            for (int64_t p = 0; p < n; p++) s[p] = (int16_t)(s[p] - xp[p]);
+        }
+        for (int64_t p = 0; p < n; p++) acc[p] += (int32_t)((uint32_t)(int32_t)s[p] << e);
+    }
+}
+
+#if ISA_AVX512
+static inline __attribute__((always_inline)) void FN(sa_block)(
+    const int32_t *groups, int32_t g0, int32_t g1, int32_t t, const int32_t *spix,
+    const int16_t *x, int32_t *acc, const int V) {
+    __m512i c32[16], s[8];
+    for (int q = 0; q < 2 * V; q++) c32[q] = _mm512_setzero_si512();
+    for (int32_t g = g0; g < g1; g++) {
+        const int32_t ep = groups[3 * g], en = groups[3 * g + 1];
+        const __m128i sh = _mm_cvtsi32_si128(groups[3 * g + 2]);
+        for (int v = 0; v < V; v++) s[v] = _mm512_setzero_si512();
+        for (; t < ep; t++) {
+            const int16_t *ap = x + spix[t];
+            for (int v = 0; v < V; v++)
+                s[v] = _mm512_add_epi16(s[v], _mm512_loadu_si512((const void *)(ap + 32 * v)));
+        }
+        for (; t < en; t++) {
+            const int16_t *ap = x + spix[t];
+            for (int v = 0; v < V; v++)
+                s[v] = _mm512_sub_epi16(s[v], _mm512_loadu_si512((const void *)(ap + 32 * v)));
+        }
+        for (int v = 0; v < V; v++) {
+            c32[2 * v] = _mm512_add_epi32(c32[2 * v], _mm512_sll_epi32(
+                _mm512_cvtepi16_epi32(_mm512_castsi512_si256(s[v])), sh));
+            c32[2 * v + 1] = _mm512_add_epi32(c32[2 * v + 1], _mm512_sll_epi32(
+                _mm512_cvtepi16_epi32(_mm512_extracti64x4_epi64(s[v], 1)), sh));
+        }
+    }
+    for (int q = 0; q < 2 * V; q++) _mm512_storeu_si512((void *)(acc + 16 * q), c32[q]);
+}
+#define SA_W1 32
+#define SA_VM 8
+#elif ISA_AVX2
+static inline __attribute__((always_inline)) void FN(sa_block)(
+    const int32_t *groups, int32_t g0, int32_t g1, int32_t t, const int32_t *spix,
+    const int16_t *x, int32_t *acc, const int V) {
+    __m256i c32[8], s[4];
+    for (int q = 0; q < 2 * V; q++) c32[q] = _mm256_setzero_si256();
+    for (int32_t g = g0; g < g1; g++) {
+        const int32_t ep = groups[3 * g], en = groups[3 * g + 1];
+        const __m128i sh = _mm_cvtsi32_si128(groups[3 * g + 2]);
+        for (int v = 0; v < V; v++) s[v] = _mm256_setzero_si256();
+        for (; t < ep; t++) {
+            const int16_t *ap = x + spix[t];
+            for (int v = 0; v < V; v++)
+                s[v] = _mm256_add_epi16(s[v], _mm256_loadu_si256((const __m256i *)(ap + 16 * v)));
+        }
+        for (; t < en; t++) {
+            const int16_t *ap = x + spix[t];
+            for (int v = 0; v < V; v++)
+                s[v] = _mm256_sub_epi16(s[v], _mm256_loadu_si256((const __m256i *)(ap + 16 * v)));
+        }
+        for (int v = 0; v < V; v++) {
+            c32[2 * v] = _mm256_add_epi32(c32[2 * v], _mm256_sll_epi32(
+                _mm256_cvtepi16_epi32(_mm256_castsi256_si128(s[v])), sh));
+            c32[2 * v + 1] = _mm256_add_epi32(c32[2 * v + 1], _mm256_sll_epi32(
+                _mm256_cvtepi16_epi32(_mm256_extracti128_si256(s[v], 1)), sh));
+        }
+    }
+    for (int q = 0; q < 2 * V; q++) _mm256_storeu_si256((__m256i *)(acc + 8 * q), c32[q]);
+}
+#define SA_W1 16
+#define SA_VM 4
+#elif ISA_NEON
+static inline __attribute__((always_inline)) void FN(sa_block)(
+    const int32_t *groups, int32_t g0, int32_t g1, int32_t t, const int32_t *spix,
+    const int16_t *x, int32_t *acc, const int V) {
+    int32x4_t c32[8];
+    int16x8_t s[4];
+    for (int q = 0; q < 2 * V; q++) c32[q] = vdupq_n_s32(0);
+    for (int32_t g = g0; g < g1; g++) {
+        const int32_t ep = groups[3 * g], en = groups[3 * g + 1];
+        const int32x4_t sh = vdupq_n_s32(groups[3 * g + 2]);
+        for (int v = 0; v < V; v++) s[v] = vdupq_n_s16(0);
+        for (; t < ep; t++) {
+            const int16_t *ap = x + spix[t];
+            for (int v = 0; v < V; v++) s[v] = vaddq_s16(s[v], vld1q_s16(ap + 8 * v));
+        }
+        for (; t < en; t++) {
+            const int16_t *ap = x + spix[t];
+            for (int v = 0; v < V; v++) s[v] = vsubq_s16(s[v], vld1q_s16(ap + 8 * v));
+        }
+        for (int v = 0; v < V; v++) {
+            c32[2 * v] = vaddq_s32(c32[2 * v], vshlq_s32(vmovl_s16(vget_low_s16(s[v])), sh));
+            c32[2 * v + 1] = vaddq_s32(c32[2 * v + 1], vshlq_s32(vmovl_high_s16(s[v]), sh));
+        }
+    }
+    for (int q = 0; q < 2 * V; q++) vst1q_s32(acc + 4 * q, c32[q]);
+}
+#define SA_W1 8
+#define SA_VM 4
+#endif
+
+static void FN(k_shift_add)(const int64_t *f, const int64_t *plan, int64_t o0, int64_t o1,
+                            const int16_t *x, int32_t *acc) {
+    const int32_t *nz_off = L_PTR(int32_t, 22), *g_off = L_PTR(int32_t, 48);
+    const int32_t *groups = L_PTR(int32_t, 49), *spix = L_PTR(int32_t, 50);
+    const int64_t P = L_P, pst = PST(f);
+    int64_t p0 = 0;
+#ifdef SA_W1
+    /* fewest blocks of at most SA_VM vectors, all of one width V (little padding waste) */
+    const int64_t nb = (P + SA_VM * SA_W1 - 1) / (SA_VM * SA_W1);
+    const int V = (int)((P + nb * SA_W1 - 1) / (nb * SA_W1));
+    for (; p0 < P; p0 += V * SA_W1)
+        for (int64_t o = o0; o < o1; o++) {
+            const int32_t ga = g_off[o], gb = g_off[o + 1], t = nz_off[o];
+            int32_t *a = acc + o * pst + p0;
+            const int16_t *xp = x + p0;
+            switch (V) {
+            case 1: FN(sa_block)(groups, ga, gb, t, spix, xp, a, 1); break;
+            case 2: FN(sa_block)(groups, ga, gb, t, spix, xp, a, 2); break;
+            case 3: FN(sa_block)(groups, ga, gb, t, spix, xp, a, 3); break;
+#if SA_VM > 4
+            case 4: FN(sa_block)(groups, ga, gb, t, spix, xp, a, 4); break;
+            case 5: FN(sa_block)(groups, ga, gb, t, spix, xp, a, 5); break;
+            case 6: FN(sa_block)(groups, ga, gb, t, spix, xp, a, 6); break;
+            case 7: FN(sa_block)(groups, ga, gb, t, spix, xp, a, 7); break;
+#endif
+            default: FN(sa_block)(groups, ga, gb, t, spix, xp, a, SA_VM); break;
+            }
+        }
+#undef SA_W1
+#undef SA_VM
+#else
+    for (; p0 < P; p0 += 64)
+        for (int64_t o = o0; o < o1; o++)
+            FN(sa_generic)(groups, g_off[o], g_off[o + 1], nz_off[o], spix, x + p0,
+                           acc + o * pst + p0, P - p0 < 64 ? P - p0 : 64);
+#endif
+}
+
+static int FN(pick)(const int64_t *f, int64_t policy) {
     if (L_MODE == 1) return K_INT8;
+    if (f[47] && policy != 1) return K_SHIFTADD;
     const int64_t kfmt = L_KFMT, A = L_A;
     (void)kfmt; (void)A;
 #if ISA_AVX512
@@ -390,6 +550,7 @@ static void FN(layer_acc)(const int64_t *f, const int64_t *plan, int kern, int64
     (void)nz_off; (void)pix; (void)code; (void)flags; (void)P; (void)pst;
     switch (kern) {
     case K_INT8: FN(k_int8)(f, plan, o0, o1, (const int16_t *)x, acc); return;
+    case K_SHIFTADD: FN(k_shift_add)(f, plan, o0, o1, (const int16_t *)x, acc); return;
 #if ISA_AVX2
     case K_SHUF16: BLOCKED(FN(shuf16_block), L_PTR(uint8_t, 28), uint8_t, 32, 2); return;
     case K_SHUF8: BLOCKED(FN(shuf8_block), L_PTR(int8_t, 27), uint8_t, 32, 2); return;
@@ -407,7 +568,7 @@ static void FN(layer_acc)(const int64_t *f, const int64_t *plan, int kern, int64
 }
 
 /* requant / residual / ReLU / codes of channels o0..o1 from their accumulators */
-static void FN(layer_out)(const int64_t *f, const int64_t *plan, uint8_t *arena, int64_t o0,
+__attribute__((noinline)) static void FN(layer_out)(const int64_t *f, const int64_t *plan, uint8_t *arena, int64_t o0,
                           int64_t o1, int32_t *acc, int32_t *tmp) {
     const int64_t OH = L_OH, OW = L_OW, Wph = L_WPH, P = L_P, pst = PST(f), OHW = OH * OW;
     uint8_t *outc = f[1] >= 0 ? (uint8_t *)BUF(arena, plan, f[1]) : NULL;
@@ -477,14 +638,14 @@ static void FN(layer_out)(const int64_t *f, const int64_t *plan, uint8_t *arena,
 }
 
 static void FN(op_layer)(const int64_t *f, const int64_t *plan, uint8_t *arena, uint8_t *scr) {
-    const int kern = FN(pick)(f);
-    const int64_t es = (kern == K_PERMW || kern == K_INT8) ? 2 : 1;
+    const int kern = FN(pick)(f, plan[12]);
+    const int64_t es = (kern == K_PERMW || kern == K_INT8 || kern == K_SHIFTADD) ? 2 : 1;
     const int64_t pst = PST(f);
     const int64_t planes_b = AL64((L_C * L_SH * L_SW * L_HPH * L_WPH + pst + 64) * 2);
     uint8_t *x = scr;
     int32_t *acc = (int32_t *)(scr + planes_b);
     int32_t *tmp = acc + AL64(L_O * pst * 4) / 4;
-    FN(prep)(f, BUF(arena, plan, f[0]), x, es);
+    FN(prep)(f, BUF(arena, plan, f[0]), x, es, kern == K_SHIFTADD ? L_PTR(int16_t, 51) : NULL);
     FN(layer_acc)(f, plan, kern, 0, L_O, x, acc);
     FN(layer_out)(f, plan, arena, 0, L_O, acc, tmp);
 }
