@@ -29,6 +29,9 @@ NATIVE = ("c", *ISAS)
 # "auto": shift-add where the weights are powers of two with exact products, else tables;
 # "lut": table lookups (permutes / shuffles / gathers) everywhere
 KERNELS = {"auto": 0, "lut": 1}
+# kernel ids of plut_net.c (K_*), by name
+KERNEL_NAMES = ("gather", "int8", "shift-add", "vpshufb16", "vpshufb8", "vpermw", "vpermb",
+                "tbl16", "tbl8")
 
 _lib: ctypes.CDLL | None = None
 
@@ -49,6 +52,8 @@ def load() -> ctypes.CDLL:
                                        ctypes.c_int64, ctypes.c_int64, ctypes.c_int64,
                                        ctypes.c_void_p]
         lib.potlut_net_run.restype = ctypes.c_int64
+        lib.potlut_net_kernels.argtypes = [ctypes.c_void_p, ctypes.c_int64, ctypes.c_void_p]
+        lib.potlut_net_kernels.restype = ctypes.c_int64
         lib.potlut_net_isa_supported.argtypes = [ctypes.c_int64]
         lib.potlut_net_isa_supported.restype = ctypes.c_int64
         _lib = lib
@@ -87,6 +92,7 @@ class NativeNet:
         if not self.lib.potlut_net_isa_supported(ISAS[isa]):
             raise PotlutConfigError(f"this CPU (or build) cannot run the {isa} kernels")
         self.isa = isa
+        self.name = isa
         self.threads = physical_cores() if threads is None else max(1, int(threads))
         self.prog = prog
         self.plan: NetPlan = build_plan(prog)
@@ -98,6 +104,13 @@ class NativeNet:
         self._arena = np.zeros(0, np.uint8)
         self._run = self.lib.potlut_net_run
         self._isa_id = ISAS[isa]
+
+    def kernels(self) -> list[str]:
+        """The kernel each layer runs with (``KERNEL_NAMES``), as the C side picks them."""
+        out = np.zeros(max(1, len(self.plan.layer_names)), np.int64)
+        n = self.lib.potlut_net_kernels(self.plan.words.ctypes.data, self._isa_id,
+                                        out.ctypes.data)
+        return [KERNEL_NAMES[int(k)] for k in out[:n]]
 
     def _arena_for(self, n: int) -> np.ndarray:
         need = n * self.stride + 64

@@ -148,6 +148,34 @@ int64_t potlut_net_isa_supported(int64_t isa) {
     }
 }
 
+typedef int (*pick_fn)(const int64_t *, int64_t);
+
+static pick_fn pick_of(int64_t isa) {
+    switch (isa) {
+#ifdef POTLUT_X86
+    case ISA_ID_AVX2: return pick_avx2;
+    case ISA_ID_AVX512: return pick_avx512;
+#endif
+#ifdef POTLUT_ARM64
+    case ISA_ID_NEON: return pick_neon;
+#endif
+    case ISA_ID_SCALAR: return pick_scalar;
+    default: return NULL;
+    }
+}
+
+/* the kernel each layer op of the plan runs with this instruction set (K_* ids), so the
+ * tests can check which code ran; returns the number of layers, -1 if the ISA is absent */
+int64_t potlut_net_kernels(const int64_t *plan, int64_t isa, int64_t *out) {
+    pick_fn pick = pick_of(isa);
+    if (!pick) return -1;
+    const int64_t *op = plan + plan[10];
+    int64_t n = 0;
+    for (int64_t k = 0; k < plan[3]; k++, op += op[1])
+        if (op[0] == OP_LAYER) out[n++] = pick(op + 2, plan[12]);
+    return n;
+}
+
 typedef void (*image_fn)(const int64_t *, const float *, uint8_t *, int64_t *);
 
 static image_fn pick_isa(int64_t isa) {
@@ -207,6 +235,7 @@ int64_t potlut_net_run(const int64_t *plan, const float *x, int64_t N, void **ou
                        int64_t threads, int64_t *prof) {
     if (plan[0] != 0x504C55544E4554LL || plan[1] != 1 || stride < plan[4]) return -1;
     if (!potlut_net_isa_supported(isa)) return -1;
+    if (N <= 0) return 0;
     image_fn fn = pick_isa(isa);
     if (!fn) return -1;
     if (threads < 1 || prof) threads = 1;

@@ -371,7 +371,7 @@ static inline __attribute__((always_inline)) void FN(tbl8_block)(
 /* taps of one channel sorted by weight exponent e and sign; x holds signed activation
  * values (int16); a group adds (then subtracts) its taps' runs in int16 and is widened
  * and shifted left by e once: acc = sum_e 2^e (sum a+ - sum a-), no table, no multiply */
-static void FN(sa_generic)(const int32_t *groups, int32_t g0, int32_t g1, int32_t t,
+__attribute__((unused)) static void FN(sa_generic)(const int32_t *groups, int32_t g0, int32_t g1, int32_t t,
                            const int32_t *spix, const int16_t *x, int32_t *acc, int64_t n) {
     int16_t s[64];
     for (int64_t p = 0; p < n; p++) acc[p] = 0;
