@@ -148,14 +148,15 @@ def _shuffle_rows(rows: np.ndarray) -> np.ndarray:
 
 
 def _shift_add(st: Layer, lp, pix: np.ndarray, code: np.ndarray
-               ) -> tuple[np.ndarray, ...] | None:
+               ) -> tuple[int, tuple[np.ndarray, ...]] | None:
     """Exponent-grouped form of a power-of-two-weight layer, or None where it does not apply.
 
     With weight values ``0`` or ``2^e`` and unrounded products (table shift 0), a channel's
     accumulator is ``sum_e 2^e (sum_{w = +2^e} a - sum_{w = -2^e} a)``: the table read
     moves to the input (each activation code becomes its signed value once per layer) and
     every tap is one int16 add or subtract; each group's sum is widened and shifted once.
-    Groups are split so their int16 sums cannot overflow. Returns ``g_off`` [O+1],
+    Groups are split so their sums cannot overflow. Returns the kind (1: int16 group sums,
+    int32 accumulator; 2: int8 group sums, int16 accumulator) and ``g_off`` [O+1],
     ``groups`` [n, 3] (end of the adds, end of the subtracts, e), the taps' pixel offsets
     in that order, and the signed value of every activation code.
     """
@@ -179,7 +180,13 @@ def _shift_add(st: Layer, lp, pix: np.ndarray, code: np.ndarray
     kw = _code_bits_w(st)
     mag, negw = code & ((1 << kw) - 1), (code >> kw) & 1
     e = np.round(np.log2(np.maximum(wv[mag], 1))).astype(np.int64)
-    limit = INT16_MAX // amax
+    # int8 group sums into an int16 accumulator where a channel's worst sum fits int16
+    # (3-bit IOS-PoT: |a| <= 4, 31 taps per int8 run), else int16 group sums into int32
+    worst = np.zeros(lp.nz_off.size - 1, np.int64)
+    np.add.at(worst, np.repeat(np.arange(worst.size), np.diff(lp.nz_off)),
+              wv[mag] * amax)
+    kind = 2 if amax <= 16 and int(worst.max(initial=0)) <= INT16_MAX else 1
+    limit = (INT8_MAX if kind == 2 else INT16_MAX) // amax
     g_off, groups, order = [0], [], []
     for o in range(lp.nz_off.size - 1):
         lo, hi = int(lp.nz_off[o]), int(lp.nz_off[o + 1])
@@ -194,8 +201,8 @@ def _shift_add(st: Layer, lp, pix: np.ndarray, code: np.ndarray
                 n_pos = sum(1 for _, ng in chunk if ng == 0)
                 groups.append((len(order) - len(chunk) + n_pos, len(order), int(ex)))
         g_off.append(len(groups))
-    return (np.array(g_off, np.int32), np.array(groups, np.int32).reshape(-1, 3),
-            pix[np.array(order, np.int64)].astype(np.int32), avals)
+    return kind, (np.array(g_off, np.int32), np.array(groups, np.int32).reshape(-1, 3),
+                  pix[np.array(order, np.int64)].astype(np.int32), avals)
 
 
 def _code_bits_w(st: Layer) -> int:
@@ -246,7 +253,7 @@ def _layer_words(st: Layer, w: _Writer, ids: dict[str, int], bufs: list[Buf]) ->
     if sa is None:
         sa_fields = [0, -1, -1, -1, -1]
     else:
-        sa_fields = [1, *(w.add(a) for a in sa)]
+        sa_fields = [sa[0], *(w.add(a) for a in sa[1])]
     n_thr = int(lp.thr.size)
     wn = w.add(lp.wn.astype(np.int32)) if lp.wn is not None else -1
     fields = [

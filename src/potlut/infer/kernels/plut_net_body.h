@@ -51,16 +51,16 @@ static void FN(op_inputq)(const int64_t *f, const int64_t *plan, const float *x,
     void *dst = BUF(arena, plan, f[0]);
     const int64_t n = f[1], nm = f[3], fmt = f[4], kbits = f[5], sgn = f[6];
     const double *mids = (const double *)(plan + f[2]);
-    int64_t top = 1;
-    while (top * 2 <= nm) top *= 2;
+    /* guess from the mean spacing of the thresholds, then step to the exact count */
+    const double m0 = nm ? mids[0] : 0.0;
+    const double inv = nm > 1 && mids[nm - 1] > m0 ? (double)(nm - 1) / (mids[nm - 1] - m0) : 0.0;
     for (int64_t i = 0; i < n; i++) {
         const double v = x[i];
         const double mag = sgn ? (v < 0 ? -v : v) : (v > 0 ? v : 0);
-        int64_t lo = 0; /* searchsorted right: #mids <= mag (branch-free binary search) */
-        for (int64_t step = top; step > 0; step >>= 1) {
-            const int64_t j = lo + step;
-            lo = (j <= nm && mids[j <= nm ? j - 1 : 0] <= mag) ? j : lo;
-        }
+        double g = (mag - m0) * inv + 1.0;
+        int64_t lo = g <= 0.0 ? 0 : (g >= (double)nm ? nm : (int64_t)g);
+        while (lo > 0 && mids[lo - 1] > mag) lo--;      /* searchsorted right: */
+        while (lo < nm && mids[lo] <= mag) lo++;        /* #mids <= mag, exactly */
         const int neg = sgn && v < 0 && lo > 0;
         if (fmt == 0) ((uint8_t *)dst)[i] = (uint8_t)(lo | (neg ? (1LL << kbits) : 0));
         else ((int16_t *)dst)[i] = (int16_t)(neg ? -lo : lo);
@@ -78,16 +78,88 @@ static inline int64_t FN(floordiv)(int64_t a, int64_t b) {
 
 /* ---------------------------------------------------------------- layer: input planes */
 
+/* signed activation values of n codes (shift-add planes): one table permute per vector */
+static void FN(lut_row)(void *dst, const uint8_t *src, int64_t n, const int16_t *lut,
+                        int64_t A, int64_t es) {
+    int64_t x = 0;
+#if ISA_AVX512
+    if (es == 1 && A <= 64) {
+        int8_t t8[64] = {0};
+        for (int64_t k = 0; k < A; k++) t8[k] = (int8_t)lut[k];
+        const __m512i tab = _mm512_loadu_si512((const void *)t8);
+        for (; x < n; x += 64) {
+            const __mmask64 m = n - x >= 64 ? ~0ULL : ((1ULL << (n - x)) - 1);
+            const __m512i c = _mm512_maskz_loadu_epi8(m, src + x);
+            _mm512_mask_storeu_epi8((int8_t *)dst + x, m, _mm512_permutexvar_epi8(c, tab));
+        }
+        return;
+    }
+    if (es == 2 && A <= 32) {
+        int16_t t16[32] = {0};
+        for (int64_t k = 0; k < A; k++) t16[k] = lut[k];
+        const __m512i tab = _mm512_loadu_si512((const void *)t16);
+        for (; x < n; x += 32) {
+            const __mmask32 m = n - x >= 32 ? ~0U : ((1U << (n - x)) - 1);
+            const __m512i c = _mm512_cvtepu8_epi16(_mm256_maskz_loadu_epi8(m, src + x));
+            _mm512_mask_storeu_epi16((int16_t *)dst + x, m, _mm512_permutexvar_epi16(c, tab));
+        }
+        return;
+    }
+#elif ISA_AVX2
+    if (A <= 16) {
+        uint8_t lo[16] = {0}, hi[16] = {0};
+        for (int64_t k = 0; k < A; k++) {
+            lo[k] = (uint8_t)((uint16_t)lut[k] & 0xFF);
+            hi[k] = (uint8_t)((uint16_t)lut[k] >> 8);
+        }
+        const __m128i tl = _mm_loadu_si128((const __m128i *)lo);
+        const __m128i th = _mm_loadu_si128((const __m128i *)hi);
+        for (; x + 16 <= n; x += 16) {
+            const __m128i c = _mm_loadu_si128((const __m128i *)(src + x));
+            const __m128i l = _mm_shuffle_epi8(tl, c);
+            if (es == 1) {
+                _mm_storeu_si128((__m128i *)((int8_t *)dst + x), l);
+            } else {
+                const __m128i h = _mm_shuffle_epi8(th, c);
+                _mm_storeu_si128((__m128i *)((int16_t *)dst + x), _mm_unpacklo_epi8(l, h));
+                _mm_storeu_si128((__m128i *)((int16_t *)dst + x + 8), _mm_unpackhi_epi8(l, h));
+            }
+        }
+    }
+#endif
+    (void)A;
+    if (es == 1)
+        for (; x < n; x++) ((int8_t *)dst)[x] = (int8_t)lut[src[x]];
+    else
+        for (; x < n; x++) ((int16_t *)dst)[x] = lut[src[x]];
+}
+
 /* codes [C][H][W] -> zero-padded stride-phase planes [C][SH*SW][Hph][Wph] (+ zero slack),
- * element es bytes (1: u8, 2: u16 codes or int16 values), so that every tap of a direct
- * convolution reads a contiguous run: plane + pix[t] + p, p = oy * Wph + ox */
-__attribute__((noinline)) static void FN(prep)(const int64_t *f, const void *src, uint8_t *planes, int64_t es,
-                     const int16_t *lut) {
+ * element es bytes (1: u8 codes or int8 values, 2: u16 codes or int16 values), so that
+ * every tap of a direct convolution reads a contiguous run: plane + pix[t] + p,
+ * p = oy * Wph + ox.  lut (shift-add): codes become their signed values. */
+__attribute__((noinline)) static void FN(prep)(const int64_t *f, const void *src,
+                                               uint8_t *planes, int64_t es,
+                                               const int16_t *lut) {
     const int64_t C = L_C, H = L_H, W = L_W, SH = L_SH, SW = L_SW, PH = L_PH, PW = L_PW;
     const int64_t Hph = L_HPH, Wph = L_WPH, plane = Hph * Wph;
     const int64_t total = C * SH * SW * plane + PST(f) + 64;
-    memset(planes, 0, (size_t)(total * es));
     const int in16 = L_MODE == 1;
+    if (SH == 1 && SW == 1) { /* zero only the border and the slack */
+        for (int64_t c = 0; c < C; c++) {
+            uint8_t *pc = planes + es * c * plane;
+            memset(pc, 0, (size_t)(es * PH * Wph));
+            for (int64_t y = 0; y < H; y++) {
+                uint8_t *row = pc + es * (y + PH) * Wph;
+                memset(row, 0, (size_t)(es * PW));
+                memset(row + es * (PW + W), 0, (size_t)(es * (Wph - PW - W)));
+            }
+            memset(pc + es * (PH + H) * Wph, 0, (size_t)(es * (Hph - PH - H) * Wph));
+        }
+        memset(planes + es * C * plane, 0, (size_t)(es * (total - C * plane)));
+    } else {
+        memset(planes, 0, (size_t)(total * es));
+    }
     for (int64_t c = 0; c < C; c++)
         for (int64_t y = 0; y < H; y++) {
             const int64_t yy = y + PH;
@@ -96,9 +168,7 @@ __attribute__((noinline)) static void FN(prep)(const int64_t *f, const void *src
             if (SW == 1) {
                 const int64_t d0 = rbase + PW;
                 if (lut) {
-                    int16_t *d = (int16_t *)planes + d0;
-                    const uint8_t *s = (const uint8_t *)src + ib;
-                    for (int64_t x = 0; x < W; x++) d[x] = lut[s[x]];
+                    FN(lut_row)(planes + es * d0, (const uint8_t *)src + ib, W, lut, L_A, es);
                 } else if (in16) {
                     memcpy(planes + 2 * d0, (const int16_t *)src + ib, (size_t)(2 * W));
                 } else if (es == 1) {
@@ -109,10 +179,11 @@ __attribute__((noinline)) static void FN(prep)(const int64_t *f, const void *src
                     for (int64_t x = 0; x < W; x++) d[x] = s[x];
                 }
             } else {
-                for (int64_t x = 0; x < W; x++) {
-                    const int64_t xx = x + PW;
-                    const int64_t d = rbase + (xx % SW) * plane + xx / SW;
-                    if (lut) ((int16_t *)planes)[d] = lut[((const uint8_t *)src)[ib + x]];
+                for (int64_t x = 0, ph = PW % SW, q = PW / SW; x < W; x++) {
+                    const int64_t d = rbase + ph * plane + q;
+                    if (++ph == SW) { ph = 0; q++; }
+                    if (lut && es == 1) ((int8_t *)planes)[d] = (int8_t)lut[((const uint8_t *)src)[ib + x]];
+                    else if (lut) ((int16_t *)planes)[d] = lut[((const uint8_t *)src)[ib + x]];
                     else if (in16) ((int16_t *)planes)[d] = ((const int16_t *)src)[ib + x];
                     else if (es == 1) planes[d] = ((const uint8_t *)src)[ib + x];
                     else ((uint16_t *)planes)[d] = ((const uint8_t *)src)[ib + x];
@@ -520,9 +591,166 @@ static void FN(k_shift_add)(const int64_t *f, const int64_t *plan, int64_t o0, i
 #endif
 }
 
+/* int8 variant (kind 2): int8 group sums (<= 127 / max|a| taps), shifted into an int16
+ * accumulator (the channel's worst sum fits int16), widened to int32 once at the end */
+__attribute__((unused)) static void FN(sa8_generic)(const int32_t *groups, int32_t g0, int32_t g1,
+                                                    int32_t t, const int32_t *spix,
+                                                    const int8_t *x, int32_t *acc, int64_t n) {
+    int8_t s[64];
+    int16_t a16[64];
+    for (int64_t p = 0; p < n; p++) a16[p] = 0;
+    for (int32_t g = g0; g < g1; g++) {
+        const int32_t ep = groups[3 * g], en = groups[3 * g + 1], e = groups[3 * g + 2];
+        for (int64_t p = 0; p < n; p++) s[p] = 0;
+        for (; t < ep; t++) {
+            const int8_t *xp = x + spix[t];
+            for (int64_t p = 0; p < n; p++) s[p] = (int8_t)(s[p] + xp[p]);
+        }
+        for (; t < en; t++) {
+            const int8_t *xp = x + spix[t];
+            for (int64_t p = 0; p < n; p++) s[p] = (int8_t)(s[p] - xp[p]);
+        }
+        for (int64_t p = 0; p < n; p++)
+            a16[p] = (int16_t)(a16[p] + (int16_t)((uint16_t)(int16_t)s[p] << e));
+    }
+    for (int64_t p = 0; p < n; p++) acc[p] = a16[p];
+}
+
+#if ISA_AVX512
+static inline __attribute__((always_inline)) void FN(sa8_block)(
+    const int32_t *groups, int32_t g0, int32_t g1, int32_t t, const int32_t *spix,
+    const int8_t *x, int32_t *acc, const int V) {
+    __m512i a16[8], s[4];
+    for (int q = 0; q < 2 * V; q++) a16[q] = _mm512_setzero_si512();
+    for (int32_t g = g0; g < g1; g++) {
+        const int32_t ep = groups[3 * g], en = groups[3 * g + 1];
+        const __m128i sh = _mm_cvtsi32_si128(groups[3 * g + 2]);
+        for (int v = 0; v < V; v++) s[v] = _mm512_setzero_si512();
+        for (; t < ep; t++) {
+            const int8_t *ap = x + spix[t];
+            for (int v = 0; v < V; v++)
+                s[v] = _mm512_add_epi8(s[v], _mm512_loadu_si512((const void *)(ap + 64 * v)));
+        }
+        for (; t < en; t++) {
+            const int8_t *ap = x + spix[t];
+            for (int v = 0; v < V; v++)
+                s[v] = _mm512_sub_epi8(s[v], _mm512_loadu_si512((const void *)(ap + 64 * v)));
+        }
+        for (int v = 0; v < V; v++) {
+            a16[2 * v] = _mm512_add_epi16(a16[2 * v], _mm512_sll_epi16(
+                _mm512_cvtepi8_epi16(_mm512_castsi512_si256(s[v])), sh));
+            a16[2 * v + 1] = _mm512_add_epi16(a16[2 * v + 1], _mm512_sll_epi16(
+                _mm512_cvtepi8_epi16(_mm512_extracti64x4_epi64(s[v], 1)), sh));
+        }
+    }
+    for (int q = 0; q < 2 * V; q++) {
+        _mm512_storeu_si512((void *)(acc + 32 * q), _mm512_cvtepi16_epi32(_mm512_castsi512_si256(a16[q])));
+        _mm512_storeu_si512((void *)(acc + 32 * q + 16), _mm512_cvtepi16_epi32(_mm512_extracti64x4_epi64(a16[q], 1)));
+    }
+}
+#define SA8_W1 64
+#define SA8_VM 4
+#elif ISA_AVX2
+static inline __attribute__((always_inline)) void FN(sa8_block)(
+    const int32_t *groups, int32_t g0, int32_t g1, int32_t t, const int32_t *spix,
+    const int8_t *x, int32_t *acc, const int V) {
+    __m256i a16[8], s[4];
+    for (int q = 0; q < 2 * V; q++) a16[q] = _mm256_setzero_si256();
+    for (int32_t g = g0; g < g1; g++) {
+        const int32_t ep = groups[3 * g], en = groups[3 * g + 1];
+        const __m128i sh = _mm_cvtsi32_si128(groups[3 * g + 2]);
+        for (int v = 0; v < V; v++) s[v] = _mm256_setzero_si256();
+        for (; t < ep; t++) {
+            const int8_t *ap = x + spix[t];
+            for (int v = 0; v < V; v++)
+                s[v] = _mm256_add_epi8(s[v], _mm256_loadu_si256((const __m256i *)(ap + 32 * v)));
+        }
+        for (; t < en; t++) {
+            const int8_t *ap = x + spix[t];
+            for (int v = 0; v < V; v++)
+                s[v] = _mm256_sub_epi8(s[v], _mm256_loadu_si256((const __m256i *)(ap + 32 * v)));
+        }
+        for (int v = 0; v < V; v++) {
+            a16[2 * v] = _mm256_add_epi16(a16[2 * v], _mm256_sll_epi16(
+                _mm256_cvtepi8_epi16(_mm256_castsi256_si128(s[v])), sh));
+            a16[2 * v + 1] = _mm256_add_epi16(a16[2 * v + 1], _mm256_sll_epi16(
+                _mm256_cvtepi8_epi16(_mm256_extracti128_si256(s[v], 1)), sh));
+        }
+    }
+    for (int q = 0; q < 2 * V; q++) {
+        _mm256_storeu_si256((__m256i *)(acc + 16 * q), _mm256_cvtepi16_epi32(_mm256_castsi256_si128(a16[q])));
+        _mm256_storeu_si256((__m256i *)(acc + 16 * q + 8), _mm256_cvtepi16_epi32(_mm256_extracti128_si256(a16[q], 1)));
+    }
+}
+#define SA8_W1 32
+#define SA8_VM 4
+#elif ISA_NEON
+static inline __attribute__((always_inline)) void FN(sa8_block)(
+    const int32_t *groups, int32_t g0, int32_t g1, int32_t t, const int32_t *spix,
+    const int8_t *x, int32_t *acc, const int V) {
+    int16x8_t a16[8];
+    int8x16_t s[4];
+    for (int q = 0; q < 2 * V; q++) a16[q] = vdupq_n_s16(0);
+    for (int32_t g = g0; g < g1; g++) {
+        const int32_t ep = groups[3 * g], en = groups[3 * g + 1];
+        const int16x8_t sh = vdupq_n_s16((int16_t)groups[3 * g + 2]);
+        for (int v = 0; v < V; v++) s[v] = vdupq_n_s8(0);
+        for (; t < ep; t++) {
+            const int8_t *ap = x + spix[t];
+            for (int v = 0; v < V; v++) s[v] = vaddq_s8(s[v], vld1q_s8(ap + 16 * v));
+        }
+        for (; t < en; t++) {
+            const int8_t *ap = x + spix[t];
+            for (int v = 0; v < V; v++) s[v] = vsubq_s8(s[v], vld1q_s8(ap + 16 * v));
+        }
+        for (int v = 0; v < V; v++) {
+            a16[2 * v] = vaddq_s16(a16[2 * v], vshlq_s16(vmovl_s8(vget_low_s8(s[v])), sh));
+            a16[2 * v + 1] = vaddq_s16(a16[2 * v + 1], vshlq_s16(vmovl_high_s8(s[v]), sh));
+        }
+    }
+    for (int q = 0; q < 2 * V; q++) {
+        vst1q_s32(acc + 8 * q, vmovl_s16(vget_low_s16(a16[q])));
+        vst1q_s32(acc + 8 * q + 4, vmovl_high_s16(a16[q]));
+    }
+}
+#define SA8_W1 16
+#define SA8_VM 4
+#endif
+
+static void FN(k_shift_add8)(const int64_t *f, const int64_t *plan, int64_t o0, int64_t o1,
+                             const int8_t *x, int32_t *acc) {
+    const int32_t *nz_off = L_PTR(int32_t, 22), *g_off = L_PTR(int32_t, 48);
+    const int32_t *groups = L_PTR(int32_t, 49), *spix = L_PTR(int32_t, 50);
+    const int64_t P = L_P, pst = PST(f);
+    int64_t p0 = 0;
+#ifdef SA8_W1
+    const int64_t nb = (P + SA8_VM * SA8_W1 - 1) / (SA8_VM * SA8_W1);
+    const int V = (int)((P + nb * SA8_W1 - 1) / (nb * SA8_W1));
+    for (; p0 < P; p0 += V * SA8_W1)
+        for (int64_t o = o0; o < o1; o++) {
+            const int32_t ga = g_off[o], gb = g_off[o + 1], t = nz_off[o];
+            int32_t *a = acc + o * pst + p0;
+            const int8_t *xp = x + p0;
+            switch (V) {
+            case 1: FN(sa8_block)(groups, ga, gb, t, spix, xp, a, 1); break;
+            case 2: FN(sa8_block)(groups, ga, gb, t, spix, xp, a, 2); break;
+            case 3: FN(sa8_block)(groups, ga, gb, t, spix, xp, a, 3); break;
+            default: FN(sa8_block)(groups, ga, gb, t, spix, xp, a, SA8_VM); break;
+            }
+        }
+#undef SA8_W1
+#undef SA8_VM
+#else
+    for (; p0 < P; p0 += 64)
+        for (int64_t o = o0; o < o1; o++)
+            FN(sa8_generic)(groups, g_off[o], g_off[o + 1], nz_off[o], spix, x + p0,
+                            acc + o * pst + p0, P - p0 < 64 ? P - p0 : 64);
+#endif
+}
+
 static int FN(pick)(const int64_t *f, int64_t policy) {
     if (L_MODE == 1) return K_INT8;
-    if (f[47] && policy != 1) return K_SHIFTADD;
+    if (f[47] && policy != 1) return f[47] == 2 ? K_SHIFTADD8 : K_SHIFTADD;
     const int64_t kfmt = L_KFMT, A = L_A;
     (void)kfmt; (void)A;
 #if ISA_AVX512
@@ -551,6 +779,7 @@ static void FN(layer_acc)(const int64_t *f, const int64_t *plan, int kern, int64
     switch (kern) {
     case K_INT8: FN(k_int8)(f, plan, o0, o1, (const int16_t *)x, acc); return;
     case K_SHIFTADD: FN(k_shift_add)(f, plan, o0, o1, (const int16_t *)x, acc); return;
+    case K_SHIFTADD8: FN(k_shift_add8)(f, plan, o0, o1, (const int8_t *)x, acc); return;
 #if ISA_AVX2
     case K_SHUF16: BLOCKED(FN(shuf16_block), L_PTR(uint8_t, 28), uint8_t, 32, 2); return;
     case K_SHUF8: BLOCKED(FN(shuf8_block), L_PTR(int8_t, 27), uint8_t, 32, 2); return;
@@ -621,19 +850,24 @@ __attribute__((noinline)) static void FN(layer_out)(const int64_t *f, const int6
     const int64_t relu = f[33];
     for (int64_t o = o0; o < o1; o++) {
         const int32_t *a = acc + o * pst;
-        const int64_t m = M[o], b = B[o], r = R[o];
+        const int64_t m = M[o], b = B[o], r = R[o], base = o * OHW;
         for (int64_t oy = 0; oy < OH; oy++) {
-            const int64_t base = o * OHW + oy * OW;
             const int32_t *ar = a + oy * Wph;
+            int32_t *tr = tmp + oy * OW;
             for (int64_t p = 0; p < OW; p++) {
-                int64_t y = FN(sat)(((int64_t)ar[p] * m + b) >> r);
-                if (res) y = FN(sat)(y + res[base + p]);
-                if (relu && y < 0) y = 0;
-                tmp[p] = (int32_t)y;
+                const int64_t y = ((int64_t)ar[p] * m + b) >> r;
+                tr[p] = (int32_t)(y > I32MAX ? I32MAX : (y < -I32MAX ? -I32MAX : y));
             }
-            if (outy) memcpy(outy + base, tmp, (size_t)(4 * OW));
-            if (outc) FN(codes_of)(tmp, OW, outc + es * base, fmt, thr, n, kbits, sgn);
         }
+        if (res)
+            for (int64_t p = 0; p < OHW; p++) {
+                const int64_t y = (int64_t)tmp[p] + res[base + p];
+                tmp[p] = (int32_t)(y > I32MAX ? I32MAX : (y < -I32MAX ? -I32MAX : y));
+            }
+        if (relu)
+            for (int64_t p = 0; p < OHW; p++) tmp[p] = tmp[p] > 0 ? tmp[p] : 0;
+        if (outy) memcpy(outy + base, tmp, (size_t)(4 * OHW));
+        if (outc) FN(codes_of)(tmp, OHW, outc + es * base, fmt, thr, n, kbits, sgn);
     }
 }
 
@@ -645,7 +879,8 @@ static void FN(op_layer)(const int64_t *f, const int64_t *plan, uint8_t *arena, 
     uint8_t *x = scr;
     int32_t *acc = (int32_t *)(scr + planes_b);
     int32_t *tmp = acc + AL64(L_O * pst * 4) / 4;
-    FN(prep)(f, BUF(arena, plan, f[0]), x, es, kern == K_SHIFTADD ? L_PTR(int16_t, 51) : NULL);
+    const int sa = kern == K_SHIFTADD || kern == K_SHIFTADD8;
+    FN(prep)(f, BUF(arena, plan, f[0]), x, es, sa ? L_PTR(int16_t, 51) : NULL);
     FN(layer_acc)(f, plan, kern, 0, L_O, x, acc);
     FN(layer_out)(f, plan, arena, 0, L_O, acc, tmp);
 }
