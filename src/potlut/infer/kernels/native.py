@@ -129,7 +129,8 @@ class NativeNet:
         outs = [np.empty((N, plan.bufs[b].elems), plan.bufs[b].np_dtype) for b in plan.outputs]
         ptrs = (ctypes.c_void_p * len(outs))(*[o.ctypes.data for o in outs])
         threads = min(self.threads, max(N, 1))
-        arena = self._arena_for(N if keep else threads)
+        groups = -(-N // plan.group)
+        arena = self._arena_for(groups if keep else threads)
         base = (arena.ctypes.data + 63) // 64 * 64
         rc = self._run(plan.words.ctypes.data, x.ctypes.data, N, ptrs, base, self.stride,
                        int(keep), self._isa_id, threads,
@@ -143,14 +144,16 @@ class NativeNet:
         return np.concatenate(outs, axis=1)
 
     def _env(self, arena: np.ndarray, off: int, N: int) -> dict[str, np.ndarray]:
-        env = {}
-        for name, b in self.plan.index.items():
-            buf = self.plan.bufs[b]
-            shape = self.plan.shapes.get(name, buf.shape)
-            item = np.dtype(buf.np_dtype).itemsize
-            view = np.ndarray((N, buf.elems), buf.np_dtype, arena.data, off + buf.offset,
-                              (self.stride, item))
-            env[name] = np.array(view).reshape(N, *shape)
+        plan, env = self.plan, {}
+        G, img = plan.group, plan.image_bytes
+        for name, b in plan.index.items():
+            buf = plan.bufs[b]
+            shape = plan.shapes.get(name, buf.shape)
+            out = np.empty((N, buf.elems), buf.np_dtype)
+            for n in range(N):
+                o = off + (n // G) * self.stride + (n % G) * img + buf.offset
+                out[n] = arena[o:o + buf.nbytes].view(buf.np_dtype)
+            env[name] = out.reshape(N, *shape)
         return env
 
 

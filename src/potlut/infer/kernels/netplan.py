@@ -38,7 +38,9 @@ _ITEM = {DT_U8: 1, DT_I16: 2, DT_I32: 4}
 _NP = {DT_U8: np.uint8, DT_I16: np.int16, DT_I32: np.int32}
 BLOCK = 256  # largest pixel block a kernel computes at once (accumulator rows are padded to it)
 INT8_MAX, INT16_MAX = 127, 32767
-LAYER_WORDS = 52
+LAYER_WORDS = 54
+GROUP_MAX = 32  # images run through a layer together when its feature map is small
+GROUP_PIXELS = 512  # ... until they fill about this many accumulator positions
 
 
 @dataclass
@@ -69,11 +71,13 @@ class NetPlan:
     bufs: list[Buf]
     index: dict[str, int]  # program buffer name -> buffer id (aliases share one)
     outputs: list[int]
-    arena_bytes: int  # per image: every buffer, then the layer scratch
+    arena_bytes: int  # per group of images: their buffers, then the layer scratch
     scratch_bytes: int
     layer_names: list[str] = field(default_factory=list)
     shapes: dict[str, tuple[int, ...]] = field(default_factory=dict)  # per name (reshapes)
     op_labels: list[str] = field(default_factory=list)  # one per op: "<step> <dst>"
+    group: int = 1  # images per group (a group's buffers lie image after image)
+    image_bytes: int = 0  # one image's buffers
 
 
 class _Writer:
@@ -157,8 +161,8 @@ def _shift_add(st: Layer, lp, pix: np.ndarray, code: np.ndarray
     every tap is one int16 add or subtract; each group's sum is widened and shifted once.
     Groups are split so their sums cannot overflow. Returns the kind (1: int16 group sums,
     int32 accumulator; 2: int8 group sums, int16 accumulator) and ``g_off`` [O+1],
-    ``groups`` [n, 3] (end of the adds, end of the subtracts, e), the taps' pixel offsets
-    in that order, and the signed value of every activation code.
+    ``groups`` [n, 3] (end of the adds, end of the subtracts, e), the taps in that order,
+    and the signed value of every activation code.
     """
     wv, pl = st.w_values.astype(np.int64), st.plut
     if pl is None or pl.shift != 0:
@@ -202,7 +206,7 @@ def _shift_add(st: Layer, lp, pix: np.ndarray, code: np.ndarray
                 groups.append((len(order) - len(chunk) + n_pos, len(order), int(ex)))
         g_off.append(len(groups))
     return kind, (np.array(g_off, np.int32), np.array(groups, np.int32).reshape(-1, 3),
-                  pix[np.array(order, np.int64)].astype(np.int32), avals)
+                  np.array(order, np.int32), avals)
 
 
 def _code_bits_w(st: Layer) -> int:
@@ -210,9 +214,8 @@ def _code_bits_w(st: Layer) -> int:
     return max(1, (int(st.w_values.size) - 1).bit_length())
 
 
-def _layer_words(st: Layer, w: _Writer, ids: dict[str, int], bufs: list[Buf]) -> tuple[list[int],
-                                                                                     int]:
-    """The op words of one layer and the scratch bytes it needs."""
+def _layer_words(st: Layer, w: _Writer, ids: dict[str, int], bufs: list[Buf]) -> tuple:
+    """The op words of one layer and its sizes (for the sub-batch and the scratch)."""
     lp = plan_layer(st)
     C, H, W = st.in_shape
     O, G = st.out_channels, st.groups
@@ -231,7 +234,8 @@ def _layer_words(st: Layer, w: _Writer, ids: dict[str, int], bufs: list[Buf]) ->
     i, j = (ks // KW) % KH, ks % KW
     plane = Hph * Wph
     phase = ((i * DH) % SH) * SW + (j * DW) % SW
-    pix = (c * SH * SW + phase) * plane + ((i * DH) // SH) * Wph + (j * DW) // SW
+    cp = c * SH * SW + phase  # plane of the tap; planes hold a sub-batch of images each
+    pix = ((i * DH) // SH) * Wph + (j * DW) // SW
     code = lp.wq[o_of_t, ks].astype(np.int32)
     if st.mode == "plut":
         rows = lp.rows.astype(np.int64)
@@ -266,13 +270,16 @@ def _layer_words(st: Layer, w: _Writer, ids: dict[str, int], bufs: list[Buf]) ->
         w.add(lp.thr.astype(np.int64)), n_thr, lp.kbits, int(lp.signed), int(lp.acc_thr),
         w.add(lp.flip.astype(np.int32)) if lp.acc_thr else -1,
         w.add(lp.up.astype(np.int32)) if lp.acc_thr else -1, wn if lp.acc_thr else -1,
-        Hph, Wph, P, K, *sa_fields,
+        Hph, Wph, P, K, *sa_fields, 0, w.add(cp.astype(np.int32)),
     ]
     assert len(fields) == LAYER_WORDS, len(fields)
-    pst = -(-P // BLOCK) * BLOCK
-    planes = (C * SH * SW * plane + pst + 64) * 2
-    scratch = _al(planes) + _al(O * pst * 4) + _al(2 * pst * 4)
-    return fields, scratch
+    return fields, plane, P, C * SH * SW, O, int(pix.size)
+
+
+def _layer_scratch(nb: int, plane: int, P: int, planes: int, O: int, T: int) -> int:
+    """Scratch bytes of a layer run on ``nb`` images at once (plut_net.c op_layer)."""
+    pst = -(-((nb - 1) * plane + P) // BLOCK) * BLOCK
+    return _al((planes * nb * plane + pst + 64) * 2) + _al(O * pst * 4) + 2 * pst * 4 + 2 * T * 4
 
 
 def _al(n: int) -> int:
@@ -293,9 +300,9 @@ def build_plan(prog: Program) -> NetPlan:
 
     w = _Writer()
     ops: list[list[int]] = []
-    scratch = 0
     names: list[str] = []
     labels: list[str] = []
+    layer_geo: list[tuple[int, list[int]]] = []
     in_elems = int(np.prod(prog.in_shape))
     for st in prog.steps:
         if isinstance(st, InputQuant):
@@ -314,8 +321,10 @@ def build_plan(prog: Program) -> NetPlan:
                 new(st.out_codes, _code_dt(st.out_act), st.out_shape)
             if st.out_fixed:
                 new(st.out_fixed, DT_I32, st.out_shape)
-            fields, sc = _layer_words(st, w, ids, bufs)
-            scratch = max(scratch, sc)
+            fields, *geo = _layer_words(st, w, ids, bufs)
+            nb = min(GROUP_MAX, max(1, -(-GROUP_PIXELS // geo[1])))
+            fields[52] = nb
+            layer_geo.append((nb, geo))
             ops.append([OP_LAYER, *fields])
             names.append(st.name)
         elif isinstance(st, Affine):
@@ -373,7 +382,11 @@ def build_plan(prog: Program) -> NetPlan:
     for b in bufs:
         b.offset = off
         off += _al(b.nbytes)
-    arena = off + scratch
+    # a group as large as the smallest feature map wants (1x1 maps of linear layers aside:
+    # a large group spreads every buffer over more memory)
+    group = max([nb for nb, geo in layer_geo if geo[1] > 1] + [1])
+    scratch = max([_layer_scratch(nb, *geo) for nb, geo in layer_geo] + [0])
+    arena = group * off + scratch
     outputs = [ids[o] for o in prog.outputs]
     # assemble: header, buffer table, outputs, ops, arrays
     table = [[b.dtype, b.elems, b.offset, 0] for b in bufs]
@@ -386,19 +399,19 @@ def build_plan(prog: Program) -> NetPlan:
         t, *rest = o
         rest = [v + fixed if _is_array(t, k) and v >= 0 else v for k, v in enumerate(rest)]
         body += [t, len(rest) + 2, *rest]
-    header = [MAGIC, VERSION, len(bufs), len(ops), arena, off, in_elems, len(outputs),
+    header = [MAGIC, VERSION, len(bufs), len(ops), arena, group * off, in_elems, len(outputs),
               HEADER_WORDS, HEADER_WORDS + 4 * len(bufs),
-              HEADER_WORDS + 4 * len(bufs) + len(outputs), fixed + w.size, 0, 0, 0, 0]
+              HEADER_WORDS + 4 * len(bufs) + len(outputs), fixed + w.size, 0, group, off, 0]
     words = np.concatenate([np.array(header + body, np.int64), *w.chunks]) if w.chunks else \
         np.array(header + body, np.int64)
     assert words.size == fixed + w.size
-    return NetPlan(words, bufs, ids, outputs, arena, scratch, names, shapes, labels)
+    return NetPlan(words, bufs, ids, outputs, arena, scratch, names, shapes, labels, group, off)
 
 
 # which op fields (index after the op type) are array offsets, to relocate them
 _ARRAYS = {
     OP_INPUTQ: {2}, OP_QUANT: {3}, OP_AFFINE: {4, 5, 6},
-    OP_LAYER: {22, 23, 24, 25, 26, 27, 28, 29, 30, 31, 32, 35, 40, 41, 42, 48, 49, 50, 51},
+    OP_LAYER: {22, 23, 24, 25, 26, 27, 28, 29, 30, 31, 32, 35, 40, 41, 42, 48, 49, 50, 51, 53},
 }
 
 

@@ -60,8 +60,14 @@
 #define L_A f[21]
 #define L_HPH f[43]
 #define L_WPH f[44]
-#define L_P f[45]
-#define PST(f) (((f)[45] + 255) / 256 * 256)
+#define L_P (g->P)
+#define PST(f) (g->pst)
+
+/* a layer's sub-batch: images, accumulator positions, tap offsets in its planes */
+typedef struct {
+    int64_t B, P, pst, istride;
+    const int32_t *pix, *spix;
+} Grp;
 
 /* thread CPU time (the per-op profile), ns */
 static int64_t now_ns(void) {
@@ -176,18 +182,18 @@ int64_t potlut_net_kernels(const int64_t *plan, int64_t isa, int64_t *out) {
     return n;
 }
 
-typedef void (*image_fn)(const int64_t *, const float *, uint8_t *, int64_t *);
+typedef void (*image_fn)(const int64_t *, const float *, int64_t, uint8_t *, int64_t *);
 
 static image_fn pick_isa(int64_t isa) {
     switch (isa) {
 #ifdef POTLUT_X86
-    case ISA_ID_AVX2: return run_image_avx2;
-    case ISA_ID_AVX512: return run_image_avx512;
+    case ISA_ID_AVX2: return run_group_avx2;
+    case ISA_ID_AVX512: return run_group_avx512;
 #endif
 #ifdef POTLUT_ARM64
-    case ISA_ID_NEON: return run_image_neon;
+    case ISA_ID_NEON: return run_group_neon;
 #endif
-    case ISA_ID_SCALAR: return run_image_scalar;
+    case ISA_ID_SCALAR: return run_group_scalar;
     default: return NULL;
     }
 }
@@ -203,18 +209,21 @@ typedef struct {
     int64_t *prof;
 } Job;
 
+/* images n0..n1 in groups of plan[13]; keep: group g of the batch at arena + g * stride */
 static void run_images(const Job *j) {
-    const int64_t *plan = j->plan, in = plan[6], nb = plan[2];
+    const int64_t *plan = j->plan, in = plan[6], G = plan[13], istride = plan[14];
     const int64_t *outs = plan + plan[9];
-    for (int64_t n = j->n0; n < j->n1; n++) {
-        uint8_t *arena = j->keep ? j->arena + n * j->stride : j->arena;
-        j->fn(plan, j->x + n * in, arena, j->prof);
-        for (int64_t k = 0; k < plan[7]; k++) {
-            const int64_t *b = plan + plan[8] + 4 * outs[k];
-            const int64_t bytes = b[1] * (b[0] == 0 ? 1 : (b[0] == 1 ? 2 : 4));
-            (void)nb;
-            memcpy((uint8_t *)j->outs[k] + n * bytes, arena + b[2], (size_t)bytes);
-        }
+    for (int64_t n = j->n0; n < j->n1; n += G) {
+        const int64_t B = j->n1 - n < G ? j->n1 - n : G;
+        uint8_t *arena = j->keep ? j->arena + (n / G) * j->stride : j->arena;
+        j->fn(plan, j->x + n * in, B, arena, j->prof);
+        for (int64_t b = 0; b < B; b++)
+            for (int64_t k = 0; k < plan[7]; k++) {
+                const int64_t *d = plan + plan[8] + 4 * outs[k];
+                const int64_t bytes = d[1] * (d[0] == 0 ? 1 : (d[0] == 1 ? 2 : 4));
+                memcpy((uint8_t *)j->outs[k] + (n + b) * bytes, arena + b * istride + d[2],
+                       (size_t)bytes);
+            }
     }
 }
 
@@ -226,8 +235,9 @@ static void *thread_main(void *p) {
 #endif
 
 /* Run N images x [N][in] through the plan; outputs to outs[k] ([N][elements of output k]).
- * arena: keep ? N : threads arenas of `stride` bytes (keep: every buffer of every image
- * stays for the caller).  Images are split between threads in contiguous runs.
+ * arena: keep ? ceil(N / group) : threads arenas of `stride` bytes (one group of plan[13]
+ * images each; keep: every buffer of every image stays for the caller).  Groups are split
+ * between threads in contiguous runs.
  * prof (NULL: none): thread CPU ns spent in each op, summed (one thread only).
  * Returns 0, or -1 (bad plan / ISA not available here). */
 int64_t potlut_net_run(const int64_t *plan, const float *x, int64_t N, void **outs,
@@ -246,7 +256,9 @@ int64_t potlut_net_run(const int64_t *plan, const float *x, int64_t N, void **ou
     Job jobs[64];
     if (threads > 64) threads = 64;
     for (int64_t t = 0; t < threads; t++) {
-        Job j = {plan, x, N * t / threads, N * (t + 1) / threads, outs,
+        const int64_t G = plan[13], ng = (N + G - 1) / G;
+        const int64_t a0 = ng * t / threads * G, a1 = ng * (t + 1) / threads * G;
+        Job j = {plan, x, a0 < N ? a0 : N, a1 < N ? a1 : N, outs,
                  keep ? arena : arena + t * stride, stride, keep, fn, prof};
         jobs[t] = j;
     }

@@ -138,15 +138,15 @@ static void FN(lut_row)(void *dst, const uint8_t *src, int64_t n, const int16_t 
  * element es bytes (1: u8 codes or int8 values, 2: u16 codes or int16 values), so that
  * every tap of a direct convolution reads a contiguous run: plane + pix[t] + p,
  * p = oy * Wph + ox.  lut (shift-add): codes become their signed values. */
-__attribute__((noinline)) static void FN(prep)(const int64_t *f, const void *src,
+__attribute__((noinline)) static void FN(prep)(const int64_t *f, const Grp *g, const void *src,
                                                uint8_t *planes, int64_t es,
                                                const int16_t *lut) {
     const int64_t C = L_C, H = L_H, W = L_W, SH = L_SH, SW = L_SW, PH = L_PH, PW = L_PW;
-    const int64_t Hph = L_HPH, Wph = L_WPH, plane = Hph * Wph;
-    const int64_t total = C * SH * SW * plane + PST(f) + 64;
+    const int64_t Hph = L_HPH, Wph = L_WPH, plane = Hph * Wph, NB = g->B;
+    const int64_t total = C * SH * SW * NB * plane + PST(f) + 64;
     const int in16 = L_MODE == 1;
-    if (SH == 1 && SW == 1) { /* zero only the border and the slack */
-        for (int64_t c = 0; c < C; c++) {
+    if (SH == 1 && SW == 1) { /* zero only the borders and the slack */
+        for (int64_t c = 0; c < C * NB; c++) {
             uint8_t *pc = planes + es * c * plane;
             memset(pc, 0, (size_t)(es * PH * Wph));
             for (int64_t y = 0; y < H; y++) {
@@ -156,37 +156,39 @@ __attribute__((noinline)) static void FN(prep)(const int64_t *f, const void *src
             }
             memset(pc + es * (PH + H) * Wph, 0, (size_t)(es * (Hph - PH - H) * Wph));
         }
-        memset(planes + es * C * plane, 0, (size_t)(es * (total - C * plane)));
+        memset(planes + es * C * NB * plane, 0, (size_t)(es * (total - C * NB * plane)));
     } else {
         memset(planes, 0, (size_t)(total * es));
     }
+    for (int64_t b = 0; b < NB; b++)
     for (int64_t c = 0; c < C; c++)
         for (int64_t y = 0; y < H; y++) {
             const int64_t yy = y + PH;
-            const int64_t rbase = (c * SH * SW + (yy % SH) * SW) * plane + (yy / SH) * Wph;
+            const int64_t rbase = ((c * SH * SW + (yy % SH) * SW) * NB + b) * plane + (yy / SH) * Wph;
             const int64_t ib = (c * H + y) * W;
+            const uint8_t *sb = (const uint8_t *)src + b * g->istride;
             if (SW == 1) {
                 const int64_t d0 = rbase + PW;
                 if (lut) {
-                    FN(lut_row)(planes + es * d0, (const uint8_t *)src + ib, W, lut, L_A, es);
+                    FN(lut_row)(planes + es * d0, sb + ib, W, lut, L_A, es);
                 } else if (in16) {
-                    memcpy(planes + 2 * d0, (const int16_t *)src + ib, (size_t)(2 * W));
+                    memcpy(planes + 2 * d0, (const int16_t *)sb + ib, (size_t)(2 * W));
                 } else if (es == 1) {
-                    memcpy(planes + d0, (const uint8_t *)src + ib, (size_t)W);
+                    memcpy(planes + d0, sb + ib, (size_t)W);
                 } else {
                     uint16_t *d = (uint16_t *)planes + d0;
-                    const uint8_t *s = (const uint8_t *)src + ib;
+                    const uint8_t *s = sb + ib;
                     for (int64_t x = 0; x < W; x++) d[x] = s[x];
                 }
             } else {
                 for (int64_t x = 0, ph = PW % SW, q = PW / SW; x < W; x++) {
-                    const int64_t d = rbase + ph * plane + q;
+                    const int64_t d = rbase + ph * NB * plane + q;
                     if (++ph == SW) { ph = 0; q++; }
-                    if (lut && es == 1) ((int8_t *)planes)[d] = (int8_t)lut[((const uint8_t *)src)[ib + x]];
-                    else if (lut) ((int16_t *)planes)[d] = lut[((const uint8_t *)src)[ib + x]];
-                    else if (in16) ((int16_t *)planes)[d] = ((const int16_t *)src)[ib + x];
-                    else if (es == 1) planes[d] = ((const uint8_t *)src)[ib + x];
-                    else ((uint16_t *)planes)[d] = ((const uint8_t *)src)[ib + x];
+                    if (lut && es == 1) ((int8_t *)planes)[d] = (int8_t)lut[sb[ib + x]];
+                    else if (lut) ((int16_t *)planes)[d] = lut[sb[ib + x]];
+                    else if (in16) ((int16_t *)planes)[d] = ((const int16_t *)sb)[ib + x];
+                    else if (es == 1) planes[d] = sb[ib + x];
+                    else ((uint16_t *)planes)[d] = sb[ib + x];
                 }
             }
         }
@@ -195,9 +197,9 @@ __attribute__((noinline)) static void FN(prep)(const int64_t *f, const void *src
 /* ---------------------------------------------------------------- layer: kernels */
 
 /* portable: acc[p] = sum_t rows[code[t]][x[pix[t] + p]] (one table read per product) */
-static void FN(k_gather)(const int64_t *f, const int64_t *plan, int64_t o0, int64_t o1,
+static void FN(k_gather)(const int64_t *f, const Grp *g, const int64_t *plan, int64_t o0, int64_t o1,
                          const uint8_t *x, int32_t *acc) {
-    const int32_t *nz_off = L_PTR(int32_t, 22), *pix = L_PTR(int32_t, 23);
+    const int32_t *nz_off = L_PTR(int32_t, 22), *pix = g->pix;
     const int32_t *code = L_PTR(int32_t, 24), *rows = L_PTR(int32_t, 26);
     const int64_t P = L_P, A = L_A, pst = PST(f);
     for (int64_t o = o0; o < o1; o++) {
@@ -212,9 +214,9 @@ static void FN(k_gather)(const int64_t *f, const int64_t *plan, int64_t o0, int6
 }
 
 /* 8-bit fixed-point layers (first/last): int16 values times int16 weights, int32 sums */
-static void FN(k_int8)(const int64_t *f, const int64_t *plan, int64_t o0, int64_t o1,
+static void FN(k_int8)(const int64_t *f, const Grp *g, const int64_t *plan, int64_t o0, int64_t o1,
                        const int16_t *x, int32_t *acc) {
-    const int32_t *nz_off = L_PTR(int32_t, 22), *pix = L_PTR(int32_t, 23);
+    const int32_t *nz_off = L_PTR(int32_t, 22), *pix = g->pix;
     const int32_t *code = L_PTR(int32_t, 24);
     const int64_t P = L_P, pst = PST(f);
     for (int64_t o = o0; o < o1; o++) {
@@ -553,10 +555,10 @@ static inline __attribute__((always_inline)) void FN(sa_block)(
 #define SA_VM 4
 #endif
 
-static void FN(k_shift_add)(const int64_t *f, const int64_t *plan, int64_t o0, int64_t o1,
+static void FN(k_shift_add)(const int64_t *f, const Grp *g, const int64_t *plan, int64_t o0, int64_t o1,
                             const int16_t *x, int32_t *acc) {
     const int32_t *nz_off = L_PTR(int32_t, 22), *g_off = L_PTR(int32_t, 48);
-    const int32_t *groups = L_PTR(int32_t, 49), *spix = L_PTR(int32_t, 50);
+    const int32_t *groups = L_PTR(int32_t, 49), *spix = g->spix;
     const int64_t P = L_P, pst = PST(f);
     int64_t p0 = 0;
 #ifdef SA_W1
@@ -717,10 +719,10 @@ static inline __attribute__((always_inline)) void FN(sa8_block)(
 #define SA8_VM 4
 #endif
 
-static void FN(k_shift_add8)(const int64_t *f, const int64_t *plan, int64_t o0, int64_t o1,
+static void FN(k_shift_add8)(const int64_t *f, const Grp *g, const int64_t *plan, int64_t o0, int64_t o1,
                              const int8_t *x, int32_t *acc) {
     const int32_t *nz_off = L_PTR(int32_t, 22), *g_off = L_PTR(int32_t, 48);
-    const int32_t *groups = L_PTR(int32_t, 49), *spix = L_PTR(int32_t, 50);
+    const int32_t *groups = L_PTR(int32_t, 49), *spix = g->spix;
     const int64_t P = L_P, pst = PST(f);
     int64_t p0 = 0;
 #ifdef SA8_W1
@@ -769,17 +771,17 @@ static int FN(pick)(const int64_t *f, int64_t policy) {
 }
 
 /* accumulators of output channels o0..o1 of one image: acc[o][p], p in padded coords */
-static void FN(layer_acc)(const int64_t *f, const int64_t *plan, int kern, int64_t o0,
+static void FN(layer_acc)(const int64_t *f, const Grp *g, const int64_t *plan, int kern, int64_t o0,
                           int64_t o1, const uint8_t *x, int32_t *acc) {
-    const int32_t *nz_off = L_PTR(int32_t, 22), *pix = L_PTR(int32_t, 23);
+    const int32_t *nz_off = L_PTR(int32_t, 22), *pix = g->pix;
     const int32_t *code = L_PTR(int32_t, 24);
     const uint8_t *flags = L_PTR(uint8_t, 25);
     const int64_t P = L_P, pst = PST(f);
     (void)nz_off; (void)pix; (void)code; (void)flags; (void)P; (void)pst;
     switch (kern) {
-    case K_INT8: FN(k_int8)(f, plan, o0, o1, (const int16_t *)x, acc); return;
-    case K_SHIFTADD: FN(k_shift_add)(f, plan, o0, o1, (const int16_t *)x, acc); return;
-    case K_SHIFTADD8: FN(k_shift_add8)(f, plan, o0, o1, (const int8_t *)x, acc); return;
+    case K_INT8: FN(k_int8)(f, g, plan, o0, o1, (const int16_t *)x, acc); return;
+    case K_SHIFTADD: FN(k_shift_add)(f, g, plan, o0, o1, (const int16_t *)x, acc); return;
+    case K_SHIFTADD8: FN(k_shift_add8)(f, g, plan, o0, o1, (const int8_t *)x, acc); return;
 #if ISA_AVX2
     case K_SHUF16: BLOCKED(FN(shuf16_block), L_PTR(uint8_t, 28), uint8_t, 32, 2); return;
     case K_SHUF8: BLOCKED(FN(shuf8_block), L_PTR(int8_t, 27), uint8_t, 32, 2); return;
@@ -792,17 +794,15 @@ static void FN(layer_acc)(const int64_t *f, const int64_t *plan, int kern, int64
     case K_TBL16: BLOCKED(FN(tbl16_block), L_PTR(uint8_t, 28), uint8_t, 16, 2); return;
     case K_TBL8: BLOCKED(FN(tbl8_block), L_PTR(int8_t, 27), uint8_t, 16, 2); return;
 #endif
-    default: FN(k_gather)(f, plan, o0, o1, x, acc); return;
+    default: FN(k_gather)(f, g, plan, o0, o1, x, acc); return;
     }
 }
 
 /* requant / residual / ReLU / codes of channels o0..o1 from their accumulators */
-__attribute__((noinline)) static void FN(layer_out)(const int64_t *f, const int64_t *plan, uint8_t *arena, int64_t o0,
+__attribute__((noinline)) static void FN(layer_out)(const int64_t *f, const Grp *g, const int64_t *plan, uint8_t *arena, int64_t o0,
                           int64_t o1, int32_t *acc, int32_t *tmp) {
     const int64_t OH = L_OH, OW = L_OW, Wph = L_WPH, P = L_P, pst = PST(f), OHW = OH * OW;
-    uint8_t *outc = f[1] >= 0 ? (uint8_t *)BUF(arena, plan, f[1]) : NULL;
-    int32_t *outy = f[2] >= 0 ? (int32_t *)BUF(arena, plan, f[2]) : NULL;
-    const int32_t *res = f[3] >= 0 ? (const int32_t *)BUF(arena, plan, f[3]) : NULL;
+    const int64_t pimg = L_HPH * Wph; /* accumulator positions per image */
     const int64_t fmt = f[34], n = f[36], kbits = f[37], sgn = f[38];
     const int64_t es = fmt == 1 ? 2 : 1;
     if (f[39]) { /* thresholds on the accumulator (engine.accumulator_thresholds) */
@@ -825,64 +825,94 @@ __attribute__((noinline)) static void FN(layer_out)(const int64_t *f, const int6
                     for (int64_t p = 0; p < P; p++) c1[p] += a[p] <= w;
                 }
             }
-            for (int64_t oy = 0; oy < OH; oy++) {
-                const int32_t *r0 = c0 + oy * Wph, *r1 = c1 + oy * Wph;
-                const int64_t base = o * OHW + oy * OW;
-                if (fmt == 0) {
-                    uint8_t *d = outc + base;
-                    if (wn) {
-                        const uint8_t sb = (uint8_t)(1u << kbits);
-                        for (int64_t p = 0; p < OW; p++)
-                            d[p] = (uint8_t)(r0[p] + r1[p]) | (r1[p] > 0 ? sb : 0);
+            for (int64_t b = 0; b < g->B; b++) {
+                uint8_t *outc = (uint8_t *)BUF(arena + b * g->istride, plan, f[1]);
+                for (int64_t oy = 0; oy < OH; oy++) {
+                    const int32_t *r0 = c0 + b * pimg + oy * Wph, *r1 = c1 + b * pimg + oy * Wph;
+                    const int64_t base = o * OHW + oy * OW;
+                    if (fmt == 0) {
+                        uint8_t *d = outc + base;
+                        if (wn) {
+                            const uint8_t sb = (uint8_t)(1u << kbits);
+                            for (int64_t p = 0; p < OW; p++)
+                                d[p] = (uint8_t)(r0[p] + r1[p]) | (r1[p] > 0 ? sb : 0);
+                        } else {
+                            for (int64_t p = 0; p < OW; p++) d[p] = (uint8_t)r0[p];
+                        }
                     } else {
-                        for (int64_t p = 0; p < OW; p++) d[p] = (uint8_t)r0[p];
+                        int16_t *d = (int16_t *)outc + base;
+                        for (int64_t p = 0; p < OW; p++)
+                            d[p] = (int16_t)(wn ? r0[p] - r1[p] : r0[p]);
                     }
-                } else {
-                    int16_t *d = (int16_t *)outc + base;
-                    for (int64_t p = 0; p < OW; p++) d[p] = (int16_t)(wn ? r0[p] - r1[p] : r0[p]);
                 }
             }
         }
         return;
     }
-    const int64_t *M = L_PTR(int64_t, 30), *B = L_PTR(int64_t, 31), *R = L_PTR(int64_t, 32);
+    const int64_t *M = L_PTR(int64_t, 30), *Bq = L_PTR(int64_t, 31), *R = L_PTR(int64_t, 32);
     const int64_t *thr = L_PTR(int64_t, 35);
     const int64_t relu = f[33];
-    for (int64_t o = o0; o < o1; o++) {
-        const int32_t *a = acc + o * pst;
-        const int64_t m = M[o], b = B[o], r = R[o], base = o * OHW;
-        for (int64_t oy = 0; oy < OH; oy++) {
-            const int32_t *ar = a + oy * Wph;
-            int32_t *tr = tmp + oy * OW;
-            for (int64_t p = 0; p < OW; p++) {
-                const int64_t y = ((int64_t)ar[p] * m + b) >> r;
-                tr[p] = (int32_t)(y > I32MAX ? I32MAX : (y < -I32MAX ? -I32MAX : y));
+    for (int64_t b = 0; b < g->B; b++) {
+        uint8_t *ar_ = arena + b * g->istride;
+        uint8_t *outc = f[1] >= 0 ? (uint8_t *)BUF(ar_, plan, f[1]) : NULL;
+        int32_t *outy = f[2] >= 0 ? (int32_t *)BUF(ar_, plan, f[2]) : NULL;
+        const int32_t *res = f[3] >= 0 ? (const int32_t *)BUF(ar_, plan, f[3]) : NULL;
+        for (int64_t o = o0; o < o1; o++) {
+            const int32_t *a = acc + o * pst + b * pimg;
+            const int64_t m = M[o], bb = Bq[o], r = R[o], base = o * OHW;
+            for (int64_t oy = 0; oy < OH; oy++) {
+                const int32_t *ar = a + oy * Wph;
+                int32_t *tr = tmp + oy * OW;
+                for (int64_t p = 0; p < OW; p++) {
+                    const int64_t y = ((int64_t)ar[p] * m + bb) >> r;
+                    tr[p] = (int32_t)(y > I32MAX ? I32MAX : (y < -I32MAX ? -I32MAX : y));
+                }
             }
+            if (res)
+                for (int64_t p = 0; p < OHW; p++) {
+                    const int64_t y = (int64_t)tmp[p] + res[base + p];
+                    tmp[p] = (int32_t)(y > I32MAX ? I32MAX : (y < -I32MAX ? -I32MAX : y));
+                }
+            if (relu)
+                for (int64_t p = 0; p < OHW; p++) tmp[p] = tmp[p] > 0 ? tmp[p] : 0;
+            if (outy) memcpy(outy + base, tmp, (size_t)(4 * OHW));
+            if (outc) FN(codes_of)(tmp, OHW, outc + es * base, fmt, thr, n, kbits, sgn);
         }
-        if (res)
-            for (int64_t p = 0; p < OHW; p++) {
-                const int64_t y = (int64_t)tmp[p] + res[base + p];
-                tmp[p] = (int32_t)(y > I32MAX ? I32MAX : (y < -I32MAX ? -I32MAX : y));
-            }
-        if (relu)
-            for (int64_t p = 0; p < OHW; p++) tmp[p] = tmp[p] > 0 ? tmp[p] : 0;
-        if (outy) memcpy(outy + base, tmp, (size_t)(4 * OHW));
-        if (outc) FN(codes_of)(tmp, OHW, outc + es * base, fmt, thr, n, kbits, sgn);
     }
 }
 
-static void FN(op_layer)(const int64_t *f, const int64_t *plan, uint8_t *arena, uint8_t *scr) {
+/* one layer for B images (arena + b * istride): sub-batches of f[52] images share the
+ * planes so that small feature maps still fill whole vectors */
+static void FN(op_layer)(const int64_t *f, const int64_t *plan, uint8_t *arena, uint8_t *scr,
+                         int64_t B, int64_t istride) {
     const int kern = FN(pick)(f, plan[12]);
     const int64_t es = (kern == K_PERMW || kern == K_INT8 || kern == K_SHIFTADD) ? 2 : 1;
-    const int64_t pst = PST(f);
-    const int64_t planes_b = AL64((L_C * L_SH * L_SW * L_HPH * L_WPH + pst + 64) * 2);
-    uint8_t *x = scr;
-    int32_t *acc = (int32_t *)(scr + planes_b);
-    int32_t *tmp = acc + AL64(L_O * pst * 4) / 4;
     const int sa = kern == K_SHIFTADD || kern == K_SHIFTADD8;
-    FN(prep)(f, BUF(arena, plan, f[0]), x, es, sa ? L_PTR(int16_t, 51) : NULL);
-    FN(layer_acc)(f, plan, kern, 0, L_O, x, acc);
-    FN(layer_out)(f, plan, arena, 0, L_O, acc, tmp);
+    const int64_t plane = L_HPH * L_WPH, T = L_PTR(int32_t, 22)[L_O];
+    const int32_t *within = L_PTR(int32_t, 23), *cp = L_PTR(int32_t, 53);
+    const int32_t *order = L_PTR(int32_t, 50);
+    for (int64_t b0 = 0; b0 < B; b0 += f[52]) {
+        Grp g;
+        g.B = B - b0 < f[52] ? B - b0 : f[52];
+        g.istride = istride;
+        g.P = (g.B - 1) * plane + f[45];
+        g.pst = (g.P + 255) / 256 * 256;
+        const int64_t pst = g.pst;
+        const int64_t planes_b = AL64((L_C * L_SH * L_SW * g.B * plane + pst + 64) * 2);
+        uint8_t *x = scr;
+        int32_t *acc = (int32_t *)(scr + planes_b);
+        int32_t *tmp = acc + AL64(L_O * pst * 4) / 4;
+        int32_t *pix = tmp + 2 * pst, *spix = pix + T;
+        for (int64_t t = 0; t < T; t++) pix[t] = (int32_t)(cp[t] * g.B * plane + within[t]);
+        if (sa)
+            for (int64_t t = 0; t < T; t++) spix[t] = pix[order[t]];
+        g.pix = pix;
+        g.spix = spix;
+        uint8_t *ab = arena + b0 * istride;
+        FN(prep)(f, &g, BUF(ab, plan, f[0]), x, es, sa ? L_PTR(int16_t, 51) : NULL);
+        FN(layer_acc)(f, &g, plan, kern, 0, L_O, x, acc);
+        FN(layer_out)(f, &g, plan, ab, 0, L_O, acc, tmp);
+    }
 }
 
 /* ---------------------------------------------------------------- the other steps */
@@ -932,45 +962,55 @@ static void FN(op_shortcut)(const int64_t *f, const int64_t *plan, uint8_t *aren
                 d[((c + pad / 2) * OH + y) * OW + x] = s[(c * H + y * st) * W + x * st];
 }
 
-static void FN(run_image)(const int64_t *plan, const float *x, uint8_t *arena, int64_t *prof) {
-    uint8_t *scr = arena + plan[5];
+/* B images x[b] (arena + b * istride each), scratch after them */
+static void FN(run_group)(const int64_t *plan, const float *x, int64_t B, uint8_t *arena,
+                          int64_t *prof) {
+    const int64_t istride = plan[14];
+    uint8_t *scr = arena + B * istride;
     const int64_t *op = plan + plan[10];
     for (int64_t k = 0; k < plan[3]; k++, op += op[1]) {
         const int64_t *f = op + 2;
         const int64_t t0 = prof ? now_ns() : 0;
-        switch (op[0]) {
-        case OP_INPUTQ: FN(op_inputq)(f, plan, x, arena); break;
-        case OP_QUANT: {
-            const int64_t *thr = (const int64_t *)(plan + f[3]);
-            FN(codes_of)((const int32_t *)BUF(arena, plan, f[0]), f[2], BUF(arena, plan, f[1]),
-                         f[5], thr, f[4], f[6], f[7]);
-            break;
+        if (op[0] == OP_LAYER) {
+            FN(op_layer)(f, plan, arena, scr, B, istride);
+            if (prof) prof[k] += now_ns() - t0;
+            continue;
         }
-        case OP_LAYER: FN(op_layer)(f, plan, arena, scr); break;
-        case OP_AFFINE: FN(op_affine)(f, plan, arena); break;
-        case OP_RELU: {
-            const int32_t *s = (const int32_t *)BUF(arena, plan, f[0]);
-            int32_t *d = (int32_t *)BUF(arena, plan, f[1]);
-            for (int64_t i = 0; i < f[2]; i++) d[i] = s[i] > 0 ? s[i] : 0;
-            break;
-        }
-        case OP_ADD: {
-            const int32_t *a = (const int32_t *)BUF(arena, plan, f[0]);
-            const int32_t *b = (const int32_t *)BUF(arena, plan, f[1]);
-            int32_t *d = (int32_t *)BUF(arena, plan, f[2]);
-            for (int64_t i = 0; i < f[3]; i++) d[i] = (int32_t)FN(sat)((int64_t)a[i] + b[i]);
-            break;
-        }
-        case OP_POOL: FN(op_pool)(f, plan, arena); break;
-        case OP_SHORTCUT: FN(op_shortcut)(f, plan, arena); break;
-        case OP_COPY: {
-            const uint8_t *s = (const uint8_t *)BUF(arena, plan, f[0]);
-            uint8_t *d = (uint8_t *)BUF(arena, plan, f[1]);
-            for (int64_t i = 0; i < f[2]; i++)
-                memcpy(d + i * f[5] + f[6], s + i * f[4], (size_t)f[3]);
-            break;
-        }
-        default: break;
+        for (int64_t b = 0; b < B; b++) {
+            uint8_t *ab = arena + b * istride;
+            switch (op[0]) {
+            case OP_INPUTQ: FN(op_inputq)(f, plan, x + b * plan[6], ab); break;
+            case OP_QUANT: {
+                const int64_t *thr = (const int64_t *)(plan + f[3]);
+                FN(codes_of)((const int32_t *)BUF(ab, plan, f[0]), f[2], BUF(ab, plan, f[1]),
+                             f[5], thr, f[4], f[6], f[7]);
+                break;
+            }
+            case OP_AFFINE: FN(op_affine)(f, plan, ab); break;
+            case OP_RELU: {
+                const int32_t *s = (const int32_t *)BUF(ab, plan, f[0]);
+                int32_t *d = (int32_t *)BUF(ab, plan, f[1]);
+                for (int64_t i = 0; i < f[2]; i++) d[i] = s[i] > 0 ? s[i] : 0;
+                break;
+            }
+            case OP_ADD: {
+                const int32_t *a = (const int32_t *)BUF(ab, plan, f[0]);
+                const int32_t *c = (const int32_t *)BUF(ab, plan, f[1]);
+                int32_t *d = (int32_t *)BUF(ab, plan, f[2]);
+                for (int64_t i = 0; i < f[3]; i++) d[i] = (int32_t)FN(sat)((int64_t)a[i] + c[i]);
+                break;
+            }
+            case OP_POOL: FN(op_pool)(f, plan, ab); break;
+            case OP_SHORTCUT: FN(op_shortcut)(f, plan, ab); break;
+            case OP_COPY: {
+                const uint8_t *s = (const uint8_t *)BUF(ab, plan, f[0]);
+                uint8_t *d = (uint8_t *)BUF(ab, plan, f[1]);
+                for (int64_t i = 0; i < f[2]; i++)
+                    memcpy(d + i * f[5] + f[6], s + i * f[4], (size_t)f[3]);
+                break;
+            }
+            default: break;
+            }
         }
         if (prof) prof[k] += now_ns() - t0;
     }
