@@ -113,8 +113,8 @@ def test_numba_equals_reference(bits) -> None:
 def test_threads_split_the_batch_exactly() -> None:
     isa = supported_isas()[-1] if supported_isas() else pytest.skip("no C runner here")
     prog, x, ref = case("small_cnn", (1, 8, 8), 4)
-    xs = np.concatenate([x] * 3)  # 9 images over 2 and 4 threads
-    want = np.concatenate([ref[prog.outputs[0]]] * 3)
+    xs = np.concatenate([x] * 24)  # 72 images: groups of 32 (the last ragged), 1-4 threads
+    want = np.concatenate([ref[prog.outputs[0]]] * 24)
     for threads in (1, 2, 4):
         np.testing.assert_array_equal(NativeNet(prog, isa, threads=threads).run(xs), want)
     eng = IntEngine(prog, "c", threads=2)

@@ -209,9 +209,9 @@ class IntEngine:
     """
 
     def __init__(self, source: str | Path | ModelGraph | Program, backend: str = "auto",
-                 threads: int | None = None) -> None:
-        """``threads`` (native backends): images of a batch split between this many threads;
-        default: the physical cores available."""
+                 threads: int | None = None, kernels: str = "auto") -> None:
+        """Native backends: ``threads`` split a batch's images (default: the physical cores
+        available); ``kernels="lut"`` keeps to table lookups (see ``native.KERNELS``)."""
         self.program = load_program(source)
         name = resolve(backend)
         self.native = None
@@ -219,7 +219,7 @@ class IntEngine:
         if name in NATIVE:
             from potlut.infer.kernels.native import NativeNet
 
-            self.native = NativeNet(self.program, name, threads)
+            self.native = NativeNet(self.program, name, threads, kernels)
             self.backend = self.native
             return
         self.backend: Backend = get_backend(name)
