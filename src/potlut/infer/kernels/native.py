@@ -104,6 +104,12 @@ class NativeNet:
         self._arena = np.zeros(0, np.uint8)
         self._run = self.lib.potlut_net_run
         self._isa_id = ISAS[isa]
+        # per-call constants: the plan's address, output specs, the output pointer array
+        self._words = self.plan.words.ctypes.data
+        bufs = [self.plan.bufs[b] for b in self.plan.outputs]
+        self._out_specs = [(b.elems, b.np_dtype) for b in bufs]
+        self._out_shape = bufs[0].shape
+        self._ptrs = (ctypes.c_void_p * len(bufs))()
 
     def kernels(self) -> list[str]:
         """The kernel each layer runs with (``KERNEL_NAMES``), as the C side picks them."""
@@ -126,13 +132,13 @@ class NativeNet:
         """
         N = int(x.shape[0])
         plan = self.plan
-        outs = [np.empty((N, plan.bufs[b].elems), plan.bufs[b].np_dtype) for b in plan.outputs]
-        ptrs = (ctypes.c_void_p * len(outs))(*[o.ctypes.data for o in outs])
+        outs = [np.empty((N, e), d) for e, d in self._out_specs]
+        self._ptrs[:] = [o.ctypes.data for o in outs]
         threads = min(self.threads, max(N, 1))
         groups = -(-N // plan.group)
         arena = self._arena_for(groups if keep else threads)
         base = (arena.ctypes.data + 63) // 64 * 64
-        rc = self._run(plan.words.ctypes.data, x.ctypes.data, N, ptrs, base, self.stride,
+        rc = self._run(self._words, x.ctypes.data, N, self._ptrs, base, self.stride,
                        int(keep), self._isa_id, threads,
                        None if prof is None else prof.ctypes.data)
         if rc != 0:  # pragma: no cover - the plan and ISA were checked above
@@ -140,7 +146,7 @@ class NativeNet:
         if keep:
             return self._env(arena, base - arena.ctypes.data, N)
         if len(outs) == 1:
-            return outs[0].reshape(N, *plan.bufs[plan.outputs[0]].shape)
+            return outs[0].reshape(N, *self._out_shape)
         return np.concatenate(outs, axis=1)
 
     def _env(self, arena: np.ndarray, off: int, N: int) -> dict[str, np.ndarray]:

@@ -38,7 +38,7 @@ _ITEM = {DT_U8: 1, DT_I16: 2, DT_I32: 4}
 _NP = {DT_U8: np.uint8, DT_I16: np.int16, DT_I32: np.int32}
 BLOCK = 256  # largest pixel block a kernel computes at once (accumulator rows are padded to it)
 INT8_MAX, INT16_MAX = 127, 32767
-LAYER_WORDS = 54
+LAYER_WORDS = 58
 GROUP_MAX = 32  # images run through a layer together when its feature map is small
 GROUP_PIXELS = 512  # ... until they fill about this many accumulator positions
 
@@ -270,10 +270,22 @@ def _layer_words(st: Layer, w: _Writer, ids: dict[str, int], bufs: list[Buf]) ->
         w.add(lp.thr.astype(np.int64)), n_thr, lp.kbits, int(lp.signed), int(lp.acc_thr),
         w.add(lp.flip.astype(np.int32)) if lp.acc_thr else -1,
         w.add(lp.up.astype(np.int32)) if lp.acc_thr else -1, wn if lp.acc_thr else -1,
-        Hph, Wph, P, K, *sa_fields, 0, w.add(cp.astype(np.int32)),
-    ]
+        Hph, Wph, P, K, *sa_fields, 0, w.add(cp.astype(np.int32)), -1, -1, -1, -1,
+    ]  # 52: images per sub-batch, 54-57: tap offsets (set by build_plan)
     assert len(fields) == LAYER_WORDS, len(fields)
-    return fields, plane, P, C * SH * SW, O, int(pix.size)
+    taps = (pix.astype(np.int64), cp.astype(np.int64), None if sa is None else sa[1][2])
+    return fields, taps, plane, P, C * SH * SW, O, int(pix.size)
+
+
+def _tap_offsets(w: _Writer, within: np.ndarray, cp: np.ndarray, order: np.ndarray | None,
+                 plane: int, nb: int) -> list[int]:
+    """Word offsets of the taps' run starts for sub-batches of ``nb`` images and of one
+    (planes hold ``nb`` images each), in tap order and in shift-add order (or -1)."""
+    out = []
+    for n in (nb, 1):
+        pix = (cp.astype(np.int64) * n * plane + within).astype(np.int32)
+        out += [w.add(pix), w.add(pix[order]) if order is not None else -1]
+    return out
 
 
 def _layer_scratch(nb: int, plane: int, P: int, planes: int, O: int, T: int) -> int:
@@ -321,9 +333,10 @@ def build_plan(prog: Program) -> NetPlan:
                 new(st.out_codes, _code_dt(st.out_act), st.out_shape)
             if st.out_fixed:
                 new(st.out_fixed, DT_I32, st.out_shape)
-            fields, *geo = _layer_words(st, w, ids, bufs)
+            fields, taps, *geo = _layer_words(st, w, ids, bufs)
             nb = min(GROUP_MAX, max(1, -(-GROUP_PIXELS // geo[1])))
             fields[52] = nb
+            fields[54:58] = _tap_offsets(w, *taps, geo[0], nb)
             layer_geo.append((nb, geo))
             ops.append([OP_LAYER, *fields])
             names.append(st.name)
@@ -411,7 +424,8 @@ def build_plan(prog: Program) -> NetPlan:
 # which op fields (index after the op type) are array offsets, to relocate them
 _ARRAYS = {
     OP_INPUTQ: {2}, OP_QUANT: {3}, OP_AFFINE: {4, 5, 6},
-    OP_LAYER: {22, 23, 24, 25, 26, 27, 28, 29, 30, 31, 32, 35, 40, 41, 42, 48, 49, 50, 51, 53},
+    OP_LAYER: {22, 23, 24, 25, 26, 27, 28, 29, 30, 31, 32, 35, 40, 41, 42, 48, 49, 50, 51, 53,
+               54, 55, 56, 57},
 }
 
 

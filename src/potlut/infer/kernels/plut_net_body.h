@@ -902,12 +902,18 @@ static void FN(op_layer)(const int64_t *f, const int64_t *plan, uint8_t *arena, 
         uint8_t *x = scr;
         int32_t *acc = (int32_t *)(scr + planes_b);
         int32_t *tmp = acc + AL64(L_O * pst * 4) / 4;
-        int32_t *pix = tmp + 2 * pst, *spix = pix + T;
-        for (int64_t t = 0; t < T; t++) pix[t] = (int32_t)(cp[t] * g.B * plane + within[t]);
-        if (sa)
-            for (int64_t t = 0; t < T; t++) spix[t] = pix[order[t]];
-        g.pix = pix;
-        g.spix = spix;
+        if (g.B == f[52] || g.B == 1) { /* precomputed: whole sub-batches, single images */
+            const int k = g.B == f[52] ? 54 : 56;
+            g.pix = L_PTR(int32_t, k);
+            g.spix = sa ? L_PTR(int32_t, k + 1) : NULL;
+        } else { /* the ragged last sub-batch */
+            int32_t *pix = tmp + 2 * pst, *spix = pix + T;
+            for (int64_t t = 0; t < T; t++) pix[t] = (int32_t)(cp[t] * g.B * plane + within[t]);
+            if (sa)
+                for (int64_t t = 0; t < T; t++) spix[t] = pix[order[t]];
+            g.pix = pix;
+            g.spix = spix;
+        }
         uint8_t *ab = arena + b0 * istride;
         FN(prep)(f, &g, BUF(ab, plan, f[0]), x, es, sa ? L_PTR(int16_t, 51) : NULL);
         FN(layer_acc)(f, &g, plan, kern, 0, L_O, x, acc);
