@@ -8,7 +8,7 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
-from functools import lru_cache
+from functools import cache
 
 import numpy as np
 import pytest
@@ -61,7 +61,7 @@ def require(isa: str) -> None:
     pytest.skip(f"this CPU does not run {isa}")
 
 
-@lru_cache(maxsize=None)
+@cache
 def case(name: str, in_shape: tuple[int, int, int], bits: int):
     prog = lower(random_graph(name, in_shape, bits, seed=bits))
     torch.manual_seed(bits)

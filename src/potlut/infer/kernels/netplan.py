@@ -218,18 +218,18 @@ def _layer_words(st: Layer, w: _Writer, ids: dict[str, int], bufs: list[Buf]) ->
     """The op words of one layer and its sizes (for the sub-batch and the scratch)."""
     lp = plan_layer(st)
     C, H, W = st.in_shape
-    O, G = st.out_channels, st.groups
+    n_out, G = st.out_channels, st.groups
     (KH, KW), (SH, SW), (PH, PW), (DH, DW) = st.kernel, st.stride, st.padding, st.dilation
     OH, OW = (st.out_shape[1], st.out_shape[2]) if len(st.out_shape) == 3 else (1, 1)
     Hp, Wp = H + 2 * PH, W + 2 * PW
     Hph, Wph = -(-Hp // SH), -(-Wp // SW)
     P = OH * Wph
     Cg = C // G
-    Og = O // G
+    Og = n_out // G
     K = Cg * KH * KW
     # non-zero taps: channel-local k -> offset in the stride-phase planes of the padded input
     ks = lp.nz_k.astype(np.int64)
-    o_of_t = np.repeat(np.arange(O), np.diff(lp.nz_off))
+    o_of_t = np.repeat(np.arange(n_out), np.diff(lp.nz_off))
     c = (o_of_t // Og) * Cg + ks // (KH * KW)
     i, j = (ks // KW) % KH, ks % KW
     plane = Hph * Wph
@@ -263,7 +263,7 @@ def _layer_words(st: Layer, w: _Writer, ids: dict[str, int], bufs: list[Buf]) ->
     fields = [
         ids[st.src], ids.get(st.out_codes, -1) if st.out_codes else -1,
         ids[st.out_fixed] if st.out_fixed else -1, ids[st.residual] if st.residual else -1,
-        C, H, W, O, G, KH, KW, SH, SW, PH, PW, DH, DW, OH, OW,
+        C, H, W, n_out, G, KH, KW, SH, SW, PH, PW, DH, DW, OH, OW,
         mode, kfmt, A, w.add(lp.nz_off.astype(np.int32)), w.add(pix.astype(np.int32)),
         w.add(code), w.add(flags), rows32, rows8, rows16, roww,
         w.add(lp.M), w.add(lp.B), w.add(lp.R), int(st.relu), lp.out_fmt,
@@ -274,7 +274,7 @@ def _layer_words(st: Layer, w: _Writer, ids: dict[str, int], bufs: list[Buf]) ->
     ]  # 52: images per sub-batch, 54-57: tap offsets (set by build_plan)
     assert len(fields) == LAYER_WORDS, len(fields)
     taps = (pix.astype(np.int64), cp.astype(np.int64), None if sa is None else sa[1][2])
-    return fields, taps, plane, P, C * SH * SW, O, int(pix.size)
+    return fields, taps, plane, P, C * SH * SW, n_out, int(pix.size)
 
 
 def _tap_offsets(w: _Writer, within: np.ndarray, cp: np.ndarray, order: np.ndarray | None,
@@ -288,10 +288,11 @@ def _tap_offsets(w: _Writer, within: np.ndarray, cp: np.ndarray, order: np.ndarr
     return out
 
 
-def _layer_scratch(nb: int, plane: int, P: int, planes: int, O: int, T: int) -> int:
+def _layer_scratch(nb: int, plane: int, P: int, planes: int, n_out: int, T: int) -> int:
     """Scratch bytes of a layer run on ``nb`` images at once (plut_net.c op_layer)."""
     pst = -(-((nb - 1) * plane + P) // BLOCK) * BLOCK
-    return _al((planes * nb * plane + pst + 64) * 2) + _al(O * pst * 4) + 2 * pst * 4 + 2 * T * 4
+    return (_al((planes * nb * plane + pst + 64) * 2) + _al(n_out * pst * 4)
+            + 2 * pst * 4 + 2 * T * 4)
 
 
 def _al(n: int) -> int:
