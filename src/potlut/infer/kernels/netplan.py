@@ -161,8 +161,12 @@ def _shift_add(st: Layer, lp, pix: np.ndarray, code: np.ndarray
     every tap is one int16 add or subtract; each group's sum is widened and shifted once.
     Groups are split so their sums cannot overflow. Returns the kind (1: int16 group sums,
     int32 accumulator; 2: int8 group sums, int16 accumulator) and ``g_off`` [O+1],
-    ``groups`` [n, 3] (end of the adds, end of the subtracts, e), the taps in that order,
-    and the signed value of every activation code.
+    ``groups`` [n, 3] (end of the adds, end of the subtracts, info), the taps in that
+    order, and the signed value of every activation code. Groups run from the largest
+    exponent down; ``info`` = ``e | widen << 8 | d << 16 | fresh << 24``: a fresh group
+    starts its sum at 0, else shifts the running int16 sum left by ``d`` (Horner) while the
+    worst case still fits int16; ``widen`` adds the sum, shifted by ``e``, to the int32
+    accumulator.
     """
     wv, pl = st.w_values.astype(np.int64), st.plut
     if pl is None or pl.shift != 0:
@@ -195,7 +199,8 @@ def _shift_add(st: Layer, lp, pix: np.ndarray, code: np.ndarray
     for o in range(lp.nz_off.size - 1):
         lo, hi = int(lp.nz_off[o]), int(lp.nz_off[o + 1])
         ts = np.arange(lo, hi)
-        for ex in np.unique(e[lo:hi]):
+        bound, prev = None, 0  # int16 chain (kind 1): worst |sum| in units of 2^prev
+        for ex in np.unique(e[lo:hi])[::-1]:  # largest exponent first (Horner order)
             pos = ts[(e[lo:hi] == ex) & (negw[lo:hi] == 0)]
             neg = ts[(e[lo:hi] == ex) & (negw[lo:hi] == 1)]
             taps = [(t, 0) for t in pos] + [(t, 1) for t in neg]
@@ -203,7 +208,19 @@ def _shift_add(st: Layer, lp, pix: np.ndarray, code: np.ndarray
                 chunk = taps[c0:c0 + limit]
                 order += [t for t, _ in chunk]
                 n_pos = sum(1 for _, ng in chunk if ng == 0)
-                groups.append((len(order) - len(chunk) + n_pos, len(order), int(ex)))
+                d = prev - int(ex)
+                grown = None if bound is None or kind == 2 else \
+                    (bound << d) + len(chunk) * amax
+                if grown is None or grown > INT16_MAX:  # close the chain, start afresh
+                    if groups and len(groups) > g_off[-1]:
+                        groups[-1][2] |= 1 << 8
+                    bound, info = len(chunk) * amax, int(ex) | 1 << 24
+                else:  # shift the int16 sum down to this exponent and keep adding
+                    bound, info = grown, int(ex) | d << 16
+                prev = int(ex)
+                groups.append([len(order) - len(chunk) + n_pos, len(order), info])
+        if len(groups) > g_off[-1]:
+            groups[-1][2] |= 1 << 8
         g_off.append(len(groups))
     return kind, (np.array(g_off, np.int32), np.array(groups, np.int32).reshape(-1, 3),
                   np.array(order, np.int32), avals)

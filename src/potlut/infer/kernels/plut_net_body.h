@@ -306,6 +306,7 @@ static inline __attribute__((always_inline)) void FN(permw_block)(
     __m512i c32[16], s[8];
     for (int q = 0; q < 2 * V; q++) c32[q] = _mm512_setzero_si512();
     for (int v = 0; v < V; v++) s[v] = _mm512_setzero_si512();
+    for (int v = 0; v < V; v++) s[v] = _mm512_setzero_si512();
     for (int32_t t = t0; t < t1; t++) {
         const __m512i row = _mm512_loadu_si512((const void *)(roww + (int64_t)code[t] * 32));
         const uint16_t *ap = x + pix[t];
@@ -446,11 +447,15 @@ static inline __attribute__((always_inline)) void FN(tbl8_block)(
  * and shifted left by e once: acc = sum_e 2^e (sum a+ - sum a-), no table, no multiply */
 __attribute__((unused)) static void FN(sa_generic)(const int32_t *groups, int32_t g0, int32_t g1, int32_t t,
                            const int32_t *spix, const int16_t *x, int32_t *acc, int64_t n) {
-    int16_t s[64];
+    int16_t s[64] = {0};
     for (int64_t p = 0; p < n; p++) acc[p] = 0;
     for (int32_t g = g0; g < g1; g++) {
-        const int32_t ep = groups[3 * g], en = groups[3 * g + 1], e = groups[3 * g + 2];
-        for (int64_t p = 0; p < n; p++) s[p] = 0;
+        const int32_t ep = groups[3 * g], en = groups[3 * g + 1], info = groups[3 * g + 2];
+        const int32_t e = info & 255, d = (info >> 16) & 255;
+        if (info >> 24)
+            for (int64_t p = 0; p < n; p++) s[p] = 0;
+        else
+            for (int64_t p = 0; p < n; p++) s[p] = (int16_t)((uint16_t)s[p] << d);
         for (; t < ep; t++) {
             const int16_t *xp = x + spix[t];
             for (int64_t p = 0; p < n; p++) s[p] = (int16_t)(s[p] + xp[p]);
@@ -459,7 +464,8 @@ __attribute__((unused)) static void FN(sa_generic)(const int32_t *groups, int32_
             const int16_t *xp = x + spix[t];
             for (int64_t p = 0; p < n; p++) s[p] = (int16_t)(s[p] - xp[p]);
         }
-        for (int64_t p = 0; p < n; p++) acc[p] += (int32_t)((uint32_t)(int32_t)s[p] << e);
+        if (info & 256)
+            for (int64_t p = 0; p < n; p++) acc[p] += (int32_t)((uint32_t)(int32_t)s[p] << e);
     }
 }
 
@@ -469,10 +475,16 @@ static inline __attribute__((always_inline)) void FN(sa_block)(
     const int16_t *x, int32_t *acc, const int V) {
     __m512i c32[16], s[8];
     for (int q = 0; q < 2 * V; q++) c32[q] = _mm512_setzero_si512();
+    for (int v = 0; v < V; v++) s[v] = _mm512_setzero_si512();
     for (int32_t g = g0; g < g1; g++) {
-        const int32_t ep = groups[3 * g], en = groups[3 * g + 1];
-        const __m128i sh = _mm_cvtsi32_si128(groups[3 * g + 2]);
-        for (int v = 0; v < V; v++) s[v] = _mm512_setzero_si512();
+        const int32_t ep = groups[3 * g], en = groups[3 * g + 1], info = groups[3 * g + 2];
+        const __m128i sh = _mm_cvtsi32_si128(info & 255);
+        if (info >> 24) {
+            for (int v = 0; v < V; v++) s[v] = _mm512_setzero_si512();
+        } else {
+            const __m128i d = _mm_cvtsi32_si128((info >> 16) & 255);
+            for (int v = 0; v < V; v++) s[v] = _mm512_sll_epi16(s[v], d);
+        }
         for (; t < ep; t++) {
             const int16_t *ap = x + spix[t];
             for (int v = 0; v < V; v++)
@@ -483,6 +495,7 @@ static inline __attribute__((always_inline)) void FN(sa_block)(
             for (int v = 0; v < V; v++)
                 s[v] = _mm512_sub_epi16(s[v], _mm512_loadu_si512((const void *)(ap + 32 * v)));
         }
+        if (!(info & 256)) continue;
         for (int v = 0; v < V; v++) {
             c32[2 * v] = _mm512_add_epi32(c32[2 * v], _mm512_sll_epi32(
                 _mm512_cvtepi16_epi32(_mm512_castsi512_si256(s[v])), sh));
@@ -500,10 +513,16 @@ static inline __attribute__((always_inline)) void FN(sa_block)(
     const int16_t *x, int32_t *acc, const int V) {
     __m256i c32[8], s[4];
     for (int q = 0; q < 2 * V; q++) c32[q] = _mm256_setzero_si256();
+    for (int v = 0; v < V; v++) s[v] = _mm256_setzero_si256();
     for (int32_t g = g0; g < g1; g++) {
-        const int32_t ep = groups[3 * g], en = groups[3 * g + 1];
-        const __m128i sh = _mm_cvtsi32_si128(groups[3 * g + 2]);
-        for (int v = 0; v < V; v++) s[v] = _mm256_setzero_si256();
+        const int32_t ep = groups[3 * g], en = groups[3 * g + 1], info = groups[3 * g + 2];
+        const __m128i sh = _mm_cvtsi32_si128(info & 255);
+        if (info >> 24) {
+            for (int v = 0; v < V; v++) s[v] = _mm256_setzero_si256();
+        } else {
+            const __m128i d = _mm_cvtsi32_si128((info >> 16) & 255);
+            for (int v = 0; v < V; v++) s[v] = _mm256_sll_epi16(s[v], d);
+        }
         for (; t < ep; t++) {
             const int16_t *ap = x + spix[t];
             for (int v = 0; v < V; v++)
@@ -514,6 +533,7 @@ static inline __attribute__((always_inline)) void FN(sa_block)(
             for (int v = 0; v < V; v++)
                 s[v] = _mm256_sub_epi16(s[v], _mm256_loadu_si256((const __m256i *)(ap + 16 * v)));
         }
+        if (!(info & 256)) continue;
         for (int v = 0; v < V; v++) {
             c32[2 * v] = _mm256_add_epi32(c32[2 * v], _mm256_sll_epi32(
                 _mm256_cvtepi16_epi32(_mm256_castsi256_si128(s[v])), sh));
@@ -532,10 +552,16 @@ static inline __attribute__((always_inline)) void FN(sa_block)(
     int32x4_t c32[8];
     int16x8_t s[4];
     for (int q = 0; q < 2 * V; q++) c32[q] = vdupq_n_s32(0);
+    for (int v = 0; v < V; v++) s[v] = vdupq_n_s16(0);
     for (int32_t g = g0; g < g1; g++) {
-        const int32_t ep = groups[3 * g], en = groups[3 * g + 1];
-        const int32x4_t sh = vdupq_n_s32(groups[3 * g + 2]);
-        for (int v = 0; v < V; v++) s[v] = vdupq_n_s16(0);
+        const int32_t ep = groups[3 * g], en = groups[3 * g + 1], info = groups[3 * g + 2];
+        const int32x4_t sh = vdupq_n_s32(info & 255);
+        if (info >> 24) {
+            for (int v = 0; v < V; v++) s[v] = vdupq_n_s16(0);
+        } else {
+            const int16x8_t d = vdupq_n_s16((int16_t)((info >> 16) & 255));
+            for (int v = 0; v < V; v++) s[v] = vshlq_s16(s[v], d);
+        }
         for (; t < ep; t++) {
             const int16_t *ap = x + spix[t];
             for (int v = 0; v < V; v++) s[v] = vaddq_s16(s[v], vld1q_s16(ap + 8 * v));
@@ -544,6 +570,7 @@ static inline __attribute__((always_inline)) void FN(sa_block)(
             const int16_t *ap = x + spix[t];
             for (int v = 0; v < V; v++) s[v] = vsubq_s16(s[v], vld1q_s16(ap + 8 * v));
         }
+        if (!(info & 256)) continue;
         for (int v = 0; v < V; v++) {
             c32[2 * v] = vaddq_s32(c32[2 * v], vshlq_s32(vmovl_s16(vget_low_s16(s[v])), sh));
             c32[2 * v + 1] = vaddq_s32(c32[2 * v + 1], vshlq_s32(vmovl_high_s16(s[v]), sh));
@@ -602,7 +629,7 @@ __attribute__((unused)) static void FN(sa8_generic)(const int32_t *groups, int32
     int16_t a16[64];
     for (int64_t p = 0; p < n; p++) a16[p] = 0;
     for (int32_t g = g0; g < g1; g++) {
-        const int32_t ep = groups[3 * g], en = groups[3 * g + 1], e = groups[3 * g + 2];
+        const int32_t ep = groups[3 * g], en = groups[3 * g + 1], e = groups[3 * g + 2] & 255;
         for (int64_t p = 0; p < n; p++) s[p] = 0;
         for (; t < ep; t++) {
             const int8_t *xp = x + spix[t];
@@ -626,7 +653,7 @@ static inline __attribute__((always_inline)) void FN(sa8_block)(
     for (int q = 0; q < 2 * V; q++) a16[q] = _mm512_setzero_si512();
     for (int32_t g = g0; g < g1; g++) {
         const int32_t ep = groups[3 * g], en = groups[3 * g + 1];
-        const __m128i sh = _mm_cvtsi32_si128(groups[3 * g + 2]);
+        const __m128i sh = _mm_cvtsi32_si128(groups[3 * g + 2] & 255);
         for (int v = 0; v < V; v++) s[v] = _mm512_setzero_si512();
         for (; t < ep; t++) {
             const int8_t *ap = x + spix[t];
@@ -660,7 +687,7 @@ static inline __attribute__((always_inline)) void FN(sa8_block)(
     for (int q = 0; q < 2 * V; q++) a16[q] = _mm256_setzero_si256();
     for (int32_t g = g0; g < g1; g++) {
         const int32_t ep = groups[3 * g], en = groups[3 * g + 1];
-        const __m128i sh = _mm_cvtsi32_si128(groups[3 * g + 2]);
+        const __m128i sh = _mm_cvtsi32_si128(groups[3 * g + 2] & 255);
         for (int v = 0; v < V; v++) s[v] = _mm256_setzero_si256();
         for (; t < ep; t++) {
             const int8_t *ap = x + spix[t];
@@ -695,7 +722,7 @@ static inline __attribute__((always_inline)) void FN(sa8_block)(
     for (int q = 0; q < 2 * V; q++) a16[q] = vdupq_n_s16(0);
     for (int32_t g = g0; g < g1; g++) {
         const int32_t ep = groups[3 * g], en = groups[3 * g + 1];
-        const int16x8_t sh = vdupq_n_s16((int16_t)groups[3 * g + 2]);
+        const int16x8_t sh = vdupq_n_s16((int16_t)(groups[3 * g + 2] & 255));
         for (int v = 0; v < V; v++) s[v] = vdupq_n_s8(0);
         for (; t < ep; t++) {
             const int8_t *ap = x + spix[t];
