@@ -41,6 +41,7 @@ INT8_MAX, INT16_MAX = 127, 32767
 LAYER_WORDS = 58
 GROUP_MAX = 32  # images run through a layer together when its feature map is small
 GROUP_PIXELS = 512  # ... until they fill about this many accumulator positions
+PLANES_L1 = 24 << 10  # ... and their input planes fit in L1 (bytes, int16 elements)
 
 
 @dataclass
@@ -352,7 +353,10 @@ def build_plan(prog: Program) -> NetPlan:
             if st.out_fixed:
                 new(st.out_fixed, DT_I32, st.out_shape)
             fields, taps, *geo = _layer_words(st, w, ids, bufs)
-            nb = min(GROUP_MAX, max(1, -(-GROUP_PIXELS // geo[1])))
+            # images per sub-batch: enough to fill the vectors, few enough that the planes
+            # of one sub-batch stay in L1
+            nb = min(GROUP_MAX, -(-GROUP_PIXELS // geo[1]), PLANES_L1 // (geo[2] * geo[0] * 2))
+            nb = max(1, nb)
             fields[52] = nb
             fields[54:58] = _tap_offsets(w, *taps, geo[0], nb)
             layer_geo.append((nb, geo))
