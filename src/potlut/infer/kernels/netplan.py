@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from potlut.infer.engine import plan_layer
+from potlut.infer.plut import _code_bits
 from potlut.infer.program import (
     Add,
     Affine,
@@ -186,7 +187,7 @@ def _shift_add(st: Layer, lp, pix: np.ndarray, code: np.ndarray
     neg_a = (sa >> ka) & 1 if st.act.signed else np.zeros(A, np.int64)
     avals = np.where(ca < av.size, av[np.minimum(ca, av.size - 1)], 0)
     avals = np.where(neg_a == 1, -avals, avals).astype(np.int16)
-    kw = _code_bits_w(st)
+    kw = _code_bits(int(st.w_values.size))
     mag, negw = code & ((1 << kw) - 1), (code >> kw) & 1
     e = np.round(np.log2(np.maximum(wv[mag], 1))).astype(np.int64)
     # int8 group sums into an int16 accumulator where a channel's worst sum fits int16
@@ -225,11 +226,6 @@ def _shift_add(st: Layer, lp, pix: np.ndarray, code: np.ndarray
         g_off.append(len(groups))
     return kind, (np.array(g_off, np.int32), np.array(groups, np.int32).reshape(-1, 3),
                   np.array(order, np.int32), avals)
-
-
-def _code_bits_w(st: Layer) -> int:
-    """Magnitude bits of the layer's signed weight codes."""
-    return max(1, (int(st.w_values.size) - 1).bit_length())
 
 
 def _layer_words(st: Layer, w: _Writer, ids: dict[str, int], bufs: list[Buf]) -> tuple:
