@@ -4,7 +4,10 @@ Two networks: ResNet20 (3x32x32 input; converted to 4-bit IOS-PoT and calibrated
 CIFAR training offline) and the small CNN on digits (8x8; trained briefly with the
 ``potlut run`` recipe). For each: latency at batch 1 and throughput at batch 64 of
 
-- the engine's fast path (C kernels, AVX2 byte-shuffle P-LUT) and its numba gather path,
+- the engine's whole-network C runner for every instruction set this CPU has (AVX-512,
+  AVX2; shift-add kernels where the weights are powers of two, and the table-lookup
+  kernels alone, ``lut``), on one thread and on two, the earlier layer-by-layer C
+  kernels, and the numba gather path,
 - the plain int64 integer reference (numpy),
 - PyTorch FP32 eager and onnxruntime FP32 of the same network (same weights, as floats).
 
@@ -13,7 +16,10 @@ methods are interleaved in rounds and the median is kept, so a busy shared machi
 all of them alike; ratios are what to read.
 
     pip install -e ".[bench]"   # onnx, onnxruntime
-    python benchmarks/bench_infer.py [--rounds 7] [--bits 4] [--json out.json]
+    python benchmarks/bench_infer.py [--rounds 7] [--bits 4 3] [--profile] [--json out.json]
+
+``--profile`` adds a per-layer profile (CPU time of each step of the fastest engine,
+batch of ``--batch`` images, one thread) to say where the time goes.
 """
 
 from __future__ import annotations
@@ -37,6 +43,7 @@ from potlut import models
 from potlut.compress import dequantized_weights, load
 from potlut.compress.graph import ModelGraph
 from potlut.infer import IntEngine, lower, op_counts, run_reference
+from potlut.infer.kernels.native import NativeNet, supported_isas
 from potlut.nn import QuantSpec, calibrate, convert
 from potlut.nn.export import compress_model
 from potlut.pipeline import RunConfig, load_quantized, run
@@ -100,6 +107,7 @@ def digits_graph(epochs: int, bits: int, folder: Path) -> ModelGraph:
 
 
 def resnet_graph(bits: int, folder: Path) -> ModelGraph:
+    folder.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(0)
     q = convert(models.build("resnet20", 10, 3), QuantSpec(bits=bits))
     calibrate(q, torch.randn(64, 3, 32, 32))
@@ -124,13 +132,21 @@ def one_thread() -> None:
 
 
 def bench_model(label: str, name: str, graph: ModelGraph, rounds: int, big: int,
-                ref_big: bool) -> dict:
+                ref_big: bool, profile: bool = False) -> dict:
     one_thread()
     in_shape = tuple(graph.in_shape)
     prog = lower(graph)
     fp32 = fp32_twin(name, graph, 10, in_shape[0])
     sess = onnx_session(fp32, in_shape)
-    engines = {"fast (C)": IntEngine(prog, "c"), "numba": IntEngine(prog, "numba")}
+    isas = [k for k in ("avx512", "avx2") if k in supported_isas()]
+    engines = {}
+    for k in isas:
+        engines[f"C {k}"] = IntEngine(prog, k, threads=1)
+        engines[f"C {k}, lut"] = IntEngine(prog, k, threads=1, kernels="lut")
+    if isas:
+        engines[f"C {isas[0]}, 2 threads"] = IntEngine(prog, isas[0], threads=2)
+    engines["C layer by layer"] = IntEngine(prog, "c-layers")
+    engines["numba"] = IntEngine(prog, "numba")
     rng = np.random.default_rng(0)
     xs = {b: rng.standard_normal((b, *in_shape)).astype(np.float32) for b in (1, big)}
     xt = {b: torch.from_numpy(v) for b, v in xs.items()}
@@ -148,15 +164,19 @@ def bench_model(label: str, name: str, graph: ModelGraph, rounds: int, big: int,
     ref = run_reference(prog, xs[1])
     for k in engines:
         assert np.array_equal(engines[k].run(xs[1]), ref), k
+    reps = {}
     for k, fn in methods.items():
         fn(inputs[k][1])
         fn(inputs[k][big])
+        t = time.perf_counter()
+        fn(inputs[k][big])  # calls per sample: >= 2, about 50 ms of batches in all
+        reps[k] = max(2, min(50, int(0.05 / max(time.perf_counter() - t, 1e-6))))
     lat: dict[str, list[float]] = {k: [] for k in methods}
     thr: dict[str, list[float]] = {k: [] for k in methods}
     for _ in range(rounds):  # interleaved, so machine load hits every method alike
         for k, fn in methods.items():
             lat[k].append(timed(fn, inputs[k][1], 15))
-            thr[k].append(big / timed(fn, inputs[k][big], 2))
+            thr[k].append(big / timed(fn, inputs[k][big], reps[k]))
     rows = {k: {"latency_ms": 1e3 * statistics.median(lat[k]),
                 "throughput_ips": statistics.median(thr[k])} for k in methods}
     t = time.perf_counter()
@@ -170,8 +190,72 @@ def bench_model(label: str, name: str, graph: ModelGraph, rounds: int, big: int,
     rows["integer reference (int64)"] = {"latency_ms": 1e3 * ref1, "throughput_ips": refb}
     assert torch.get_num_threads() == 1
     counts = op_counts(prog)["total"]
-    return {"model": label, "in_shape": list(in_shape), "macs": counts["macs"],
-            "table_reads": counts["table_reads"], "rows": rows}
+    out = {"model": label, "in_shape": list(in_shape), "macs": counts["macs"],
+           "table_reads": counts["table_reads"], "rows": rows}
+    if profile and isas:
+        out["profile"] = layer_profile(prog, isas[0], xs[big])
+    return out
+
+
+def layer_profile(prog, isa: str, x: np.ndarray, reps: int = 5) -> list[dict]:
+    """CPU microseconds per image of every step of the C runner (one thread), with the
+    default kernels and with table lookups alone (``lut``), and the kernel each used."""
+    rows: list[dict] = []
+    for policy in ("auto", "lut"):
+        net = NativeNet(prog, isa, threads=1, kernels=policy)
+        net.run(x)
+        prof = np.zeros(len(net.plan.op_labels), np.int64)
+        for _ in range(reps):
+            net.run(x, prof=prof)
+        kernels = iter(net.kernels())
+        macs = {st.name: st.macs for st in prog.layers()}
+        for i, (label, ns) in enumerate(zip(net.plan.op_labels, prof, strict=True)):
+            if policy == "auto":
+                rows.append({"step": label})
+            kind, name = (label.split(" ", 1) + [""])[:2]
+            us = float(ns) / 1e3 / reps / len(x)
+            rows[i][f"us_{policy}"] = us
+            if kind == "Layer":
+                rows[i][f"kernel_{policy}"] = next(kernels)
+                rows[i][f"gmacs_{policy}"] = macs[name] / us / 1e3 if us > 0 else None
+    return rows
+
+
+def print_profile(res: dict) -> list[str]:
+    prof = res.get("profile")
+    if not prof:
+        return []
+    tot = {p: sum(r[f"us_{p}"] for r in prof) for p in ("auto", "lut")}
+    lines = [f"Per-step CPU time, {res['model']}, fastest ISA, one thread, per image: default "
+             "kernels vs table lookups alone (lut):", "",
+             "| step | kernel | us | GMAC/s | lut kernel | us | GMAC/s |",
+             "|---|---|---:|---:|---|---:|---:|"]
+
+    def g(v):
+        return "" if v is None else f"{v:.1f}"
+
+    for r in prof:
+        lines.append(f"| {r['step']} | {r.get('kernel_auto', '')} | {r['us_auto']:.1f} | "
+                     f"{g(r.get('gmacs_auto'))} | {r.get('kernel_lut', '')} | "
+                     f"{r['us_lut']:.1f} | {g(r.get('gmacs_lut'))} |")
+    lines.append(f"| total | | {tot['auto']:.1f} | | | {tot['lut']:.1f} | |")
+    return lines + [""]
+
+
+def cpu_flags() -> str:
+    """The SIMD flags of this CPU that the kernels use (from /proc/cpuinfo)."""
+    want = ["avx2", "fma", "avx512f", "avx512bw", "avx512vl", "avx512dq", "avx512vbmi",
+            "avx512_vnni", "asimd"]
+    try:
+        with open("/proc/cpuinfo") as f:
+            flags = next((ln.split(":", 1)[1].split() for ln in f
+                          if ln.startswith(("flags", "Features"))), [])
+            f.seek(0)
+            model = next((ln.split(":", 1)[1].strip() for ln in f
+                          if ln.startswith("model name")), "?")
+    except OSError:
+        return "unknown CPU"
+    return f"{model}: " + " ".join(k for k in want if k in flags)
 
 
 def print_table(res: dict, big: int) -> list[str]:
@@ -197,7 +281,10 @@ def print_table(res: dict, big: int) -> list[str]:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--rounds", type=int, default=7)
-    ap.add_argument("--bits", type=int, default=4)
+    ap.add_argument("--bits", type=int, nargs="+", default=[4],
+                    help="ResNet20 at each; the digits CNN at the first")
+    ap.add_argument("--profile", action="store_true",
+                    help="per-layer CPU time of the fastest engine (where the time goes)")
     ap.add_argument("--digits-epochs", type=int, default=10)
     ap.add_argument("--batch", type=int, default=64)
     ap.add_argument("--no-ref-batch", action="store_true",
@@ -208,19 +295,19 @@ def main() -> None:
     load0 = os.getloadavg()
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
-        graphs = [("ResNet20, 4-bit IOS-PoT" if args.bits == 4 else f"ResNet20, {args.bits}-bit",
-                   "resnet20", resnet_graph(args.bits, tmp)),
-                  (f"SmallCNN on digits, {args.bits}-bit", "small_cnn",
-                   digits_graph(args.digits_epochs, args.bits, tmp / "digits"))]
-        results = [bench_model(label, name, g, args.rounds, args.batch, not args.no_ref_batch)
-                   for label, name, g in graphs]
+        graphs = [(f"ResNet20, {b}-bit IOS-PoT", "resnet20", resnet_graph(b, tmp / f"r{b}"))
+                  for b in args.bits]
+        graphs.append((f"SmallCNN on digits, {args.bits[0]}-bit", "small_cnn",
+                       digits_graph(args.digits_epochs, args.bits[0], tmp / "digits")))
+        results = [bench_model(label, name, g, args.rounds, args.batch, not args.no_ref_batch,
+                               args.profile) for label, name, g in graphs]
     load1 = os.getloadavg()
     out = []
     for r in results:
-        out += print_table(r, args.batch) + [""]
-    out.append(f"One thread each; {args.rounds} interleaved rounds, medians. Load average "
-               f"(1 min) {load0[0]:.1f} before, {load1[0]:.1f} after, on {os.cpu_count()} "
-               "cores.")
+        out += print_table(r, args.batch) + [""] + print_profile(r)
+    out.append(f"One thread each (but the 2-thread row); {args.rounds} interleaved rounds, "
+               f"medians. Load average (1 min) {load0[0]:.1f} before, {load1[0]:.1f} after, "
+               f"on {os.cpu_count()} cores. CPU {cpu_flags()}.")
     print("\n".join(out))
     if args.json:
         args.json.write_text(json.dumps({"results": results, "load": [load0, load1]}, indent=2))

@@ -21,7 +21,11 @@ def infer_cmd(
         "needs no torch)"),
     as_json: bool = typer.Option(False, "--json", help="print one JSON object"),
     batch_size: int = typer.Option(256, "--batch-size", help="images per engine call"),
-    backend: str = typer.Option("auto", help="kernels: auto, c (AVX2) or numba"),
+    backend: str = typer.Option(
+        "auto", help="auto, c (best of avx512/avx2/scalar here), avx512, avx2, scalar, numba, "
+        "c-layers"),
+    threads: int = typer.Option(0, "--threads", help="native backends: threads (0: one per "
+                                "physical core)"),
     ops: bool = typer.Option(False, "--ops", help="also print operation counts per layer"),
 ) -> None:
     """Top-1/Top-5 of the integer engine (P-LUT layers, int8 ends) on a data set's test split."""
@@ -30,7 +34,9 @@ def infer_cmd(
 
     if batch_size < 1:
         raise PotlutConfigError(f"--batch-size must be >= 1, got {batch_size}")
-    engine = IntEngine(file, backend)
+    if threads < 0:
+        raise PotlutConfigError(f"--threads must be >= 0, got {threads}")
+    engine = IntEngine(file, backend, threads=threads or None)
     name, test, in_shape = _test_split(data)
     check_shape(engine, name, in_shape)
     t0 = time.perf_counter()

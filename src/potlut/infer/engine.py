@@ -2,9 +2,10 @@
 
 ``IntEngine(path_or_graph)`` lowers the file's graph (:func:`potlut.infer.program.lower`),
 prepares every layer once (signed-code P-LUT rows, non-zero weight lists, requantization
-constants) and runs batches of float images to int32 logits in units of ``2^-F``. The
-layers run in C (AVX2 byte-shuffle P-LUT, compiled at first use) or numba (gather loop);
-the small steps between them (pooling, shortcuts) are NumPy integer code. Results equal
+constants) and runs batches of float images to int32 logits in units of ``2^-F``. The C
+backends run the whole network in one native call per batch (AVX-512 / AVX2 / NEON /
+scalar, :mod:`potlut.infer.kernels.native`); ``numba`` and ``c-layers`` run layer by layer
+with NumPy integer code between them. Results equal
 :func:`potlut.infer.reference.run_reference` element for element.
 """
 
@@ -18,7 +19,7 @@ import numpy as np
 
 from potlut.compress.graph import ModelGraph
 from potlut.errors import PotlutDataError
-from potlut.infer.kernels import Backend, get_backend
+from potlut.infer.kernels import NATIVE, Backend, get_backend, resolve
 from potlut.infer.plut import INT32_MAX
 from potlut.infer.program import (
     ActQuant,
@@ -207,10 +208,21 @@ class IntEngine:
     reuses its layer buffers from call to call (per batch size).
     """
 
-    def __init__(self, source: str | Path | ModelGraph | Program, backend: str = "auto") -> None:
+    def __init__(self, source: str | Path | ModelGraph | Program, backend: str = "auto",
+                 threads: int | None = None, kernels: str = "auto") -> None:
+        """Native backends: ``threads`` split a batch's images (default: the physical cores
+        available); ``kernels="lut"`` keeps to table lookups (see ``native.KERNELS``)."""
         self.program = load_program(source)
-        self.backend: Backend = get_backend(backend)
+        name = resolve(backend)
+        self.native = None
         self.plans: dict[str, LayerPlan] = {}
+        if name in NATIVE:
+            from potlut.infer.kernels.native import NativeNet
+
+            self.native = NativeNet(self.program, name, threads, kernels)
+            self.backend = self.native
+            return
+        self.backend: Backend = get_backend(name)
         for st in self.program.steps:
             if isinstance(st, Layer):
                 plan = plan_layer(st)
@@ -242,6 +254,8 @@ class IntEngine:
     def run(self, x: Any, keep: bool = False) -> np.ndarray | dict[str, np.ndarray]:
         """int32 logits ``[N, ...]`` (units of ``2^-F``) of float images ``x``."""
         x = self.check_input(x)
+        if self.native is not None:
+            return self.native.run(x, keep)
         N = x.shape[0]
         env: dict[str, np.ndarray] = {}
         be = self.backend

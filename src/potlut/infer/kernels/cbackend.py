@@ -63,21 +63,23 @@ def _compiler() -> str | None:
     return None
 
 
-def build_library() -> Path:
-    """Compile (once per source version) and return the shared library's path."""
-    src = SOURCE.read_bytes()
+def build_library(source: Path = SOURCE, deps: tuple[Path, ...] = (),
+                  flags: tuple[str, ...] = ()) -> Path:
+    """Compile ``source`` (once per version of it and ``deps``) and return the library's path."""
+    src = source.read_bytes() + b"".join(d.read_bytes() for d in deps)
     cc = _compiler()
     if cc is None:
         raise OSError("no C compiler found (set CC)")
-    tag = hashlib.sha256(src + " ".join([cc, *CFLAGS]).encode()).hexdigest()[:16]
-    out = cache_dir() / f"plut_kernels_{tag}.so"
+    cflags = [*CFLAGS, *flags]
+    tag = hashlib.sha256(src + " ".join([cc, *cflags]).encode()).hexdigest()[:16]
+    out = cache_dir() / f"{source.stem}_{tag}.so"
     if out.exists():
         return out
     out.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(suffix=".so", dir=out.parent)
     os.close(fd)
     try:
-        subprocess.run([cc, *CFLAGS, str(SOURCE), "-o", tmp], check=True,
+        subprocess.run([cc, *cflags, str(source), "-o", tmp], check=True,
                        capture_output=True, timeout=300)
         os.replace(tmp, out)
     finally:

@@ -1,0 +1,175 @@
+"""The whole-network C runner: ``plut_net.c`` (built at first use) executing a :mod:`netplan`.
+
+One ctypes call runs every step of the program on a batch, images split between threads.
+The instruction set is a backend name: ``avx512`` (F/BW/VBMI permutes), ``avx2`` (byte
+shuffles), ``scalar`` (one table read per product), ``neon`` (aarch64 only; checked under
+QEMU by the tests through :func:`build_harness`); ``c`` is the best one this CPU runs.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import shutil
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from potlut.infer.kernels.cbackend import build_library
+from potlut.infer.kernels.netplan import NetPlan, build_plan, physical_cores
+
+HERE = Path(__file__).parent
+SOURCE = HERE / "plut_net.c"
+DEPS = (HERE / "plut_net_body.h",)
+HARNESS = HERE / "plut_net_main.c"
+ISAS = {"scalar": 0, "avx2": 1, "avx512": 2, "neon": 3}
+NATIVE = ("c", *ISAS)
+# "auto": shift-add where the weights are powers of two with exact products, else tables;
+# "lut": table lookups (permutes / shuffles / gathers) everywhere
+KERNELS = {"auto": 0, "lut": 1}
+# kernel ids of plut_net.c (K_*), by name
+KERNEL_NAMES = ("gather", "int8", "shift-add", "vpshufb16", "vpshufb8", "vpermw", "vpermb",
+                "tbl16", "tbl8", "shift-add8")
+
+_lib: ctypes.CDLL | None = None
+
+
+def load() -> ctypes.CDLL:
+    """The runner library (built once per source version); ``OSError`` if it cannot be."""
+    global _lib
+    if _lib is None:
+        if os.environ.get("POTLUT_NO_C"):
+            raise OSError("POTLUT_NO_C is set")
+        try:
+            path = build_library(SOURCE, DEPS, ("-pthread",))
+        except subprocess.SubprocessError as exc:
+            raise OSError(f"C runner did not build: {exc}") from None
+        lib = ctypes.CDLL(str(path))
+        lib.potlut_net_run.argtypes = [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int64,
+                                       ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int64,
+                                       ctypes.c_int64, ctypes.c_int64, ctypes.c_int64,
+                                       ctypes.c_void_p]
+        lib.potlut_net_run.restype = ctypes.c_int64
+        lib.potlut_net_kernels.argtypes = [ctypes.c_void_p, ctypes.c_int64, ctypes.c_void_p]
+        lib.potlut_net_kernels.restype = ctypes.c_int64
+        lib.potlut_net_isa_supported.argtypes = [ctypes.c_int64]
+        lib.potlut_net_isa_supported.restype = ctypes.c_int64
+        _lib = lib
+    return _lib
+
+
+def supported_isas() -> list[str]:
+    """Instruction sets of the runner this machine executes (empty without a compiler)."""
+    try:
+        lib = load()
+    except OSError:
+        return []
+    return [k for k, v in ISAS.items() if lib.potlut_net_isa_supported(v)]
+
+
+def best_isa() -> str:
+    isas = supported_isas()
+    for k in ("avx512", "avx2", "neon", "scalar"):
+        if k in isas:
+            return k
+    raise OSError("the C runner is not available here")
+
+
+class NativeNet:
+    """A program's plan bound to the C runner, one instruction set, ``threads`` threads."""
+
+    def __init__(self, prog: Any, isa: str = "c", threads: int | None = None,
+                 kernels: str = "auto") -> None:
+        from potlut.errors import PotlutConfigError
+
+        if isa == "c":
+            isa = best_isa()
+        if isa not in ISAS:
+            raise PotlutConfigError(f"unknown instruction set {isa!r}")
+        self.lib = load()
+        if not self.lib.potlut_net_isa_supported(ISAS[isa]):
+            raise PotlutConfigError(f"this CPU (or build) cannot run the {isa} kernels")
+        self.isa = isa
+        self.name = isa
+        self.threads = physical_cores() if threads is None else max(1, int(threads))
+        self.prog = prog
+        self.plan: NetPlan = build_plan(prog)
+        if kernels not in KERNELS:
+            raise PotlutConfigError(f"unknown kernel policy {kernels!r}; choose one of: "
+                                    f"{', '.join(KERNELS)}")
+        self.plan.words[12] = KERNELS[kernels]
+        self.stride = self.plan.arena_bytes
+        self._arena = np.zeros(0, np.uint8)
+        self._run = self.lib.potlut_net_run
+        self._isa_id = ISAS[isa]
+        # per-call constants: the plan's address, output specs, the output pointer array
+        self._words = self.plan.words.ctypes.data
+        bufs = [self.plan.bufs[b] for b in self.plan.outputs]
+        self._out_specs = [(b.elems, b.np_dtype) for b in bufs]
+        self._out_shape = bufs[0].shape
+        self._ptrs = (ctypes.c_void_p * len(bufs))()
+
+    def kernels(self) -> list[str]:
+        """The kernel each layer runs with (``KERNEL_NAMES``), as the C side picks them."""
+        out = np.zeros(max(1, len(self.plan.layer_names)), np.int64)
+        n = self.lib.potlut_net_kernels(self.plan.words.ctypes.data, self._isa_id,
+                                        out.ctypes.data)
+        return [KERNEL_NAMES[int(k)] for k in out[:n]]
+
+    def _arena_for(self, n: int) -> np.ndarray:
+        need = n * self.stride + 64
+        if self._arena.size < need:
+            self._arena = np.zeros(need, np.uint8)
+        return self._arena
+
+    def run(self, x: np.ndarray, keep: bool = False,
+            prof: np.ndarray | None = None) -> np.ndarray | dict[str, np.ndarray]:
+        """int32 logits of float32 images ``x`` (``[N, *in_shape]``, C-contiguous).
+
+        ``prof`` (int64, one per op of the plan): adds each op's thread CPU ns (one thread).
+        """
+        N = int(x.shape[0])
+        plan = self.plan
+        outs = [np.empty((N, e), d) for e, d in self._out_specs]
+        self._ptrs[:] = [o.ctypes.data for o in outs]
+        threads = min(self.threads, max(N, 1))
+        groups = -(-N // plan.group)
+        arena = self._arena_for(groups if keep else threads)
+        base = (arena.ctypes.data + 63) // 64 * 64
+        rc = self._run(self._words, x.ctypes.data, N, self._ptrs, base, self.stride,
+                       int(keep), self._isa_id, threads,
+                       None if prof is None else prof.ctypes.data)
+        if rc != 0:  # pragma: no cover - the plan and ISA were checked above
+            raise RuntimeError("C runner refused the plan")
+        if keep:
+            return self._env(arena, base - arena.ctypes.data, N)
+        if len(outs) == 1:
+            return outs[0].reshape(N, *self._out_shape)
+        return np.concatenate(outs, axis=1)
+
+    def _env(self, arena: np.ndarray, off: int, N: int) -> dict[str, np.ndarray]:
+        plan, env = self.plan, {}
+        G, img = plan.group, plan.image_bytes
+        for name, b in plan.index.items():
+            buf = plan.bufs[b]
+            shape = plan.shapes.get(name, buf.shape)
+            out = np.empty((N, buf.elems), buf.np_dtype)
+            for n in range(N):
+                o = off + (n // G) * self.stride + (n % G) * img + buf.offset
+                out[n] = arena[o:o + buf.nbytes].view(buf.np_dtype)
+            env[name] = out.reshape(N, *shape)
+        return env
+
+
+def build_harness(out: Path, cc: str = "aarch64-linux-gnu-gcc") -> Path | None:
+    """The stand-alone runner (plan, inputs and outputs as files), statically linked by ``cc``.
+
+    Used to check the NEON kernels under ``qemu-aarch64``; None when ``cc`` is missing.
+    """
+    if shutil.which(cc) is None:
+        return None
+    subprocess.run([cc, "-O2", "-std=c11", "-static", "-pthread", str(SOURCE), str(HARNESS),
+                    "-o", str(out)], check=True, capture_output=True, timeout=300)
+    return out

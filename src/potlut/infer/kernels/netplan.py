@@ -1,0 +1,472 @@
+"""Serialize a :class:`~potlut.infer.program.Program` into the flat plan ``plut_net.c`` runs.
+
+The plan is one little-endian int64 array: a header, a buffer table (dtype, elements per
+image, byte offset in the per-image arena), the op list and every array the ops read
+(weights as per-channel lists of non-zero taps, signed-code P-LUT rows in the layouts the
+SIMD kernels load, requantization constants, thresholds), addressed by word offset. The
+same bytes drive the ctypes call and the stand-alone C harness (NEON under QEMU), so the
+whole network runs in one native call per batch. Layout documented in ``plut_net.c``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from potlut.infer.engine import plan_layer
+from potlut.infer.plut import _code_bits
+from potlut.infer.program import (
+    Add,
+    Affine,
+    Cat,
+    InputQuant,
+    Layer,
+    Pool,
+    Program,
+    Quantize,
+    Relu,
+    Reshape,
+    Shortcut,
+)
+
+MAGIC, VERSION = 0x504C55544E4554, 1  # "PLUTNET"
+HEADER_WORDS = 16
+OP_INPUTQ, OP_QUANT, OP_LAYER, OP_AFFINE, OP_RELU, OP_ADD, OP_POOL, OP_SHORTCUT, OP_COPY = \
+    range(1, 10)
+DT_U8, DT_I16, DT_I32 = 0, 1, 2
+_ITEM = {DT_U8: 1, DT_I16: 2, DT_I32: 4}
+_NP = {DT_U8: np.uint8, DT_I16: np.int16, DT_I32: np.int32}
+BLOCK = 256  # largest pixel block a kernel computes at once (accumulator rows are padded to it)
+INT8_MAX, INT16_MAX = 127, 32767
+LAYER_WORDS = 58
+GROUP_MAX = 32  # images run through a layer together when its feature map is small
+GROUP_PIXELS = 512  # ... until they fill about this many accumulator positions
+PLANES_L1 = 24 << 10  # ... and their input planes fit in L1 (bytes, int16 elements)
+
+
+@dataclass
+class Buf:
+    name: str
+    dtype: int
+    shape: tuple[int, ...]
+    offset: int = 0
+
+    @property
+    def elems(self) -> int:
+        return int(np.prod(self.shape)) if self.shape else 1
+
+    @property
+    def nbytes(self) -> int:
+        return self.elems * _ITEM[self.dtype]
+
+    @property
+    def np_dtype(self) -> type:
+        return _NP[self.dtype]
+
+
+@dataclass
+class NetPlan:
+    """The serialized plan and what Python needs to read the arena back."""
+
+    words: np.ndarray  # int64
+    bufs: list[Buf]
+    index: dict[str, int]  # program buffer name -> buffer id (aliases share one)
+    outputs: list[int]
+    arena_bytes: int  # per group of images: their buffers, then the layer scratch
+    scratch_bytes: int
+    layer_names: list[str] = field(default_factory=list)
+    shapes: dict[str, tuple[int, ...]] = field(default_factory=dict)  # per name (reshapes)
+    op_labels: list[str] = field(default_factory=list)  # one per op: "<step> <dst>"
+    group: int = 1  # images per group (a group's buffers lie image after image)
+    image_bytes: int = 0  # one image's buffers
+
+
+class _Writer:
+    """Appends arrays to the plan (8-byte aligned) and returns their word offsets."""
+
+    def __init__(self) -> None:
+        self.chunks: list[np.ndarray] = []
+        self.size = 0  # words after the fixed part (added later)
+
+    def add(self, a: np.ndarray) -> int:
+        b = np.ascontiguousarray(a).view(np.uint8).reshape(-1)
+        pad = (-b.size) % 8
+        if pad:
+            b = np.concatenate([b, np.zeros(pad, np.uint8)])
+        off = self.size
+        self.chunks.append(b.view(np.int64))
+        self.size += b.size // 8
+        return off
+
+
+def _code_dt(act) -> int:
+    return DT_U8 if act.fmt == "sm" else DT_I16
+
+
+def _widen_flags(bounds: np.ndarray, nz_off: np.ndarray, eight: bool) -> np.ndarray:
+    """Per tap: bit0 = widen int8 sums to int16 after it, bit1 = widen int16 to int32.
+
+    ``bounds[t]`` is the largest |product| of tap ``t``'s row; a run's worst sum is the sum
+    of its bounds, so a widening is placed exactly where the next tap could overflow.
+    """
+    flags = np.zeros(bounds.size, np.uint8)
+    for o in range(nz_off.size - 1):
+        lo, hi = int(nz_off[o]), int(nz_off[o + 1])
+        r8 = r16 = 0
+        for t in range(lo, hi):
+            b = int(bounds[t])
+            if r16 + b > INT16_MAX:
+                flags[t - 1] |= 3
+                r8 = r16 = 0
+            elif eight and r8 + b > INT8_MAX:
+                flags[t - 1] |= 1
+                r8 = 0
+            r8 += b
+            r16 += b
+        if hi > lo:
+            flags[hi - 1] = 3
+    return flags
+
+
+def _tile_rows(rows: np.ndarray, width: int, dtype) -> np.ndarray:
+    """Rows padded to 16 entries and tiled to ``width`` (or padded when longer than 16)."""
+    S, A = rows.shape
+    if A <= 16:
+        r = np.zeros((S, 16), np.int64)
+        r[:, :A] = rows
+        r = np.tile(r, (1, width // 16))
+    else:
+        r = np.zeros((S, max(width, A)), np.int64)
+        r[:, :A] = rows
+        r = r[:, :width]
+    return np.ascontiguousarray(r.astype(dtype))
+
+
+def _shuffle_rows(rows: np.ndarray) -> np.ndarray:
+    """``[S, 64]`` bytes: each 16-entry int16 row's low bytes twice, then its high bytes."""
+    S, A = rows.shape
+    r = np.zeros((S, 16), np.int16)
+    r[:, :min(A, 16)] = rows[:, :16].astype(np.int16)
+    u = r.view(np.uint16)
+    lo, hi = (u & 0xFF).astype(np.uint8), (u >> 8).astype(np.uint8)
+    return np.ascontiguousarray(np.concatenate([lo, lo, hi, hi], axis=1))
+
+
+def _shift_add(st: Layer, lp, pix: np.ndarray, code: np.ndarray
+               ) -> tuple[int, tuple[np.ndarray, ...]] | None:
+    """Exponent-grouped form of a power-of-two-weight layer, or None where it does not apply.
+
+    With weight values ``0`` or ``2^e`` and unrounded products (table shift 0), a channel's
+    accumulator is ``sum_e 2^e (sum_{w = +2^e} a - sum_{w = -2^e} a)``: the table read
+    moves to the input (each activation code becomes its signed value once per layer) and
+    every tap is one int16 add or subtract; each group's sum is widened and shifted once.
+    Groups are split so their sums cannot overflow. Returns the kind (1: int16 group sums,
+    int32 accumulator; 2: int8 group sums, int16 accumulator) and ``g_off`` [O+1],
+    ``groups`` [n, 3] (end of the adds, end of the subtracts, info), the taps in that
+    order, and the signed value of every activation code. Groups run from the largest
+    exponent down; ``info`` = ``e | widen << 8 | d << 16 | fresh << 24``: a fresh group
+    starts its sum at 0, else shifts the running int16 sum left by ``d`` (Horner) while the
+    worst case still fits int16; ``widen`` adds the sum, shifted by ``e``, to the int32
+    accumulator.
+    """
+    wv, pl = st.w_values.astype(np.int64), st.plut
+    if pl is None or pl.shift != 0:
+        return None
+    nzv = wv[wv > 0]
+    if nzv.size == 0 or np.any(nzv & (nzv - 1)):
+        return None
+    av = pl.a_values.astype(np.int64)
+    amax = int(av.max(initial=0))
+    if amax == 0 or amax > INT16_MAX:
+        return None
+    A = lp.rows.shape[1]
+    ka = st.act.kbits
+    sa = np.arange(A)
+    ca = sa & ((1 << ka) - 1) if st.act.signed else sa
+    neg_a = (sa >> ka) & 1 if st.act.signed else np.zeros(A, np.int64)
+    avals = np.where(ca < av.size, av[np.minimum(ca, av.size - 1)], 0)
+    avals = np.where(neg_a == 1, -avals, avals).astype(np.int16)
+    kw = _code_bits(int(st.w_values.size))
+    mag, negw = code & ((1 << kw) - 1), (code >> kw) & 1
+    e = np.round(np.log2(np.maximum(wv[mag], 1))).astype(np.int64)
+    # int8 group sums into an int16 accumulator where a channel's worst sum fits int16
+    # (3-bit IOS-PoT: |a| <= 4, 31 taps per int8 run), else int16 group sums into int32
+    worst = np.zeros(lp.nz_off.size - 1, np.int64)
+    np.add.at(worst, np.repeat(np.arange(worst.size), np.diff(lp.nz_off)),
+              wv[mag] * amax)
+    kind = 2 if amax <= 16 and int(worst.max(initial=0)) <= INT16_MAX else 1
+    limit = (INT8_MAX if kind == 2 else INT16_MAX) // amax
+    g_off, groups, order = [0], [], []
+    for o in range(lp.nz_off.size - 1):
+        lo, hi = int(lp.nz_off[o]), int(lp.nz_off[o + 1])
+        ts = np.arange(lo, hi)
+        bound, prev = None, 0  # int16 chain (kind 1): worst |sum| in units of 2^prev
+        for ex in np.unique(e[lo:hi])[::-1]:  # largest exponent first (Horner order)
+            pos = ts[(e[lo:hi] == ex) & (negw[lo:hi] == 0)]
+            neg = ts[(e[lo:hi] == ex) & (negw[lo:hi] == 1)]
+            taps = [(t, 0) for t in pos] + [(t, 1) for t in neg]
+            for c0 in range(0, len(taps), limit):
+                chunk = taps[c0:c0 + limit]
+                order += [t for t, _ in chunk]
+                n_pos = sum(1 for _, ng in chunk if ng == 0)
+                d = prev - int(ex)
+                grown = None if bound is None or kind == 2 else \
+                    (bound << d) + len(chunk) * amax
+                if grown is None or grown > INT16_MAX:  # close the chain, start afresh
+                    if groups and len(groups) > g_off[-1]:
+                        groups[-1][2] |= 1 << 8
+                    bound, info = len(chunk) * amax, int(ex) | 1 << 24
+                else:  # shift the int16 sum down to this exponent and keep adding
+                    bound, info = grown, int(ex) | d << 16
+                prev = int(ex)
+                groups.append([len(order) - len(chunk) + n_pos, len(order), info])
+        if len(groups) > g_off[-1]:
+            groups[-1][2] |= 1 << 8
+        g_off.append(len(groups))
+    return kind, (np.array(g_off, np.int32), np.array(groups, np.int32).reshape(-1, 3),
+                  np.array(order, np.int32), avals)
+
+
+def _layer_words(st: Layer, w: _Writer, ids: dict[str, int], bufs: list[Buf]) -> tuple:
+    """The op words of one layer and its sizes (for the sub-batch and the scratch)."""
+    lp = plan_layer(st)
+    C, H, W = st.in_shape
+    n_out, G = st.out_channels, st.groups
+    (KH, KW), (SH, SW), (PH, PW), (DH, DW) = st.kernel, st.stride, st.padding, st.dilation
+    OH, OW = (st.out_shape[1], st.out_shape[2]) if len(st.out_shape) == 3 else (1, 1)
+    Hp, Wp = H + 2 * PH, W + 2 * PW
+    Hph, Wph = -(-Hp // SH), -(-Wp // SW)
+    P = OH * Wph
+    Cg = C // G
+    Og = n_out // G
+    K = Cg * KH * KW
+    # non-zero taps: channel-local k -> offset in the stride-phase planes of the padded input
+    ks = lp.nz_k.astype(np.int64)
+    o_of_t = np.repeat(np.arange(n_out), np.diff(lp.nz_off))
+    c = (o_of_t // Og) * Cg + ks // (KH * KW)
+    i, j = (ks // KW) % KH, ks % KW
+    plane = Hph * Wph
+    phase = ((i * DH) % SH) * SW + (j * DW) % SW
+    cp = c * SH * SW + phase  # plane of the tap; planes hold a sub-batch of images each
+    pix = ((i * DH) // SH) * Wph + (j * DW) // SW
+    code = lp.wq[o_of_t, ks].astype(np.int32)
+    if st.mode == "plut":
+        rows = lp.rows.astype(np.int64)
+        A = rows.shape[1]
+        rmax = int(np.abs(rows).max(initial=0))
+        kfmt = 0 if rmax <= INT8_MAX else (1 if rmax <= INT16_MAX else 2)
+        bounds = np.abs(rows).max(axis=1)[code]
+        flags = _widen_flags(bounds, lp.nz_off, kfmt == 0)
+        rows32 = w.add(lp.rows.astype(np.int32))
+        rows8 = w.add(_tile_rows(rows if kfmt == 0 else np.zeros_like(rows), 64, np.int8))
+        rows16 = w.add(_shuffle_rows(rows) if kfmt <= 1 else np.zeros((1, 64), np.uint8))
+        roww = w.add(_tile_rows(rows if kfmt <= 1 else np.zeros_like(rows), 32, np.int16))
+        mode = 0
+    else:
+        A, kfmt, mode = 0, 2, 1
+        flags = np.zeros(code.size, np.uint8)
+        rows32 = rows8 = rows16 = roww = w.add(np.zeros(1, np.int64))
+    sa = _shift_add(st, lp, pix, code) if st.mode == "plut" else None
+    if sa is None:
+        sa_fields = [0, -1, -1, -1, -1]
+    else:
+        sa_fields = [sa[0], *(w.add(a) for a in sa[1])]
+    n_thr = int(lp.thr.size)
+    wn = w.add(lp.wn.astype(np.int32)) if lp.wn is not None else -1
+    fields = [
+        ids[st.src], ids.get(st.out_codes, -1) if st.out_codes else -1,
+        ids[st.out_fixed] if st.out_fixed else -1, ids[st.residual] if st.residual else -1,
+        C, H, W, n_out, G, KH, KW, SH, SW, PH, PW, DH, DW, OH, OW,
+        mode, kfmt, A, w.add(lp.nz_off.astype(np.int32)), w.add(pix.astype(np.int32)),
+        w.add(code), w.add(flags), rows32, rows8, rows16, roww,
+        w.add(lp.M), w.add(lp.B), w.add(lp.R), int(st.relu), lp.out_fmt,
+        w.add(lp.thr.astype(np.int64)), n_thr, lp.kbits, int(lp.signed), int(lp.acc_thr),
+        w.add(lp.flip.astype(np.int32)) if lp.acc_thr else -1,
+        w.add(lp.up.astype(np.int32)) if lp.acc_thr else -1, wn if lp.acc_thr else -1,
+        Hph, Wph, P, K, *sa_fields, 0, w.add(cp.astype(np.int32)), -1, -1, -1, -1,
+    ]  # 52: images per sub-batch, 54-57: tap offsets (set by build_plan)
+    assert len(fields) == LAYER_WORDS, len(fields)
+    taps = (pix.astype(np.int64), cp.astype(np.int64), None if sa is None else sa[1][2])
+    return fields, taps, plane, P, C * SH * SW, n_out, int(pix.size)
+
+
+def _tap_offsets(w: _Writer, within: np.ndarray, cp: np.ndarray, order: np.ndarray | None,
+                 plane: int, nb: int) -> list[int]:
+    """Word offsets of the taps' run starts for sub-batches of ``nb`` images and of one
+    (planes hold ``nb`` images each), in tap order and in shift-add order (or -1)."""
+    out = []
+    for n in (nb, 1):
+        pix = (cp.astype(np.int64) * n * plane + within).astype(np.int32)
+        out += [w.add(pix), w.add(pix[order]) if order is not None else -1]
+    return out
+
+
+def _layer_scratch(nb: int, plane: int, P: int, planes: int, n_out: int, T: int) -> int:
+    """Scratch bytes of a layer run on ``nb`` images at once (plut_net.c op_layer)."""
+    pst = -(-((nb - 1) * plane + P) // BLOCK) * BLOCK
+    return (_al((planes * nb * plane + pst + 64) * 2) + _al(n_out * pst * 4)
+            + 2 * pst * 4 + 2 * T * 4)
+
+
+def _al(n: int) -> int:
+    return -(-n // 64) * 64
+
+
+def build_plan(prog: Program) -> NetPlan:
+    """The flat plan of ``prog`` (every step; reshapes alias their source buffer)."""
+    bufs: list[Buf] = []
+    ids: dict[str, int] = {}
+    shapes: dict[str, tuple[int, ...]] = {}
+
+    def new(name: str, dtype: int, shape: tuple[int, ...]) -> int:
+        ids[name] = len(bufs)
+        shapes[name] = tuple(int(s) for s in shape)
+        bufs.append(Buf(name, dtype, tuple(int(s) for s in shape)))
+        return ids[name]
+
+    w = _Writer()
+    ops: list[list[int]] = []
+    names: list[str] = []
+    labels: list[str] = []
+    layer_geo: list[tuple[int, list[int]]] = []
+    in_elems = int(np.prod(prog.in_shape))
+    for st in prog.steps:
+        if isinstance(st, InputQuant):
+            d = new(st.dst, _code_dt(st.act), prog.in_shape)
+            mids = w.add(np.asarray(st.act.mids, np.float64))
+            ops.append([OP_INPUTQ, d, in_elems, mids, st.act.mids.size,
+                        0 if st.act.fmt == "sm" else 1, st.act.kbits, int(st.act.signed)])
+        elif isinstance(st, Quantize):
+            s = ids[st.src]
+            d = new(st.dst, _code_dt(st.act), shapes[st.src])
+            ops.append([OP_QUANT, s, d, bufs[s].elems, w.add(st.act.thresholds.astype(np.int64)),
+                        st.act.thresholds.size, 0 if st.act.fmt == "sm" else 1, st.act.kbits,
+                        int(st.act.signed)])
+        elif isinstance(st, Layer):
+            if st.out_codes:
+                new(st.out_codes, _code_dt(st.out_act), st.out_shape)
+            if st.out_fixed:
+                new(st.out_fixed, DT_I32, st.out_shape)
+            fields, taps, *geo = _layer_words(st, w, ids, bufs)
+            # images per sub-batch: enough to fill the vectors, few enough that the planes
+            # of one sub-batch stay in L1
+            nb = min(GROUP_MAX, -(-GROUP_PIXELS // geo[1]), PLANES_L1 // (geo[2] * geo[0] * 2))
+            nb = max(1, nb)
+            fields[52] = nb
+            fields[54:58] = _tap_offsets(w, *taps, geo[0], nb)
+            layer_geo.append((nb, geo))
+            ops.append([OP_LAYER, *fields])
+            names.append(st.name)
+        elif isinstance(st, Affine):
+            s = ids[st.src]
+            shp = shapes[st.src]
+            d = new(st.dst, DT_I32, shp)
+            rq = st.requant
+            ops.append([OP_AFFINE, s, d, shp[0], bufs[s].elems // shp[0], w.add(rq.M),
+                        w.add(rq.B), w.add(rq.r)])
+        elif isinstance(st, Relu):
+            s = ids[st.src]
+            d = new(st.dst, DT_I32, shapes[st.src])
+            ops.append([OP_RELU, s, d, bufs[s].elems])
+        elif isinstance(st, Add):
+            a, b = ids[st.a], ids[st.b]
+            d = new(st.dst, DT_I32, shapes[st.a])
+            ops.append([OP_ADD, a, b, d, bufs[a].elems])
+        elif isinstance(st, Pool):
+            s = ids[st.src]
+            C, H, W = shapes[st.src]
+            (kh, kw), (sh, sw), (ph, pw), (dh, dw) = st.kernel, st.stride, st.padding, \
+                st.dilation
+            OH = (H + 2 * ph - dh * (kh - 1) - 1) // sh + 1
+            OW = (W + 2 * pw - dw * (kw - 1) - 1) // sw + 1
+            d = new(st.dst, DT_I32, (C, OH, OW))
+            ops.append([OP_POOL, s, d, C, H, W, int(st.kind == "max"), kh, kw, sh, sw, ph, pw,
+                        dh, dw, OH, OW, st.divisor or kh * kw])
+        elif isinstance(st, Shortcut):
+            s = ids[st.src]
+            C, H, W = shapes[st.src]
+            OH, OW = -(-H // st.stride), -(-W // st.stride)
+            d = new(st.dst, DT_I32, (C + st.pad, OH, OW))
+            ops.append([OP_SHORTCUT, s, d, C, H, W, st.stride, st.pad, OH, OW])
+        elif isinstance(st, Reshape):
+            ids[st.dst] = ids[st.src]
+            shapes[st.dst] = tuple(int(v) for v in st.shape)
+        elif isinstance(st, Cat):
+            srcs = [bufs[ids[n]] for n in st.srcs]
+            dim = st.dim - 1
+            shp = list(srcs[0].shape)
+            shp[dim] = sum(b.shape[dim] for b in srcs)
+            d = new(st.dst, srcs[0].dtype, tuple(shp))
+            outer = int(np.prod(shp[:dim]))
+            dst_row = int(np.prod(shp[dim:])) * _ITEM[srcs[0].dtype]
+            pos = 0
+            for n, b in zip(st.srcs, srcs, strict=True):
+                row = int(np.prod(b.shape[dim:])) * _ITEM[b.dtype]
+                ops.append([OP_COPY, ids[n], d, outer, row, row, dst_row, pos])
+                pos += row
+        else:  # pragma: no cover - every step type is handled above
+            raise TypeError(type(st).__name__)
+        labels += [f"{type(st).__name__} {getattr(st, 'dst', getattr(st, 'name', ''))}"] * (
+            len(ops) - len(labels))
+    off = 0
+    for b in bufs:
+        b.offset = off
+        off += _al(b.nbytes)
+    # a group as large as the smallest feature map wants (1x1 maps of linear layers aside:
+    # a large group spreads every buffer over more memory)
+    group = max([nb for nb, geo in layer_geo if geo[1] > 1] + [1])
+    scratch = max([_layer_scratch(nb, *geo) for nb, geo in layer_geo] + [0])
+    arena = group * off + scratch
+    outputs = [ids[o] for o in prog.outputs]
+    # assemble: header, buffer table, outputs, ops, arrays
+    table = [[b.dtype, b.elems, b.offset, 0] for b in bufs]
+    fixed = HEADER_WORDS + 4 * len(bufs) + len(outputs) + sum(len(o) + 1 for o in ops)
+    body: list[int] = []
+    for b in table:
+        body += b
+    body += outputs
+    for o in ops:
+        t, *rest = o
+        rest = [v + fixed if _is_array(t, k) and v >= 0 else v for k, v in enumerate(rest)]
+        body += [t, len(rest) + 2, *rest]
+    header = [MAGIC, VERSION, len(bufs), len(ops), arena, group * off, in_elems, len(outputs),
+              HEADER_WORDS, HEADER_WORDS + 4 * len(bufs),
+              HEADER_WORDS + 4 * len(bufs) + len(outputs), fixed + w.size, 0, group, off, 0]
+    words = np.concatenate([np.array(header + body, np.int64), *w.chunks]) if w.chunks else \
+        np.array(header + body, np.int64)
+    assert words.size == fixed + w.size
+    return NetPlan(words, bufs, ids, outputs, arena, scratch, names, shapes, labels, group, off)
+
+
+# which op fields (index after the op type) are array offsets, to relocate them
+_ARRAYS = {
+    OP_INPUTQ: {2}, OP_QUANT: {3}, OP_AFFINE: {4, 5, 6},
+    OP_LAYER: {22, 23, 24, 25, 26, 27, 28, 29, 30, 31, 32, 35, 40, 41, 42, 48, 49, 50, 51, 53,
+               54, 55, 56, 57},
+}
+
+
+def _is_array(op: int, k: int) -> bool:
+    return k in _ARRAYS.get(op, ())
+
+
+def physical_cores() -> int:
+    """Physical cores this process may run on (SMT siblings counted once)."""
+    import os
+
+    try:
+        cpus = os.sched_getaffinity(0)
+    except AttributeError:  # pragma: no cover - not Linux
+        return max(1, (os.cpu_count() or 2) // 2)
+    cores = set()
+    for c in cpus:
+        try:
+            with open(f"/sys/devices/system/cpu/cpu{c}/topology/core_id") as f:
+                core = f.read().strip()
+            with open(f"/sys/devices/system/cpu/cpu{c}/topology/physical_package_id") as f:
+                pkg = f.read().strip()
+            cores.add((pkg, core))
+        except OSError:
+            cores.add(("?", str(c)))
+    return max(1, len(cores))

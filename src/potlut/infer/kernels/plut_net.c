@@ -1,0 +1,279 @@
+/* potlut whole-network runner: one native call runs every step of an integer program on a
+ * batch (no Python between layers).  The plan is the int64 array written by
+ * potlut/infer/kernels/netplan.py:
+ *
+ *   header[16]: magic, version, n_bufs, n_ops, arena bytes per image, scratch offset,
+ *               input floats per image, n_outputs, buffer table, outputs, ops, words
+ *   buffers:    [dtype (0 u8, 1 i16, 2 i32), elements, byte offset in the arena, 0]
+ *   ops:        [type, words, fields...]; array fields are word offsets into the plan
+ *
+ * Convolutions are direct (no im2col): the layer's input codes are copied into zero-padded
+ * stride-phase planes, so every non-zero weight tap reads one contiguous run of codes and
+ * the kernels compute output pixels in padded coordinates (the few extra columns are
+ * dropped).  P-LUT products are table reads, never multiplications:
+ *   AVX-512 (F, BW, VBMI): vpermb (64 int8 products per instruction: 3-bit IOS-PoT) and
+ *            vpermw (32 int16 products: 4-bit)
+ *   AVX2:    vpshufb on 16-entry rows (8-bit products directly; 16-bit as low/high bytes)
+ *   NEON:    vqtbl1q on 16-entry rows (the same two forms)
+ *   scalar:  one int32 table read per product (any table)
+ * Partial sums stay int8 / int16 for runs of taps whose worst case cannot overflow
+ * (flags computed offline) and widen to int32 there.  The 8-bit fixed-point first/last
+ * layers multiply (int16 x int16 -> int32).  Semantics: potlut/infer/reference.py.
+ * Each instruction set is a separate copy of plut_net_body.h compiled under its target
+ * pragma, chosen at run time, so one library serves every x86-64 CPU. */
+#define _POSIX_C_SOURCE 199309L
+#include <stdint.h>
+#include <stdlib.h>
+#include <time.h>
+#include <string.h>
+#ifndef POTLUT_NO_THREADS
+#include <pthread.h>
+#endif
+
+#if defined(__x86_64__) || defined(__i386__)
+#include <immintrin.h>
+#define POTLUT_X86 1
+#endif
+#if defined(__aarch64__)
+#include <arm_neon.h>
+#define POTLUT_ARM64 1
+#endif
+
+#define I32MAX 2147483647LL
+#define CAT2(a, b) a##b
+#define CAT(a, b) CAT2(a, b)
+#define AL64(n) (((n) + 63) / 64 * 64)
+#define BUF(arena, plan, id) ((void *)((arena) + (plan)[(plan)[8] + 4 * (id) + 2]))
+#define L_PTR(T, i) ((const T *)(plan + f[i]))
+#define L_C f[4]
+#define L_H f[5]
+#define L_W f[6]
+#define L_O f[7]
+#define L_SH f[11]
+#define L_SW f[12]
+#define L_PH f[13]
+#define L_PW f[14]
+#define L_OH f[17]
+#define L_OW f[18]
+#define L_MODE f[19]
+#define L_KFMT f[20]
+#define L_A f[21]
+#define L_HPH f[43]
+#define L_WPH f[44]
+#define L_P (g->P)
+#define PST(f) (g->pst)
+
+/* a layer's sub-batch: images, accumulator positions, tap offsets in its planes */
+typedef struct {
+    int64_t B, P, pst, istride;
+    const int32_t *pix, *spix;
+} Grp;
+
+/* thread CPU time (the per-op profile), ns */
+static int64_t now_ns(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
+    return (int64_t)ts.tv_sec * 1000000000LL + ts.tv_nsec;
+}
+
+enum { OP_INPUTQ = 1, OP_QUANT, OP_LAYER, OP_AFFINE, OP_RELU, OP_ADD, OP_POOL, OP_SHORTCUT,
+       OP_COPY };
+enum { K_GATHER, K_INT8, K_SHIFTADD, K_SHUF16, K_SHUF8, K_PERMW, K_PERMB, K_TBL16, K_TBL8, K_SHIFTADD8 };
+enum { ISA_ID_SCALAR, ISA_ID_AVX2, ISA_ID_AVX512, ISA_ID_NEON };
+
+#define SFX _scalar
+#define ISA_AVX2 0
+#define ISA_AVX512 0
+#define ISA_NEON 0
+#include "plut_net_body.h"
+#undef SFX
+#undef ISA_AVX2
+#undef ISA_AVX512
+#undef ISA_NEON
+
+#ifdef POTLUT_X86
+#pragma GCC push_options
+#pragma GCC target("avx2,fma,bmi,bmi2,popcnt")
+#define SFX _avx2
+#define ISA_AVX2 1
+#define ISA_AVX512 0
+#define ISA_NEON 0
+#include "plut_net_body.h"
+#undef SFX
+#undef ISA_AVX2
+#undef ISA_AVX512
+#undef ISA_NEON
+#pragma GCC pop_options
+
+#pragma GCC push_options
+#pragma GCC target("avx2,fma,bmi,bmi2,popcnt,avx512f,avx512bw,avx512vl,avx512dq,avx512vbmi")
+#define SFX _avx512
+#define ISA_AVX2 1
+#define ISA_AVX512 1
+#define ISA_NEON 0
+#include "plut_net_body.h"
+#undef SFX
+#undef ISA_AVX2
+#undef ISA_AVX512
+#undef ISA_NEON
+#pragma GCC pop_options
+#endif
+
+#ifdef POTLUT_ARM64
+#define SFX _neon
+#define ISA_AVX2 0
+#define ISA_AVX512 0
+#define ISA_NEON 1
+#include "plut_net_body.h"
+#undef SFX
+#undef ISA_AVX2
+#undef ISA_AVX512
+#undef ISA_NEON
+#endif
+
+/* whether this CPU runs the given instruction set's copy */
+int64_t potlut_net_isa_supported(int64_t isa) {
+    switch (isa) {
+    case ISA_ID_SCALAR: return 1;
+#ifdef POTLUT_X86
+    case ISA_ID_AVX2:
+        __builtin_cpu_init();
+        return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") &&
+               __builtin_cpu_supports("bmi2");
+    case ISA_ID_AVX512:
+        __builtin_cpu_init();
+        return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("bmi2") &&
+               __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+               __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512dq") &&
+               __builtin_cpu_supports("avx512vbmi");
+#endif
+#ifdef POTLUT_ARM64
+    case ISA_ID_NEON: return 1;
+#endif
+    default: return 0;
+    }
+}
+
+typedef int (*pick_fn)(const int64_t *, int64_t);
+
+static pick_fn pick_of(int64_t isa) {
+    switch (isa) {
+#ifdef POTLUT_X86
+    case ISA_ID_AVX2: return pick_avx2;
+    case ISA_ID_AVX512: return pick_avx512;
+#endif
+#ifdef POTLUT_ARM64
+    case ISA_ID_NEON: return pick_neon;
+#endif
+    case ISA_ID_SCALAR: return pick_scalar;
+    default: return NULL;
+    }
+}
+
+/* the kernel each layer op of the plan runs with this instruction set (K_* ids), so the
+ * tests can check which code ran; returns the number of layers, -1 if the ISA is absent */
+int64_t potlut_net_kernels(const int64_t *plan, int64_t isa, int64_t *out) {
+    pick_fn pick = pick_of(isa);
+    if (!pick) return -1;
+    const int64_t *op = plan + plan[10];
+    int64_t n = 0;
+    for (int64_t k = 0; k < plan[3]; k++, op += op[1])
+        if (op[0] == OP_LAYER) out[n++] = pick(op + 2, plan[12]);
+    return n;
+}
+
+typedef void (*image_fn)(const int64_t *, const float *, int64_t, uint8_t *, int64_t *);
+
+static image_fn pick_isa(int64_t isa) {
+    switch (isa) {
+#ifdef POTLUT_X86
+    case ISA_ID_AVX2: return run_group_avx2;
+    case ISA_ID_AVX512: return run_group_avx512;
+#endif
+#ifdef POTLUT_ARM64
+    case ISA_ID_NEON: return run_group_neon;
+#endif
+    case ISA_ID_SCALAR: return run_group_scalar;
+    default: return NULL;
+    }
+}
+
+typedef struct {
+    const int64_t *plan;
+    const float *x;
+    int64_t n0, n1;
+    void **outs;
+    uint8_t *arena;
+    int64_t stride, keep;
+    image_fn fn;
+    int64_t *prof;
+} Job;
+
+/* images n0..n1 in groups of plan[13]; keep: group g of the batch at arena + g * stride */
+static void run_images(const Job *j) {
+    const int64_t *plan = j->plan, in = plan[6], G = plan[13], istride = plan[14];
+    const int64_t *outs = plan + plan[9];
+    for (int64_t n = j->n0; n < j->n1; n += G) {
+        const int64_t B = j->n1 - n < G ? j->n1 - n : G;
+        uint8_t *arena = j->keep ? j->arena + (n / G) * j->stride : j->arena;
+        j->fn(plan, j->x + n * in, B, arena, j->prof);
+        for (int64_t b = 0; b < B; b++)
+            for (int64_t k = 0; k < plan[7]; k++) {
+                const int64_t *d = plan + plan[8] + 4 * outs[k];
+                const int64_t bytes = d[1] * (d[0] == 0 ? 1 : (d[0] == 1 ? 2 : 4));
+                memcpy((uint8_t *)j->outs[k] + (n + b) * bytes, arena + b * istride + d[2],
+                       (size_t)bytes);
+            }
+    }
+}
+
+#ifndef POTLUT_NO_THREADS
+static void *thread_main(void *p) {
+    run_images((const Job *)p);
+    return NULL;
+}
+#endif
+
+/* Run N images x [N][in] through the plan; outputs to outs[k] ([N][elements of output k]).
+ * arena: keep ? ceil(N / group) : threads arenas of `stride` bytes (one group of plan[13]
+ * images each; keep: every buffer of every image stays for the caller).  Groups are split
+ * between threads in contiguous runs.
+ * prof (NULL: none): thread CPU ns spent in each op, summed (one thread only).
+ * Returns 0, or -1 (bad plan / ISA not available here). */
+int64_t potlut_net_run(const int64_t *plan, const float *x, int64_t N, void **outs,
+                       uint8_t *arena, int64_t stride, int64_t keep, int64_t isa,
+                       int64_t threads, int64_t *prof) {
+    if (plan[0] != 0x504C55544E4554LL || plan[1] != 1 || stride < plan[4]) return -1;
+    if (!potlut_net_isa_supported(isa)) return -1;
+    if (N <= 0) return 0;
+    image_fn fn = pick_isa(isa);
+    if (!fn) return -1;
+    if (threads < 1 || prof) threads = 1;
+    if (threads > N) threads = N;
+#ifdef POTLUT_NO_THREADS
+    threads = 1;
+#endif
+    Job jobs[64];
+    if (threads > 64) threads = 64;
+    for (int64_t t = 0; t < threads; t++) {
+        const int64_t G = plan[13], ng = (N + G - 1) / G;
+        const int64_t a0 = ng * t / threads * G, a1 = ng * (t + 1) / threads * G;
+        Job j = {plan, x, a0 < N ? a0 : N, a1 < N ? a1 : N, outs,
+                 keep ? arena : arena + t * stride, stride, keep, fn, prof};
+        jobs[t] = j;
+    }
+    if (threads == 1) {
+        run_images(&jobs[0]);
+        return 0;
+    }
+#ifndef POTLUT_NO_THREADS
+    pthread_t tid[64];
+    int64_t started = 0;
+    for (int64_t t = 1; t < threads; t++, started++)
+        if (pthread_create(&tid[t], NULL, thread_main, &jobs[t]) != 0) break;
+    run_images(&jobs[0]);
+    for (int64_t t = 1; t <= started; t++) pthread_join(tid[t], NULL);
+    for (int64_t t = started + 1; t < threads; t++) run_images(&jobs[t]); /* not started */
+#endif
+    return 0;
+}

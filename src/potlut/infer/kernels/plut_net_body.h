@@ -1,0 +1,1052 @@
+/* One instruction set's copy of the whole-network runner (included by plut_net.c once per
+ * ISA, under that ISA's target pragma, with SFX naming the copy and ISA_AVX2 / ISA_AVX512 /
+ * ISA_NEON saying which table-lookup kernels exist).  Everything here is per image. */
+
+#define FN(name) CAT(name, SFX)
+
+static inline int64_t FN(count_le)(const int64_t *thr, int64_t n, int64_t mag) {
+    int64_t lo = 0, hi = n;
+    while (lo < hi) {
+        int64_t mid = (lo + hi) >> 1;
+        if (thr[mid] <= mag) lo = mid + 1; else hi = mid;
+    }
+    return lo;
+}
+
+/* codes of n fixed values y (int64 scratch mag/cnt of CHUNK elements) */
+#define QCHUNK 256
+static void FN(codes_of)(const int32_t *y, int64_t n, void *out, int64_t fmt, const int64_t *thr,
+                         int64_t n_thr, int64_t kbits, int64_t sgn) {
+    int64_t mag[QCHUNK];
+    int32_t cnt[QCHUNK];
+    for (int64_t i0 = 0; i0 < n; i0 += QCHUNK) {
+        const int64_t m = n - i0 < QCHUNK ? n - i0 : QCHUNK;
+        for (int64_t i = 0; i < m; i++) {
+            int64_t v = y[i0 + i];
+            mag[i] = sgn ? (v < 0 ? -v : v) : (v > 0 ? v : 0);
+            cnt[i] = 0;
+        }
+        if (n_thr <= 32) {
+            for (int64_t j = 0; j < n_thr; j++) {
+                const int64_t t = thr[j];
+                for (int64_t i = 0; i < m; i++) cnt[i] += t <= mag[i];
+            }
+        } else {
+            for (int64_t i = 0; i < m; i++) cnt[i] = (int32_t)FN(count_le)(thr, n_thr, mag[i]);
+        }
+        if (fmt == 0) {
+            uint8_t *o = (uint8_t *)out + i0;
+            const uint8_t sb = (uint8_t)(1u << kbits);
+            for (int64_t i = 0; i < m; i++)
+                o[i] = (uint8_t)cnt[i] | ((sgn && y[i0 + i] < 0 && cnt[i] > 0) ? sb : 0);
+        } else {
+            int16_t *o = (int16_t *)out + i0;
+            for (int64_t i = 0; i < m; i++)
+                o[i] = (int16_t)((sgn && y[i0 + i] < 0) ? -cnt[i] : cnt[i]);
+        }
+    }
+}
+
+static void FN(op_inputq)(const int64_t *f, const int64_t *plan, const float *x, uint8_t *arena) {
+    void *dst = BUF(arena, plan, f[0]);
+    const int64_t n = f[1], nm = f[3], fmt = f[4], kbits = f[5], sgn = f[6];
+    const double *mids = (const double *)(plan + f[2]);
+    /* guess from the mean spacing of the thresholds, then step to the exact count */
+    const double m0 = nm ? mids[0] : 0.0;
+    const double inv = nm > 1 && mids[nm - 1] > m0 ? (double)(nm - 1) / (mids[nm - 1] - m0) : 0.0;
+    for (int64_t i = 0; i < n; i++) {
+        const double v = x[i];
+        const double mag = sgn ? (v < 0 ? -v : v) : (v > 0 ? v : 0);
+        double g = (mag - m0) * inv + 1.0;
+        int64_t lo = g <= 0.0 ? 0 : (g >= (double)nm ? nm : (int64_t)g);
+        while (lo > 0 && mids[lo - 1] > mag) lo--;      /* searchsorted right: */
+        while (lo < nm && mids[lo] <= mag) lo++;        /* #mids <= mag, exactly */
+        const int neg = sgn && v < 0 && lo > 0;
+        if (fmt == 0) ((uint8_t *)dst)[i] = (uint8_t)(lo | (neg ? (1LL << kbits) : 0));
+        else ((int16_t *)dst)[i] = (int16_t)(neg ? -lo : lo);
+    }
+}
+
+static inline int64_t FN(sat)(int64_t v) {
+    return v > I32MAX ? I32MAX : (v < -I32MAX ? -I32MAX : v);
+}
+
+static inline int64_t FN(floordiv)(int64_t a, int64_t b) {
+    int64_t q = a / b;
+    return (a % b != 0 && a < 0) ? q - 1 : q;
+}
+
+/* ---------------------------------------------------------------- layer: input planes */
+
+/* signed activation values of n codes (shift-add planes): one table permute per vector */
+static void FN(lut_row)(void *dst, const uint8_t *src, int64_t n, const int16_t *lut,
+                        int64_t A, int64_t es) {
+    int64_t x = 0;
+#if ISA_AVX512
+    if (es == 1 && A <= 64) {
+        int8_t t8[64] = {0};
+        for (int64_t k = 0; k < A; k++) t8[k] = (int8_t)lut[k];
+        const __m512i tab = _mm512_loadu_si512((const void *)t8);
+        for (; x < n; x += 64) {
+            const __mmask64 m = n - x >= 64 ? ~0ULL : ((1ULL << (n - x)) - 1);
+            const __m512i c = _mm512_maskz_loadu_epi8(m, src + x);
+            _mm512_mask_storeu_epi8((int8_t *)dst + x, m, _mm512_permutexvar_epi8(c, tab));
+        }
+        return;
+    }
+    if (es == 2 && A <= 32) {
+        int16_t t16[32] = {0};
+        for (int64_t k = 0; k < A; k++) t16[k] = lut[k];
+        const __m512i tab = _mm512_loadu_si512((const void *)t16);
+        for (; x < n; x += 32) {
+            const __mmask32 m = n - x >= 32 ? ~0U : ((1U << (n - x)) - 1);
+            const __m512i c = _mm512_cvtepu8_epi16(_mm256_maskz_loadu_epi8(m, src + x));
+            _mm512_mask_storeu_epi16((int16_t *)dst + x, m, _mm512_permutexvar_epi16(c, tab));
+        }
+        return;
+    }
+#elif ISA_AVX2
+    if (A <= 16) {
+        uint8_t lo[16] = {0}, hi[16] = {0};
+        for (int64_t k = 0; k < A; k++) {
+            lo[k] = (uint8_t)((uint16_t)lut[k] & 0xFF);
+            hi[k] = (uint8_t)((uint16_t)lut[k] >> 8);
+        }
+        const __m128i tl = _mm_loadu_si128((const __m128i *)lo);
+        const __m128i th = _mm_loadu_si128((const __m128i *)hi);
+        for (; x + 16 <= n; x += 16) {
+            const __m128i c = _mm_loadu_si128((const __m128i *)(src + x));
+            const __m128i l = _mm_shuffle_epi8(tl, c);
+            if (es == 1) {
+                _mm_storeu_si128((__m128i *)((int8_t *)dst + x), l);
+            } else {
+                const __m128i h = _mm_shuffle_epi8(th, c);
+                _mm_storeu_si128((__m128i *)((int16_t *)dst + x), _mm_unpacklo_epi8(l, h));
+                _mm_storeu_si128((__m128i *)((int16_t *)dst + x + 8), _mm_unpackhi_epi8(l, h));
+            }
+        }
+    }
+#endif
+    (void)A;
+    if (es == 1)
+        for (; x < n; x++) ((int8_t *)dst)[x] = (int8_t)lut[src[x]];
+    else
+        for (; x < n; x++) ((int16_t *)dst)[x] = lut[src[x]];
+}
+
+/* codes [C][H][W] -> zero-padded stride-phase planes [C][SH*SW][Hph][Wph] (+ zero slack),
+ * element es bytes (1: u8 codes or int8 values, 2: u16 codes or int16 values), so that
+ * every tap of a direct convolution reads a contiguous run: plane + pix[t] + p,
+ * p = oy * Wph + ox.  lut (shift-add): codes become their signed values. */
+__attribute__((noinline)) static void FN(prep)(const int64_t *f, const Grp *g, const void *src,
+                                               uint8_t *planes, int64_t es,
+                                               const int16_t *lut) {
+    const int64_t C = L_C, H = L_H, W = L_W, SH = L_SH, SW = L_SW, PH = L_PH, PW = L_PW;
+    const int64_t Hph = L_HPH, Wph = L_WPH, plane = Hph * Wph, NB = g->B;
+    const int64_t total = C * SH * SW * NB * plane + PST(f) + 64;
+    const int in16 = L_MODE == 1;
+    if (SH == 1 && SW == 1) { /* zero only the borders and the slack */
+        for (int64_t c = 0; c < C * NB; c++) {
+            uint8_t *pc = planes + es * c * plane;
+            memset(pc, 0, (size_t)(es * PH * Wph));
+            for (int64_t y = 0; y < H; y++) {
+                uint8_t *row = pc + es * (y + PH) * Wph;
+                memset(row, 0, (size_t)(es * PW));
+                memset(row + es * (PW + W), 0, (size_t)(es * (Wph - PW - W)));
+            }
+            memset(pc + es * (PH + H) * Wph, 0, (size_t)(es * (Hph - PH - H) * Wph));
+        }
+        memset(planes + es * C * NB * plane, 0, (size_t)(es * (total - C * NB * plane)));
+    } else {
+        memset(planes, 0, (size_t)(total * es));
+    }
+    for (int64_t b = 0; b < NB; b++)
+    for (int64_t c = 0; c < C; c++)
+        for (int64_t y = 0; y < H; y++) {
+            const int64_t yy = y + PH;
+            const int64_t rbase = ((c * SH * SW + (yy % SH) * SW) * NB + b) * plane + (yy / SH) * Wph;
+            const int64_t ib = (c * H + y) * W;
+            const uint8_t *sb = (const uint8_t *)src + b * g->istride;
+            if (SW == 1) {
+                const int64_t d0 = rbase + PW;
+                if (lut) {
+                    FN(lut_row)(planes + es * d0, sb + ib, W, lut, L_A, es);
+                } else if (in16) {
+                    memcpy(planes + 2 * d0, (const int16_t *)sb + ib, (size_t)(2 * W));
+                } else if (es == 1) {
+                    memcpy(planes + d0, sb + ib, (size_t)W);
+                } else {
+                    uint16_t *d = (uint16_t *)planes + d0;
+                    const uint8_t *s = sb + ib;
+                    for (int64_t x = 0; x < W; x++) d[x] = s[x];
+                }
+            } else {
+                for (int64_t x = 0, ph = PW % SW, q = PW / SW; x < W; x++) {
+                    const int64_t d = rbase + ph * NB * plane + q;
+                    if (++ph == SW) { ph = 0; q++; }
+                    if (lut && es == 1) ((int8_t *)planes)[d] = (int8_t)lut[sb[ib + x]];
+                    else if (lut) ((int16_t *)planes)[d] = lut[sb[ib + x]];
+                    else if (in16) ((int16_t *)planes)[d] = ((const int16_t *)sb)[ib + x];
+                    else if (es == 1) planes[d] = sb[ib + x];
+                    else ((uint16_t *)planes)[d] = sb[ib + x];
+                }
+            }
+        }
+}
+
+/* ---------------------------------------------------------------- layer: kernels */
+
+/* portable: acc[p] = sum_t rows[code[t]][x[pix[t] + p]] (one table read per product) */
+static void FN(k_gather)(const int64_t *f, const Grp *g, const int64_t *plan, int64_t o0, int64_t o1,
+                         const uint8_t *x, int32_t *acc) {
+    const int32_t *nz_off = L_PTR(int32_t, 22), *pix = g->pix;
+    const int32_t *code = L_PTR(int32_t, 24), *rows = L_PTR(int32_t, 26);
+    const int64_t P = L_P, A = L_A, pst = PST(f);
+    for (int64_t o = o0; o < o1; o++) {
+        int32_t *a = acc + o * pst;
+        for (int64_t p = 0; p < P; p++) a[p] = 0;
+        for (int32_t t = nz_off[o]; t < nz_off[o + 1]; t++) {
+            const int32_t *row = rows + (int64_t)code[t] * A;
+            const uint8_t *xp = x + pix[t];
+            for (int64_t p = 0; p < P; p++) a[p] += row[xp[p]];
+        }
+    }
+}
+
+/* 8-bit fixed-point layers (first/last): int16 values times int16 weights, int32 sums */
+static void FN(k_int8)(const int64_t *f, const Grp *g, const int64_t *plan, int64_t o0, int64_t o1,
+                       const int16_t *x, int32_t *acc) {
+    const int32_t *nz_off = L_PTR(int32_t, 22), *pix = g->pix;
+    const int32_t *code = L_PTR(int32_t, 24);
+    const int64_t P = L_P, pst = PST(f);
+    for (int64_t o = o0; o < o1; o++) {
+        int32_t *a = acc + o * pst;
+        for (int64_t p = 0; p < P; p++) a[p] = 0;
+        for (int32_t t = nz_off[o]; t < nz_off[o + 1]; t++) {
+            const int32_t w = code[t];
+            const int16_t *xp = x + pix[t];
+            for (int64_t p = 0; p < P; p++) a[p] += w * (int32_t)xp[p];
+        }
+    }
+}
+
+#if ISA_AVX2
+/* 16-bit products, 32 pixels per vector: byte shuffles of the row's low and high bytes */
+static inline __attribute__((always_inline)) void FN(shuf16_block)(
+    const int32_t *pix, const int32_t *code, const uint8_t *flags, int32_t t0, int32_t t1,
+    const uint8_t *rows16, const uint8_t *x, int32_t *acc, const int V) {
+    __m256i c32[8], s[4];
+    for (int q = 0; q < 4 * V; q++) c32[q] = _mm256_setzero_si256();
+    for (int v = 0; v < 2 * V; v++) s[v] = _mm256_setzero_si256();
+    for (int32_t t = t0; t < t1; t++) {
+        const __m256i *rp = (const __m256i *)(rows16 + (int64_t)code[t] * 64);
+        const __m256i lo = _mm256_loadu_si256(rp), hi = _mm256_loadu_si256(rp + 1);
+        const uint8_t *ap = x + pix[t];
+        for (int v = 0; v < V; v++) {
+            const __m256i a = _mm256_loadu_si256((const __m256i *)(ap + 32 * v));
+            const __m256i l = _mm256_shuffle_epi8(lo, a), h = _mm256_shuffle_epi8(hi, a);
+            s[2 * v] = _mm256_add_epi16(s[2 * v], _mm256_unpacklo_epi8(l, h));
+            s[2 * v + 1] = _mm256_add_epi16(s[2 * v + 1], _mm256_unpackhi_epi8(l, h));
+        }
+        if (flags[t] & 2) {
+            /* s[2v]: pixels 0-7 | 16-23 of vector v, s[2v+1]: 8-15 | 24-31 */
+            for (int v = 0; v < V; v++) {
+                __m256i *c = c32 + 4 * v;
+                c[0] = _mm256_add_epi32(c[0], _mm256_cvtepi16_epi32(_mm256_castsi256_si128(s[2 * v])));
+                c[2] = _mm256_add_epi32(c[2], _mm256_cvtepi16_epi32(_mm256_extracti128_si256(s[2 * v], 1)));
+                c[1] = _mm256_add_epi32(c[1], _mm256_cvtepi16_epi32(_mm256_castsi256_si128(s[2 * v + 1])));
+                c[3] = _mm256_add_epi32(c[3], _mm256_cvtepi16_epi32(_mm256_extracti128_si256(s[2 * v + 1], 1)));
+                s[2 * v] = s[2 * v + 1] = _mm256_setzero_si256();
+            }
+        }
+    }
+    for (int q = 0; q < 4 * V; q++) _mm256_storeu_si256((__m256i *)(acc + 8 * q), c32[q]);
+}
+
+/* 8-bit products (3-bit IOS-PoT): one shuffle reads 32 products; int8 sums widen to int16
+ * and int16 to int32 exactly where the worst case needs it (flags) */
+static inline __attribute__((always_inline)) void FN(shuf8_block)(
+    const int32_t *pix, const int32_t *code, const uint8_t *flags, int32_t t0, int32_t t1,
+    const int8_t *rows8, const uint8_t *x, int32_t *acc, const int V) {
+    __m256i c32[8], h[4], b[2];
+    for (int q = 0; q < 4 * V; q++) c32[q] = _mm256_setzero_si256();
+    for (int q = 0; q < 2 * V; q++) h[q] = _mm256_setzero_si256();
+    for (int v = 0; v < V; v++) b[v] = _mm256_setzero_si256();
+    for (int32_t t = t0; t < t1; t++) {
+        const __m256i row = _mm256_loadu_si256((const __m256i *)(rows8 + (int64_t)code[t] * 64));
+        const uint8_t *ap = x + pix[t];
+        for (int v = 0; v < V; v++)
+            b[v] = _mm256_add_epi8(b[v], _mm256_shuffle_epi8(
+                row, _mm256_loadu_si256((const __m256i *)(ap + 32 * v))));
+        const int fl = flags[t];
+        if (fl) {
+            for (int v = 0; v < V; v++) {
+                h[2 * v] = _mm256_add_epi16(h[2 * v], _mm256_cvtepi8_epi16(_mm256_castsi256_si128(b[v])));
+                h[2 * v + 1] = _mm256_add_epi16(h[2 * v + 1], _mm256_cvtepi8_epi16(_mm256_extracti128_si256(b[v], 1)));
+                b[v] = _mm256_setzero_si256();
+            }
+            if (fl & 2) {
+                for (int q = 0; q < 2 * V; q++) {
+                    c32[2 * q] = _mm256_add_epi32(c32[2 * q], _mm256_cvtepi16_epi32(_mm256_castsi256_si128(h[q])));
+                    c32[2 * q + 1] = _mm256_add_epi32(c32[2 * q + 1], _mm256_cvtepi16_epi32(_mm256_extracti128_si256(h[q], 1)));
+                    h[q] = _mm256_setzero_si256();
+                }
+            }
+        }
+    }
+    for (int q = 0; q < 4 * V; q++) _mm256_storeu_si256((__m256i *)(acc + 8 * q), c32[q]);
+}
+#endif
+
+#if ISA_AVX512
+/* 16-bit products: vpermw reads 32 int16 products (32-entry word table) per instruction */
+static inline __attribute__((always_inline)) void FN(permw_block)(
+    const int32_t *pix, const int32_t *code, const uint8_t *flags, int32_t t0, int32_t t1,
+    const int16_t *roww, const uint16_t *x, int32_t *acc, const int V) {
+    __m512i c32[16], s[8];
+    for (int q = 0; q < 2 * V; q++) c32[q] = _mm512_setzero_si512();
+    for (int v = 0; v < V; v++) s[v] = _mm512_setzero_si512();
+    for (int v = 0; v < V; v++) s[v] = _mm512_setzero_si512();
+    for (int32_t t = t0; t < t1; t++) {
+        const __m512i row = _mm512_loadu_si512((const void *)(roww + (int64_t)code[t] * 32));
+        const uint16_t *ap = x + pix[t];
+        for (int v = 0; v < V; v++)
+            s[v] = _mm512_add_epi16(s[v], _mm512_permutexvar_epi16(
+                _mm512_loadu_si512((const void *)(ap + 32 * v)), row));
+        if (flags[t] & 2) {
+            for (int v = 0; v < V; v++) {
+                c32[2 * v] = _mm512_add_epi32(c32[2 * v], _mm512_cvtepi16_epi32(_mm512_castsi512_si256(s[v])));
+                c32[2 * v + 1] = _mm512_add_epi32(c32[2 * v + 1], _mm512_cvtepi16_epi32(_mm512_extracti64x4_epi64(s[v], 1)));
+                s[v] = _mm512_setzero_si512();
+            }
+        }
+    }
+    for (int q = 0; q < 2 * V; q++) _mm512_storeu_si512((void *)(acc + 16 * q), c32[q]);
+}
+
+/* 8-bit products: vpermb reads 64 int8 products (64-entry byte table) per instruction */
+static inline __attribute__((always_inline)) void FN(permb_block)(
+    const int32_t *pix, const int32_t *code, const uint8_t *flags, int32_t t0, int32_t t1,
+    const int8_t *rows8, const uint8_t *x, int32_t *acc, const int V) {
+    __m512i c32[16], h[8], b[4];
+    for (int q = 0; q < 4 * V; q++) c32[q] = _mm512_setzero_si512();
+    for (int q = 0; q < 2 * V; q++) h[q] = _mm512_setzero_si512();
+    for (int v = 0; v < V; v++) b[v] = _mm512_setzero_si512();
+    for (int32_t t = t0; t < t1; t++) {
+        const __m512i row = _mm512_loadu_si512((const void *)(rows8 + (int64_t)code[t] * 64));
+        const uint8_t *ap = x + pix[t];
+        for (int v = 0; v < V; v++)
+            b[v] = _mm512_add_epi8(b[v], _mm512_permutexvar_epi8(
+                _mm512_loadu_si512((const void *)(ap + 64 * v)), row));
+        const int fl = flags[t];
+        if (fl) {
+            for (int v = 0; v < V; v++) {
+                h[2 * v] = _mm512_add_epi16(h[2 * v], _mm512_cvtepi8_epi16(_mm512_castsi512_si256(b[v])));
+                h[2 * v + 1] = _mm512_add_epi16(h[2 * v + 1], _mm512_cvtepi8_epi16(_mm512_extracti64x4_epi64(b[v], 1)));
+                b[v] = _mm512_setzero_si512();
+            }
+            if (fl & 2) {
+                for (int q = 0; q < 2 * V; q++) {
+                    c32[2 * q] = _mm512_add_epi32(c32[2 * q], _mm512_cvtepi16_epi32(_mm512_castsi512_si256(h[q])));
+                    c32[2 * q + 1] = _mm512_add_epi32(c32[2 * q + 1], _mm512_cvtepi16_epi32(_mm512_extracti64x4_epi64(h[q], 1)));
+                    h[q] = _mm512_setzero_si512();
+                }
+            }
+        }
+    }
+    for (int q = 0; q < 4 * V; q++) _mm512_storeu_si512((void *)(acc + 16 * q), c32[q]);
+}
+#endif
+
+#if ISA_NEON
+/* 16-bit products: vqtbl1q_u8 on the row's low and high bytes, zipped to int16 */
+static inline __attribute__((always_inline)) void FN(tbl16_block)(
+    const int32_t *pix, const int32_t *code, const uint8_t *flags, int32_t t0, int32_t t1,
+    const uint8_t *rows16, const uint8_t *x, int32_t *acc, const int V) {
+    int32x4_t c32[8];
+    int16x8_t s[4];
+    for (int q = 0; q < 4 * V; q++) c32[q] = vdupq_n_s32(0);
+    for (int q = 0; q < 2 * V; q++) s[q] = vdupq_n_s16(0);
+    for (int32_t t = t0; t < t1; t++) {
+        const uint8_t *rp = rows16 + (int64_t)code[t] * 64;
+        const uint8x16_t lo = vld1q_u8(rp), hi = vld1q_u8(rp + 32);
+        const uint8_t *ap = x + pix[t];
+        for (int v = 0; v < V; v++) {
+            const uint8x16_t a = vld1q_u8(ap + 16 * v);
+            const uint8x16_t l = vqtbl1q_u8(lo, a), h = vqtbl1q_u8(hi, a);
+            s[2 * v] = vaddq_s16(s[2 * v], vreinterpretq_s16_u8(vzip1q_u8(l, h)));
+            s[2 * v + 1] = vaddq_s16(s[2 * v + 1], vreinterpretq_s16_u8(vzip2q_u8(l, h)));
+        }
+        if (flags[t] & 2) {
+            for (int q = 0; q < 2 * V; q++) {
+                c32[2 * q] = vaddq_s32(c32[2 * q], vmovl_s16(vget_low_s16(s[q])));
+                c32[2 * q + 1] = vaddq_s32(c32[2 * q + 1], vmovl_high_s16(s[q]));
+                s[q] = vdupq_n_s16(0);
+            }
+        }
+    }
+    for (int q = 0; q < 4 * V; q++) vst1q_s32(acc + 4 * q, c32[q]);
+}
+
+/* 8-bit products: one vqtbl1q_s8 reads 16 products */
+static inline __attribute__((always_inline)) void FN(tbl8_block)(
+    const int32_t *pix, const int32_t *code, const uint8_t *flags, int32_t t0, int32_t t1,
+    const int8_t *rows8, const uint8_t *x, int32_t *acc, const int V) {
+    int32x4_t c32[8];
+    int16x8_t h[4];
+    int8x16_t b[2];
+    for (int q = 0; q < 4 * V; q++) c32[q] = vdupq_n_s32(0);
+    for (int q = 0; q < 2 * V; q++) h[q] = vdupq_n_s16(0);
+    for (int v = 0; v < V; v++) b[v] = vdupq_n_s8(0);
+    for (int32_t t = t0; t < t1; t++) {
+        const int8x16_t row = vld1q_s8(rows8 + (int64_t)code[t] * 64);
+        const uint8_t *ap = x + pix[t];
+        for (int v = 0; v < V; v++) b[v] = vaddq_s8(b[v], vqtbl1q_s8(row, vld1q_u8(ap + 16 * v)));
+        const int fl = flags[t];
+        if (fl) {
+            for (int v = 0; v < V; v++) {
+                h[2 * v] = vaddq_s16(h[2 * v], vmovl_s8(vget_low_s8(b[v])));
+                h[2 * v + 1] = vaddq_s16(h[2 * v + 1], vmovl_high_s8(b[v]));
+                b[v] = vdupq_n_s8(0);
+            }
+            if (fl & 2) {
+                for (int q = 0; q < 2 * V; q++) {
+                    c32[2 * q] = vaddq_s32(c32[2 * q], vmovl_s16(vget_low_s16(h[q])));
+                    c32[2 * q + 1] = vaddq_s32(c32[2 * q + 1], vmovl_high_s16(h[q]));
+                    h[q] = vdupq_n_s16(0);
+                }
+            }
+        }
+    }
+    for (int q = 0; q < 4 * V; q++) vst1q_s32(acc + 4 * q, c32[q]);
+}
+#endif
+
+/* run a block kernel over channels o0..o1: pixel blocks outermost (the block's input runs
+ * stay in L1 across channels), VM vectors per block, then 2, then 1 for the tail */
+#define BLOCKED(KFN, ROWS, XT, W1, VM)                                                     \
+    do {                                                                                   \
+        int64_t p0 = 0;                                                                    \
+        for (; P - p0 >= (VM) * (W1); p0 += (VM) * (W1))                                   \
+            for (int64_t o = o0; o < o1; o++)                                              \
+                KFN(pix, code, flags, nz_off[o], nz_off[o + 1], ROWS, (const XT *)x + p0,  \
+                    acc + o * pst + p0, VM);                                               \
+        for (; P - p0 > (W1); p0 += 2 * (W1))                                              \
+            for (int64_t o = o0; o < o1; o++)                                              \
+                KFN(pix, code, flags, nz_off[o], nz_off[o + 1], ROWS, (const XT *)x + p0,  \
+                    acc + o * pst + p0, 2);                                                \
+        for (; p0 < P; p0 += (W1))                                                         \
+            for (int64_t o = o0; o < o1; o++)                                              \
+                KFN(pix, code, flags, nz_off[o], nz_off[o + 1], ROWS, (const XT *)x + p0,  \
+                    acc + o * pst + p0, 1);                                                \
+    } while (0)
+
+/* ------------------------------------------------ shift-add (exponent-grouped) kernels */
+/* taps of one channel sorted by weight exponent e and sign; x holds signed activation
+ * values (int16); a group adds (then subtracts) its taps' runs in int16 and is widened
+ * and shifted left by e once: acc = sum_e 2^e (sum a+ - sum a-), no table, no multiply */
+__attribute__((unused)) static void FN(sa_generic)(const int32_t *groups, int32_t g0, int32_t g1, int32_t t,
+                           const int32_t *spix, const int16_t *x, int32_t *acc, int64_t n) {
+    int16_t s[64] = {0};
+    for (int64_t p = 0; p < n; p++) acc[p] = 0;
+    for (int32_t g = g0; g < g1; g++) {
+        const int32_t ep = groups[3 * g], en = groups[3 * g + 1], info = groups[3 * g + 2];
+        const int32_t e = info & 255, d = (info >> 16) & 255;
+        if (info >> 24)
+            for (int64_t p = 0; p < n; p++) s[p] = 0;
+        else
+            for (int64_t p = 0; p < n; p++) s[p] = (int16_t)((uint16_t)s[p] << d);
+        for (; t < ep; t++) {
+            const int16_t *xp = x + spix[t];
+            for (int64_t p = 0; p < n; p++) s[p] = (int16_t)(s[p] + xp[p]);
+        }
+        for (; t < en; t++) {
+            const int16_t *xp = x + spix[t];
+            for (int64_t p = 0; p < n; p++) s[p] = (int16_t)(s[p] - xp[p]);
+        }
+        if (info & 256)
+            for (int64_t p = 0; p < n; p++) acc[p] += (int32_t)((uint32_t)(int32_t)s[p] << e);
+    }
+}
+
+#if ISA_AVX512
+static inline __attribute__((always_inline)) void FN(sa_block)(
+    const int32_t *groups, int32_t g0, int32_t g1, int32_t t, const int32_t *spix,
+    const int16_t *x, int32_t *acc, const int V) {
+    __m512i c32[16], s[8];
+    for (int q = 0; q < 2 * V; q++) c32[q] = _mm512_setzero_si512();
+    for (int v = 0; v < V; v++) s[v] = _mm512_setzero_si512();
+    for (int32_t g = g0; g < g1; g++) {
+        const int32_t ep = groups[3 * g], en = groups[3 * g + 1], info = groups[3 * g + 2];
+        const __m128i sh = _mm_cvtsi32_si128(info & 255);
+        if (info >> 24) {
+            for (int v = 0; v < V; v++) s[v] = _mm512_setzero_si512();
+        } else {
+            const __m128i d = _mm_cvtsi32_si128((info >> 16) & 255);
+            for (int v = 0; v < V; v++) s[v] = _mm512_sll_epi16(s[v], d);
+        }
+        for (; t < ep; t++) {
+            const int16_t *ap = x + spix[t];
+            for (int v = 0; v < V; v++)
+                s[v] = _mm512_add_epi16(s[v], _mm512_loadu_si512((const void *)(ap + 32 * v)));
+        }
+        for (; t < en; t++) {
+            const int16_t *ap = x + spix[t];
+            for (int v = 0; v < V; v++)
+                s[v] = _mm512_sub_epi16(s[v], _mm512_loadu_si512((const void *)(ap + 32 * v)));
+        }
+        if (!(info & 256)) continue;
+        for (int v = 0; v < V; v++) {
+            c32[2 * v] = _mm512_add_epi32(c32[2 * v], _mm512_sll_epi32(
+                _mm512_cvtepi16_epi32(_mm512_castsi512_si256(s[v])), sh));
+            c32[2 * v + 1] = _mm512_add_epi32(c32[2 * v + 1], _mm512_sll_epi32(
+                _mm512_cvtepi16_epi32(_mm512_extracti64x4_epi64(s[v], 1)), sh));
+        }
+    }
+    for (int q = 0; q < 2 * V; q++) _mm512_storeu_si512((void *)(acc + 16 * q), c32[q]);
+}
+#define SA_W1 32
+#define SA_VM 8
+#elif ISA_AVX2
+static inline __attribute__((always_inline)) void FN(sa_block)(
+    const int32_t *groups, int32_t g0, int32_t g1, int32_t t, const int32_t *spix,
+    const int16_t *x, int32_t *acc, const int V) {
+    __m256i c32[8], s[4];
+    for (int q = 0; q < 2 * V; q++) c32[q] = _mm256_setzero_si256();
+    for (int v = 0; v < V; v++) s[v] = _mm256_setzero_si256();
+    for (int32_t g = g0; g < g1; g++) {
+        const int32_t ep = groups[3 * g], en = groups[3 * g + 1], info = groups[3 * g + 2];
+        const __m128i sh = _mm_cvtsi32_si128(info & 255);
+        if (info >> 24) {
+            for (int v = 0; v < V; v++) s[v] = _mm256_setzero_si256();
+        } else {
+            const __m128i d = _mm_cvtsi32_si128((info >> 16) & 255);
+            for (int v = 0; v < V; v++) s[v] = _mm256_sll_epi16(s[v], d);
+        }
+        for (; t < ep; t++) {
+            const int16_t *ap = x + spix[t];
+            for (int v = 0; v < V; v++)
+                s[v] = _mm256_add_epi16(s[v], _mm256_loadu_si256((const __m256i *)(ap + 16 * v)));
+        }
+        for (; t < en; t++) {
+            const int16_t *ap = x + spix[t];
+            for (int v = 0; v < V; v++)
+                s[v] = _mm256_sub_epi16(s[v], _mm256_loadu_si256((const __m256i *)(ap + 16 * v)));
+        }
+        if (!(info & 256)) continue;
+        for (int v = 0; v < V; v++) {
+            c32[2 * v] = _mm256_add_epi32(c32[2 * v], _mm256_sll_epi32(
+                _mm256_cvtepi16_epi32(_mm256_castsi256_si128(s[v])), sh));
+            c32[2 * v + 1] = _mm256_add_epi32(c32[2 * v + 1], _mm256_sll_epi32(
+                _mm256_cvtepi16_epi32(_mm256_extracti128_si256(s[v], 1)), sh));
+        }
+    }
+    for (int q = 0; q < 2 * V; q++) _mm256_storeu_si256((__m256i *)(acc + 8 * q), c32[q]);
+}
+#define SA_W1 16
+#define SA_VM 4
+#elif ISA_NEON
+static inline __attribute__((always_inline)) void FN(sa_block)(
+    const int32_t *groups, int32_t g0, int32_t g1, int32_t t, const int32_t *spix,
+    const int16_t *x, int32_t *acc, const int V) {
+    int32x4_t c32[8];
+    int16x8_t s[4];
+    for (int q = 0; q < 2 * V; q++) c32[q] = vdupq_n_s32(0);
+    for (int v = 0; v < V; v++) s[v] = vdupq_n_s16(0);
+    for (int32_t g = g0; g < g1; g++) {
+        const int32_t ep = groups[3 * g], en = groups[3 * g + 1], info = groups[3 * g + 2];
+        const int32x4_t sh = vdupq_n_s32(info & 255);
+        if (info >> 24) {
+            for (int v = 0; v < V; v++) s[v] = vdupq_n_s16(0);
+        } else {
+            const int16x8_t d = vdupq_n_s16((int16_t)((info >> 16) & 255));
+            for (int v = 0; v < V; v++) s[v] = vshlq_s16(s[v], d);
+        }
+        for (; t < ep; t++) {
+            const int16_t *ap = x + spix[t];
+            for (int v = 0; v < V; v++) s[v] = vaddq_s16(s[v], vld1q_s16(ap + 8 * v));
+        }
+        for (; t < en; t++) {
+            const int16_t *ap = x + spix[t];
+            for (int v = 0; v < V; v++) s[v] = vsubq_s16(s[v], vld1q_s16(ap + 8 * v));
+        }
+        if (!(info & 256)) continue;
+        for (int v = 0; v < V; v++) {
+            c32[2 * v] = vaddq_s32(c32[2 * v], vshlq_s32(vmovl_s16(vget_low_s16(s[v])), sh));
+            c32[2 * v + 1] = vaddq_s32(c32[2 * v + 1], vshlq_s32(vmovl_high_s16(s[v]), sh));
+        }
+    }
+    for (int q = 0; q < 2 * V; q++) vst1q_s32(acc + 4 * q, c32[q]);
+}
+#define SA_W1 8
+#define SA_VM 4
+#endif
+
+static void FN(k_shift_add)(const int64_t *f, const Grp *g, const int64_t *plan, int64_t o0, int64_t o1,
+                            const int16_t *x, int32_t *acc) {
+    const int32_t *nz_off = L_PTR(int32_t, 22), *g_off = L_PTR(int32_t, 48);
+    const int32_t *groups = L_PTR(int32_t, 49), *spix = g->spix;
+    const int64_t P = L_P, pst = PST(f);
+    int64_t p0 = 0;
+#ifdef SA_W1
+    /* fewest blocks of at most SA_VM vectors, all of one width V (little padding waste) */
+    const int64_t nb = (P + SA_VM * SA_W1 - 1) / (SA_VM * SA_W1);
+    const int V = (int)((P + nb * SA_W1 - 1) / (nb * SA_W1));
+    for (; p0 < P; p0 += V * SA_W1)
+        for (int64_t o = o0; o < o1; o++) {
+            const int32_t ga = g_off[o], gb = g_off[o + 1], t = nz_off[o];
+            int32_t *a = acc + o * pst + p0;
+            const int16_t *xp = x + p0;
+            switch (V) {
+            case 1: FN(sa_block)(groups, ga, gb, t, spix, xp, a, 1); break;
+            case 2: FN(sa_block)(groups, ga, gb, t, spix, xp, a, 2); break;
+            case 3: FN(sa_block)(groups, ga, gb, t, spix, xp, a, 3); break;
+#if SA_VM > 4
+            case 4: FN(sa_block)(groups, ga, gb, t, spix, xp, a, 4); break;
+            case 5: FN(sa_block)(groups, ga, gb, t, spix, xp, a, 5); break;
+            case 6: FN(sa_block)(groups, ga, gb, t, spix, xp, a, 6); break;
+            case 7: FN(sa_block)(groups, ga, gb, t, spix, xp, a, 7); break;
+#endif
+            default: FN(sa_block)(groups, ga, gb, t, spix, xp, a, SA_VM); break;
+            }
+        }
+#undef SA_W1
+#undef SA_VM
+#else
+    for (; p0 < P; p0 += 64)
+        for (int64_t o = o0; o < o1; o++)
+            FN(sa_generic)(groups, g_off[o], g_off[o + 1], nz_off[o], spix, x + p0,
+                           acc + o * pst + p0, P - p0 < 64 ? P - p0 : 64);
+#endif
+}
+
+/* int8 variant (kind 2): int8 group sums (<= 127 / max|a| taps), shifted into an int16
+ * accumulator (the channel's worst sum fits int16), widened to int32 once at the end */
+__attribute__((unused)) static void FN(sa8_generic)(const int32_t *groups, int32_t g0, int32_t g1,
+                                                    int32_t t, const int32_t *spix,
+                                                    const int8_t *x, int32_t *acc, int64_t n) {
+    int8_t s[64];
+    int16_t a16[64];
+    for (int64_t p = 0; p < n; p++) a16[p] = 0;
+    for (int32_t g = g0; g < g1; g++) {
+        const int32_t ep = groups[3 * g], en = groups[3 * g + 1], e = groups[3 * g + 2] & 255;
+        for (int64_t p = 0; p < n; p++) s[p] = 0;
+        for (; t < ep; t++) {
+            const int8_t *xp = x + spix[t];
+            for (int64_t p = 0; p < n; p++) s[p] = (int8_t)(s[p] + xp[p]);
+        }
+        for (; t < en; t++) {
+            const int8_t *xp = x + spix[t];
+            for (int64_t p = 0; p < n; p++) s[p] = (int8_t)(s[p] - xp[p]);
+        }
+        for (int64_t p = 0; p < n; p++)
+            a16[p] = (int16_t)(a16[p] + (int16_t)((uint16_t)(int16_t)s[p] << e));
+    }
+    for (int64_t p = 0; p < n; p++) acc[p] = a16[p];
+}
+
+#if ISA_AVX512
+static inline __attribute__((always_inline)) void FN(sa8_block)(
+    const int32_t *groups, int32_t g0, int32_t g1, int32_t t, const int32_t *spix,
+    const int8_t *x, int32_t *acc, const int V) {
+    __m512i a16[8], s[4];
+    for (int q = 0; q < 2 * V; q++) a16[q] = _mm512_setzero_si512();
+    for (int32_t g = g0; g < g1; g++) {
+        const int32_t ep = groups[3 * g], en = groups[3 * g + 1];
+        const __m128i sh = _mm_cvtsi32_si128(groups[3 * g + 2] & 255);
+        for (int v = 0; v < V; v++) s[v] = _mm512_setzero_si512();
+        for (; t < ep; t++) {
+            const int8_t *ap = x + spix[t];
+            for (int v = 0; v < V; v++)
+                s[v] = _mm512_add_epi8(s[v], _mm512_loadu_si512((const void *)(ap + 64 * v)));
+        }
+        for (; t < en; t++) {
+            const int8_t *ap = x + spix[t];
+            for (int v = 0; v < V; v++)
+                s[v] = _mm512_sub_epi8(s[v], _mm512_loadu_si512((const void *)(ap + 64 * v)));
+        }
+        for (int v = 0; v < V; v++) {
+            a16[2 * v] = _mm512_add_epi16(a16[2 * v], _mm512_sll_epi16(
+                _mm512_cvtepi8_epi16(_mm512_castsi512_si256(s[v])), sh));
+            a16[2 * v + 1] = _mm512_add_epi16(a16[2 * v + 1], _mm512_sll_epi16(
+                _mm512_cvtepi8_epi16(_mm512_extracti64x4_epi64(s[v], 1)), sh));
+        }
+    }
+    for (int q = 0; q < 2 * V; q++) {
+        _mm512_storeu_si512((void *)(acc + 32 * q), _mm512_cvtepi16_epi32(_mm512_castsi512_si256(a16[q])));
+        _mm512_storeu_si512((void *)(acc + 32 * q + 16), _mm512_cvtepi16_epi32(_mm512_extracti64x4_epi64(a16[q], 1)));
+    }
+}
+#define SA8_W1 64
+#define SA8_VM 4
+#elif ISA_AVX2
+static inline __attribute__((always_inline)) void FN(sa8_block)(
+    const int32_t *groups, int32_t g0, int32_t g1, int32_t t, const int32_t *spix,
+    const int8_t *x, int32_t *acc, const int V) {
+    __m256i a16[8], s[4];
+    for (int q = 0; q < 2 * V; q++) a16[q] = _mm256_setzero_si256();
+    for (int32_t g = g0; g < g1; g++) {
+        const int32_t ep = groups[3 * g], en = groups[3 * g + 1];
+        const __m128i sh = _mm_cvtsi32_si128(groups[3 * g + 2] & 255);
+        for (int v = 0; v < V; v++) s[v] = _mm256_setzero_si256();
+        for (; t < ep; t++) {
+            const int8_t *ap = x + spix[t];
+            for (int v = 0; v < V; v++)
+                s[v] = _mm256_add_epi8(s[v], _mm256_loadu_si256((const __m256i *)(ap + 32 * v)));
+        }
+        for (; t < en; t++) {
+            const int8_t *ap = x + spix[t];
+            for (int v = 0; v < V; v++)
+                s[v] = _mm256_sub_epi8(s[v], _mm256_loadu_si256((const __m256i *)(ap + 32 * v)));
+        }
+        for (int v = 0; v < V; v++) {
+            a16[2 * v] = _mm256_add_epi16(a16[2 * v], _mm256_sll_epi16(
+                _mm256_cvtepi8_epi16(_mm256_castsi256_si128(s[v])), sh));
+            a16[2 * v + 1] = _mm256_add_epi16(a16[2 * v + 1], _mm256_sll_epi16(
+                _mm256_cvtepi8_epi16(_mm256_extracti128_si256(s[v], 1)), sh));
+        }
+    }
+    for (int q = 0; q < 2 * V; q++) {
+        _mm256_storeu_si256((__m256i *)(acc + 16 * q), _mm256_cvtepi16_epi32(_mm256_castsi256_si128(a16[q])));
+        _mm256_storeu_si256((__m256i *)(acc + 16 * q + 8), _mm256_cvtepi16_epi32(_mm256_extracti128_si256(a16[q], 1)));
+    }
+}
+#define SA8_W1 32
+#define SA8_VM 4
+#elif ISA_NEON
+static inline __attribute__((always_inline)) void FN(sa8_block)(
+    const int32_t *groups, int32_t g0, int32_t g1, int32_t t, const int32_t *spix,
+    const int8_t *x, int32_t *acc, const int V) {
+    int16x8_t a16[8];
+    int8x16_t s[4];
+    for (int q = 0; q < 2 * V; q++) a16[q] = vdupq_n_s16(0);
+    for (int32_t g = g0; g < g1; g++) {
+        const int32_t ep = groups[3 * g], en = groups[3 * g + 1];
+        const int16x8_t sh = vdupq_n_s16((int16_t)(groups[3 * g + 2] & 255));
+        for (int v = 0; v < V; v++) s[v] = vdupq_n_s8(0);
+        for (; t < ep; t++) {
+            const int8_t *ap = x + spix[t];
+            for (int v = 0; v < V; v++) s[v] = vaddq_s8(s[v], vld1q_s8(ap + 16 * v));
+        }
+        for (; t < en; t++) {
+            const int8_t *ap = x + spix[t];
+            for (int v = 0; v < V; v++) s[v] = vsubq_s8(s[v], vld1q_s8(ap + 16 * v));
+        }
+        for (int v = 0; v < V; v++) {
+            a16[2 * v] = vaddq_s16(a16[2 * v], vshlq_s16(vmovl_s8(vget_low_s8(s[v])), sh));
+            a16[2 * v + 1] = vaddq_s16(a16[2 * v + 1], vshlq_s16(vmovl_high_s8(s[v]), sh));
+        }
+    }
+    for (int q = 0; q < 2 * V; q++) {
+        vst1q_s32(acc + 8 * q, vmovl_s16(vget_low_s16(a16[q])));
+        vst1q_s32(acc + 8 * q + 4, vmovl_high_s16(a16[q]));
+    }
+}
+#define SA8_W1 16
+#define SA8_VM 4
+#endif
+
+static void FN(k_shift_add8)(const int64_t *f, const Grp *g, const int64_t *plan, int64_t o0, int64_t o1,
+                             const int8_t *x, int32_t *acc) {
+    const int32_t *nz_off = L_PTR(int32_t, 22), *g_off = L_PTR(int32_t, 48);
+    const int32_t *groups = L_PTR(int32_t, 49), *spix = g->spix;
+    const int64_t P = L_P, pst = PST(f);
+    int64_t p0 = 0;
+#ifdef SA8_W1
+    const int64_t nb = (P + SA8_VM * SA8_W1 - 1) / (SA8_VM * SA8_W1);
+    const int V = (int)((P + nb * SA8_W1 - 1) / (nb * SA8_W1));
+    for (; p0 < P; p0 += V * SA8_W1)
+        for (int64_t o = o0; o < o1; o++) {
+            const int32_t ga = g_off[o], gb = g_off[o + 1], t = nz_off[o];
+            int32_t *a = acc + o * pst + p0;
+            const int8_t *xp = x + p0;
+            switch (V) {
+            case 1: FN(sa8_block)(groups, ga, gb, t, spix, xp, a, 1); break;
+            case 2: FN(sa8_block)(groups, ga, gb, t, spix, xp, a, 2); break;
+            case 3: FN(sa8_block)(groups, ga, gb, t, spix, xp, a, 3); break;
+            default: FN(sa8_block)(groups, ga, gb, t, spix, xp, a, SA8_VM); break;
+            }
+        }
+#undef SA8_W1
+#undef SA8_VM
+#else
+    for (; p0 < P; p0 += 64)
+        for (int64_t o = o0; o < o1; o++)
+            FN(sa8_generic)(groups, g_off[o], g_off[o + 1], nz_off[o], spix, x + p0,
+                            acc + o * pst + p0, P - p0 < 64 ? P - p0 : 64);
+#endif
+}
+
+static int FN(pick)(const int64_t *f, int64_t policy) {
+    if (L_MODE == 1) return K_INT8;
+    if (f[47] && policy != 1) return f[47] == 2 ? K_SHIFTADD8 : K_SHIFTADD;
+    const int64_t kfmt = L_KFMT, A = L_A;
+    (void)kfmt; (void)A;
+#if ISA_AVX512
+    if (kfmt == 0 && A <= 64) return K_PERMB;
+    if (kfmt <= 1 && A <= 32) return K_PERMW;
+#endif
+#if ISA_AVX2
+    if (kfmt == 0 && A <= 16) return K_SHUF8;
+    if (kfmt <= 1 && A <= 16) return K_SHUF16;
+#endif
+#if ISA_NEON
+    if (kfmt == 0 && A <= 16) return K_TBL8;
+    if (kfmt <= 1 && A <= 16) return K_TBL16;
+#endif
+    return K_GATHER;
+}
+
+/* accumulators of output channels o0..o1 of one image: acc[o][p], p in padded coords */
+static void FN(layer_acc)(const int64_t *f, const Grp *g, const int64_t *plan, int kern, int64_t o0,
+                          int64_t o1, const uint8_t *x, int32_t *acc) {
+    const int32_t *nz_off = L_PTR(int32_t, 22), *pix = g->pix;
+    const int32_t *code = L_PTR(int32_t, 24);
+    const uint8_t *flags = L_PTR(uint8_t, 25);
+    const int64_t P = L_P, pst = PST(f);
+    (void)nz_off; (void)pix; (void)code; (void)flags; (void)P; (void)pst;
+    switch (kern) {
+    case K_INT8: FN(k_int8)(f, g, plan, o0, o1, (const int16_t *)x, acc); return;
+    case K_SHIFTADD: FN(k_shift_add)(f, g, plan, o0, o1, (const int16_t *)x, acc); return;
+    case K_SHIFTADD8: FN(k_shift_add8)(f, g, plan, o0, o1, (const int8_t *)x, acc); return;
+#if ISA_AVX2
+    case K_SHUF16: BLOCKED(FN(shuf16_block), L_PTR(uint8_t, 28), uint8_t, 32, 2); return;
+    case K_SHUF8: BLOCKED(FN(shuf8_block), L_PTR(int8_t, 27), uint8_t, 32, 2); return;
+#endif
+#if ISA_AVX512
+    case K_PERMW: BLOCKED(FN(permw_block), L_PTR(int16_t, 29), uint16_t, 32, 8); return;
+    case K_PERMB: BLOCKED(FN(permb_block), L_PTR(int8_t, 27), uint8_t, 64, 4); return;
+#endif
+#if ISA_NEON
+    case K_TBL16: BLOCKED(FN(tbl16_block), L_PTR(uint8_t, 28), uint8_t, 16, 2); return;
+    case K_TBL8: BLOCKED(FN(tbl8_block), L_PTR(int8_t, 27), uint8_t, 16, 2); return;
+#endif
+    default: FN(k_gather)(f, g, plan, o0, o1, x, acc); return;
+    }
+}
+
+/* requant / residual / ReLU / codes of channels o0..o1 from their accumulators */
+__attribute__((noinline)) static void FN(layer_out)(const int64_t *f, const Grp *g, const int64_t *plan, uint8_t *arena, int64_t o0,
+                          int64_t o1, int32_t *acc, int32_t *tmp) {
+    const int64_t OH = L_OH, OW = L_OW, Wph = L_WPH, P = L_P, pst = PST(f), OHW = OH * OW;
+    const int64_t pimg = L_HPH * Wph; /* accumulator positions per image */
+    const int64_t fmt = f[34], n = f[36], kbits = f[37], sgn = f[38];
+    const int64_t es = fmt == 1 ? 2 : 1;
+    if (f[39]) { /* thresholds on the accumulator (engine.accumulator_thresholds) */
+        const int32_t *flip = L_PTR(int32_t, 40), *up = L_PTR(int32_t, 41);
+        const int32_t *wn = f[42] >= 0 ? L_PTR(int32_t, 42) : NULL;
+        int32_t *c0 = tmp, *c1 = tmp + pst;
+        for (int64_t o = o0; o < o1; o++) {
+            int32_t *a = acc + o * pst;
+            if (flip[o])
+                for (int64_t p = 0; p < P; p++) a[p] = -a[p];
+            for (int64_t p = 0; p < P; p++) c0[p] = 0;
+            for (int64_t j = 0; j < n; j++) {
+                const int32_t u = up[o * n + j];
+                for (int64_t p = 0; p < P; p++) c0[p] += a[p] > u;
+            }
+            if (wn) {
+                for (int64_t p = 0; p < P; p++) c1[p] = 0;
+                for (int64_t j = 0; j < n; j++) {
+                    const int32_t w = wn[o * n + j];
+                    for (int64_t p = 0; p < P; p++) c1[p] += a[p] <= w;
+                }
+            }
+            for (int64_t b = 0; b < g->B; b++) {
+                uint8_t *outc = (uint8_t *)BUF(arena + b * g->istride, plan, f[1]);
+                for (int64_t oy = 0; oy < OH; oy++) {
+                    const int32_t *r0 = c0 + b * pimg + oy * Wph, *r1 = c1 + b * pimg + oy * Wph;
+                    const int64_t base = o * OHW + oy * OW;
+                    if (fmt == 0) {
+                        uint8_t *d = outc + base;
+                        if (wn) {
+                            const uint8_t sb = (uint8_t)(1u << kbits);
+                            for (int64_t p = 0; p < OW; p++)
+                                d[p] = (uint8_t)(r0[p] + r1[p]) | (r1[p] > 0 ? sb : 0);
+                        } else {
+                            for (int64_t p = 0; p < OW; p++) d[p] = (uint8_t)r0[p];
+                        }
+                    } else {
+                        int16_t *d = (int16_t *)outc + base;
+                        for (int64_t p = 0; p < OW; p++)
+                            d[p] = (int16_t)(wn ? r0[p] - r1[p] : r0[p]);
+                    }
+                }
+            }
+        }
+        return;
+    }
+    const int64_t *M = L_PTR(int64_t, 30), *Bq = L_PTR(int64_t, 31), *R = L_PTR(int64_t, 32);
+    const int64_t *thr = L_PTR(int64_t, 35);
+    const int64_t relu = f[33];
+    for (int64_t b = 0; b < g->B; b++) {
+        uint8_t *ar_ = arena + b * g->istride;
+        uint8_t *outc = f[1] >= 0 ? (uint8_t *)BUF(ar_, plan, f[1]) : NULL;
+        int32_t *outy = f[2] >= 0 ? (int32_t *)BUF(ar_, plan, f[2]) : NULL;
+        const int32_t *res = f[3] >= 0 ? (const int32_t *)BUF(ar_, plan, f[3]) : NULL;
+        for (int64_t o = o0; o < o1; o++) {
+            const int32_t *a = acc + o * pst + b * pimg;
+            const int64_t m = M[o], bb = Bq[o], r = R[o], base = o * OHW;
+            for (int64_t oy = 0; oy < OH; oy++) {
+                const int32_t *ar = a + oy * Wph;
+                int32_t *tr = tmp + oy * OW;
+                for (int64_t p = 0; p < OW; p++) {
+                    const int64_t y = ((int64_t)ar[p] * m + bb) >> r;
+                    tr[p] = (int32_t)(y > I32MAX ? I32MAX : (y < -I32MAX ? -I32MAX : y));
+                }
+            }
+            if (res)
+                for (int64_t p = 0; p < OHW; p++) {
+                    const int64_t y = (int64_t)tmp[p] + res[base + p];
+                    tmp[p] = (int32_t)(y > I32MAX ? I32MAX : (y < -I32MAX ? -I32MAX : y));
+                }
+            if (relu)
+                for (int64_t p = 0; p < OHW; p++) tmp[p] = tmp[p] > 0 ? tmp[p] : 0;
+            if (outy) memcpy(outy + base, tmp, (size_t)(4 * OHW));
+            if (outc) FN(codes_of)(tmp, OHW, outc + es * base, fmt, thr, n, kbits, sgn);
+        }
+    }
+}
+
+/* one layer for B images (arena + b * istride): sub-batches of f[52] images share the
+ * planes so that small feature maps still fill whole vectors */
+static void FN(op_layer)(const int64_t *f, const int64_t *plan, uint8_t *arena, uint8_t *scr,
+                         int64_t B, int64_t istride) {
+    const int kern = FN(pick)(f, plan[12]);
+    const int64_t es = (kern == K_PERMW || kern == K_INT8 || kern == K_SHIFTADD) ? 2 : 1;
+    const int sa = kern == K_SHIFTADD || kern == K_SHIFTADD8;
+    const int64_t plane = L_HPH * L_WPH, T = L_PTR(int32_t, 22)[L_O];
+    const int32_t *within = L_PTR(int32_t, 23), *cp = L_PTR(int32_t, 53);
+    const int32_t *order = L_PTR(int32_t, 50);
+    for (int64_t b0 = 0; b0 < B; b0 += f[52]) {
+        Grp g;
+        g.B = B - b0 < f[52] ? B - b0 : f[52];
+        g.istride = istride;
+        g.P = (g.B - 1) * plane + f[45];
+        g.pst = (g.P + 255) / 256 * 256;
+        const int64_t pst = g.pst;
+        const int64_t planes_b = AL64((L_C * L_SH * L_SW * g.B * plane + pst + 64) * 2);
+        uint8_t *x = scr;
+        int32_t *acc = (int32_t *)(scr + planes_b);
+        int32_t *tmp = acc + AL64(L_O * pst * 4) / 4;
+        if (g.B == f[52] || g.B == 1) { /* precomputed: whole sub-batches, single images */
+            const int k = g.B == f[52] ? 54 : 56;
+            g.pix = L_PTR(int32_t, k);
+            g.spix = sa ? L_PTR(int32_t, k + 1) : NULL;
+        } else { /* the ragged last sub-batch */
+            int32_t *pix = tmp + 2 * pst, *spix = pix + T;
+            for (int64_t t = 0; t < T; t++) pix[t] = (int32_t)(cp[t] * g.B * plane + within[t]);
+            if (sa)
+                for (int64_t t = 0; t < T; t++) spix[t] = pix[order[t]];
+            g.pix = pix;
+            g.spix = spix;
+        }
+        uint8_t *ab = arena + b0 * istride;
+        FN(prep)(f, &g, BUF(ab, plan, f[0]), x, es, sa ? L_PTR(int16_t, 51) : NULL);
+        FN(layer_acc)(f, &g, plan, kern, 0, L_O, x, acc);
+        FN(layer_out)(f, &g, plan, ab, 0, L_O, acc, tmp);
+    }
+}
+
+/* ---------------------------------------------------------------- the other steps */
+
+static void FN(op_affine)(const int64_t *f, const int64_t *plan, uint8_t *arena) {
+    const int32_t *s = (const int32_t *)BUF(arena, plan, f[0]);
+    int32_t *d = (int32_t *)BUF(arena, plan, f[1]);
+    const int64_t C = f[2], HW = f[3];
+    const int64_t *M = (const int64_t *)(plan + f[4]), *B = (const int64_t *)(plan + f[5]);
+    const int64_t *R = (const int64_t *)(plan + f[6]);
+    for (int64_t c = 0; c < C; c++)
+        for (int64_t p = 0; p < HW; p++)
+            d[c * HW + p] = (int32_t)FN(sat)(((int64_t)s[c * HW + p] * M[c] + B[c]) >> R[c]);
+}
+
+static void FN(op_pool)(const int64_t *f, const int64_t *plan, uint8_t *arena) {
+    const int32_t *s = (const int32_t *)BUF(arena, plan, f[0]);
+    int32_t *d = (int32_t *)BUF(arena, plan, f[1]);
+    const int64_t C = f[2], H = f[3], W = f[4], mx = f[5], kh = f[6], kw = f[7], sh = f[8];
+    const int64_t sw = f[9], ph = f[10], pw = f[11], dh = f[12], dw = f[13], OH = f[14];
+    const int64_t OW = f[15], dv = f[16];
+    for (int64_t c = 0; c < C; c++)
+        for (int64_t oy = 0; oy < OH; oy++)
+            for (int64_t ox = 0; ox < OW; ox++) {
+                int64_t acc = mx ? INT64_MIN : 0;
+                for (int64_t i = 0; i < kh; i++)
+                    for (int64_t j = 0; j < kw; j++) {
+                        const int64_t y = oy * sh - ph + i * dh, x = ox * sw - pw + j * dw;
+                        const int in = y >= 0 && y < H && x >= 0 && x < W;
+                        const int64_t v = in ? s[(c * H + y) * W + x] : (mx ? INT64_MIN : 0);
+                        if (mx) acc = v > acc ? v : acc;
+                        else acc += v;
+                    }
+                d[(c * OH + oy) * OW + ox] =
+                    (int32_t)(mx ? acc : FN(floordiv)(2 * acc + dv, 2 * dv));
+            }
+}
+
+static void FN(op_shortcut)(const int64_t *f, const int64_t *plan, uint8_t *arena) {
+    const int32_t *s = (const int32_t *)BUF(arena, plan, f[0]);
+    int32_t *d = (int32_t *)BUF(arena, plan, f[1]);
+    const int64_t C = f[2], H = f[3], W = f[4], st = f[5], pad = f[6], OH = f[7], OW = f[8];
+    memset(d, 0, (size_t)(4 * (C + pad) * OH * OW));
+    for (int64_t c = 0; c < C; c++)
+        for (int64_t y = 0; y < OH; y++)
+            for (int64_t x = 0; x < OW; x++)
+                d[((c + pad / 2) * OH + y) * OW + x] = s[(c * H + y * st) * W + x * st];
+}
+
+/* B images x[b] (arena + b * istride each), scratch after them */
+static void FN(run_group)(const int64_t *plan, const float *x, int64_t B, uint8_t *arena,
+                          int64_t *prof) {
+    const int64_t istride = plan[14];
+    uint8_t *scr = arena + B * istride;
+    const int64_t *op = plan + plan[10];
+    for (int64_t k = 0; k < plan[3]; k++, op += op[1]) {
+        const int64_t *f = op + 2;
+        const int64_t t0 = prof ? now_ns() : 0;
+        if (op[0] == OP_LAYER) {
+            FN(op_layer)(f, plan, arena, scr, B, istride);
+            if (prof) prof[k] += now_ns() - t0;
+            continue;
+        }
+        for (int64_t b = 0; b < B; b++) {
+            uint8_t *ab = arena + b * istride;
+            switch (op[0]) {
+            case OP_INPUTQ: FN(op_inputq)(f, plan, x + b * plan[6], ab); break;
+            case OP_QUANT: {
+                const int64_t *thr = (const int64_t *)(plan + f[3]);
+                FN(codes_of)((const int32_t *)BUF(ab, plan, f[0]), f[2], BUF(ab, plan, f[1]),
+                             f[5], thr, f[4], f[6], f[7]);
+                break;
+            }
+            case OP_AFFINE: FN(op_affine)(f, plan, ab); break;
+            case OP_RELU: {
+                const int32_t *s = (const int32_t *)BUF(ab, plan, f[0]);
+                int32_t *d = (int32_t *)BUF(ab, plan, f[1]);
+                for (int64_t i = 0; i < f[2]; i++) d[i] = s[i] > 0 ? s[i] : 0;
+                break;
+            }
+            case OP_ADD: {
+                const int32_t *a = (const int32_t *)BUF(ab, plan, f[0]);
+                const int32_t *c = (const int32_t *)BUF(ab, plan, f[1]);
+                int32_t *d = (int32_t *)BUF(ab, plan, f[2]);
+                for (int64_t i = 0; i < f[3]; i++) d[i] = (int32_t)FN(sat)((int64_t)a[i] + c[i]);
+                break;
+            }
+            case OP_POOL: FN(op_pool)(f, plan, ab); break;
+            case OP_SHORTCUT: FN(op_shortcut)(f, plan, ab); break;
+            case OP_COPY: {
+                const uint8_t *s = (const uint8_t *)BUF(ab, plan, f[0]);
+                uint8_t *d = (uint8_t *)BUF(ab, plan, f[1]);
+                for (int64_t i = 0; i < f[2]; i++)
+                    memcpy(d + i * f[5] + f[6], s + i * f[4], (size_t)f[3]);
+                break;
+            }
+            default: break;
+            }
+        }
+        if (prof) prof[k] += now_ns() - t0;
+    }
+}
+
+#undef FN

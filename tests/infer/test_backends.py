@@ -1,0 +1,168 @@
+"""Every engine backend equals the int64 reference element for element, each selected by
+name: the whole-network C runner with AVX-512, AVX2, scalar (and NEON under qemu-aarch64),
+with its shift-add and its table-lookup kernels, and numba; on the digits CNN and ResNet20
+at 2..5 bits. A backend this CPU supports (by its flags, or anywhere on CI) must run."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+from functools import cache
+
+import numpy as np
+import pytest
+import torch
+
+from potlut.infer import IntEngine, lower, run_reference
+from potlut.infer.kernels.native import (
+    ISAS,
+    NativeNet,
+    build_harness,
+    supported_isas,
+)
+
+from .helpers import random_graph
+
+CI = bool(os.environ.get("CI"))
+CASES = [("small_cnn", (1, 8, 8)), ("resnet20", (3, 32, 32))]
+BITS = [2, 3, 4, 5]
+
+
+def cpu_flags() -> set[str]:
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("flags"):
+                    return set(line.split(":", 1)[1].split())
+    except OSError:
+        pass
+    return set()
+
+
+def expected_isas() -> set[str]:
+    """Instruction sets the runner must offer here: by the CPU's flags (and scalar on CI)."""
+    flags, want = cpu_flags(), set()
+    if {"avx2", "fma", "bmi2"} <= flags:
+        want.add("avx2")
+    if {"avx512f", "avx512bw", "avx512vl", "avx512dq", "avx512vbmi"} <= flags:
+        want.add("avx512")
+    if CI or want:
+        want.add("scalar")
+    return want
+
+
+def require(isa: str) -> None:
+    """Skip an instruction set this machine lacks; fail if it should have run here."""
+    if isa in supported_isas():
+        return
+    if isa in expected_isas():
+        pytest.fail(f"the {isa} runner did not build or load on a CPU that supports it")
+    pytest.skip(f"this CPU does not run {isa}")
+
+
+@cache
+def case(name: str, in_shape: tuple[int, int, int], bits: int):
+    prog = lower(random_graph(name, in_shape, bits, seed=bits))
+    torch.manual_seed(bits)
+    n = 1 if name == "resnet20" and bits == 5 else 3  # per-product rounding: slow reference
+    x = (torch.randn(n, *in_shape) * 1.5).numpy()
+    ref = run_reference(prog, x, keep=True)
+    logits = np.asarray(ref[prog.outputs[0]])
+    assert logits.shape == (n, 10) and np.abs(logits).max() > 2**prog.frac_bits // 100
+    return prog, x, {k: np.asarray(v) for k, v in ref.items()}
+
+
+@pytest.mark.parametrize("bits", BITS)
+@pytest.mark.parametrize("name,in_shape", CASES)
+@pytest.mark.parametrize("kernels", ["auto", "lut"])
+@pytest.mark.parametrize("isa", ["avx512", "avx2", "scalar"])
+def test_native_equals_reference(isa, kernels, name, in_shape, bits) -> None:
+    require(isa)
+    prog, x, ref = case(name, in_shape, bits)
+    net = NativeNet(prog, isa, threads=1, kernels=kernels)
+    env = net.run(x, keep=True)
+    shared = [k for k in env if k in ref]
+    assert len(shared) >= len(prog.layers()) + 1  # every layer's input codes, the logits
+    for k in shared:
+        np.testing.assert_array_equal(env[k], ref[k], err_msg=f"{isa} {kernels} {k}")
+    out = net.run(x)
+    assert out.dtype == np.int32
+    np.testing.assert_array_equal(out, ref[prog.outputs[0]])
+    used = set(net.kernels())
+    # the P-LUT layers ran on this ISA's own kernels (not a fallback)
+    plut = {"avx512": {"vpermb", "vpermw"}, "avx2": {"vpshufb8", "vpshufb16"},
+            "scalar": {"gather"}}[isa]
+    if kernels == "auto" and bits <= 4:
+        assert used & {"shift-add", "shift-add8"}, used
+    elif bits <= 4 or isa == "scalar":
+        assert used & plut, used
+    if isa == "avx512" and kernels == "lut":
+        want = {2: "vpermb", 3: "vpermb", 4: "vpermw"}.get(bits)
+        assert want is None or want in used, used
+
+
+@pytest.mark.parametrize("bits", [3, 4])
+def test_numba_equals_reference(bits) -> None:
+    prog, x, ref = case("resnet20", (3, 32, 32), bits)
+    np.testing.assert_array_equal(IntEngine(prog, "numba").run(x), ref[prog.outputs[0]])
+    prog, x, ref = case("small_cnn", (1, 8, 8), bits)
+    np.testing.assert_array_equal(IntEngine(prog, "numba").run(x), ref[prog.outputs[0]])
+
+
+def test_threads_split_the_batch_exactly() -> None:
+    isa = supported_isas()[-1] if supported_isas() else pytest.skip("no C runner here")
+    prog, x, ref = case("small_cnn", (1, 8, 8), 4)
+    xs = np.concatenate([x] * 24)  # 72 images: groups of 32 (the last ragged), 1-4 threads
+    want = np.concatenate([ref[prog.outputs[0]]] * 24)
+    for threads in (1, 2, 4):
+        np.testing.assert_array_equal(NativeNet(prog, isa, threads=threads).run(xs), want)
+    eng = IntEngine(prog, "c", threads=2)
+    np.testing.assert_array_equal(eng.run(xs), want)
+    assert eng.backend.name in ISAS and eng.native.threads == 2
+
+
+def test_unknown_or_missing_backend_is_a_config_error() -> None:
+    from potlut.errors import PotlutConfigError
+
+    prog, _, _ = case("small_cnn", (1, 8, 8), 4)
+    with pytest.raises(PotlutConfigError, match="unknown backend"):
+        IntEngine(prog, "avx1024")
+    missing = [k for k in ISAS if k not in supported_isas()]
+    if supported_isas() and missing:
+        with pytest.raises(PotlutConfigError, match="cannot run"):
+            IntEngine(prog, missing[0])
+
+
+def _qemu_tools() -> tuple[str | None, str | None]:
+    return shutil.which("aarch64-linux-gnu-gcc"), shutil.which("qemu-aarch64")
+
+
+@pytest.fixture(scope="module")
+def neon_harness(tmp_path_factory):
+    cc, qemu = _qemu_tools()
+    if cc is None or qemu is None:
+        if CI:
+            pytest.fail("aarch64-linux-gnu-gcc and qemu-aarch64 are needed on CI")
+        pytest.skip("no aarch64 cross compiler / qemu-aarch64 here")
+    return build_harness(tmp_path_factory.mktemp("neon") / "plut_net"), qemu
+
+
+@pytest.mark.parametrize("bits", BITS)
+@pytest.mark.parametrize("name,in_shape", CASES)
+@pytest.mark.parametrize("kernels", ["auto", "lut"])
+def test_neon_under_qemu_equals_reference(neon_harness, tmp_path, kernels, name, in_shape,
+                                          bits) -> None:
+    exe, qemu = neon_harness
+    prog, x, ref = case(name, in_shape, bits)
+    net = NativeNet(prog, "scalar" if "scalar" in supported_isas() else "c", threads=1,
+                    kernels=kernels) if supported_isas() else None
+    if net is None:
+        pytest.skip("no host C compiler to build the plan with")
+    (tmp_path / "plan.bin").write_bytes(net.plan.words.tobytes())
+    (tmp_path / "x.bin").write_bytes(np.ascontiguousarray(x, np.float32).tobytes())
+    subprocess.run([qemu, str(exe), str(tmp_path / "plan.bin"), str(tmp_path / "x.bin"),
+                    str(len(x)), str(ISAS["neon"]), str(tmp_path / "y.bin")], check=True,
+                   timeout=600)
+    got = np.fromfile(tmp_path / "y.bin", np.int32).reshape(len(x), -1)
+    np.testing.assert_array_equal(got, ref[prog.outputs[0]].reshape(len(x), -1))
