@@ -5,7 +5,7 @@ Both take the same inputs — a weight and an activation as signed codes ``neg <
 bit for bit equal to the engine's table entry ``(-1)^(sw^sa) * T[cw][ca]`` (METHODS §4):
 
 - **P-LUT**: the layer's product table as a ROM, half-stored when symmetric (``n(n+1)/2``
-  entries read at ``row_base[min] + max - min``), then the sign by XOR.
+  entries read at ``T[min(cw, ca)][max(cw, ca)]``), then the sign by XOR.
 - **SHIFT** (the conventional PoT scheme the paper compares with): the activation code is
   decoded to its integer ``2^(ca-1)``, shifted left by the weight's exponent ``cw - 1``,
   rounded right by the table shift (round half up, as the P-LUT entries), then signed.
@@ -87,9 +87,9 @@ def iospot_spec(bits: int, n_products: int) -> PeSpec:
 
 def layer_spec(layer, n_products: int | None = None) -> PeSpec:
     """The spec of a P-LUT layer of the integer program (``layer.k`` products per output)."""
-    if layer.plut is None or layer.act.fmt != "sm":
-        raise RtlError(f"layer {layer.module}: not a P-LUT layer (mode {layer.mode}); the "
-                       "hardware unit runs IOS-PoT layers")
+    if layer.plut is None or layer.act.fmt != "sm" or not layer.plut.symmetric:
+        raise RtlError(f"layer {layer.module}: not a symmetric P-LUT layer (mode {layer.mode});"
+                       " the hardware unit runs IOS-PoT layers with signed activations")
     return PeSpec(layer.plut, n_products or layer.k)
 
 
@@ -130,29 +130,19 @@ def mul_verilog(spec: PeSpec, kind: str) -> str:
 
 
 def _plut_body(spec: PeSpec) -> list[str]:
+    """The table as a ROM ``T[lo][hi]`` over the stored upper triangle (``n(n+1)/2`` entries,
+    ``lo = min(cw, ca)``, ``hi = max(cw, ca)``)."""
     p, k, m = spec.plut, spec.kbits, spec.mag_bits
     ent = [int(e) for e in np.abs(p.entries.astype(np.int64))]
-    iw = max(1, (len(ent) - 1).bit_length())
-    out = [f"  reg  [{iw - 1}:0] idx;"]
-    if p.symmetric:
-        n = p.nw
-        out += [
-            f"  wire [{k - 1}:0] lo = (cw < ca) ? cw : ca;",
-            f"  wire [{k - 1}:0] hi = (cw < ca) ? ca : cw;",
-            f"  reg  [{iw - 1}:0] row_base;",
-            "  // half-stored table: row lo starts at lo*n - lo*(lo-1)/2 (upper triangle)",
-            "  always @* begin",
-            "    case (lo)",
-        ]
-        out += [f"      {k}'d{i}: row_base = {iw}'d{i * n - i * (i - 1) // 2};" for i in range(n)]
-        out += [f"      default: row_base = {iw}'d0;", "    endcase",
-                f"    idx = row_base + {{{{{max(0, iw - k)}{{1'b0}}}}, hi - lo}};"
-                if iw > k else f"    idx = row_base + (hi - lo);",
-                "  end"]
-    else:
-        out += [f"  always @* idx = cw * {iw}'d{p.na} + ca;"]
-    out += ["  always @* begin", "    case (idx)"]
-    out += [f"      {iw}'d{i}: mag = {m}'d{e};" for i, e in enumerate(ent)]
+    n = p.nw
+    pairs = [(i, j) for i in range(n) for j in range(i, n)]  # row-major upper triangle
+    out = [
+        f"  wire [{k - 1}:0] lo = (cw < ca) ? cw : ca;",
+        f"  wire [{k - 1}:0] hi = (cw < ca) ? ca : cw;",
+        "  always @* begin",
+        "    case ({lo, hi})  // half-stored: only lo <= hi is a table entry",
+    ]
+    out += [f"      {{{k}'d{i}, {k}'d{j}}}: mag = {m}'d{e};" for (i, j), e in zip(pairs, ent)]
     out += [f"      default: mag = {m}'d0;", "    endcase", "  end"]
     return out
 

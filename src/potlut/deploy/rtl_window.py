@@ -28,7 +28,8 @@ def _tree(terms: list[str], width: int, lines: list[str], prefix: str) -> str:
         nxt = []
         for i in range(0, len(terms) - 1, 2):
             name = f"{prefix}{level}_{i // 2}"
-            lines.append(f"  wire signed [{width + level}:0] {name} = {terms[i]} + {terms[i + 1]};")
+            lines.append(f"  (* keep *) wire signed [{width + level}:0] {name} = "
+                         f"{terms[i]} + {terms[i + 1]};")
             nxt.append(name)
         if len(terms) % 2:
             nxt.append(terms[-1])
@@ -58,7 +59,7 @@ def window_verilog(spec: PeSpec, kind: str, k: int) -> str:
     ]
     prods = []
     for t in range(taps):
-        lines.append(f"  wire signed [{pb - 1}:0] p{t};")
+        lines.append(f"  (* keep *) wire signed [{pb - 1}:0] p{t};")
         lines.append(f"  {mul_name(spec, kind)} m{t} (.w(w_r[{t * b + b - 1}:{t * b}]), "
                      f".a(a_r[{t * b + b - 1}:{t * b}]), .p(p{t}));")
         prods.append(f"p{t}")
