@@ -105,7 +105,12 @@ def mul_name(spec: PeSpec, kind: str) -> str:
 
 
 def mul_verilog(spec: PeSpec, kind: str) -> str:
-    """Combinational product unit ``p = product(w, a)`` (signed, ``prod_bits`` wide)."""
+    """Combinational product unit: ``p + n`` is the signed product of ``w`` and ``a``.
+
+    ``p`` (``prod_bits`` wide) is the magnitude, bitwise inverted when negative, and ``n``
+    the sign: the two's complement ``-mag = ~mag + 1`` leaves its ``+1`` to the adder that
+    sums the products (a carry-in), so no PE spends a carry chain on negation.
+    """
     if kind not in KINDS:
         raise RtlError(f"unknown PE kind {kind!r}; use one of {', '.join(KINDS)}")
     k, b, m, pb = spec.kbits, spec.bits, spec.mag_bits, spec.prod_bits
@@ -113,7 +118,8 @@ def mul_verilog(spec: PeSpec, kind: str) -> str:
         f"module {mul_name(spec, kind)} (",
         f"  input  wire [{b - 1}:0] w,",
         f"  input  wire [{b - 1}:0] a,",
-        f"  output wire signed [{pb - 1}:0] p",
+        f"  output wire signed [{pb - 1}:0] p,",
+        "  output wire n",
         ");",
         f"  wire [{k - 1}:0] cw = w[{k - 1}:0];",
         f"  wire [{k - 1}:0] ca = a[{k - 1}:0];",
@@ -122,7 +128,9 @@ def mul_verilog(spec: PeSpec, kind: str) -> str:
     ]
     body = _plut_body(spec) if kind == "plut" else _shift_body(spec)
     tail = [
-        f"  assign p = neg ? -$signed({{1'b0, mag}}) : $signed({{1'b0, mag}});",
+        "  // sign by XOR: p = neg ? ~mag : mag (one's complement); the sum adds neg back",
+        f"  assign p = $signed({{neg, mag ^ {{{m}{{neg}}}}}});",
+        "  assign n = neg;",
         "endmodule",
         "",
     ]
@@ -189,7 +197,9 @@ def pe_verilog(spec: PeSpec, kind: str) -> str:
         f"  reg [{b - 1}:0] w_r, a_r;",
         "  reg en_r, clr_r, last_r;",
         f"  wire signed [{pb - 1}:0] p;",
-        f"  {mul_name(spec, kind)} mul (.w(w_r), .a(a_r), .p(p));",
+        "  wire n;",
+        f"  {mul_name(spec, kind)} mul (.w(w_r), .a(a_r), .p(p), .n(n));",
+        f"  wire signed [{ab - 1}:0] base = clr_r ? {ab}'sd0 : acc;",
         "  always @(posedge clk) begin",
         "    if (rst) begin",
         "      en_r <= 1'b0; clr_r <= 1'b0; last_r <= 1'b0; valid <= 1'b0; acc <= 0;",
@@ -197,7 +207,7 @@ def pe_verilog(spec: PeSpec, kind: str) -> str:
         "    end else begin",
         "      en_r <= en; clr_r <= clr; last_r <= en & last; w_r <= w; a_r <= a;",
         "      valid <= last_r;",
-        "      if (en_r) acc <= clr_r ? p : acc + p;",
+        "      if (en_r) acc <= base + p + $signed({1'b0, n});",
         "    end",
         "  end",
         "endmodule",

@@ -166,3 +166,29 @@ def vcd_toggles(path: Path, scope: str = "dut") -> int:
                                and y in "01")
             last[ident] = val
     return toggles
+
+
+def layer_windows(layer, codes: np.ndarray, k: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Operands of a conv layer for one image, as window-unit vectors ``[O*OH*OW, C, K*K]``.
+
+    ``codes`` is the layer's input ``[C, H, W]`` (signed codes, zero padded here). With
+    ``k`` other than the layer's kernel, the windows are ``k x k`` around the same centres
+    and the layer's weights are tiled over the taps (real data for a unit of another size).
+    """
+    codes = np.asarray(codes, dtype=np.int64)
+    C, H, W = codes.shape
+    kk = layer.kernel[0]
+    k = k or kk
+    s, p = layer.stride[0], layer.padding[0] + (k - kk) // 2
+    OH, OW = layer.out_shape[1], layer.out_shape[2]
+    pad = np.zeros((C, H + 2 * p + k, W + 2 * p + k), np.int64)
+    pad[:, p:p + H, p:p + W] = codes
+    a = np.stack([pad[:, i:i + s * (OH - 1) + 1:s, j:j + s * (OW - 1) + 1:s]
+                  for i in range(k) for j in range(k)], axis=-1)  # [C, OH, OW, k*k]
+    a = a.transpose(1, 2, 0, 3).reshape(OH * OW, C, k * k)
+    sw = layer.signed_weight_codes().astype(np.int64).reshape(layer.out_channels, C, kk * kk)
+    if k != kk:
+        sw = np.resize(sw, (layer.out_channels, C, k * k))
+    n = layer.out_channels * OH * OW
+    w = np.repeat(sw, OH * OW, axis=0)
+    return w.reshape(n, C, k * k), np.tile(a, (layer.out_channels, 1, 1))

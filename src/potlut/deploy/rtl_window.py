@@ -18,23 +18,44 @@ def window_name(spec: PeSpec, kind: str, k: int) -> str:
     return f"{kind}_win{k}_{spec.tag()}_n{spec.n_products}"
 
 
-def _tree(terms: list[str], width: int, lines: list[str], prefix: str) -> str:
-    """Balanced adder tree over ``terms`` (signed, ``width`` bits); returns the root's name.
+def adder_name(width: int) -> str:
+    return f"add_s{width}"
 
-    Each level is one bit wider than the one below, so no adder is wider than it must be.
+
+def adder_verilog(width: int) -> str:
+    """A signed ``width``-bit two-input adder kept as its own block (``keep_hierarchy``):
+    yosys would otherwise merge a whole adder tree into one ``$macc`` and map it as a
+    LUT compressor tree, several times larger than carry-chain adders on either kind."""
+    return (f"(* keep_hierarchy *)\nmodule {adder_name(width)} (input wire signed [{width - 1}:0]"
+            f" x, y, output wire signed [{width}:0] s);\n  assign s = x + y;\nendmodule\n")
+
+
+def _tree(terms: list[str], width: int, lines: list[str], prefix: str,
+          widths: set[int]) -> tuple[str, int]:
+    """Balanced adder tree over ``terms`` (signed, ``width`` bits); (root name, its width).
+
+    Each level is one bit wider than the one below, so no adder is wider than it must be;
+    ``widths`` collects the adder widths used.
     """
     level = 0
+    tw = [width] * len(terms)
     while len(terms) > 1:
-        nxt = []
+        nxt, nw = [], []
         for i in range(0, len(terms) - 1, 2):
             name = f"{prefix}{level}_{i // 2}"
-            lines.append(f"  (* keep *) wire signed [{width + level}:0] {name} = "
-                         f"{terms[i]} + {terms[i + 1]};")
+            w = max(tw[i], tw[i + 1])
+            ops = [t if tw_ == w else f"{{{{{w - tw_}{{{t}[{tw_ - 1}]}}}}, {t}}}"
+                   for t, tw_ in ((terms[i], tw[i]), (terms[i + 1], tw[i + 1]))]
+            lines.append(f"  wire signed [{w}:0] {name};")
+            lines.append(f"  {adder_name(w)} a{name} (.x({ops[0]}), .y({ops[1]}), .s({name}));")
+            widths.add(w)
             nxt.append(name)
+            nw.append(w + 1)
         if len(terms) % 2:
             nxt.append(terms[-1])
-        terms, level = nxt, level + 1
-    return terms[0]
+            nw.append(tw[-1])
+        terms, tw, level = nxt, nw, level + 1
+    return terms[0], tw[0]
 
 
 def window_verilog(spec: PeSpec, kind: str, k: int) -> str:
@@ -59,13 +80,18 @@ def window_verilog(spec: PeSpec, kind: str, k: int) -> str:
     ]
     prods = []
     for t in range(taps):
-        lines.append(f"  (* keep *) wire signed [{pb - 1}:0] p{t};")
+        lines.append(f"  wire signed [{pb - 1}:0] p{t};")
+        lines.append(f"  wire n{t};")
         lines.append(f"  {mul_name(spec, kind)} m{t} (.w(w_r[{t * b + b - 1}:{t * b}]), "
-                     f".a(a_r[{t * b + b - 1}:{t * b}]), .p(p{t}));")
+                     f".a(a_r[{t * b + b - 1}:{t * b}]), .p(p{t}), .n(n{t}));")
         prods.append(f"p{t}")
-    root = _tree(prods, pb, lines, "s")
+    widths: set[int] = set()
+    root, _ = _tree(prods, pb, lines, "s", widths)
+    nw = taps.bit_length() + 1
+    negs = " + ".join(f"{{{nw - 1}'d0, n{t}}}" for t in range(taps))
     lines += [
-        f"  wire signed [{ab - 1}:0] sum = {root};",
+        f"  wire [{nw - 1}:0] nsum = {negs};  // the +1 of every negative product",
+        f"  wire signed [{ab - 1}:0] sum = {root} + $signed(nsum);",
         "  always @(posedge clk) begin",
         "    if (rst) begin",
         "      en_r <= 1'b0; clr_r <= 1'b0; last_r <= 1'b0; valid <= 1'b0; acc <= 0;",
@@ -79,4 +105,5 @@ def window_verilog(spec: PeSpec, kind: str, k: int) -> str:
         "endmodule",
         "",
     ]
-    return mul_verilog(spec, kind) + "\n".join(lines)
+    adders = "".join(adder_verilog(w) for w in sorted(widths))
+    return mul_verilog(spec, kind) + adders + "\n".join(lines)
