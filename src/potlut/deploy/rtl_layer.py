@@ -45,15 +45,16 @@ def engine_verilog(layer, spec: PeSpec, cl: CodedLayer, kind: str, act_file: str
     """The engine module, its window unit and its decoder (one Verilog text)."""
     check_layer(layer)
     C, H, W = layer.in_shape
-    O = layer.out_channels
+    n_out = layer.out_channels
     K = layer.kernel[0]
     S, P = layer.stride[0], layer.padding[0]
     OH, OW = layer.out_shape[1], layer.out_shape[2]
     T, b = K * K, spec.bits
     ck = C * T
-    if cl.count != O * ck:
-        raise RtlError(f"layer {layer.module}: stream holds {cl.count} codes, {O * ck} expected")
-    cw = max(1, (max(C, O, OH, OW, H, W) + 1).bit_length()) + 1
+    if cl.count != n_out * ck:
+        raise RtlError(f"layer {layer.module}: stream holds {cl.count} codes, "
+                       f"{n_out * ck} expected")
+    cw = max(1, (max(C, n_out, OH, OW, H, W) + 1).bit_length()) + 1
     bw = max(1, ck.bit_length())
     taps_a, taps_w = [], []
     for i in range(K):
@@ -117,7 +118,7 @@ def engine_verilog(layer, spec: PeSpec, cl: CodedLayer, kind: str, act_file: str
               if (oy != {OH - 1}) begin oy <= oy + 1; yb <= yb + {S}; end
               else begin
                 issued <= 0; got <= 0;
-                if (o != {O - 1}) begin o <= o + 1; state <= LOAD; end
+                if (o != {n_out - 1}) begin o <= o + 1; state <= LOAD; end
                 else state <= FIN;
               end
             end

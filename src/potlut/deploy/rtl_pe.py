@@ -150,7 +150,8 @@ def _plut_body(spec: PeSpec) -> list[str]:
         "  always @* begin",
         "    case ({lo, hi})  // half-stored: only lo <= hi is a table entry",
     ]
-    out += [f"      {{{k}'d{i}, {k}'d{j}}}: mag = {m}'d{e};" for (i, j), e in zip(pairs, ent)]
+    out += [f"      {{{k}'d{i}, {k}'d{j}}}: mag = {m}'d{e};"
+            for (i, j), e in zip(pairs, ent, strict=True)]
     out += [f"      default: mag = {m}'d0;", "    endcase", "  end"]
     return out
 

@@ -27,10 +27,15 @@ def require(tool: str) -> str:
     return path
 
 
-def run_sim(sources: list[Path], top: str, workdir: Path, timeout: float = 600) -> list[str]:
-    """Compile ``sources`` with iverilog (Verilog-2005, top ``top``) and run; stdout lines."""
+def run_sim(sources: list[Path], top: str, workdir: Path, timeout: float = 600,
+            std: str = "2005", defines: tuple[str, ...] = ()) -> list[str]:
+    """Compile ``sources`` with iverilog (Verilog-``std``, top ``top``) and run; stdout lines.
+
+    Generated code is Verilog-2005; vendor cell libraries may need ``std="2012"``.
+    """
     exe = workdir / f"{top}.vvp"
-    cmd = [require("iverilog"), "-g2005", "-Wall", "-s", top, "-o", str(exe),
+    cmd = [require("iverilog"), f"-g{std}", *(f"-D{d}" for d in defines), "-s", top, "-o",
+           str(exe),
            *map(str, sources)]
     proc = subprocess.run(cmd, capture_output=True, text=True, cwd=workdir)
     if proc.returncode != 0:
@@ -162,7 +167,7 @@ def vcd_toggles(path: Path, scope: str = "dut") -> int:
             val = val.rjust(width, "0" if val[0] in "01" else val[0])[-width:]
             prev = last.get(ident)
             if prev is not None:
-                toggles += sum(1 for x, y in zip(prev, val) if x != y and x in "01"
+                toggles += sum(1 for x, y in zip(prev, val, strict=True) if x != y and x in "01"
                                and y in "01")
             last[ident] = val
     return toggles

@@ -104,8 +104,8 @@ def synth_ice40(src: Path, top: str, in_bits: int, acc_bits: int, workdir: Path,
     if pnr:
         wrap = workdir / f"{top}_io.v"
         wrap.write_text(wrapper_verilog(top, in_bits, acc_bits))
-        _yosys(f"read_verilog {src.name} {wrap.name}; proc -norom; synth_ice40 -flatten -top {top}_io "
-               f"-json {top}_io.json", workdir, f"{top}_io.synth.log")
+        _yosys(f"read_verilog {src.name} {wrap.name}; proc -norom; synth_ice40 -flatten "
+               f"-top {top}_io -json {top}_io.json", workdir, f"{top}_io.synth.log")
         pnr_log = workdir / f"{top}_io.pnr.log"
         proc = subprocess.run(
             [require("nextpnr-ice40"), f"--{device}", "--package", package, "--json",
@@ -124,7 +124,8 @@ def gate_toggles(workdir: Path, top: str, tb: Path, vcd: Path) -> None:
     """Simulate the iCE40 netlist ``{top}.ice40.v`` (from :func:`synth_ice40`) under ``tb``."""
     from potlut.deploy.rtl_sim import run_sim
 
-    run_sim([tb, workdir / f"{top}.ice40.v", ICE40_CELLS], "tb", workdir)
+    run_sim([tb, workdir / f"{top}.ice40.v", ICE40_CELLS], "tb", workdir, std="2012",
+            defines=("NO_ICE40_DEFAULT_ASSIGNMENTS",))
     if not vcd.exists():
         raise RuntimeError(f"no VCD written at {vcd}")
 
