@@ -80,7 +80,9 @@ def stream_tb(dut: str, spec: PeSpec, taps: int, n_lines: int, vec_file: str,
     """Testbench: feed one vector line per cycle into ``dut``, print ``ACC <value>``."""
     vw = taps * spec.bits
     width = 3 + 2 * vw
-    dump = (f'    $dumpfile("{vcd}");\n    $dumpvars(0, dut);\n') if vcd else ""
+    # depth 1: the nets of the unit itself (on a flat gate-level netlist: every mapped net,
+    # not the internals of the cell models)
+    dump = (f'    $dumpfile("{vcd}");\n    $dumpvars(1, dut);\n') if vcd else ""
     return f"""`timescale 1ns/1ps
 module tb;
   reg clk = 1'b0, rst = 1'b1, en = 1'b0, clr = 1'b0, last = 1'b0;

@@ -6,8 +6,9 @@
   ``nextpnr-ice40 --hx8k`` on the unit wrapped so that its wide operand ports load from a
   serial shift register (an HX8K has 206 I/Os; the wrapper is the same for both PE kinds):
   placed logic cells and Fmax.
-- Switching-activity proxy: the unit's iCE40 gate-level netlist simulated on real layer
-  vectors; toggled net bits per MAC from the VCD. A proxy for dynamic power, not power.
+- Switching-activity proxy: the unit's flat iCE40 gate-level netlist simulated on real
+  layer vectors; 0/1 transitions of its nets (LUT, carry and flip-flop outputs, ports) per
+  MAC, from the VCD. A proxy for dynamic power (unweighted by capacitance), not power.
 """
 
 from __future__ import annotations
@@ -95,6 +96,7 @@ def synth_ice40(src: Path, top: str, in_bits: int, acc_bits: int, workdir: Path,
                 pnr: bool = True, device: str = "hx8k", package: str = "ct256") -> Ice40Stats:
     """iCE40 synthesis of ``top`` (LUT4/FF/carry) and, with ``pnr``, nextpnr of its wrapper."""
     log = _yosys(f"read_verilog {src.name}; proc -norom; synth_ice40 -flatten -top {top}; stat; "
+                 "setattr -mod -unset keep_hierarchy; flatten; "
                  f"write_verilog -noattr {top}.ice40.v", workdir, f"{top}.ice40.log")
     cells = _cells(log)
     lut4 = cells.get("SB_LUT4", 0)
