@@ -18,7 +18,8 @@ import subprocess
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from potlut.deploy.rtl_sim import require
+from potlut.deploy.rtl_pe import RtlError
+from potlut.deploy.rtl_sim import require, run_sim
 
 ICE40_CELLS = Path("/usr/share/yosys/ice40/cells_sim.v")
 
@@ -45,7 +46,7 @@ def _yosys(script: str, workdir: Path, log: str) -> str:
     proc = subprocess.run([require("yosys"), "-q", "-l", log, "-p", script], capture_output=True,
                           text=True, cwd=workdir)
     if proc.returncode != 0:
-        raise RuntimeError(f"yosys failed: {(proc.stdout + proc.stderr)[-2000:]}")
+        raise RtlError(f"yosys failed: {(proc.stdout + proc.stderr)[-2000:]}")
     return (workdir / log).read_text()
 
 
@@ -124,12 +125,10 @@ def synth_ice40(src: Path, top: str, in_bits: int, acc_bits: int, workdir: Path,
 
 def gate_toggles(workdir: Path, top: str, tb: Path, vcd: Path) -> None:
     """Simulate the iCE40 netlist ``{top}.ice40.v`` (from :func:`synth_ice40`) under ``tb``."""
-    from potlut.deploy.rtl_sim import run_sim
-
     run_sim([tb, workdir / f"{top}.ice40.v", ICE40_CELLS], "tb", workdir, std="2012",
             defines=("NO_ICE40_DEFAULT_ASSIGNMENTS",))
     if not vcd.exists():
-        raise RuntimeError(f"no VCD written at {vcd}")
+        raise RtlError(f"no VCD written at {vcd}")
 
 
 def as_row(x: XilinxStats | Ice40Stats) -> dict:
