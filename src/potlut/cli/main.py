@@ -10,6 +10,7 @@ import typer
 
 from potlut.cli import compress as _compress  # noqa: F401  (registers compress, inspect)
 from potlut.cli import deploy_c as _deploy_c  # noqa: F401  (registers export-c, mcu-run)
+from potlut.cli import hw as _hw  # noqa: F401  (registers `potlut export-rtl`)
 from potlut.cli import infer as _infer  # noqa: F401  (registers `potlut infer`)
 from potlut.cli.app import app, fail
 
