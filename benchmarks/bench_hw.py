@@ -40,7 +40,7 @@ from potlut.pipeline import RunConfig, load_quantized, run
 
 LAYER = "features.3"
 PE_OUTPUTS = 16  # outputs of the real layer streamed through the single PE (x 144 MACs)
-WINDOW_OUTPUTS = 128  # outputs through a window unit (x 16 channels x K*K MACs)
+WINDOW_OUTPUTS = 128  # outputs through a 3x3 unit (x 16 channels x 9 MACs); fewer for larger K
 
 
 def digits_layer(bits: int, work: Path):
@@ -78,7 +78,8 @@ def measure(kind: str, k: int, layer, codes, work: Path, pnr: bool) -> dict:
     else:
         name, text = window_name(spec, kind, k), window_verilog(spec, kind, k)
         w, a = layer_windows(layer, codes, k)
-        w, a = w[:WINDOW_OUTPUTS], a[:WINDOW_OUTPUTS]
+        n = max(16, WINDOW_OUTPUTS * 9 // (k * k))  # about the same MACs for every K
+        w, a = w[:n], a[:n]
     d = work / name
     d.mkdir(parents=True, exist_ok=True)
     src = d / f"{name}.v"

@@ -123,9 +123,9 @@ def synth_ice40(src: Path, top: str, in_bits: int, acc_bits: int, workdir: Path,
     return Ice40Stats(lut4, ff, carry, placed, fmax)
 
 
-def gate_toggles(workdir: Path, top: str, tb: Path, vcd: Path) -> None:
+def gate_toggles(workdir: Path, top: str, tb: Path, vcd: Path, timeout: float = 3600) -> None:
     """Simulate the iCE40 netlist ``{top}.ice40.v`` (from :func:`synth_ice40`) under ``tb``."""
-    run_sim([tb, workdir / f"{top}.ice40.v", ICE40_CELLS], "tb", workdir, std="2012",
+    run_sim([tb, workdir / f"{top}.ice40.v", ICE40_CELLS], "tb", workdir, timeout, "2012",
             defines=("NO_ICE40_DEFAULT_ASSIGNMENTS",))
     if not vcd.exists():
         raise RtlError(f"no VCD written at {vcd}")
