@@ -28,7 +28,7 @@ import numpy as np
 import torch
 
 from potlut import data
-from potlut.compress import compress_model, load
+from potlut.compress import load
 from potlut.deploy.rtl_pe import layer_spec, pe_name, pe_verilog
 from potlut.deploy.rtl_shuff import coded_layer
 from potlut.deploy.rtl_sim import layer_windows, pack_vectors, stream_tb, vcd_toggles
@@ -36,6 +36,7 @@ from potlut.deploy.rtl_synth import as_row, gate_toggles, synth_ice40, synth_xil
 from potlut.deploy.rtl_window import window_name, window_verilog
 from potlut.infer.program import lower
 from potlut.infer.reference import run_reference
+from potlut.nn.export import compress_model
 from potlut.pipeline import RunConfig, load_quantized, run
 
 LAYER = "features.3"

@@ -13,7 +13,7 @@ from typer.testing import CliRunner
 
 from potlut import data
 from potlut.cli.main import app
-from potlut.compress import compress_model, load
+from potlut.compress import load
 from potlut.deploy.rtl_layer import simulate_layer
 from potlut.deploy.rtl_pe import RtlError, iospot_spec, layer_spec, pe_name, pe_verilog
 from potlut.deploy.rtl_shuff import (
@@ -33,6 +33,7 @@ from potlut.deploy.rtl_sim import (
 from potlut.deploy.rtl_window import window_name, window_verilog
 from potlut.infer.program import lower
 from potlut.infer.reference import accumulate, run_reference
+from potlut.nn.export import compress_model
 from potlut.pipeline import RunConfig, load_quantized, run
 
 TOOLS = ("iverilog", "vvp", "yosys")
