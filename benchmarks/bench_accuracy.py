@@ -75,7 +75,7 @@ def qat(fp32, bundle, bits: int, seed: int, epochs: int, base: TrainConfig, opts
     cfg = replace(base, epochs=epochs, seed=seed, schedule=opts["schedule"],
                   dist_loss=opts["dist_loss"], lr=opts.get("lr", base.lr))
     hist = fit(qmodel, bundle, cfg, stage="qat", progress=False)
-    return [e.test_top1 for e in hist.epochs], [e.dist_lambda for e in hist.epochs]
+    return qmodel, [e.test_top1 for e in hist.epochs], [e.dist_lambda for e in hist.epochs]
 
 
 def row_key(row: str, seed: int, args) -> str:
@@ -97,7 +97,9 @@ def run_row(row: str, seed: int, args, bundle, results: dict, cache: Path) -> No
             bits, opts = int(row.split("-")[1]), dict(RECIPE)
         else:
             bits, opts = 3, {**RECIPE, **ABLATION[row][1]}
-        hist, lam = qat(fp32, bundle, bits, seed, args.qat_epochs, base, opts)
+        qmodel, hist, lam = qat(fp32, bundle, bits, seed, args.qat_epochs, base, opts)
+        torch.save({"model": qmodel.state_dict(), "bits": bits, "opts": opts},
+                   cache / f"{key.replace('|', '_')}.pt")
     results[key] = {"history": hist, "lambda": lam, "seconds": round(time.time() - t0, 1)}
     print(f"{key}: last {args.last} mean {sum(hist[-args.last:]) / args.last:.2f} "
           f"final {hist[-1]:.2f} ({results[key]['seconds']} s)", file=sys.stderr, flush=True)
