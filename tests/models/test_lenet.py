@@ -23,7 +23,8 @@ from potlut.train import TrainConfig, fit
 
 def test_lenet5_size_and_default_for_28x28():
     m = models.build("lenet5", 10, 1)
-    assert sum(p.numel() for p in m.parameters()) == 61_932  # 61,470 weights, BatchNorm, the output bias
+    # 61,470 weights, BatchNorm, the output bias
+    assert sum(p.numel() for p in m.parameters()) == 61_932
     assert m(torch.zeros(2, 1, 28, 28)).shape == (2, 10)
     assert models.default_for((1, 28, 28)) == "lenet5"
     assert models.default_for((1, 8, 8)) == models.default_for((3, 32, 32)) == "small_cnn"

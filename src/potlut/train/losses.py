@@ -52,7 +52,7 @@ def _weights(layer) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 class DistributionLoss(nn.Module):
-    """The regularizer term; ``mode`` is ``off``, ``fixed``, ``learnable`` (default) or ``uncertainty``.
+    """The regularizer; ``mode``: ``off``, ``fixed``, ``learnable`` (default), ``uncertainty``.
 
     ``lam`` is the fixed coefficient (``fixed``) or the start of ``exp(-s)`` (``uncertainty``).
     In ``learnable`` mode the task gradient is read by hooks on the normalized weights of each
@@ -105,7 +105,8 @@ class DistributionLoss(nn.Module):
         if self._sq:  # the task gradient of the previous step, from the hooks
             norm = torch.stack(self._sq).sum().sqrt()
             first = float(self.task_norm) == 0.0
-            self.task_norm.copy_(norm if first else MOMENTUM * self.task_norm + (1 - MOMENTUM) * norm)
+            ema = MOMENTUM * self.task_norm + (1 - MOMENTUM) * norm
+            self.task_norm.copy_(norm if first else ema)
             self._sq = []
         # measured on the normalized (non-leaf) weights: a hook on a leaf would outlive the step
         inner = [wn for wn in wns if wn.grad_fn is not None]
