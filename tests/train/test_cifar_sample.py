@@ -8,7 +8,6 @@ each test under a minute on one core. The floors sit a few points under the meas
 import os
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
 
@@ -71,11 +70,11 @@ def _agreement(cifar, qmodel, tmp_path) -> tuple[int, float]:
 @pytest.mark.parametrize("signed", [False, True], ids=["unsigned-acts", "signed-acts"])
 def test_3bit_qat_holds_on_real_images_and_engine_agrees(cifar, fp32, signed, tmp_path):
     model, fp32_top1 = fp32
-    assert fp32_top1 >= 30.0  # measured 35.5 (seed 0)
+    assert fp32_top1 >= 30.0  # measured 32.3 (seed 0)
     qmodel = _qat(cifar, model, signed)
     top1 = evaluate(qmodel, cifar.test)[0]
-    assert top1 >= 32.0 and top1 >= fp32_top1 - 3.0
+    # measured 36.1 unsigned, 36.9 signed: QAT's 4 more epochs gain ~4 points over FP32
+    assert top1 >= 33.5 and top1 >= fp32_top1
     mismatches, fq_top1 = _agreement(cifar, qmodel, tmp_path)
     assert fq_top1 == pytest.approx(top1, abs=1e-9)
     assert mismatches == 0
-    np.testing.assert_array_equal(mismatches, 0)
