@@ -48,6 +48,7 @@ ABLATION = {
     "off": ("recipe, distribution loss off", {"dist_loss": "off"}),
     "fixed": ("recipe, distribution loss fixed lambda=1", {"dist_loss": "fixed"}),
     "uncertainty": ("recipe, old exp(-s)·ΣD+s", {"dist_loss": "uncertainty"}),
+    "qat-lr": ("recipe, QAT lr 0.01 (FP32 0.04)", {"lr": 0.01}),
 }
 
 

@@ -71,7 +71,9 @@ class DistributionLoss(nn.Module):
         self.s = nn.Parameter(torch.tensor(-math.log(lam)), requires_grad=mode == "uncertainty")
         self.register_buffer("task_norm", torch.tensor(0.0))  # running mean |grad L_task|
         self.register_buffer("current", torch.tensor(0.0 if mode == "learnable" else lam))
-        self._sq: list[torch.Tensor] = []  # |grad L_task|^2 per layer, filled by the hooks
+        # |grad L_task|^2 of the last step, summed by the hooks (-1: none yet); a buffer, so a
+        # checkpoint written after a step holds it and a resumed run takes the same steps
+        self.register_buffer("pending", torch.tensor(-1.0))
 
     @property
     def lam(self) -> float:
@@ -93,6 +95,15 @@ class DistributionLoss(nn.Module):
             return torch.exp(-self.s.detach()) * total
         return torch.exp(-self.s) * total + self.s
 
+    def _hook(self, own: torch.Tensor):
+        """Backward hook adding ``|grad - own|^2`` (the task part of a weight's gradient)."""
+
+        def hook(grad: torch.Tensor) -> None:
+            with torch.no_grad():
+                self.pending.add_(((grad - own) ** 2).sum())
+
+        return hook
+
     def _adaptive(self, layers) -> torch.Tensor:
         """``lambda * sum D`` with ``lambda = ratio * |g_task| / |g_D|`` (see the class doc)."""
         pairs = [_weights(m) for m in layers]
@@ -102,12 +113,12 @@ class DistributionLoss(nn.Module):
         wns = [wn for wn, _ in pairs]
         if not total.requires_grad:  # evaluation: report the value at the last coefficient
             return self.current * total
-        if self._sq:  # the task gradient of the previous step, from the hooks
-            norm = torch.stack(self._sq).sum().sqrt()
+        if float(self.pending) >= 0:  # the task gradient of the previous step, from the hooks
+            norm = self.pending.sqrt()
             first = float(self.task_norm) == 0.0
             ema = MOMENTUM * self.task_norm + (1 - MOMENTUM) * norm
             self.task_norm.copy_(norm if first else ema)
-            self._sq = []
+            self.pending.fill_(-1.0)
         # measured on the normalized (non-leaf) weights: a hook on a leaf would outlive the step
         inner = [wn for wn in wns if wn.grad_fn is not None]
         if not inner:
@@ -116,7 +127,7 @@ class DistributionLoss(nn.Module):
         reg_norm = torch.sqrt(sum((g.detach() ** 2).sum() for g in grads))
         lam = self.ratio * self.task_norm / reg_norm.clamp_min(1e-12)
         self.current.copy_(lam)
+        self.pending.zero_()
         for wn, g in zip(inner, grads, strict=True):
-            own = (lam * g).detach()
-            wn.register_hook(lambda gw, own=own: self._sq.append(((gw - own) ** 2).sum()))
+            wn.register_hook(self._hook((lam * g).detach()))
         return lam.detach() * total
