@@ -158,14 +158,11 @@ def load_cifar10(path: str) -> DataBundle:
     if (Path(base) / "cifar-10-batches-py").is_dir():  # the folder that holds the archive's
         base = str(Path(base) / "cifar-10-batches-py")
     folder = _folder(base, CIFAR10_REQUIRED, "cifar-10-batches-py")
-    meta = folder / "batches.meta"
-    _names(meta, read_pickle(meta), b"label_names", 10)
+    # data_batch_1 .. data_batch_k for the highest k present: a gap is a missing file
+    k = max(i for i in range(1, 6) if (folder / f"data_batch_{i}").is_file())
+    train_files = CIFAR10_FILES[:k]
+    _folder(str(folder), [*train_files, *CIFAR10_REQUIRED[1:]], "cifar-10-batches-py")
     parts = []
-    train_files = []
-    for fname in CIFAR10_FILES[:5]:  # data_batch_1 .. the last consecutive one present
-        if not (folder / fname).is_file():
-            break
-        train_files.append(fname)
     for fname in [*train_files, "test_batch"]:
         p = folder / fname
         d = read_pickle(p)
