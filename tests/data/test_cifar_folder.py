@@ -168,3 +168,16 @@ def test_imagenet_train_augmentation_is_random_resized_crop(tmp_path):
     b.train.set_epoch(2)
     c = torch.stack([b.train[i][0] for i in range(6)])
     assert a.shape == (6, 3, 24, 24) and not torch.equal(a, c)
+
+
+def test_cifar10_subset_folder_and_its_parent_load(tmp_path):
+    """data_batch_1..k with k < 5 (the shared sample has 4); the parent folder works too."""
+    folder = write_cifar10(tmp_path)
+    (folder / "data_batch_5").unlink()
+    (folder / "data_batch_4").unlink()
+    for path in (folder, tmp_path):
+        b = data.load(f"cifar10:{path}")
+        assert (len(b.train), len(b.test)) == (60, 10)
+    (folder / "data_batch_2").unlink()
+    with pytest.raises(PotlutDataError, match="missing data_batch_2"):
+        data.load(f"cifar10:{folder}")

@@ -10,7 +10,7 @@ from potlut.errors import PotlutConfigError
 from potlut.models import build
 from potlut.nn import QuantSpec, calibrate, convert, quant_layers
 from potlut.train import DistributionLoss, TrainConfig, fit
-from potlut.train.losses import layer_mismatch
+from potlut.train.losses import RATIO, layer_mismatch
 
 
 def test_layer_mismatch_hand_computed():
@@ -36,9 +36,12 @@ def test_modes():
     total = sum(float(layer_mismatch(m).detach()) for _, m in quant_layers(q))
     assert float(DistributionLoss("off")(q).detach()) == 0.0
     assert float(DistributionLoss("fixed", 0.5)(q).detach()) == pytest.approx(0.5 * total, rel=1e-5)
+    old = DistributionLoss("uncertainty")
+    assert float(old(q).detach()) == pytest.approx(total, rel=1e-5)  # exp(-0) * D + 0
+    assert old.s.requires_grad and not DistributionLoss("fixed").s.requires_grad
     learn = DistributionLoss("learnable")
-    assert float(learn(q).detach()) == pytest.approx(total, rel=1e-5)  # exp(-0) * D + 0
-    assert learn.s.requires_grad and not DistributionLoss("fixed").s.requires_grad
+    assert not learn.s.requires_grad
+    assert float(learn(q).detach()) == 0.0  # no task gradient seen yet: lambda = 0
     with pytest.raises(PotlutConfigError):
         DistributionLoss("sometimes")
 
@@ -53,3 +56,23 @@ def test_learnable_coefficient_moves_during_training():
     lams = [e.dist_lambda for e in hist.epochs]
     assert lams[0] != 1.0 and all(math.isfinite(v) and v > 0 for v in lams)
     assert abs(lams[-1] - 1.0) > 1e-3
+
+
+def test_learnable_coefficient_is_a_fixed_fraction_of_the_task_gradient():
+    """lambda = RATIO * |grad L_task| / |grad sum D| on the normalized weights of the step."""
+    torch.manual_seed(0)
+    q = convert(build("small_cnn", 10, 1), QuantSpec(bits=3)).train()
+    x, y = torch.randn(16, 1, 8, 8), torch.arange(16) % 10
+    dist = DistributionLoss("learnable")
+    ce = torch.nn.CrossEntropyLoss()
+    (ce(q(x), y) + dist(q)).backward()  # step 1: lambda 0, the hooks record |grad L_task|
+    assert dist.lam == 0.0
+    loss = ce(q(x), y)  # the same step again (no update): the task gradient is the recorded one
+    inner = [m.last_weights[0] for _, m in quant_layers(q) if m.weight_norm]
+    g_task = torch.autograd.grad(loss, inner, retain_graph=True)
+    reg = dist(q)
+    g_reg = torch.autograd.grad(reg, inner, retain_graph=True)
+    norm = lambda gs: float(torch.sqrt(sum((g**2).sum() for g in gs)))  # noqa: E731
+    assert dist.lam > 0
+    assert norm(g_reg) == pytest.approx(RATIO * norm(g_task), rel=1e-5)
+    assert float(dist.task_norm) == pytest.approx(norm(g_task), rel=1e-5)

@@ -1,6 +1,7 @@
 """CIFAR-10 / CIFAR-100 from the original python-pickle folders (no downloads).
 
-``cifar-10-batches-py/``: ``data_batch_1`` .. ``data_batch_5``, ``test_batch``,
+``cifar-10-batches-py/``: ``data_batch_1`` .. ``data_batch_5`` (a subset folder may stop
+early: ``data_batch_1`` .. ``data_batch_k``, as in ../shared/data), ``test_batch``,
 ``batches.meta``; ``cifar-100-python/``: ``train``, ``test``, ``meta``. Each batch is a
 pickled dict with ``b'data'`` (uint8, N x 3072, the 1024 red, then green, then blue
 pixels of each 32x32 image row-major) and ``b'labels'`` (CIFAR-10) or ``b'fine_labels'``
@@ -27,6 +28,7 @@ from potlut.data.transforms import AugmentedImages, CifarTrain, EvalTransform, p
 from potlut.errors import PotlutDataError
 
 CIFAR10_FILES = [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch", "batches.meta"]
+CIFAR10_REQUIRED = ["data_batch_1", "test_batch", "batches.meta"]
 CIFAR100_FILES = ["train", "test", "meta"]
 PIXELS = 3 * 32 * 32
 
@@ -153,18 +155,22 @@ def _bundle(name: str, xtr: np.ndarray, ytr: np.ndarray, xte: np.ndarray, yte: n
 def load_cifar10(path: str) -> DataBundle:
     """``cifar10:DIR[?augment=0]`` where DIR is ``cifar-10-batches-py``."""
     base, opts = parse_options(path, {"augment": bool})
-    folder = _folder(base, CIFAR10_FILES, "cifar-10-batches-py")
-    meta = folder / "batches.meta"
-    _names(meta, read_pickle(meta), b"label_names", 10)
+    if (Path(base) / "cifar-10-batches-py").is_dir():  # the folder that holds the archive's
+        base = str(Path(base) / "cifar-10-batches-py")
+    folder = _folder(base, CIFAR10_REQUIRED, "cifar-10-batches-py")
+    # data_batch_1 .. data_batch_k for the highest k present: a gap is a missing file
+    k = max(i for i in range(1, 6) if (folder / f"data_batch_{i}").is_file())
+    train_files = CIFAR10_FILES[:k]
+    _folder(str(folder), [*train_files, *CIFAR10_REQUIRED[1:]], "cifar-10-batches-py")
     parts = []
-    for fname in CIFAR10_FILES[:6]:
+    for fname in [*train_files, "test_batch"]:
         p = folder / fname
         d = read_pickle(p)
         x = _images(p, d)
         parts.append((x, _labels(p, d, b"labels", len(x), 10)))
-    xtr = np.concatenate([x for x, _ in parts[:5]])
-    ytr = np.concatenate([y for _, y in parts[:5]])
-    return _bundle("cifar10", xtr, ytr, *parts[5], 10, bool(opts.get("augment", True)))
+    xtr = np.concatenate([x for x, _ in parts[:-1]])
+    ytr = np.concatenate([y for _, y in parts[:-1]])
+    return _bundle("cifar10", xtr, ytr, *parts[-1], 10, bool(opts.get("augment", True)))
 
 
 def load_cifar100(path: str) -> DataBundle:
