@@ -11,13 +11,13 @@ from sklearn.datasets import load_digits
 from sklearn.model_selection import train_test_split
 
 from potlut import data, models
-from potlut.compress import compress_model
 from potlut.data.digits import SPLIT_SEED, TEST_FRACTION
 from potlut.data.idx import FILES, write_idx
+from potlut.evaluation import int_logits
 from potlut.infer.engine import IntEngine
-from potlut.infer.evaluate import int_logits
 from potlut.metrics.accuracy import evaluate
 from potlut.nn import QuantSpec, calibrate, convert
+from potlut.nn.export import compress_model
 from potlut.train import TrainConfig, fit
 
 

@@ -12,11 +12,11 @@ import pytest
 import torch
 
 from potlut import data, models
-from potlut.compress import compress_model
+from potlut.evaluation import int_logits
 from potlut.infer.engine import IntEngine
-from potlut.infer.evaluate import int_logits
 from potlut.metrics.accuracy import evaluate
 from potlut.nn import QuantSpec, calibrate, convert
+from potlut.nn.export import compress_model
 from potlut.train import TrainConfig, fit
 
 SAMPLE = Path("shared/data/cifar10-sample")
