@@ -105,7 +105,10 @@ def make_requant(m: np.ndarray, b: np.ndarray) -> Requant:
     """Integer form of ``y = m * x + b`` per channel (``m``, ``b`` float64, output units).
 
     ``M`` keeps 23 significant bits of ``m`` (float32 precision), ``r <= 30`` and
-    ``|b| <= 2^32`` bound every intermediate below 2^63 for int32 ``x``.
+    ``|b| <= 2^32`` bound every intermediate below 2^63 for int32 ``x``. ``B`` carries
+    ``2^(r-1)``, so the shift rounds to nearest instead of down: a floor biased every fixed
+    tensor low by up to one unit, and at a threshold tie that flipped a code against the
+    float model.
     """
     m = np.asarray(m, dtype=np.float64)
     b = np.clip(np.asarray(b, dtype=np.float64), -(2.0**32), 2.0**32)
@@ -124,7 +127,7 @@ def make_requant(m: np.ndarray, b: np.ndarray) -> Requant:
             e = math.floor(math.log2(abs(mc)))
             rc = int(np.clip(MULT_BITS - 1 - e, 0, R_MAX))
         M[c] = round(mc * 2.0**rc)
-        B[c] = round(float(b[c]) * 2.0**rc)
+        B[c] = round(float(b[c]) * 2.0**rc) + (1 << rc >> 1)  # + 2^(r-1): round to nearest
         r[c] = rc
     return Requant(M, B, r, pot)
 
