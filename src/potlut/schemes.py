@@ -41,6 +41,8 @@ class Scheme:
     weight_norm: bool = False  # normalize weights per layer before quantizing (METHODS §1.1)
     dist_loss: bool = False  # its method includes the distribution loss (METHODS §2)
     aliases: tuple[str, ...] = ()  # older names still read from files
+    approx_bits: int = 12  # APPROXIMATE: fixed-point bits the engine rounds levels to
+    bitwise: bool = False  # levels are scaled {-1, 0, +1} planes: XNOR/AND + popcount products
 
     def __post_init__(self) -> None:
         assert self.engine in ENGINE_MODES, self.engine
@@ -91,6 +93,23 @@ SCHEMES: dict[str, Scheme] = {s.name: s for s in (
            engine=REFUSED,
            engine_note="BM-float shares an exponent per block computed from the data at run "
                        "time: there is no fixed codebook to tabulate"),
+    Scheme("ls1", "LS-1", "Pouransari et al. 2020",
+           levels="weights ±alpha, alpha = mean|x|; activations {0, ±alpha}",
+           signs="weights signed; activations as the spec says", integer_only=True,
+           integer_note="one real scale per tensor (requantization multiplier); products by "
+                        "XNOR + popcount", engine=EXACT, bitwise=True),
+    Scheme("ls2", "LS-2", "Pouransari et al. 2020",
+           levels="±(v1 ± v2), the exact least-squares two-level split of |x| (+ 0 for "
+                  "activations)",
+           signs="weights signed; activations as the spec says", integer_only=False,
+           integer_note="two real scales v1, v2 per tensor: fixed-point rounding needed",
+           engine=APPROXIMATE, engine_note="levels rounded to 8-bit fixed point",
+           approx_bits=8, bitwise=True),
+    Scheme("lst", "LS-T", "Pouransari et al. 2020",
+           levels="{0, ±alpha} with the least-squares optimal threshold",
+           signs="weights signed; activations as the spec says", integer_only=True,
+           integer_note="one real scale per tensor (requantization multiplier); products by "
+                        "AND/XNOR + popcount", engine=EXACT, bitwise=True),
 )}
 _ALIASES = {a: s for s in SCHEMES.values() for a in s.aliases}
 
