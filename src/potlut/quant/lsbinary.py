@@ -170,7 +170,7 @@ class LSQuantizer(Quantizer):
         t = self._magnitudes(x)
         inside = t <= book[-1].to(x.dtype)
         ste = torch.where(inside, x, x.detach())
-        return ste + (q - ste).detach()
+        return q.detach() + (ste - ste.detach())  # exactly q forward (the file stores it)
 
     @torch.no_grad()
     def export(self, x: torch.Tensor) -> Exported:
