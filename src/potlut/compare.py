@@ -36,7 +36,7 @@ from potlut.metrics import evaluate, fixops, weight_bytes
 from potlut.nn import QuantSpec, calibrate, convert
 from potlut.nn.layers import quant_layers
 from potlut.pipeline import RunConfig
-from potlut.quant import registry
+from potlut.quant import registry, schedule
 from potlut.quant.iospot import check_bits
 from potlut.schemes import parse_method
 from potlut.train import fit
@@ -228,6 +228,7 @@ def _run_scheme(base, scheme, bits, fp32, bundle, fp_row, out, resume, progress,
         if profit:
             freezer, callback = stack.enter_context(
                 progressive_freezing(qmodel, tcfg.epochs, folder, ckpt, resume))
+        callback = schedule.chain(callback, schedule.epoch_callback(name, qmodel, tcfg.epochs))
         fit(qmodel, bundle, tcfg, stage="qat", checkpoint=ckpt,
             resume=resume, progress=progress, on_epoch_end=callback)
     qmodel.cpu()

@@ -22,6 +22,7 @@ from potlut.errors import PotlutConfigError, PotlutError
 from potlut.fileio import atomic_write_bytes
 from potlut.metrics import evaluate, fixops, weight_bytes
 from potlut.nn import QuantSpec, calibrate, convert
+from potlut.quant import schedule
 from potlut.schemes import parse_method
 from potlut.train import TrainConfig, fit, pick_device
 from potlut.train import distributed as pdist
@@ -97,6 +98,8 @@ def run(cfg: RunConfig, out: str | Path, resume: bool = False, progress: bool = 
         if parse_method(cfg.scheme).profit:  # PROFIT: progressive freezing during QAT
             _, on_epoch_end = stack.enter_context(progressive_freezing(
                 qmodel, qat_cfg.epochs, out, out / "qat.ckpt", resume))
+        on_epoch_end = schedule.chain(on_epoch_end, schedule.epoch_callback(
+            parse_method(cfg.scheme).scheme.name, qmodel, qat_cfg.epochs))
         qat_hist = fit(
             qmodel, bundle, qat_cfg, stage="qat",
             checkpoint=out / "qat.ckpt", resume=resume, progress=progress,

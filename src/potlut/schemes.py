@@ -110,6 +110,14 @@ SCHEMES: dict[str, Scheme] = {s.name: s for s in (
            signs="weights signed; activations as the spec says", integer_only=True,
            integer_note="one real scale per tensor (requantization multiplier); products by "
                         "AND/XNOR + popcount", engine=EXACT, bitwise=True),
+    Scheme("alq", "ALQ", "Qu et al. 2020",
+           levels="per group of 64 weights: sums of I_g scaled binary bases, I_g chosen by "
+                  "the loss (0 allowed); activations b-bit fixed point",
+           signs="weights signed", integer_only=False,
+           integer_note="a real basis per group of 64 weights",
+           engine=REFUSED,
+           engine_note="ALQ gives every group of 64 weights its own real basis: there is no "
+                       "per-tensor codebook to tabulate"),
 )}
 _ALIASES = {a: s for s in SCHEMES.values() for a in s.aliases}
 
