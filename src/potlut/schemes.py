@@ -118,6 +118,23 @@ SCHEMES: dict[str, Scheme] = {s.name: s for s in (
            engine=REFUSED,
            engine_note="ALQ gives every group of 64 weights its own real basis: there is no "
                        "per-tensor codebook to tabulate"),
+    Scheme("sq", "SQ", "Dong et al. 2017",
+           levels="ternary {0, ±alpha} weights on a growing random ratio of the filters "
+                  "(50 % -> 100 %); activations b-bit fixed point",
+           signs="weights signed", integer_only=True,
+           integer_note="ternary weights (one real scale) x fixed-point activations",
+           engine=INT8),
+    Scheme("esb", "ESB", "Gong et al. 2021",
+           levels="{0} ∪ 2^-e (1 + m/2) (2 significant bits) times a DDA-aligned scale",
+           signs="weights signed; activations as the spec says", integer_only=True,
+           integer_note="2 significant bits: a product is at most 2 shift-adds; real scale "
+                        "in the requantization multiplier", engine=EXACT),
+    Scheme("srq", "SRQ + DropBits", "Lee et al. 2021",
+           levels="uniform grid s·{-2^(b-1)..2^(b-1)-1} with a learned step s and a learned "
+                  "per-layer bit-width",
+           signs="weights signed; activations as the spec says", integer_only=True,
+           integer_note="uniform codes, real step s: integer requantization multiplier",
+           engine=EXACT),
 )}
 _ALIASES = {a: s for s in SCHEMES.values() for a in s.aliases}
 
