@@ -36,7 +36,7 @@ from potlut.quant.base import Exported, Quantizer
 from potlut.quant.iospot import check_bits
 
 SIGNIFICANT_BITS = 2
-DDA_STEPS = 8
+DDA_STEPS = 32  # converged: each step can only lower the error
 
 
 def esb_levels(bits: int, k: int = SIGNIFICANT_BITS, signed: bool = True) -> torch.Tensor:
@@ -79,7 +79,10 @@ def dda_scale(t: torch.Tensor, levels: torch.Tensor, alpha: float) -> float:
         den = float((lt * lt).sum())
         if den == 0:
             break
-        alpha = float((t * lt).sum()) / den
+        new = float((t * lt).sum()) / den
+        if new == alpha:
+            break
+        alpha = new
     return alpha
 
 
