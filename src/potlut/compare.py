@@ -44,12 +44,14 @@ from potlut.train.losses import MODES as DIST_LOSS_MODES
 from potlut.train.profit_run import progressive_freezing
 
 BASELINES = ["apot", "lqnet", "deepshift", "pact", "lsq", "bmfloat", "profit"]
-DEFAULT_SCHEMES = ["iospot", *BASELINES]
+# the other quantizers of the related work (issue 14): least-squares binary, ALQ, SQ, ESB, SRQ
+RELATED = ["ls1", "ls2", "lst", "alq", "sq", "esb", "srq"]
+DEFAULT_SCHEMES = ["iospot", *BASELINES, *RELATED]
 
 JSON_KEYS = ("scheme", "bits_w", "bits_a", "top1", "top5", "weight_bytes", "fixops",
              "weight_rate", "fixops_rate")
 CSV_KEYS = ("method", *JSON_KEYS, "delta_top1", "delta_top5", "integer_only", "int_top1",
-            "note", "seconds")
+            "engine", "note", "seconds")
 
 
 def method_label(scheme: str) -> str:
@@ -107,8 +109,13 @@ def stored_weight_bytes(qmodel: nn.Module) -> float:
     return weight_bytes(qmodel) + side / 8
 
 
-def _bits(qmodel: nn.Module) -> tuple[int, int]:
+def _bits(qmodel: nn.Module) -> tuple[float, int]:
+    """Widest middle-layer W/A bits; a fractional average (ALQ) is averaged over weights."""
     mids = _middle_layers(qmodel)
+    if any(float(m.bits_w) != int(m.bits_w) for m in mids):
+        n = sum(m.weight.numel() for m in mids)
+        avg = sum(float(m.bits_w) * m.weight.numel() for m in mids) / n
+        return round(avg, 3), max(m.bits_a for m in mids)
     return max(m.bits_w for m in mids), max(m.bits_a for m in mids)
 
 
@@ -127,7 +134,8 @@ def _row(scheme: str, model: nn.Module, bundle, fp: dict | None, seconds: float)
         "weight_rate": round(ref["weight_bytes"] / wb, 4),
         "fixops_rate": round(ref["fixops"] / fx, 4),
         "delta_top1": round(t1 - ref["top1"], 4), "delta_top5": round(t5 - ref["top5"], 4),
-        "integer_only": int_ok, "int_top1": None, "note": note, "seconds": round(seconds, 2),
+        "integer_only": int_ok, "int_top1": None, "engine": None, "note": note,
+        "seconds": round(seconds, 2),
     }
 
 
@@ -192,11 +200,32 @@ def integer_engine_top1(qmodel: nn.Module, bundle, path: Path) -> tuple[float | 
     except PotlutError as exc:
         return None, f"integer engine refuses: {exc}"
     approx = engine.program.approximations()
-    if not approx:
-        return top1, ""
-    err = max(max(a["weight_max_err"], a["act_max_err"]) for a in approx)
-    return top1, (f"integer engine rounds {len(approx)} layers' codebooks to fixed point "
-                  f"(max level error {err:.2g})")
+    notes = [_bitwise_note(engine.program, bundle)]
+    if approx:
+        err = max(max(a["weight_max_err"], a["act_max_err"]) for a in approx)
+        notes.insert(0, f"integer engine rounds {len(approx)} layers' codebooks to fixed point "
+                        f"(max level error {err:.2g})")
+    return top1, "; ".join(filter(None, notes))
+
+
+BITWISE_CHECK = 256  # test images on which the popcount path is checked against the reference
+
+
+def _bitwise_note(program, bundle) -> str:
+    """For LS layers: whether XNOR/AND + popcount equals the int64 reference on test images."""
+    import numpy as np
+
+    from potlut.infer import run_reference
+    from potlut.infer.bitwise import bitwise_layers, run_bitwise
+
+    names = bitwise_layers(program)
+    if not names:
+        return ""
+    n = min(BITWISE_CHECK, len(bundle.test))
+    x = torch.stack([bundle.test[i][0] for i in range(n)]).numpy()
+    same = np.array_equal(run_bitwise(program, x), run_reference(program, x))
+    return (f"{len(names)} layers by XNOR/AND + popcount: "
+            f"{'equal to' if same else 'DIFFERENT from'} the int64 reference on {n} test images")
 
 
 def _run_scheme(base, scheme, bits, fp32, bundle, fp_row, out, resume, progress,
@@ -234,6 +263,10 @@ def _run_scheme(base, scheme, bits, fp32, bundle, fp_row, out, resume, progress,
     qmodel.cpu()
     row = _row(scheme, qmodel, bundle, fp_row, time.time() - t0)
     row["int_top1"], int_note = integer_engine_top1(qmodel, bundle, folder / "model.potlut")
+    row["engine"] = ("refused" if row["int_top1"] is None
+                     else "approximate" if "rounds" in int_note else "exact")
+    if "popcount" in int_note:
+        row["engine"] += " (bitwise)"
     row["note"] = "; ".join(filter(None, [row["note"], int_note]))
     if freezer is not None:
         row["note"] = "; ".join(filter(None, [row["note"],

@@ -4,18 +4,35 @@ shortcuts-free option A, linear) and trained digits models."""
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 import pytest
 import torch
 
 from potlut import data
 from potlut.infer import IntEngine, lower, run_reference
-from potlut.infer.bitwise import bitwise_layers, pack, planes, popcount, run_bitwise
+from potlut.infer.bitwise import (
+    bitwise_layers,
+    c_kernel,
+    pack,
+    planes,
+    popcount,
+    run_bitwise,
+)
 from potlut.pipeline import MODEL_FILE, RunConfig, run
 
 from .helpers import random_graph
 
 LS = ["ls1", "ls2", "lst"]
+BACKENDS = ["numpy", "c"]
+
+
+def _need(backend: str) -> None:
+    if backend == "c" and c_kernel() is None:
+        if os.environ.get("CI"):
+            raise AssertionError("the C popcount kernel must build in CI")
+        pytest.skip("no C compiler")
 
 
 def test_planes_rebuild_the_values_by_hand():
@@ -44,9 +61,11 @@ def test_pack_and_popcount():
     assert int(words[0, 0]) == 1 | (1 << 63)
 
 
+@pytest.mark.parametrize("backend", BACKENDS)
 @pytest.mark.parametrize("scheme", LS)
 @pytest.mark.parametrize("model,shape", [("small_cnn", (1, 8, 8)), ("resnet20", (3, 8, 8))])
-def test_bitwise_equals_reference_on_random_models(scheme, model, shape):
+def test_bitwise_equals_reference_on_random_models(scheme, model, shape, backend):
+    _need(backend)
     prog = lower(random_graph(model, shape, 4, seed=5, scheme=scheme))
     names = bitwise_layers(prog)
     assert len(names) == len(prog.layers()) - 2  # all but the 8-bit first and last layers
@@ -54,7 +73,7 @@ def test_bitwise_equals_reference_on_random_models(scheme, model, shape):
     x = torch.randn(3, *shape)
     ref = run_reference(prog, x)
     assert np.abs(ref).max() > 2 ** prog.frac_bits // 100  # not all zero
-    np.testing.assert_array_equal(run_bitwise(prog, x), ref)
+    np.testing.assert_array_equal(run_bitwise(prog, x, backend), ref)
 
 
 @pytest.mark.parametrize("scheme", LS)
@@ -69,8 +88,10 @@ def test_bitwise_equals_reference_on_trained_digits_model(scheme, tmp_path):
     x = torch.stack([bundle.test[i][0] for i in range(len(bundle.test))])
     labels = np.array([bundle.test[i][1] for i in range(len(bundle.test))])
     ref = run_reference(prog, x)
-    bw = run_bitwise(prog, x)
+    bw = run_bitwise(prog, x, "numpy")
     np.testing.assert_array_equal(bw, ref)
+    if c_kernel() is not None or os.environ.get("CI"):
+        np.testing.assert_array_equal(run_bitwise(prog, x, "c"), ref)
     np.testing.assert_array_equal(engine.run(x), ref)
     top1 = 100 * np.mean(bw.argmax(1) == labels)
     assert top1 == pytest.approx(report["int_top1"], abs=1e-3)

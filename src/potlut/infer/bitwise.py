@@ -12,10 +12,21 @@ integers whatever the parity of ``a + b``: the sum is 4 times the dot product, d
 exactly. The integers are those of the program (:mod:`potlut.infer.program`), so every
 accumulator equals :func:`potlut.infer.reference.accumulate` bit for bit; a layer whose
 P-LUT rounds products (a table shift) has no bitwise form and is refused.
+
+Two implementations of the same sums: NumPy (``np.bitwise_count``) and a C kernel
+(``kernels/bitwise_popcount.c``, ``__builtin_popcountll``), compiled at first use like the
+engine's C backend; ``backend="auto"`` takes C where a compiler exists.
 """
 
 from __future__ import annotations
 
+import ctypes
+import functools
+import hashlib
+import os
+import subprocess
+import tempfile
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -61,11 +72,79 @@ def is_bitwise(layer: Layer) -> bool:
     return layer.bitwise
 
 
-def accumulate(layer: Layer, codes: np.ndarray) -> np.ndarray:
-    """The layer's accumulators ``[N, O, L]`` by XNOR/AND + popcount (equal to the reference)."""
+C_SOURCE = Path(__file__).parent / "kernels" / "bitwise_popcount.c"
+C_FLAGS = ["-O3", "-std=c11", "-shared", "-fPIC", "-mpopcnt"]
+
+
+@functools.lru_cache(maxsize=1)
+def c_kernel() -> Any | None:
+    """The compiled ``bitwise_dot`` (ctypes), or None where no C compiler works."""
+    from potlut.infer.kernels.cbackend import _compiler, cache_dir
+
+    cc = _compiler()
+    if cc is None or os.environ.get("POTLUT_NO_C") == "1":
+        return None
+    src = C_SOURCE.read_bytes()
+    tag = hashlib.sha256(src + " ".join([cc, *C_FLAGS]).encode()).hexdigest()[:16]
+    out = cache_dir() / f"bitwise_popcount_{tag}.so"
+    try:
+        if not out.exists():
+            out.parent.mkdir(parents=True, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(suffix=".so", dir=out.parent)
+            os.close(fd)
+            flags = C_FLAGS
+            res = subprocess.run([cc, *flags, str(C_SOURCE), "-o", tmp], capture_output=True)
+            if res.returncode != 0:  # a CPU without POPCNT flag support: portable popcount
+                flags = [f for f in C_FLAGS if f != "-mpopcnt"]
+                subprocess.run([cc, *flags, str(C_SOURCE), "-o", tmp], check=True,
+                               capture_output=True)
+            os.replace(tmp, out)
+        lib = ctypes.CDLL(str(out))
+    except (OSError, subprocess.CalledProcessError):
+        return None
+    fn = lib.bitwise_dot
+    fn.restype = None
+    fn.argtypes = [ctypes.c_int64] * 6 + [ctypes.c_void_p] * 7
+    return fn
+
+
+def _dot_numpy(wm, ws, cw, am, as_, ca) -> np.ndarray:
+    """``[N, O, L]`` sums from packed masks/signs (``wm [O, W]``, ``am [N, L, W]``)."""
+    mask = wm[None, :, None, :] & am[:, None, :, :]  # [N, O, L, words]
+    total = popcount(mask)
+    acc4 = np.zeros(total.shape, dtype=np.int64)
+    for c, s in zip(cw, ws, strict=True):
+        for d, t in zip(ca, as_, strict=True):
+            differ = popcount((s[None, :, None, :] ^ t[:, None, :, :]) & mask)
+            acc4 += c * d * (total - 2 * differ)
+    assert not np.any(acc4 % 4), "doubled plane coefficients must sum to 4 x the product"
+    return acc4 // 4
+
+
+def _dot_c(fn, wm, ws, cw, am, as_, ca) -> np.ndarray:
+    N, L, W = am.shape
+    n_out = wm.shape[0]
+    wsign = np.ascontiguousarray(np.stack(ws))
+    asign = np.ascontiguousarray(np.stack(as_))
+    cwa, caa = np.asarray(cw, np.int64), np.asarray(ca, np.int64)
+    wm, am = np.ascontiguousarray(wm), np.ascontiguousarray(am)
+    acc = np.zeros((N, n_out, L), dtype=np.int64)
+    ptr = [a.ctypes.data for a in (wm, wsign, cwa, am, asign, caa, acc)]
+    fn(N, n_out, L, W, len(cw), len(ca), *ptr)
+    return acc
+
+
+def accumulate(layer: Layer, codes: np.ndarray, backend: str = "auto") -> np.ndarray:
+    """The layer's accumulators ``[N, O, L]`` by XNOR/AND + popcount (equal to the reference).
+
+    ``backend``: ``"numpy"``, ``"c"`` (the popcount kernel) or ``"auto"`` (C if it builds).
+    """
     if layer.plut is not None and layer.plut.shift:
         raise UnsupportedModelError(f"layer {layer.module}: its P-LUT rounds products "
                                     f"(shift {layer.plut.shift}); no bitwise form")
+    fn = c_kernel() if backend in ("auto", "c") else None
+    if backend == "c" and fn is None:
+        raise UnsupportedModelError("the C popcount kernel could not be built (no C compiler)")
     a = decode_values(codes, layer.act)
     if layer.op == "linear":
         a = a.reshape(a.shape[0], -1, 1, 1)
@@ -81,26 +160,19 @@ def accumulate(layer: Layer, codes: np.ndarray) -> np.ndarray:
                             w_neg[g * Og:(g + 1) * Og], f"layer {layer.module} weights")
         ca, sa, ma = planes(layer.act.values, np.abs(cols), cols < 0,
                             f"layer {layer.module} activations")
-        mask = pack(mw)[None, :, None, :] & pack(ma)[:, None, :, :]  # [N, O, L, words]
-        total = popcount(mask)
-        acc4 = np.zeros(total.shape, dtype=np.int64)
-        for c, s in zip(cw, sw, strict=True):
-            ps = pack(s)[None, :, None, :]
-            for d, t in zip(ca, sa, strict=True):
-                differ = popcount((ps ^ pack(t)[:, None, :, :]) & mask)
-                acc4 += c * d * (total - 2 * differ)
-        assert not np.any(acc4 % 4), "doubled plane coefficients must sum to 4 x the product"
-        accs.append(acc4 // 4)
+        packed = (pack(mw), [pack(s) for s in sw], cw, pack(ma), [pack(t) for t in sa], ca)
+        accs.append(_dot_numpy(*packed) if fn is None else _dot_c(fn, *packed))
     return np.concatenate(accs, axis=1)
 
 
-def _accumulate_any(layer: Layer, codes: np.ndarray) -> np.ndarray:
-    return accumulate(layer, codes) if is_bitwise(layer) else reference_accumulate(layer, codes)
-
-
-def run_bitwise(prog: Program, x: Any) -> np.ndarray:
+def run_bitwise(prog: Program, x: Any, backend: str = "auto") -> np.ndarray:
     """Run ``prog`` on float images with every LS layer by popcount (others as the reference)."""
-    return run_reference(prog, x, accumulate=_accumulate_any)
+    def acc(layer: Layer, codes: np.ndarray) -> np.ndarray:
+        if is_bitwise(layer):
+            return accumulate(layer, codes, backend)
+        return reference_accumulate(layer, codes)
+
+    return run_reference(prog, x, accumulate=acc)
 
 
 def bitwise_layers(prog: Program) -> list[str]:

@@ -253,7 +253,7 @@ def reduction_schedule(qmodel: nn.Module, epochs: int,
 
 def _factory(bits: int, role: str, signed: bool) -> Quantizer:
     if role == "weight":
-        return ALQWeightQuantizer(bits)
+        return ALQWeightQuantizer(min(int(bits), 4))  # 2^4 combinations per group at most
     return UniformPoTQuantizer(max(2, bits), signed=signed)
 
 

@@ -93,7 +93,7 @@ class ESBQuantizer(Quantizer):
 
     def __init__(self, bits: int = 4, role: str = "weight", signed: bool = True,
                  k: int = SIGNIFICANT_BITS) -> None:
-        super().__init__(check_bits(bits, 2, 6))
+        super().__init__(check_bits(bits, 2, 8))
         self.role = role
         self.signed = True if role == "weight" else signed
         self.k = max(1, min(k, self.bits - 1))
