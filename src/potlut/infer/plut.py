@@ -110,7 +110,8 @@ def fixed_codebook(codebook: np.ndarray, scheme: str, where: str) -> FixedCodebo
         values, unit = integer_codebook(codebook, where)
         # any float32 list is integers times a power of two; for real-scale schemes that
         # form is only useful when small (else the one-real-step form below is the codebook)
-        if pot or int(values.max(initial=0)) < 2**POT_VALUE_BITS:
+        small = 2**8 if facts is not None and facts.engine == schemes.INT8 else 2**POT_VALUE_BITS
+        if pot or int(values.max(initial=0)) < small:  # int8 path: weights must fit 8 bits
             return FixedCodebook(values, unit, 1.0, True, 0.0)
     except UnsupportedModelError:
         if pot:

@@ -251,10 +251,16 @@ def reduction_schedule(qmodel: nn.Module, epochs: int,
     return on_epoch_end
 
 
+class ALQActQuantizer(UniformPoTQuantizer):
+    """ALQ's activations: ``b``-bit fixed point (ALQ itself quantizes weights only)."""
+
+    scheme = "alq"
+
+
 def _factory(bits: int, role: str, signed: bool) -> Quantizer:
     if role == "weight":
         return ALQWeightQuantizer(min(int(bits), 4))  # 2^4 combinations per group at most
-    return UniformPoTQuantizer(max(2, bits), signed=signed)
+    return ALQActQuantizer(max(2, bits), signed=signed)
 
 
 registry.register("alq", _factory)

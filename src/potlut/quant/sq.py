@@ -134,10 +134,16 @@ def ratio_schedule(qmodel: nn.Module, epochs: int) -> Callable[[int, Any], None]
     return lambda epoch, log: set_ratio(ratio_at(epoch, epochs) if epoch < epochs else 1.0)
 
 
+class SQActQuantizer(UniformPoTQuantizer):
+    """SQ's activations: ``b``-bit fixed point (SQ itself quantizes weights only)."""
+
+    scheme = "sq"
+
+
 def _factory(bits: int, role: str, signed: bool) -> Quantizer:
     if role == "weight":
         return SQWeightQuantizer()
-    return UniformPoTQuantizer(max(2, bits), signed=signed)
+    return SQActQuantizer(max(2, bits), signed=signed)
 
 
 registry.register("sq", _factory)
