@@ -102,7 +102,8 @@ SCHEMES: dict[str, Scheme] = {s.name: s for s in (
            levels="±(v1 ± v2), the exact least-squares two-level split of |x| (+ 0 for "
                   "activations)",
            signs="weights signed; activations as the spec says", integer_only=False,
-           integer_note="two real scales v1, v2 per tensor: fixed-point rounding needed",
+           integer_note="two real scales v1, v2 per tensor: integer products only where "
+                        "(v1 - v2) / (v1 + v2) is a small fraction, else rounded",
            engine=APPROXIMATE, engine_note="levels rounded to 8-bit fixed point",
            approx_bits=8, bitwise=True),
     Scheme("lst", "LS-T", "Pouransari et al. 2020",
