@@ -38,12 +38,14 @@ from potlut.schemes import parse_method
 from potlut.train.losses import MODES as DIST_LOSS_MODES
 
 BASELINES = ["apot", "lqnet", "deepshift", "pact", "lsq", "bmfloat", "profit"]
-DEFAULT_SCHEMES = ["iospot", *BASELINES]
+# the other quantizers of the related work (issue 14): least-squares binary, ALQ, SQ, ESB, SRQ
+RELATED = ["ls1", "ls2", "lst", "alq", "sq", "esb", "srq"]
+DEFAULT_SCHEMES = ["iospot", *BASELINES, *RELATED]
 
 JSON_KEYS = ("scheme", "bits_w", "bits_a", "top1", "top5", "weight_bytes", "fixops",
              "weight_rate", "fixops_rate")
 CSV_KEYS = ("method", *JSON_KEYS, "delta_top1", "delta_top5", "integer_only", "int_top1",
-            "note", "seconds")
+            "engine", "note", "seconds")
 
 
 def method_label(scheme: str) -> str:
@@ -101,8 +103,13 @@ def stored_weight_bytes(qmodel: nn.Module) -> float:
     return weight_bytes(qmodel) + side / 8
 
 
-def _bits(qmodel: nn.Module) -> tuple[int, int]:
+def _bits(qmodel: nn.Module) -> tuple[float, int]:
+    """Widest middle-layer W/A bits; a fractional average (ALQ) is averaged over weights."""
     mids = _middle_layers(qmodel)
+    if any(float(m.bits_w) != int(m.bits_w) for m in mids):
+        n = sum(m.weight.numel() for m in mids)
+        avg = sum(float(m.bits_w) * m.weight.numel() for m in mids) / n
+        return round(avg, 3), max(m.bits_a for m in mids)
     return max(m.bits_w for m in mids), max(m.bits_a for m in mids)
 
 
@@ -121,7 +128,8 @@ def _row(scheme: str, model: nn.Module, bundle, fp: dict | None, seconds: float)
         "weight_rate": round(ref["weight_bytes"] / wb, 4),
         "fixops_rate": round(ref["fixops"] / fx, 4),
         "delta_top1": round(t1 - ref["top1"], 4), "delta_top5": round(t5 - ref["top5"], 4),
-        "integer_only": int_ok, "int_top1": None, "note": note, "seconds": round(seconds, 2),
+        "integer_only": int_ok, "int_top1": None, "engine": None, "note": note,
+        "seconds": round(seconds, 2),
     }
 
 
@@ -186,7 +194,7 @@ def _run_scheme(base, scheme, bits, fp32, bundle, fp_row, out, resume, progress,
                                             progress)
     row = _row(scheme, qmodel, bundle, fp_row, time.time() - t0)
     file = integer_file(qmodel, bundle, folder / "model.potlut")
-    row["int_top1"] = file["int_top1"]
+    row["int_top1"], row["engine"] = file["int_top1"], file["engine"]
     refused = f"integer engine refuses: {file['int_error']}" if "int_error" in file else ""
     row["note"] = "; ".join(filter(None, [row["note"], refused, file["int_note"], train_note]))
     atomic_write_bytes(row_path, json.dumps({"recipe": recipe, "row": row}, indent=2).encode())

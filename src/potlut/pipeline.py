@@ -25,6 +25,7 @@ from potlut import data as data_mod
 from potlut.errors import PotlutConfigError, PotlutError
 from potlut.metrics import evaluate, fixops, weight_bytes
 from potlut.nn import QuantSpec, convert, quantize
+from potlut.quant import schedule
 from potlut.reporting import md_table
 from potlut.schemes import Method, parse_method
 from potlut.train import TrainConfig, fit, pick_device
@@ -101,6 +102,9 @@ def train_quantized(fp32: torch.nn.Module, bundle, method: Method, spec: QuantSp
         if method.profit:  # PROFIT: progressive freezing during QAT
             freezer, on_epoch_end = stack.enter_context(
                 progressive_freezing(qmodel, tcfg.epochs, out, ckpt, resume))
+        # per-scheme epoch-end steps (ALQ's bit reduction, SQ's ratio, SRQ's bit-widths)
+        on_epoch_end = schedule.chain(on_epoch_end, schedule.epoch_callback(
+            method.scheme.name, qmodel, tcfg.epochs))
         hist = fit(qmodel, bundle, tcfg, stage="qat", checkpoint=ckpt, resume=resume,
                    progress=progress, on_epoch_end=on_epoch_end, meta=meta)
     note = f"PROFIT froze {len(freezer.frozen)} conv layers" if freezer is not None else ""
@@ -115,8 +119,10 @@ def integer_file(qmodel: torch.nn.Module, bundle, path: Path,
     """Step 3: write ``qmodel`` as a .potlut file and score it with the integer engine.
 
     Keys: the file's sizes and ``model_file`` (or ``file_error``), ``int_top1`` (None
-    where the engine refuses the scheme: ``int_error`` says why) and ``int_note`` (the
-    codebooks the engine rounds to fixed point, if any).
+    where the engine refuses the scheme: ``int_error`` says why), ``int_note`` (the
+    codebooks the engine rounds to fixed point, if any; whether XNOR/popcount layers equal
+    the reference) and ``engine``: exact / approximate / refused, "(bitwise)" added when
+    least-squares binary layers run by popcount.
     """
     from potlut.evaluation import check_bundle, evaluate_int
     from potlut.infer import IntEngine
@@ -126,7 +132,7 @@ def integer_file(qmodel: torch.nn.Module, bundle, path: Path,
         st = compress_model(qmodel.eval(), bundle.in_shape, path, meta=meta)
     except PotlutError as exc:
         return {"file_bytes": None, "file_error": str(exc), "int_top1": None,
-                "int_error": str(exc), "int_note": ""}
+                "int_error": str(exc), "int_note": "", "engine": "refused"}
     keys = ("file_bytes", "entropy_bound_bytes", "compression_rate", "overhead_bytes")
     result: dict[str, Any] = {**{k: st[k] for k in keys}, "model_file": str(path)}
     try:
@@ -134,12 +140,36 @@ def integer_file(qmodel: torch.nn.Module, bundle, path: Path,
         check_bundle(engine, bundle)
         result["int_top1"] = round(evaluate_int(engine, bundle.test)[0], 4)
     except PotlutError as exc:
-        return {**result, "int_top1": None, "int_error": str(exc), "int_note": ""}
+        return {**result, "int_top1": None, "int_error": str(exc), "int_note": "",
+                "engine": "refused"}
     approx = engine.program.approximations()
     err = max((max(a["weight_max_err"], a["act_max_err"]) for a in approx), default=0.0)
-    result["int_note"] = (f"integer engine rounds {len(approx)} layers' codebooks to fixed "
-                          f"point (max level error {err:.2g})") if approx else ""
+    bitwise = _bitwise_note(engine.program, bundle)
+    result["int_note"] = "; ".join(filter(None, [
+        (f"integer engine rounds {len(approx)} layers' codebooks to fixed point (max level "
+         f"error {err:.2g})") if approx else "", bitwise]))
+    result["engine"] = ("approximate" if approx else "exact") + (" (bitwise)" if bitwise else "")
     return result
+
+
+BITWISE_CHECK = 256  # test images on which the popcount path is checked against the reference
+
+
+def _bitwise_note(program, bundle) -> str:
+    """For LS layers: whether XNOR/AND + popcount equals the int64 reference on test images."""
+    import numpy as np
+
+    from potlut.infer import run_reference
+    from potlut.infer.bitwise import bitwise_layers, run_bitwise
+
+    names = bitwise_layers(program)
+    if not names:
+        return ""
+    n = min(BITWISE_CHECK, len(bundle.test))
+    x = torch.stack([bundle.test[i][0] for i in range(n)]).numpy()
+    same = np.array_equal(run_bitwise(program, x), run_reference(program, x))
+    return (f"{len(names)} layers by XNOR/AND + popcount: "
+            f"{'equal to' if same else 'DIFFERENT from'} the int64 reference on {n} test images")
 
 
 def run(cfg: RunConfig, out: str | Path, resume: bool = False, progress: bool = True) -> dict:

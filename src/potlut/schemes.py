@@ -41,6 +41,8 @@ class Scheme:
     weight_norm: bool = False  # normalize weights per layer before quantizing (METHODS §1.1)
     dist_loss: bool = False  # its method includes the distribution loss (METHODS §2)
     aliases: tuple[str, ...] = ()  # older names still read from files
+    approx_bits: int = 12  # APPROXIMATE: fixed-point bits the engine rounds levels to
+    bitwise: bool = False  # levels are scaled {-1, 0, +1} planes: XNOR/AND + popcount products
 
     def __post_init__(self) -> None:
         assert self.engine in ENGINE_MODES, self.engine
@@ -91,6 +93,49 @@ SCHEMES: dict[str, Scheme] = {s.name: s for s in (
            engine=REFUSED,
            engine_note="BM-float shares an exponent per block computed from the data at run "
                        "time: there is no fixed codebook to tabulate"),
+    Scheme("ls1", "LS-1", "Pouransari et al. 2020",
+           levels="weights ±alpha, alpha = mean|x|; activations {0, ±alpha}",
+           signs="weights signed; activations as the spec says", integer_only=True,
+           integer_note="one real scale per tensor (requantization multiplier); products by "
+                        "XNOR + popcount", engine=EXACT, bitwise=True),
+    Scheme("ls2", "LS-2", "Pouransari et al. 2020",
+           levels="±(v1 ± v2), the exact least-squares two-level split of |x| (+ 0 for "
+                  "activations)",
+           signs="weights signed; activations as the spec says", integer_only=False,
+           integer_note="two real scales v1, v2 per tensor: integer products only where "
+                        "(v1 - v2) / (v1 + v2) is a small fraction, else rounded",
+           engine=APPROXIMATE, engine_note="levels rounded to 8-bit fixed point",
+           approx_bits=8, bitwise=True),
+    Scheme("lst", "LS-T", "Pouransari et al. 2020",
+           levels="{0, ±alpha} with the least-squares optimal threshold",
+           signs="weights signed; activations as the spec says", integer_only=True,
+           integer_note="one real scale per tensor (requantization multiplier); products by "
+                        "AND/XNOR + popcount", engine=EXACT, bitwise=True),
+    Scheme("alq", "ALQ", "Qu et al. 2020",
+           levels="per group of 64 weights: sums of I_g scaled binary bases, I_g chosen by "
+                  "the loss (0 allowed); activations b-bit fixed point",
+           signs="weights signed", integer_only=False,
+           integer_note="a real basis per group of 64 weights",
+           engine=REFUSED,
+           engine_note="ALQ gives every group of 64 weights its own real basis: there is no "
+                       "per-tensor codebook to tabulate"),
+    Scheme("sq", "SQ", "Dong et al. 2017",
+           levels="ternary {0, ±alpha} weights on a growing random ratio of the filters "
+                  "(50 % -> 100 %); activations b-bit fixed point",
+           signs="weights signed", integer_only=True,
+           integer_note="ternary weights (one real scale) x fixed-point activations",
+           engine=INT8),
+    Scheme("esb", "ESB", "Gong et al. 2021",
+           levels="{0} ∪ 2^-e (1 + m/2) (2 significant bits) times a DDA-aligned scale",
+           signs="weights signed; activations as the spec says", integer_only=True,
+           integer_note="2 significant bits: a product is at most 2 shift-adds; real scale "
+                        "in the requantization multiplier", engine=EXACT),
+    Scheme("srq", "SRQ + DropBits", "Lee et al. 2021",
+           levels="uniform grid s·{-2^(b-1)..2^(b-1)-1} with a learned step s and a learned "
+                  "per-layer bit-width",
+           signs="weights signed; activations as the spec says", integer_only=True,
+           integer_note="uniform codes, real step s: integer requantization multiplier",
+           engine=EXACT),
 )}
 _ALIASES = {a: s for s in SCHEMES.values() for a in s.aliases}
 

@@ -67,7 +67,7 @@ def integer_codebook(codebook: np.ndarray, where: str) -> tuple[np.ndarray, int]
 
 
 RATIONAL_MAX_DEN = 1 << 12  # largest integer step count tried for a real-step codebook
-APPROX_BITS = 12  # fixed-point resolution of a codebook with no integer form (LQ-Net)
+APPROX_BITS = schemes.Scheme.approx_bits  # default fixed-point resolution (LQ-Net)
 
 POT_VALUE_BITS = 15  # a real-scale codebook's power-of-two form is used below this width
 
@@ -79,7 +79,8 @@ class FixedCodebook:
     ``exact``: the values are the codebook's own integer structure (IOS-PoT, DeepShift,
     fixed point: ``mult == 1``; APoT, PACT/DoReFa, LSQ+ weights: integer multiples of one
     real step ``mult``) and ``max_err`` is only the float32 rounding of the stored levels.
-    Not exact (LQ-Net's real basis): ``values`` are the levels rounded to ``APPROX_BITS``
+    Not exact (LQ-Net's real basis): ``values`` are the levels rounded to the scheme's
+    ``approx_bits``
     bits and ``max_err`` bounds what that rounding changed (same units as the codebook).
     """
 
@@ -109,7 +110,8 @@ def fixed_codebook(codebook: np.ndarray, scheme: str, where: str) -> FixedCodebo
         values, unit = integer_codebook(codebook, where)
         # any float32 list is integers times a power of two; for real-scale schemes that
         # form is only useful when small (else the one-real-step form below is the codebook)
-        if pot or int(values.max(initial=0)) < 2**POT_VALUE_BITS:
+        small = 2**8 if facts is not None and facts.engine == schemes.INT8 else 2**POT_VALUE_BITS
+        if pot or int(values.max(initial=0)) < small:  # int8 path: weights must fit 8 bits
             return FixedCodebook(values, unit, 1.0, True, 0.0)
     except UnsupportedModelError:
         if pot:
@@ -130,7 +132,7 @@ def fixed_codebook(codebook: np.ndarray, scheme: str, where: str) -> FixedCodebo
         raise UnsupportedModelError(
             f"{where}: codebook of scheme {scheme!r} is not integers times one scale; the "
             "integer engine cannot run it")
-    den = (1 << APPROX_BITS) - 1
+    den = (1 << facts.approx_bits) - 1
     v = np.round(ratio * den)
     err = float(np.abs(v * (top / den) - cb).max())
     return FixedCodebook(v.astype(np.int64), 0, top / den, False, err)

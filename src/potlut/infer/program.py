@@ -199,6 +199,7 @@ class Layer:
     acc_mult: float = 1.0  # accumulator unit is acc_mult * 2^acc_exp (real steps folded)
     w_exact: bool = True
     w_max_err: float = 0.0
+    bitwise: bool = False  # both codebooks are scaled binary planes (infer/bitwise.py)
 
     @property
     def out_channels(self) -> int:
@@ -437,7 +438,9 @@ def _layer(graph: ModelGraph, node: Node, src: str, frac_bits: int,
         name=node.name, module=mod, op=node.op, src=src, mode=mode, in_shape=in_shape,
         out_shape=tuple(int(s) for s in a["shape"]), act=act, w_values=w_values,
         w_codes=codes, w_negative=neg, acc_exp=acc_exp, requant=rq, bits_w=int(w["bits"]),
-        plut=table, acc_mult=acc_mult, w_exact=wfc.exact, w_max_err=wfc.max_err, **geo,
+        plut=table, acc_mult=acc_mult, w_exact=wfc.exact, w_max_err=wfc.max_err,
+        bitwise=mode == "plut" and all(getattr(schemes.lookup(n), "bitwise", False)
+                                       for n in (w["scheme"], act.scheme)), **geo,
     )
 
 

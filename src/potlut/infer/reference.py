@@ -158,12 +158,13 @@ def _shortcut(x: np.ndarray, st: Shortcut) -> np.ndarray:
     return np.pad(x, ((0, 0), (before, after), (0, 0), (0, 0)))
 
 
-def run_reference(prog: Program, x: np.ndarray,
-                  keep: bool = False) -> dict[str, np.ndarray] | np.ndarray:
+def run_reference(prog: Program, x: np.ndarray, keep: bool = False,
+                  accumulate=accumulate) -> dict[str, np.ndarray] | np.ndarray:
     """Run ``prog`` on float images ``x`` ``[N, C, H, W]``; int64 logits (``[N, ...]``).
 
     ``x`` is anything ``np.asarray`` takes (a CPU torch tensor too). With ``keep`` returns
-    every buffer (codes and fixed tensors) by name.
+    every buffer (codes and fixed tensors) by name. ``accumulate`` computes a layer's
+    accumulators (the bitwise path of :mod:`potlut.infer.bitwise` passes its own).
     """
     x = np.asarray(x, dtype=np.float32)
     N = x.shape[0]

@@ -82,7 +82,8 @@ def _load_builtin() -> None:
 
 # Baseline schemes live in their own modules and register on import.
 _BASELINE_MODULES: list[str] = [
-    "apot", "lqnet", "deepshift", "pact", "lsq", "bmfloat",
+    "apot", "lqnet", "deepshift", "pact", "lsq", "bmfloat", "lsbinary", "alq", "sq", "esb",
+    "srq",
 ]
 
 
