@@ -158,7 +158,7 @@ def decode_symbols(stream: bytes, freqs: np.ndarray, scale_bits: int, count: int
     if count == 0:
         if total or stream:
             raise PotlutFormatError("rANS frequencies or stream present for an empty layer")
-        return np.zeros(0, np.int64)
+        return np.zeros(0, np.uint16)
     m = 1 << scale_bits
     if total != m:
         raise PotlutFormatError(f"rANS frequencies sum to {total}, not {m}")
@@ -169,7 +169,7 @@ def decode_symbols(stream: bytes, freqs: np.ndarray, scale_bits: int, count: int
         raise PotlutFormatError(f"{count} weights cannot fit in a {len(stream)}-byte rANS stream")
     starts = np.concatenate([[0], np.cumsum(freqs)[:-1]]).astype(np.int64)
     slot_sym = np.repeat(np.arange(len(freqs), dtype=np.int64), freqs)
-    out = np.empty(count, np.int64)
+    out = np.empty(count, np.uint16)  # codes < 65536: 2 bytes per weight
     err = _decode(np.frombuffer(stream, np.uint8), count, freqs, starts, slot_sym,
                   scale_bits, out)
     if err:
@@ -193,6 +193,8 @@ def decode_weights(blob: bytes, shape: tuple[int, ...], codebook: np.ndarray) ->
     """Inverse of :func:`encode_weights` for a tensor of ``shape`` over ``codebook``."""
     n_codes = len(codebook)
     count = math.prod(shape)
+    if n_codes > 1 << 16:
+        raise PotlutFormatError(f"{n_codes} codes exceed the 65536 a layer may use")
     head = side_bytes(n_codes)
     if len(blob) < head:
         raise PotlutFormatError("rANS blob shorter than its header")

@@ -14,6 +14,8 @@ import numpy as np
 
 from potlut.errors import PotlutFormatError
 
+_CHUNK = 1 << 17  # weights per step of unpack_raw (x8)
+
 
 @dataclass
 class SharedWeights:
@@ -87,19 +89,35 @@ def pack_raw(codes: np.ndarray, negative: np.ndarray, n_codes: int) -> bytes:
 
 
 def unpack_raw(data: bytes, count: int, n_codes: int) -> tuple[np.ndarray, np.ndarray]:
-    """Inverse of :func:`pack_raw`: ``(codes, negative)`` of ``count`` weights."""
+    """Inverse of :func:`pack_raw`: ``(codes, negative)`` of ``count`` weights.
+
+    Works in chunks of :data:`_CHUNK` weights, so temporaries stay small whatever ``k``.
+    """
     k = bits_per_code(n_codes)
     need = (count * (k + 1) + 7) // 8
     if len(data) != need:
         raise PotlutFormatError(f"raw weight stream is {len(data)} bytes, expected {need}")
-    bits = np.unpackbits(np.frombuffer(data, np.uint8), count=count * (k + 1))
-    bits = bits.reshape(count, k + 1).astype(np.uint32)
-    weights = (bits << np.arange(k, -1, -1, dtype=np.uint32)[None, :]).sum(axis=1)
-    codes = weights & ((1 << k) - 1)
-    if codes.size and int(codes.max()) >= n_codes:
-        raise PotlutFormatError(f"raw weight code {int(codes.max())} outside codebook of {n_codes}")
+    buf = np.frombuffer(data, np.uint8)
+    if (count * (k + 1)) % 8 and int(buf[-1]) & ((1 << (8 - count * (k + 1) % 8)) - 1):
+        raise PotlutFormatError("non-zero padding after the raw weight stream")
     dtype = np.uint8 if n_codes <= 256 else np.uint16
-    return codes.astype(dtype), (weights >> k).astype(bool)
+    codes = np.empty(count, dtype)
+    negative = np.empty(count, bool)
+    step = _CHUNK * 8  # a multiple of 8 weights starts on a byte boundary
+    for lo in range(0, count, step):
+        n = min(step, count - lo)
+        start = lo * (k + 1) // 8
+        bits = np.unpackbits(buf[start : start + (n * (k + 1) + 7) // 8], count=n * (k + 1))
+        bits = bits.reshape(n, k + 1)
+        c = np.zeros(n, np.uint32)
+        for j in range(1, k + 1):
+            c = (c << 1) | bits[:, j]
+        if n and int(c.max()) >= n_codes:
+            raise PotlutFormatError(f"raw weight code {int(c.max())} outside codebook of "
+                                    f"{n_codes}")
+        codes[lo : lo + n] = c
+        negative[lo : lo + n] = bits[:, 0].astype(bool)
+    return codes, negative
 
 
 def raw_bytes(count: int, bits: int) -> int:
