@@ -182,6 +182,30 @@ def crafted(draw) -> bytes:
     return file_of(body_of(arch, blobs, retile=draw(st.integers(0, 4)) > 0, nan=nan))
 
 
+def largest_layers() -> list[bytes]:
+    """Files of ~1 KB the reader accepts, each at a limit: a layer of 2^24 - 54 weights
+    in a 4-byte rANS stream (one code of frequency M), and the largest all-zero S-Huff /
+    packed streams the body-to-payload ratio lets through."""
+    out = []
+    for coder, n in [("rans", (1 << 24) - 54), ("shuff", (1 << 23) - (1 << 16)),
+                     ("packed", (1 << 21) - (1 << 14))]:
+        arch, blobs = json.loads(json.dumps(BASE[coder][0])), dict(BASE[coder][1])
+        node = arch["graph"]["nodes"][-2]["attrs"]
+        node["weight"]["shape"], node["out_channels"], node["shape"] = [n, 1, 1, 1], n, [n, 4, 4]
+        node["in_channels"], node["bias"] = 3, False
+        arch["arrays"] = [e for e in arch["arrays"] if e["name"] != "c1.bias"]
+        next(e for e in arch["arrays"] if e["name"] == "c1.weight")["shape"] = [n, 1, 1, 1]
+        if coder == "rans":
+            blob = bytes([12]) + struct.pack("<8H", 4096, *[0] * 7) + struct.pack("<II", 4, 1 << 23)
+        elif coder == "shuff":
+            blob = bytes([1] + [0] * 7) + struct.pack("<Q", n) + bytes((n + 7) // 8)
+        else:
+            blob = bytes((4 * n + 7) // 8)
+        blobs["c1.weight"] = blob
+        out.append(file_of(body_of(arch, blobs, True)))
+    return out
+
+
 OUTCOME = {"cases": 0, "accepted": 0}
 
 
@@ -205,6 +229,10 @@ def main() -> None:
     with open("/proc/self/status") as f:
         vm = next(int(line.split()[1]) * 1024 for line in f if line.startswith("VmSize"))
     resource.setrlimit(resource.RLIMIT_AS, (vm + BUDGET, vm + BUDGET))
+    for data in largest_layers():
+        graph, info = container.decode(data)
+        file_stats(graph, info)
+        print("largest", len(data), sum(a.size for a in graph.arrays.values()))
     run = settings(max_examples=int(sys.argv[1]), deadline=None, database=None,
                    derandomize=True, suppress_health_check=list(HealthCheck))(
         given(crafted())(check))

@@ -28,7 +28,11 @@ def test_structure_aware_fuzzing_stays_under_256_mb() -> None:
     r = subprocess.run([sys.executable, str(HERE / "fuzz_potlut.py"), "3000"], env=env,
                        capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr[-3000:]
-    word, cases, accepted = r.stdout.split()
+    lines = r.stdout.splitlines()
+    largest = [line.split() for line in lines[:-1]]
+    assert [int(f[1]) < 2048 for f in largest] == [True] * 3  # ~1 KB files, accepted
+    assert int(largest[0][2]) > 2 * ((1 << 24) - 54)  # 2^24 - 54 codes and signs decoded
+    word, cases, accepted = lines[-1].split()
     assert word == "ok" and int(cases) == 3000
     assert 0 < int(accepted) < 3000  # both outcomes happen: the generator is not trivial
 

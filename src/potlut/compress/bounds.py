@@ -24,7 +24,7 @@ from potlut.compress.container import (
     compress_body,
 )
 from potlut.compress.graph import ModelGraph
-from potlut.compress.sharing import raw_bytes
+from potlut.compress.sharing import code_counts, lookup, raw_bytes
 
 FIXED_OVERHEAD = HEADER_SIZE + 4 + 2 * SECTION.size  # header + section table, before LZMA
 
@@ -34,7 +34,7 @@ def entropy_bits(codes: np.ndarray) -> float:
     c = np.asarray(codes).reshape(-1)
     if c.size == 0:
         return 0.0
-    counts = np.bincount(c.astype(np.int64))
+    counts = code_counts(c, int(c.max()) + 1)
     p = counts[counts > 0] / c.size
     return float(-(p * np.log2(p)).sum() * c.size)
 
@@ -85,7 +85,7 @@ def file_stats(graph: ModelGraph, info: FileInfo) -> dict:
         if w["quantized"]:
             codes = graph.arrays[f"{mod}.weight.codes"]
             cb = graph.arrays[f"{mod}.weight.codebook"]
-            nonzero = cb[codes.astype(np.int64)] != 0
+            nonzero = lookup(cb != 0, codes)
             e, ecb = entries[f"{mod}.weight"], entries[f"{mod}.weight.codebook"]
             blob = info.data[e.offset : e.offset + e.length]
             blob += info.data[ecb.offset : ecb.offset + ecb.length]

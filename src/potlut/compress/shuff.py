@@ -21,7 +21,7 @@ import struct
 import numba
 import numpy as np
 
-from potlut.compress.sharing import SharedWeights, pack_signs, with_signs
+from potlut.compress.sharing import SharedWeights, code_counts, pack_signs, with_signs
 from potlut.errors import PotlutFormatError
 
 MAX_LEN = 24  # longest code; a 24-bit window plus 7 bits of offset fits in 32 bits
@@ -111,15 +111,15 @@ def canonical_codes(lengths: np.ndarray) -> np.ndarray:
 
 def encode_symbols(symbols: np.ndarray, lengths: np.ndarray) -> tuple[bytes, int]:
     """Huffman-code ``symbols`` (flat ints); returns ``(stream bytes, bit count)``."""
-    symbols = np.asarray(symbols).reshape(-1).astype(np.int64)
+    symbols = np.asarray(symbols).reshape(-1)
     codes = canonical_codes(lengths).astype(np.int64)
     lens = np.asarray(lengths, dtype=np.int64)
-    if symbols.size and (lens[symbols] == 0).any():
-        raise ValueError("a symbol to encode has no code (count it before building lengths)")
     chunks, total = [], 0
     step = 1 << 18
     for i in range(0, symbols.size, step):
-        s = symbols[i : i + step]
+        s = symbols[i : i + step].astype(np.int64)
+        if (lens[s] == 0).any():
+            raise ValueError("a symbol to encode has no code (count it before building lengths)")
         ln, cd = lens[s], codes[s]
         starts = np.cumsum(ln) - ln
         owner = np.repeat(np.arange(s.size), ln)
@@ -209,8 +209,8 @@ def side_bytes(n_codes: int) -> int:
 
 def encode_weights(sw: SharedWeights) -> bytes:
     """S-Huff blob of one layer: code lengths, code stream, sign stream."""
-    codes = sw.codes.reshape(-1).astype(np.int64)
-    counts = np.bincount(codes, minlength=sw.n_codes)
+    codes = sw.codes.reshape(-1)
+    counts = code_counts(codes, sw.n_codes)
     lengths = code_lengths(counts)
     stream, nbits = encode_symbols(codes, lengths)
     signs = pack_signs(sw)
