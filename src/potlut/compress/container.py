@@ -173,11 +173,13 @@ def lzma_filters(body_size: int) -> list[dict[str, Any]]:
              "lc": 0, "lp": 0, "pb": 0}]
 
 
-def build_body(graph: ModelGraph, coder: str = "shuff", skip_weights: bool = False) -> Body:
+def build_body(graph: ModelGraph, coder: str = "shuff", skip_weights: bool = False,
+               keep_tables: bool = True) -> Body:
     """Stage 1: the uncompressed body (section table, ARCH JSON, DATA).
 
-    ``skip_weights`` keeps only each weight stream's side information (code tables):
-    the rest of the file is the measured overhead of :mod:`potlut.compress.bounds`.
+    ``skip_weights`` keeps only each weight stream's side information (code tables), or
+    nothing of it with ``keep_tables=False``: the rest of the file is the measured
+    overhead of :mod:`potlut.compress.bounds`.
     """
     if coder not in CODERS:
         raise PotlutFormatError(f"unknown weight coder {coder!r}; known: {sorted(CODERS)}")
@@ -208,7 +210,7 @@ def build_body(graph: ModelGraph, coder: str = "shuff", skip_weights: bool = Fal
         sw = SharedWeights(codes, graph.arrays[f"{wname}.negative"], graph.arrays[cbname])
         blob = wc.encode(sw)
         if skip_weights:
-            blob = blob[: wc.side_bytes(sw.n_codes)]
+            blob = blob[: wc.side_bytes(sw.n_codes) if keep_tables else 0]
         add(wname, blob, coder, _dtype_name(codes), [int(s) for s in codes.shape], cbname)
     arch = {
         "format": "potlut",
