@@ -239,6 +239,12 @@ def encode(graph: ModelGraph, coder: str = "shuff") -> tuple[bytes, FileInfo]:
     if len(b.body) > MAX_BODY:
         raise PotlutFormatError(f"model body of {len(b.body)} bytes exceeds the {MAX_BODY} limit")
     payload, dict_size = compress_body(b.body)
+    weights = sum(math.prod(e.shape) for e in b.arrays if e.encoding != "raw")
+    if (weights > MAX_WEIGHTS or b.arch_bytes > MAX_ARCH
+            or len(b.body) > MAX_RATIO * len(payload) + (1 << 20)):  # what decode refuses
+        raise PotlutFormatError(f"model exceeds the format's limits ({weights} coded weights, "
+                                f"{b.arch_bytes} B architecture, body {len(b.body)} B for "
+                                f"{len(payload)} B compressed); see docs/format.md")
     head = HEADER.pack(MAGIC, VERSION, HEADER_SIZE, 0, len(b.body), len(payload), dict_size,
                        CODEC_LZMA2, hashlib.sha256(payload).digest(), 0, 0)
     head = head[:-4] + struct.pack("<I", zlib.crc32(head[:-4]))
