@@ -70,6 +70,20 @@ def test_sizes_come_from_the_potlut_file_and_match_the_entropy_bound(short_run, 
         assert rows[name]["raw_bytes"] == lw[name].quant.size * 4 // 8
 
 
+def test_report_json_carries_the_files_and_the_measured_sizes(short_run, tmp_path):
+    res = CliRunner().invoke(app, ["report", str(short_run), "--out", str(tmp_path / "j"),
+                                   "--json"])
+    assert res.exit_code == 0, res.output
+    out = json.loads(res.output)
+    assert out["files"] == [str(tmp_path / "j" / f) for f in
+                            ("convergence.png", "weights.png", "layer_sizes.png", "report.md")]
+    assert out["layers"] == 4 and out["sizes_measured"] is True
+    graph, info = read(short_run / "model.potlut")
+    want = [r for r in file_stats(graph, info)["layers"] if r["bits"] < 32]
+    assert out["sizes"] == want  # the rows of `potlut inspect`, byte for byte
+    assert out["sizes_source"].startswith(f"measured on model.potlut ({info.file_bytes:,} bytes")
+
+
 def test_analytic_sizes_when_the_data_is_gone(short_run, tmp_path):
     copy = tmp_path / "run"
     copy.mkdir()

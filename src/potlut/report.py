@@ -260,7 +260,8 @@ def make_report(run_dir: str | Path, out_dir: str | Path | None = None) -> dict[
     plot_sizes(sizes, out / "layer_sizes.png")
     write_report(out, "report", markdown=_markdown(report, cfg, layers, sizes, source))
     return {"out": str(out), "files": [str(out / p) for p in (*PLOTS, "report.md")],
-            "layers": len(layers), "sizes_measured": measured}
+            "layers": len(layers), "sizes_measured": measured, "sizes_source": source,
+            "sizes": sizes}
 
 
 def _markdown(report: dict, cfg: RunConfig, layers: list[LayerWeights],

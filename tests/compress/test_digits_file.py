@@ -16,6 +16,10 @@ from potlut.nn import quant_layers
 from potlut.nn.export import to_torch
 from potlut.pipeline import RunConfig, load_quantized, run
 
+# measured 0.0427 (0.0263 without the tables): with its code tables S-Huff misses the 3 %
+# bar on this 23,824-weight model; a compact table encoding is still to be done
+GAP_WITH_TABLES = 0.043
+
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
@@ -43,6 +47,8 @@ def test_file_is_within_3_percent_of_the_entropy_bound(trained, compressed) -> N
     # coded weights at most 3% above the order-0 bound; the rest is the stated overhead
     assert tot["final_bytes"] <= 1.03 * tot["entropy_bound_bytes"] + st["overhead_bytes"]
     assert st["bound_gap"] <= 0.03
+    # with the Huffman code-length tables counted as coded weights, not overhead
+    assert st["bound_gap"] < st["bound_gap_with_tables"] <= GAP_WITH_TABLES
     assert st["header_bytes"] == 80
     # the overhead (architecture, BN, bias, codebooks, code tables) stays small
     assert st["overhead_bytes"] < 0.3 * tot["final_bytes"]

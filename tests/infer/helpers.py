@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 from functools import lru_cache
 
 import torch
@@ -38,5 +39,9 @@ def _graph(name: str, in_shape: tuple[int, int, int], bits: int, seed: int,
 
 def random_graph(name: str, in_shape: tuple[int, int, int], bits: int, seed: int = 0,
                  **spec) -> ModelGraph:
-    """:func:`random_qmodel` exported (cached per arguments within a test session)."""
-    return _graph(name, tuple(in_shape), bits, seed, tuple(sorted(spec.items())))
+    """:func:`random_qmodel` exported (cached per arguments within a test session).
+
+    Each call gets its own deep copy, so a test that changes the graph cannot change
+    what a later test sees (no dependence on test order).
+    """
+    return copy.deepcopy(_graph(name, tuple(in_shape), bits, seed, tuple(sorted(spec.items()))))

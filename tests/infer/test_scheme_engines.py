@@ -81,7 +81,14 @@ def test_schemes_without_integer_form_are_refused(scheme, why) -> None:
         lower(g)
 
 
-@pytest.mark.parametrize("scheme", EXACT)
+DEEPSHIFT_OFF = ("issue 17 finding, left to the engine's owner: on the trained digits model "
+                 "30 of 5400 DeepShift logits are 10240 steps (0.0098) off the fake-quantized "
+                 "model (an activation code differs), though every argmax agrees")
+
+
+@pytest.mark.parametrize("scheme", [pytest.param(
+    s, marks=[pytest.mark.xfail(strict=True, reason=DEEPSHIFT_OFF)] if s == "deepshift" else [])
+    for s in EXACT])
 def test_digits_engine_agrees_with_fake_quantized_model(scheme, tmp_path) -> None:
     cfg = RunConfig(scheme=scheme, epochs=8, qat_epochs=8, seed=0, device="cpu")
     report = run(cfg, tmp_path, progress=False)
@@ -99,5 +106,8 @@ def test_digits_engine_agrees_with_fake_quantized_model(scheme, tmp_path) -> Non
     print(f"{scheme}: fake-quant top1 {fq_top1:.2f}, engine top1 "
           f"{100 * np.mean(logits.argmax(1) == labels):.2f}, agreement {100 * agree:.2f}%")
     assert fq_top1 > 80  # trained, not chance
-    assert agree >= 0.98
+    assert agree == 1.0  # exact schemes: the same class on every test image
+    tol = engine.scale / 2 + 4 * np.spacing(np.abs(fq)).astype(np.float64)
+    err = np.abs(logits * engine.scale - fq.astype(np.float64))
+    assert (err <= tol).all(), (err.max() / engine.scale, np.abs(fq).max(), (err > tol).sum())
     assert report["int_top1"] == pytest.approx(100 * np.mean(logits.argmax(1) == labels), abs=1e-3)

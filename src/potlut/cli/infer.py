@@ -42,7 +42,7 @@ def infer_cmd(
     t0 = time.perf_counter()
     top1, top5 = evaluate_int(engine, test, batch_size)
     secs = time.perf_counter() - t0
-    counts = op_counts(engine.program)
+    counts = op_counts(engine.program, engine.backend.name)
     result = {
         "file": str(file), "dataset": name, "images": len(test[1] if isinstance(test, tuple)
                                                           else test),

@@ -32,6 +32,7 @@ import numpy as np
 
 from potlut.compress import rans, shuff
 from potlut.compress.graph import ModelGraph, Node
+from potlut.compress.schema import ArraySpec, required_arrays
 from potlut.compress.sharing import SharedWeights, pack_raw, unpack_raw
 from potlut.errors import PotlutFormatError
 from potlut.fileio import atomic_write_bytes
@@ -43,7 +44,12 @@ HEADER_SIZE = HEADER.size  # 80
 CODEC_LZMA2 = 1
 SECTION = struct.Struct("<4sIQ")
 MAX_BODY = 1 << 30  # 1 GiB: no model we write comes near; larger declarations are rejected
-MAX_RATIO = 1024  # body may be at most this many times the payload (+ 1 MiB)
+MAX_RATIO = 16  # body may be at most this many times the payload (+ 1 MiB); coded weights
+#                 do not compress, so real files stay near 1x and an LZMA bomb is refused
+MAX_ARCH = 1 << 20  # architecture JSON bytes (ResNet20: 14 KB); bounds the parsed objects
+MAX_WEIGHTS = 1 << 24  # coded weights in one file, all layers together (ResNet18: 11.7M)
+MAX_DIM = (1 << 31) - 1  # largest extent of one array axis
+MAX_NDIM = 8
 MIN_DICT, MAX_DICT = 1 << 12, 1 << 26
 DTYPES = {
     "bool": np.dtype(bool), "uint8": np.dtype("u1"), "int8": np.dtype("i1"),
@@ -75,7 +81,8 @@ class WeightCoder:
 def _raw_decode(blob: bytes, shape: tuple[int, ...], codebook: np.ndarray) -> SharedWeights:
     count = math.prod(shape)
     codes, neg = unpack_raw(blob, count, len(codebook))
-    neg &= ~(codebook == 0)[codes]
+    if (neg & (codebook == 0)[codes]).any():  # the writer never sets it: a corrupt file
+        raise PotlutFormatError("sign bit set on a weight whose value is zero")
     return SharedWeights(codes.reshape(shape), neg.reshape(shape), codebook)
 
 
@@ -166,11 +173,13 @@ def lzma_filters(body_size: int) -> list[dict[str, Any]]:
              "lc": 0, "lp": 0, "pb": 0}]
 
 
-def build_body(graph: ModelGraph, coder: str = "shuff", skip_weights: bool = False) -> Body:
+def build_body(graph: ModelGraph, coder: str = "shuff", skip_weights: bool = False,
+               keep_tables: bool = True) -> Body:
     """Stage 1: the uncompressed body (section table, ARCH JSON, DATA).
 
-    ``skip_weights`` keeps only each weight stream's side information (code tables):
-    the rest of the file is the measured overhead of :mod:`potlut.compress.bounds`.
+    ``skip_weights`` keeps only each weight stream's side information (code tables), or
+    nothing of it with ``keep_tables=False``: the rest of the file is the measured
+    overhead of :mod:`potlut.compress.bounds`.
     """
     if coder not in CODERS:
         raise PotlutFormatError(f"unknown weight coder {coder!r}; known: {sorted(CODERS)}")
@@ -201,7 +210,7 @@ def build_body(graph: ModelGraph, coder: str = "shuff", skip_weights: bool = Fal
         sw = SharedWeights(codes, graph.arrays[f"{wname}.negative"], graph.arrays[cbname])
         blob = wc.encode(sw)
         if skip_weights:
-            blob = blob[: wc.side_bytes(sw.n_codes)]
+            blob = blob[: wc.side_bytes(sw.n_codes) if keep_tables else 0]
         add(wname, blob, coder, _dtype_name(codes), [int(s) for s in codes.shape], cbname)
     arch = {
         "format": "potlut",
@@ -230,6 +239,12 @@ def encode(graph: ModelGraph, coder: str = "shuff") -> tuple[bytes, FileInfo]:
     if len(b.body) > MAX_BODY:
         raise PotlutFormatError(f"model body of {len(b.body)} bytes exceeds the {MAX_BODY} limit")
     payload, dict_size = compress_body(b.body)
+    weights = sum(math.prod(e.shape) for e in b.arrays if e.encoding != "raw")
+    if (weights > MAX_WEIGHTS or b.arch_bytes > MAX_ARCH
+            or len(b.body) > MAX_RATIO * len(payload) + (1 << 20)):  # what decode refuses
+        raise PotlutFormatError(f"model exceeds the format's limits ({weights} coded weights, "
+                                f"{b.arch_bytes} B architecture, body {len(b.body)} B for "
+                                f"{len(payload)} B compressed); see docs/format.md")
     head = HEADER.pack(MAGIC, VERSION, HEADER_SIZE, 0, len(b.body), len(payload), dict_size,
                        CODEC_LZMA2, hashlib.sha256(payload).digest(), 0, 0)
     head = head[:-4] + struct.pack("<I", zlib.crc32(head[:-4]))
@@ -279,6 +294,8 @@ def _parse_header(data: bytes) -> tuple[int, int, int]:
         raise _bad(f"declared body size {body_size} is larger than the file can hold")
     if not MIN_DICT <= dict_size <= MAX_DICT:
         raise _bad(f"LZMA2 dictionary size {dict_size} outside {MIN_DICT}..{MAX_DICT}")
+    if dict_size > lzma_filters(body_size)[0]["dict_size"]:  # the decoder allocates it
+        raise _bad(f"LZMA2 dictionary size {dict_size} exceeds what a {body_size}-byte body uses")
     if hashlib.sha256(data[HEADER_SIZE:]).digest() != digest:
         raise _bad("payload checksum (SHA-256) mismatch: the file is corrupted")
     return body_size, payload_size, dict_size
@@ -346,9 +363,15 @@ def _int_list(v: Any, where: str) -> list[int]:
     return v
 
 
+def _no_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")
+
+
 def _parse_arch(raw: bytes) -> dict[str, Any]:
-    try:
-        arch = json.loads(raw.decode("utf-8"))
+    if len(raw) > MAX_ARCH:
+        raise _bad(f"architecture JSON of {len(raw)} bytes exceeds the {MAX_ARCH} limit")
+    try:  # NaN / Infinity are refused as the writer refuses them (allow_nan=False)
+        arch = json.loads(raw.decode("utf-8"), parse_constant=_no_constant)
     except (UnicodeDecodeError, ValueError, RecursionError) as exc:
         raise _bad(f"architecture JSON is malformed ({type(exc).__name__})") from None
     if not isinstance(arch, dict) or arch.get("format") != "potlut":
@@ -369,25 +392,80 @@ def _entry(e: Any, i: int) -> ArrayEntry:
     )
 
 
-def _decode_arrays(entries: list[ArrayEntry], data: bytes) -> dict[str, np.ndarray]:
-    arrays: dict[str, np.ndarray] = {}
-    for e in entries:  # raw arrays first: weight coders need their codebooks
-        if e.offset < 0 or e.length < 0 or e.offset + e.length > len(data):
-            raise _bad(f"array {e.name!r} lies outside the data section")
-        blob = data[e.offset : e.offset + e.length]
-        if zlib.crc32(blob) != e.crc32:
-            raise _bad(f"array {e.name!r} checksum mismatch")
+def _check_table(entries: list[ArrayEntry], data_len: int) -> None:
+    """Names unique, dtypes and shapes sane, and the arrays tile DATA exactly (no overlap)."""
+    names = set()
+    for e in entries:
+        if e.name in names:
+            raise _bad(f"array {e.name!r} stored twice")
+        names.add(e.name)
         if e.dtype not in DTYPES:
             raise _bad(f"array {e.name!r} has unknown dtype {e.dtype!r}")
+        if len(e.shape) > MAX_NDIM or any(s > MAX_DIM for s in e.shape):
+            raise _bad(f"array {e.name!r}: shape {e.shape} is too large")
+    end = 0
+    for e in sorted(entries, key=lambda e: (e.offset, e.length)):
+        if e.offset != end or e.length < 0:
+            raise _bad(f"array {e.name!r} at offset {e.offset} overlaps another array or "
+                       f"leaves a gap (expected offset {end})")
+        end += e.length
+    if end != data_len:
+        raise _bad(f"arrays cover {end} of the {data_len} bytes of the data section")
+
+
+def _stored_specs(entries: list[ArrayEntry], specs: dict[str, ArraySpec]) -> None:
+    """The array table against the graph, before any array is decoded.
+
+    Every entry must be an array the graph uses, with the shape the graph declares (a
+    coded entry stands for ``<name>.codes`` and ``<name>.negative``), and the coded
+    weights of all layers together stay under :data:`MAX_WEIGHTS`.
+    """
+    covered: set[str] = set()
+    total = 0
+    for e in entries:
+        if e.encoding == "raw":
+            keys = [e.name]
+        else:
+            if e.encoding not in CODERS:
+                raise _bad(f"array {e.name!r}: unknown weight coder {e.encoding!r}")
+            if e.codebook != f"{e.name}.codebook":
+                raise _bad(f"array {e.name!r}: codebook must be {e.name + '.codebook'!r}")
+            if e.dtype not in ("uint8", "uint16"):
+                raise _bad(f"array {e.name!r}: weight codes must be uint8 or uint16")
+            keys = [f"{e.name}.codes", f"{e.name}.negative"]
+            total += math.prod(e.shape)
+        for key in keys:
+            spec = specs.get(key)
+            if spec is None:
+                raise _bad(f"array {key!r} is not used by any node")
+            if key in covered:
+                raise _bad(f"array {key!r} stored twice")
+            covered.add(key)
+            if spec.shape is not None and tuple(e.shape) != spec.shape:
+                raise _bad(f"array {key!r} declares shape {e.shape}, the graph "
+                           f"{list(spec.shape)}")
+            if key == e.name and DTYPES[e.dtype].kind not in spec.kinds:
+                raise _bad(f"array {key!r} has dtype {e.dtype}, expected kind {spec.kinds!r}")
+    if total > MAX_WEIGHTS:
+        raise _bad(f"{total} coded weights exceed the limit of {MAX_WEIGHTS} per file")
+    missing = sorted(set(specs) - covered)
+    if missing:
+        raise _bad(f"invalid model graph: array {missing[0]!r} is missing")
+
+
+def _decode_arrays(entries: list[ArrayEntry], data: bytes) -> dict[str, np.ndarray]:
+    arrays: dict[str, np.ndarray] = {}
+    view = memoryview(data)
+    for e in entries:  # raw arrays first: weight coders need their codebooks
+        blob = view[e.offset : e.offset + e.length]
+        if zlib.crc32(blob) != e.crc32:
+            raise _bad(f"array {e.name!r} checksum mismatch")
         if e.encoding != "raw":
             continue
         dt = DTYPES[e.dtype]
-        count = int(np.prod(e.shape, dtype=np.float64)) if e.shape else 1
-        if count * dt.itemsize != e.length:
+        if math.prod(e.shape) * dt.itemsize != e.length:
             raise _bad(f"array {e.name!r}: {e.length} bytes do not hold shape {e.shape} "
                        f"of {e.dtype}")
-        if e.name in arrays:
-            raise _bad(f"array {e.name!r} stored twice")
         if dt == np.dtype(bool):
             u = np.frombuffer(blob, np.uint8)
             if (u > 1).any():
@@ -398,28 +476,25 @@ def _decode_arrays(entries: list[ArrayEntry], data: bytes) -> dict[str, np.ndarr
     for e in entries:
         if e.encoding == "raw":
             continue
-        if e.encoding not in CODERS:
-            raise _bad(f"array {e.name!r}: unknown weight coder {e.encoding!r}")
-        codebook = arrays.get(e.codebook or "")
-        if codebook is None or codebook.ndim != 1 or codebook.dtype.kind != "f":
-            raise _bad(f"array {e.name!r}: codebook {e.codebook!r} missing or not a vector")
+        codebook = arrays[e.codebook or ""]
+        if codebook.ndim != 1 or codebook.dtype.kind != "f":
+            raise _bad(f"array {e.name!r}: codebook {e.codebook!r} is not a float vector")
         if not 1 <= len(codebook) <= 65536 or not np.isfinite(codebook).all():
             raise _bad(f"array {e.name!r}: codebook has {len(codebook)} entries / non-finite")
-        if e.dtype not in ("uint8", "uint16"):
-            raise _bad(f"array {e.name!r}: weight codes must be uint8 or uint16")
-        blob = data[e.offset : e.offset + e.length]
+        if len(codebook) > 1 << (8 * DTYPES[e.dtype].itemsize):
+            raise _bad(f"array {e.name!r}: {len(codebook)} codes do not fit {e.dtype}")
         try:
-            sw = CODERS[e.encoding].decode(blob, tuple(e.shape), codebook)
+            sw = CODERS[e.encoding].decode(bytes(view[e.offset : e.offset + e.length]),
+                                           tuple(e.shape), codebook)
         except PotlutFormatError as exc:
             raise _bad(f"array {e.name!r}: {exc}") from None
-        for key, a in (("codes", sw.codes.astype(DTYPES[e.dtype])), ("negative", sw.negative)):
-            if f"{e.name}.{key}" in arrays:
-                raise _bad(f"array {e.name}.{key} stored twice")
-            arrays[f"{e.name}.{key}"] = a
+        arrays[f"{e.name}.codes"] = sw.codes.astype(DTYPES[e.dtype], copy=False)
+        arrays[f"{e.name}.negative"] = sw.negative
     return arrays
 
 
-def _graph_from_arch(arch: dict[str, Any], arrays: dict[str, np.ndarray]) -> ModelGraph:
+def _graph_from_arch(arch: dict[str, Any]) -> ModelGraph:
+    """The graph of the architecture JSON, its structure checked, with no arrays yet."""
     g = _req(arch, "graph", dict, "root")
     in_shape = _int_list(_req(g, "in_shape", list, "graph"), "graph.in_shape")
     nodes = []
@@ -431,14 +506,17 @@ def _graph_from_arch(arch: dict[str, Any], arrays: dict[str, np.ndarray]) -> Mod
         nodes.append(Node(_req(n, "name", str, where), _req(n, "op", str, where), inputs,
                           _req(n, "attrs", dict, where)))
     meta = g.get("meta", {})
-    graph = ModelGraph(tuple(in_shape), nodes, arrays, meta if isinstance(meta, dict) else {})
+    return ModelGraph(tuple(in_shape), nodes, {}, meta if isinstance(meta, dict) else {})
+
+
+def _checked(fn: Callable[[], Any]) -> Any:
+    """Run a graph check; any error other than PotlutFormatError becomes one."""
     try:
-        graph.validate()
+        return fn()
     except PotlutFormatError:
         raise
     except (KeyError, TypeError, ValueError, IndexError, AttributeError) as exc:
         raise _bad(f"invalid model graph ({type(exc).__name__}: {exc})") from None
-    return graph
 
 
 def decode(data: bytes) -> tuple[ModelGraph, FileInfo]:
@@ -449,8 +527,11 @@ def decode(data: bytes) -> tuple[ModelGraph, FileInfo]:
     arch = _parse_arch(sections[b"ARCH"])
     raw_entries = _req(arch, "arrays", list, "root")
     entries = [_entry(e, i) for i, e in enumerate(raw_entries)]
-    arrays = _decode_arrays(entries, sections[b"DATA"])
-    graph = _graph_from_arch(arch, arrays)
+    _check_table(entries, len(sections[b"DATA"]))
+    graph = _graph_from_arch(arch)
+    _stored_specs(entries, _checked(lambda: required_arrays(graph)))
+    graph.arrays = _decode_arrays(entries, sections[b"DATA"])
+    _checked(graph.validate)
     coders = {e.encoding for e in entries if e.encoding != "raw"}
     info = FileInfo(VERSION, len(data), payload_size, body_size, len(sections[b"ARCH"]),
                     dict_size, ",".join(sorted(coders)) or "none", entries, sections[b"DATA"])

@@ -25,7 +25,7 @@ import struct
 import numba
 import numpy as np
 
-from potlut.compress.sharing import SharedWeights, pack_signs, with_signs
+from potlut.compress.sharing import SharedWeights, code_counts, pack_signs, with_signs
 from potlut.errors import PotlutFormatError
 
 RANS_L = 1 << 23  # lower bound of the normalized state: x in [L, 256 L)
@@ -78,7 +78,7 @@ def quantize_freqs(counts: np.ndarray, scale_bits: int) -> np.ndarray:
 @numba.njit(cache=True)
 def _encode(symbols, freqs, starts, scale_bits):  # pragma: no cover - numba
     n = symbols.size
-    cap = 4 * n + 8  # at most 4 renormalization bytes per symbol, plus the final state
+    cap = 3 * n + 8  # < 3 renormalization bytes per symbol at scale <= 16, + final state
     out = np.empty(cap, np.uint8)
     pos = cap
     x = np.uint64(RANS_L)
@@ -137,11 +137,13 @@ _ERRORS = {
 
 def encode_symbols(symbols: np.ndarray, freqs: np.ndarray, scale_bits: int) -> bytes:
     """rANS-code ``symbols`` (flat ints) with the quantized ``freqs``."""
-    symbols = np.ascontiguousarray(np.asarray(symbols).reshape(-1), dtype=np.int64)
+    symbols = np.ascontiguousarray(np.asarray(symbols).reshape(-1))
+    if symbols.dtype.kind not in "ui":
+        symbols = symbols.astype(np.int64)
     if symbols.size == 0:
         return b""
     freqs = np.asarray(freqs, dtype=np.int64)
-    if (freqs[symbols] == 0).any():
+    if (freqs[code_counts(symbols, len(freqs)) > 0] == 0).any():
         raise ValueError("a symbol to encode has frequency 0")
     starts = np.concatenate([[0], np.cumsum(freqs)[:-1]]).astype(np.int64)
     return _encode(symbols, freqs, starts, scale_bits).tobytes()
@@ -158,7 +160,7 @@ def decode_symbols(stream: bytes, freqs: np.ndarray, scale_bits: int, count: int
     if count == 0:
         if total or stream:
             raise PotlutFormatError("rANS frequencies or stream present for an empty layer")
-        return np.zeros(0, np.int64)
+        return np.zeros(0, np.uint16)
     m = 1 << scale_bits
     if total != m:
         raise PotlutFormatError(f"rANS frequencies sum to {total}, not {m}")
@@ -169,7 +171,7 @@ def decode_symbols(stream: bytes, freqs: np.ndarray, scale_bits: int, count: int
         raise PotlutFormatError(f"{count} weights cannot fit in a {len(stream)}-byte rANS stream")
     starts = np.concatenate([[0], np.cumsum(freqs)[:-1]]).astype(np.int64)
     slot_sym = np.repeat(np.arange(len(freqs), dtype=np.int64), freqs)
-    out = np.empty(count, np.int64)
+    out = np.empty(count, np.uint16)  # codes < 65536: 2 bytes per weight
     err = _decode(np.frombuffer(stream, np.uint8), count, freqs, starts, slot_sym,
                   scale_bits, out)
     if err:
@@ -179,8 +181,8 @@ def decode_symbols(stream: bytes, freqs: np.ndarray, scale_bits: int, count: int
 
 def encode_weights(sw: SharedWeights) -> bytes:
     """rANS blob of one layer: scale, frequencies, stream length, stream, signs."""
-    codes = sw.codes.reshape(-1).astype(np.int64)
-    counts = np.bincount(codes, minlength=sw.n_codes)
+    codes = sw.codes.reshape(-1)
+    counts = code_counts(codes, sw.n_codes)
     scale = scale_bits_for(int((counts > 0).sum()))
     freqs = quantize_freqs(counts, scale)
     stream = encode_symbols(codes, freqs, scale)
@@ -193,6 +195,8 @@ def decode_weights(blob: bytes, shape: tuple[int, ...], codebook: np.ndarray) ->
     """Inverse of :func:`encode_weights` for a tensor of ``shape`` over ``codebook``."""
     n_codes = len(codebook)
     count = math.prod(shape)
+    if n_codes > 1 << 16:
+        raise PotlutFormatError(f"{n_codes} codes exceed the 65536 a layer may use")
     head = side_bytes(n_codes)
     if len(blob) < head:
         raise PotlutFormatError("rANS blob shorter than its header")

@@ -3,6 +3,7 @@ that a graph (e.g. one read from a file) follows it. docs/format.md lists the sa
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from potlut.errors import PotlutFormatError
@@ -78,14 +79,31 @@ def _check_attrs(where: str, attrs: Any, schema: dict[str, str]) -> None:
         _fail(f"{where}: attribute 'exponent' must be an integer or null")
 
 
-def _expect_array(g: ModelGraph, key: str, shape: list[int] | None, kinds: str) -> None:
-    a = g.arrays.get(key)
+@dataclass(frozen=True)
+class ArraySpec:
+    """What the graph requires of one array: its shape (None: any) and dtype kinds."""
+
+    shape: tuple[int, ...] | None
+    kinds: str
+
+
+Specs = dict[str, ArraySpec]
+
+
+def _expect_array(specs: Specs, key: str, shape: list[int] | None, kinds: str) -> None:
+    if key in specs and specs[key] != ArraySpec(None if shape is None else tuple(shape), kinds):
+        _fail(f"array {key!r} is required twice with different shapes")
+    specs[key] = ArraySpec(None if shape is None else tuple(shape), kinds)
+
+
+def check_array(key: str, a: Any, spec: ArraySpec) -> None:
+    """Check one array against what the graph requires of it."""
     if a is None:
         _fail(f"array {key!r} is missing")
-    if a.dtype.kind not in kinds:
-        _fail(f"array {key!r} has dtype {a.dtype}, expected kind {kinds!r}")
-    if shape is not None and list(a.shape) != list(shape):
-        _fail(f"array {key!r} has shape {list(a.shape)}, expected {shape}")
+    if a.dtype.kind not in spec.kinds:
+        _fail(f"array {key!r} has dtype {a.dtype}, expected kind {spec.kinds!r}")
+    if spec.shape is not None and tuple(a.shape) != spec.shape:
+        _fail(f"array {key!r} has shape {list(a.shape)}, expected {list(spec.shape)}")
 
 
 def _is_int_list(v: Any, n: int | None = None) -> bool:
@@ -93,7 +111,7 @@ def _is_int_list(v: Any, n: int | None = None) -> bool:
             and all(isinstance(x, int) and not isinstance(x, bool) for x in v))
 
 
-def _validate_layer(g: ModelGraph, n: Node) -> None:
+def _validate_layer(specs: Specs, n: Node) -> None:
     a = n.attrs
     mod = a.get("module")
     if not isinstance(mod, str):
@@ -119,28 +137,48 @@ def _validate_layer(g: ModelGraph, n: Node) -> None:
         nc = w.get("n_codes")
         if not isinstance(nc, int) or not 1 <= nc <= 65536:
             _fail(f"node {n.name}: weight n_codes must be in 1..65536")
-        _expect_array(g, f"{mod}.weight.codes", shape, "u")
-        _expect_array(g, f"{mod}.weight.negative", shape, "b")
-        _expect_array(g, f"{mod}.weight.codebook", [nc], "f")
-        codes = g.arrays[f"{mod}.weight.codes"]
-        if codes.size and int(codes.max()) >= nc:
-            _fail(f"node {n.name}: weight code {int(codes.max())} outside its codebook of {nc}")
+        _expect_array(specs, f"{mod}.weight.codes", shape, "u")
+        _expect_array(specs, f"{mod}.weight.negative", shape, "b")
+        _expect_array(specs, f"{mod}.weight.codebook", [nc], "f")
     elif w.get("quantized") is False:
-        _expect_array(g, f"{mod}.weight", shape, "f")
+        _expect_array(specs, f"{mod}.weight", shape, "f")
     else:
         _fail(f"node {n.name}: attrs.weight.quantized must be true or false")
     if a.get("bias"):
-        _expect_array(g, f"{mod}.bias", [shape[0]], "f")
+        _expect_array(specs, f"{mod}.bias", [shape[0]], "f")
     act = a.get("act")
     if act is not None:
         _check_attrs(f"node {n.name} act", act, ACT_ATTRS)
-        _expect_array(g, f"{mod}.act.codebook", [act["n_codes"]], "f")
+        _expect_array(specs, f"{mod}.act.codebook", [act["n_codes"]], "f")
         for k in act.get("state", []):
-            _expect_array(g, f"{mod}.act.state.{k}", None, "f")
+            _expect_array(specs, f"{mod}.act.state.{k}", None, "f")
 
 
-def validate(g: ModelGraph) -> None:
-    """Check that ``g`` is well formed; :class:`PotlutFormatError` names the first problem."""
+def _check_shape_attr(n: Node, in_shape: list[int]) -> None:
+    """``attrs.shape`` (a node's output shape) agrees with the input and layer widths."""
+    shape = n.attrs.get("shape")
+    if n.op == "input":
+        if shape != in_shape:
+            _fail(f"node {n.name}: attrs.shape {shape} differs from in_shape {in_shape}")
+        return
+    if shape is None:
+        return
+    if not _is_int_list(shape) or any(s < 1 for s in shape):
+        _fail(f"node {n.name}: attrs.shape must be a list of positive integers or null")
+    width = {"conv2d": "out_channels", "linear": "out_features",
+             "batchnorm2d": "num_features"}.get(n.op)
+    if width is not None and (not shape or shape[0 if n.op != "linear" else -1]
+                              != n.attrs.get(width)):
+        _fail(f"node {n.name}: attrs.shape {shape} does not match {width}")
+
+
+def required_arrays(g: ModelGraph) -> Specs:
+    """Check the graph's structure (not its arrays); return the arrays it requires.
+
+    A file reader compares the stored array table with this before decoding anything,
+    so a declared shape the graph does not ask for never allocates memory.
+    """
+    specs: Specs = {}
     if not _is_int_list(list(g.in_shape)) or any(s < 1 for s in g.in_shape):
         _fail(f"input shape {list(g.in_shape)} is not a list of positive integers")
     if len(g.nodes) < 2 or g.nodes[0].op != "input" or g.nodes[-1].op != "output":
@@ -163,12 +201,34 @@ def validate(g: ModelGraph) -> None:
             _fail(f"node {n.name}: {n.op} may only be the first/last node")
         if n.op in ATTRS:
             _check_attrs(f"node {n.name}", n.attrs, ATTRS[n.op])
+        _check_shape_attr(n, list(g.in_shape))
         if n.op in ("conv2d", "linear"):
-            _validate_layer(g, n)
+            _validate_layer(specs, n)
         elif n.op == "batchnorm2d":
             mod, c = n.attrs.get("module"), n.attrs.get("num_features")
             if not isinstance(mod, str) or not isinstance(c, int):
                 _fail(f"node {n.name}: batchnorm2d needs module and num_features")
             for k in ("weight", "bias", "running_mean", "running_var"):
-                _expect_array(g, f"{mod}.{k}", [c], "f")
+                _expect_array(specs, f"{mod}.{k}", [c], "f")
         seen.add(n.name)
+    return specs
+
+
+def validate(g: ModelGraph) -> None:
+    """Check that ``g`` is well formed; :class:`PotlutFormatError` names the first problem.
+
+    Beyond the structure: every required array exists with its shape and dtype kind, no
+    array is unreferenced, and no weight code lies outside its codebook.
+    """
+    specs = required_arrays(g)
+    for key, spec in specs.items():
+        check_array(key, g.arrays.get(key), spec)
+    extra = sorted(set(g.arrays) - set(specs))
+    if extra:
+        _fail(f"array {extra[0]!r} is not used by any node")
+    for key, codes in g.arrays.items():
+        if key.endswith(".weight.codes") and codes.size:
+            nc = len(g.arrays[key[: -len("codes")] + "codebook"])
+            if int(codes.max()) >= nc:
+                _fail(f"array {key!r}: weight code {int(codes.max())} outside its codebook "
+                      f"of {nc}")

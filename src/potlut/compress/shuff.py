@@ -3,9 +3,9 @@
 Stage 1's second half (METHODS §3). The magnitude codes (zero included) get a canonical
 Huffman code whose lengths alone are stored (at most :data:`MAX_LEN` bits, limited with
 the JPEG ``Adjust_BITS`` procedure); the sign bits of non-zero weights follow as their
-own packed stream. Encoding and decoding are vectorized with numpy: decoding finds every
-symbol start at once by pointer doubling over a "code length at each bit" array, so a
-0.27M-weight model round-trips in tens of milliseconds without a per-symbol Python loop.
+own packed stream. Encoding is vectorized with numpy; decoding is a numba-compiled
+bit-serial canonical decoder whose only allocation is its output (a crafted stream
+cannot make it allocate more than the declared weight count).
 
 Blob layout (documented in docs/format.md): ``n_codes`` bytes of code lengths,
 u64 little-endian bit count of the code stream, the code stream (MSB first, zero
@@ -18,13 +18,13 @@ import heapq
 import math
 import struct
 
+import numba
 import numpy as np
 
-from potlut.compress.sharing import SharedWeights, pack_signs, with_signs
+from potlut.compress.sharing import SharedWeights, code_counts, pack_signs, with_signs
 from potlut.errors import PotlutFormatError
 
 MAX_LEN = 24  # longest code; a 24-bit window plus 7 bits of offset fits in 32 bits
-_CHUNK = 1 << 20  # bit positions examined per vectorized step (bounds temporary memory)
 
 
 def code_lengths(counts: np.ndarray, max_len: int = MAX_LEN) -> np.ndarray:
@@ -111,15 +111,15 @@ def canonical_codes(lengths: np.ndarray) -> np.ndarray:
 
 def encode_symbols(symbols: np.ndarray, lengths: np.ndarray) -> tuple[bytes, int]:
     """Huffman-code ``symbols`` (flat ints); returns ``(stream bytes, bit count)``."""
-    symbols = np.asarray(symbols).reshape(-1).astype(np.int64)
+    symbols = np.asarray(symbols).reshape(-1)
     codes = canonical_codes(lengths).astype(np.int64)
     lens = np.asarray(lengths, dtype=np.int64)
-    if symbols.size and (lens[symbols] == 0).any():
-        raise ValueError("a symbol to encode has no code (count it before building lengths)")
     chunks, total = [], 0
     step = 1 << 18
     for i in range(0, symbols.size, step):
-        s = symbols[i : i + step]
+        s = symbols[i : i + step].astype(np.int64)
+        if (lens[s] == 0).any():
+            raise ValueError("a symbol to encode has no code (count it before building lengths)")
         ln, cd = lens[s], codes[s]
         starts = np.cumsum(ln) - ln
         owner = np.repeat(np.arange(s.size), ln)
@@ -130,20 +130,54 @@ def encode_symbols(symbols: np.ndarray, lengths: np.ndarray) -> tuple[bytes, int
     return np.packbits(bits).tobytes(), total
 
 
+@numba.njit(cache=True)
+def _decode(buf, nbits, count, first, limit, offsets, order, out):  # pragma: no cover
+    """Bit-serial canonical decoding into ``out``; 0 on success, else an error code."""
+    pos = 0
+    maxl = first.size - 1
+    for i in range(count):
+        code = 0
+        length = 0
+        while True:
+            if pos >= nbits:
+                return 1
+            code = (code << 1) | ((buf[pos >> 3] >> (7 - (pos & 7))) & 1)
+            pos += 1
+            length += 1
+            if code < limit[length]:
+                out[i] = order[offsets[length] + code - first[length]]
+                break
+            if length == maxl:
+                return 2
+    if pos != nbits:
+        return 3
+    return 0
+
+
+_ERRORS = {
+    1: "code stream ends before the declared number of weights",
+    2: "code stream holds a bit pattern that is no code",
+    3: "code stream has bits left over after the declared number of weights",
+}
+
+
 def decode_symbols(data: bytes, nbits: int, lengths: np.ndarray, count: int) -> np.ndarray:
     """Decode exactly ``count`` symbols that fill exactly ``nbits`` bits of ``data``.
 
     Anything else (a code that does not exist, a stream that ends early or has bits
-    left over, non-zero padding) is a :class:`PotlutFormatError`.
+    left over, non-zero padding) is a :class:`PotlutFormatError`. Memory: the uint16
+    output only; time: at most ``nbits`` bit steps.
     """
     lengths = np.asarray(lengths, dtype=np.int64)
     _check_lengths(lengths)
+    if len(lengths) > 1 << 16:
+        raise PotlutFormatError(f"{len(lengths)} codes exceed the 65536 a layer may use")
     if len(data) != (nbits + 7) // 8:
         raise PotlutFormatError(f"code stream is {len(data)} bytes, {nbits} bits declared")
     if count == 0:
         if nbits:
             raise PotlutFormatError("code stream has bits but no symbols")
-        return np.zeros(0, np.int64)
+        return np.zeros(0, np.uint16)
     if count > nbits:  # every code is at least one bit long
         raise PotlutFormatError(f"{count} symbols cannot fit in {nbits} bits")
     buf = np.frombuffer(data, dtype=np.uint8)
@@ -154,41 +188,18 @@ def decode_symbols(data: bytes, nbits: int, lengths: np.ndarray, count: int) -> 
         raise PotlutFormatError("code stream present but no symbol has a code")
     maxl = int(lengths.max())
     bl = np.bincount(lengths[used], minlength=maxl + 1)
-    first = np.zeros(maxl + 1, np.int64)  # first canonical code of each length
+    first = np.zeros(maxl + 1, np.int64)  # first canonical code of each length (count[0] = 0)
     for b in range(2, maxl + 1):
         first[b] = (first[b - 1] + bl[b - 1]) << 1
-    limits = np.array([(first[b] + bl[b]) << (maxl - b) for b in range(1, maxl + 1)], np.int64)
-    offsets = np.concatenate([[0], np.cumsum(bl[1:])])  # symbols with length < b
+    limit = first + bl  # codes of length b are first[b] .. limit[b] - 1
+    limit[0] = 0
+    offsets = np.concatenate([[0], np.cumsum(bl)[:-1]])  # symbols with length < b
     order = used[np.lexsort((used, lengths[used]))]  # canonical order
-    padded = np.concatenate([buf, np.zeros(4, np.uint8)]).astype(np.int64)
-    # From every bit position: the code that starts there (its length and symbol);
-    # nxt[p] = start of the following code, nbits = clean end, nbits + 1 = error sink.
-    nxt = np.empty(nbits + 2, np.int64)
-    sym_at = np.empty(nbits, np.int64)
-    for lo in range(0, nbits, _CHUNK):
-        pos = np.arange(lo, min(lo + _CHUNK, nbits), dtype=np.int64)
-        byte = pos >> 3
-        word = ((padded[byte] << 24) | (padded[byte + 1] << 16)
-                | (padded[byte + 2] << 8) | padded[byte + 3])
-        window = (word >> (32 - maxl - (pos & 7))) & ((1 << maxl) - 1)
-        li = np.searchsorted(limits, window, side="right")  # code length - 1
-        valid = li < maxl
-        ln = np.where(valid, li + 1, 1)
-        idx = offsets[np.minimum(li, maxl - 1)] + (window >> (maxl - ln)) - first[ln]
-        sym_at[pos] = np.where(valid, idx, 0)
-        nxt[pos] = np.where(valid, np.minimum(pos + ln, nbits + 1), nbits + 1)
-    nxt[nbits], nxt[nbits + 1] = nbits, nbits + 1
-    starts = np.zeros(count + 1, np.int64)
-    steps = np.arange(count + 1)
-    jump = nxt
-    for k in range(int(count).bit_length()):
-        m = ((steps >> k) & 1).astype(bool)
-        starts[m] = jump[starts[m]]
-        if k + 1 < int(count).bit_length():
-            jump = jump[jump]
-    if starts[count] != nbits or starts[count - 1] >= nbits:
-        raise PotlutFormatError("code stream does not decode to the declared number of weights")
-    return order[sym_at[starts[:count]]]
+    out = np.empty(count, np.uint16)
+    err = _decode(buf, nbits, count, first, limit, offsets, order.astype(np.int64), out)
+    if err:
+        raise PotlutFormatError(_ERRORS[err])
+    return out
 
 
 def side_bytes(n_codes: int) -> int:
@@ -198,8 +209,8 @@ def side_bytes(n_codes: int) -> int:
 
 def encode_weights(sw: SharedWeights) -> bytes:
     """S-Huff blob of one layer: code lengths, code stream, sign stream."""
-    codes = sw.codes.reshape(-1).astype(np.int64)
-    counts = np.bincount(codes, minlength=sw.n_codes)
+    codes = sw.codes.reshape(-1)
+    counts = code_counts(codes, sw.n_codes)
     lengths = code_lengths(counts)
     stream, nbits = encode_symbols(codes, lengths)
     signs = pack_signs(sw)

@@ -5,10 +5,13 @@ P-LUT layer (IOS-PoT weights and activations): every product is one table read (
 codes index the table; the sign is the XOR of the two sign bits, which the SIMD kernel
 folds into its signed-code rows) and one add into the int32 accumulator: no multiply.
 8-bit first/last layers: int8 x int8 -> int32 multiply-accumulates, counted apart.
-Per output value: requantization (a multiply, an add and a shift; a shift and an add
-where every scale is a power of two; or only threshold compares where the engine folds it
-into accumulator thresholds), the residual add, ReLU and the compares against the next
-quantizer's thresholds.
+``table_reads`` / ``int8_macs`` count every MAC (FIXOPS accounting); ``executed_reads``
+counts what the kernels run: they loop over the non-zero weights only.
+Per output value, as the kernels execute it (taken from the engine's layer plan, not
+re-derived here): requantization ``(acc * M + B) >> R`` (a multiply, an add and a shift,
+also when M is a power of two), or, on the C backend where the plan folds it into
+accumulator thresholds, only threshold compares; the residual add, ReLU and the compares
+against the next quantizer's thresholds.
 
 Bit-shift scheme (DeepShift / LogQuant style): the activation is a fixed-point integer and
 each product is that integer shifted by the weight's exponent, then negated by the
@@ -21,13 +24,16 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from typing import Any
 
+from potlut.infer.engine import plan_layer
 from potlut.infer.program import Add as AddStep
 from potlut.infer.program import Layer, Pool, Program, Relu
 
+BACKENDS_WITH_THRESHOLDS = ("c",)  # kernels that run the plan's accumulator thresholds
 
-def uses_accumulator_thresholds(st: Layer) -> bool:
-    """Whether the engine projects this layer's accumulator onto codes by thresholds alone."""
-    return st.out_act is not None and st.residual is None and st.out_fixed is None
+
+def uses_accumulator_thresholds(st: Layer, backend: str = "c") -> bool:
+    """Whether ``backend``'s kernel projects this layer's accumulator by thresholds alone."""
+    return backend in BACKENDS_WITH_THRESHOLDS and plan_layer(st).acc_thr
 
 
 @dataclass
@@ -43,6 +49,7 @@ class LayerOps:
     sign_xors: int
     accumulate_adds: int
     int8_macs: int
+    executed_reads: int  # table reads / int8 MACs the kernel runs (zero weights skipped)
     requant_mults: int
     requant_adds: int
     requant_shifts: int
@@ -58,18 +65,19 @@ class LayerOps:
     shift_adds: int
 
 
-def layer_ops(st: Layer) -> LayerOps:
-    """Counts for one layer step (see the module docstring)."""
+def layer_ops(st: Layer, backend: str = "c") -> LayerOps:
+    """Counts for one layer step on ``backend`` (see the module docstring)."""
     macs, outs = st.macs, st.out_channels * st.out_hw
     plut = st.mode == "plut"
+    plan = plan_layer(st)
+    executed = int(plan.nz_off[-1]) * st.out_hw  # the kernels' loop over nz_k, per position
     n_thr = st.out_act.n - 1 if st.out_act is not None else 0
-    if uses_accumulator_thresholds(st):
+    if backend in BACKENDS_WITH_THRESHOLDS and plan.acc_thr:
         sides = 2 if (st.out_act.signed and not st.relu) else 1
         mults = adds = shifts = 0
         compares = outs * n_thr * sides
-    else:
-        mults = 0 if st.requant.shift_only else outs
-        adds, shifts = outs, outs
+    else:  # the epilogue (acc * M + B) >> R runs for every output
+        mults = adds = shifts = outs
         compares = outs * (n_thr + (1 if st.relu else 0))
     t = st.plut
     return LayerOps(
@@ -77,6 +85,7 @@ def layer_ops(st: Layer) -> LayerOps:
         bits_a=st.act.bits, macs=macs,
         table_reads=macs if plut else 0, sign_xors=macs if plut else 0,
         accumulate_adds=macs if plut else 0, int8_macs=0 if plut else macs,
+        executed_reads=executed,
         requant_mults=mults, requant_adds=adds, requant_shifts=shifts, compares=compares,
         residual_adds=outs if st.residual is not None else 0,
         plut_entries=int(t.entries.size) if t is not None else 0,
@@ -88,13 +97,14 @@ def layer_ops(st: Layer) -> LayerOps:
     )
 
 
-def op_counts(prog: Program) -> dict[str, Any]:
+def op_counts(prog: Program, backend: str = "c") -> dict[str, Any]:
     """Per-layer and total operation counts for one image, both schemes side by side.
 
     ``total.table_reads`` equals the MACs of the P-LUT layers and ``total.int8_macs`` those
-    of the 8-bit first/last layers (checked against ``potlut.metrics.layer_costs``).
+    of the 8-bit first/last layers (checked against ``potlut.metrics.layer_costs``); the
+    requantization counts are those of ``backend``'s kernels ("c" or "numba").
     """
-    layers = [layer_ops(st) for st in prog.layers()]
+    layers = [layer_ops(st, backend) for st in prog.layers()]
     other = {"pool_adds": 0, "pool_divides": 0, "adds": 0, "relu_compares": 0}
     for st in prog.steps:
         shape = prog.shapes.get(getattr(st, "dst", ""), ())
@@ -109,7 +119,7 @@ def op_counts(prog: Program) -> dict[str, Any]:
             other["adds"] += n
         elif isinstance(st, Relu):
             other["relu_compares"] += n
-    keys = ["macs", "table_reads", "sign_xors", "accumulate_adds", "int8_macs",
+    keys = ["macs", "table_reads", "sign_xors", "accumulate_adds", "int8_macs", "executed_reads",
             "requant_mults", "requant_adds", "requant_shifts", "compares", "residual_adds",
             "plut_bytes", "plut_entries"]
     total = {k: sum(getattr(lo, k) for lo in layers) for k in keys}
@@ -119,7 +129,8 @@ def op_counts(prog: Program) -> dict[str, Any]:
         "table_reads": total["table_reads"], "sign_xors": total["sign_xors"],
         "adds": total["accumulate_adds"] + common[1] + common[4] + other["adds"]
         + other["pool_adds"],
-        "shifts": common[2], "multiplies_low_bit_layers": 0,
+        "shifts": common[2],
+        "multiplies_low_bit_layers": sum(lo.requant_mults for lo in layers if lo.mode == "plut"),
         "int8_macs": total["int8_macs"], "requant_multiplies": common[0],
         "compares": common[3] + other["relu_compares"],
         "table_bytes": total["plut_bytes"],
@@ -130,7 +141,7 @@ def op_counts(prog: Program) -> dict[str, Any]:
         "adds": sum(lo.shift_adds for lo in layers) + common[1] + common[4] + other["adds"]
         + other["pool_adds"],
         "shifts": sum(lo.shift_shifts for lo in layers) + common[2],
-        "multiplies_low_bit_layers": 0,
+        "multiplies_low_bit_layers": sum(lo.requant_mults for lo in layers if lo.mode == "plut"),
         "int8_macs": total["int8_macs"], "requant_multiplies": common[0],
         "compares": common[3] + other["relu_compares"],
         "table_bytes": 0,
@@ -142,4 +153,5 @@ def op_counts(prog: Program) -> dict[str, Any]:
         "plut": plut_scheme,
         "bit_shift": shift_scheme,
         "frac_bits": prog.frac_bits,
+        "backend": backend,
     }

@@ -33,7 +33,7 @@ from potlut.errors import PotlutCheckpointError, PotlutConfigError
 from potlut.metrics.accuracy import evaluate, topk_correct
 from potlut.quant.base import Quantizer
 from potlut.train import distributed as pdist
-from potlut.train.checkpoint import load_checkpoint, save_checkpoint
+from potlut.train.checkpoint import load_checkpoint, restore_rng, rng_state, save_checkpoint
 from potlut.train.losses import DistributionLoss
 
 PAPER_EPOCHS = 300
@@ -231,6 +231,8 @@ def fit(
             ) from None
         history = History.from_dict(state["history"])
         start = len(history.epochs)
+        if "rng" in state:  # where the killed run left every generator, not the seed
+            restore_rng(state["rng"])
     ce = nn.CrossEntropyLoss()
     for epoch in range(start, cfg.epochs):
         model.train()
@@ -298,6 +300,7 @@ def fit(
                 "scheduler": sched.state_dict(),
                 "dist_loss": dist.state_dict(),
                 "history": history.to_dict(),
+                "rng": rng_state(),
                 **({"scaler": scaler.state_dict()} if scaler is not None else {}),
             })
         if on_epoch_end is not None:
