@@ -23,7 +23,6 @@ REFUSED |= {("deepshift", b): "weight: codebook is not small integers" for b in 
 # known wrong answers (issue 17 findings, left to the engine's owner): the test fails
 # loudly once they are fixed, so the xfail is removed with the fix
 WRONG = {
-    ("apot", 5): "1 of 16384 codes differ from the float quantizer (a tie at a level midpoint)",
     ("apot", 6): "1 of 16384 codes differ from the float quantizer (a tie at a level midpoint)",
 }
 CASES = [(s, b) for s in ("iospot", "deepshift", "apot", "pact") for b in range(2, 9)

@@ -124,6 +124,10 @@ def test_srq_export_matches_forward_and_bits_drop_when_the_gate_closes():
     assert int(q.cur_bits) == 3 and q.bits == 3 and q.top() == 3
     assert float(q.log_s.detach().exp()) == pytest.approx(0.5)
     assert q.keep_probability() == pytest.approx(0.9)
+    with torch.no_grad():
+        q.theta.fill_(-1.0)
+    cb(3, None)
+    assert int(q.cur_bits) == 3  # second half of QAT: widths stay, the model fine-tunes
 
 
 def test_dropbits_drops_bits_in_training_and_the_penalty_closes_the_gate():

@@ -23,7 +23,11 @@ SAMPLE = Path("shared/data/cifar10-sample")
 
 
 def _sample() -> Path | None:
-    """``../shared/data/cifar10-sample`` beside the repository root (or a level higher)."""
+    """``$POTLUT_SHARED_DATA/cifar10-sample`` (set by .ci/run for its clone), else
+    ``../shared/data/cifar10-sample`` beside the repository root (or a level higher)."""
+    env = os.environ.get("POTLUT_SHARED_DATA")
+    if env and (Path(env) / "cifar10-sample").is_dir():
+        return Path(env) / "cifar10-sample"
     for parent in Path(__file__).resolve().parents[2:5]:
         if (parent / SAMPLE).is_dir():
             return parent / SAMPLE
