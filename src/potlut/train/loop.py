@@ -176,6 +176,22 @@ def _amp_dtype(cfg: TrainConfig, stage: str, device: torch.device) -> torch.dtyp
 EpochCallback = Callable[[int, EpochLog], None]
 
 
+@dataclass
+class _Run:
+    """What every step of one stage shares, built once by ``fit`` (kept together, not globals)."""
+
+    model: nn.Module
+    train_model: nn.Module  # ``model`` itself, or its DDP wrapper under torchrun
+    device: torch.device
+    world: int
+    amp_dtype: torch.dtype | None
+    scaler: torch.amp.GradScaler | None
+    aux_losses: list[nn.Module]
+    dist: DistributionLoss
+    opt: torch.optim.Optimizer
+    sched: Any
+
+
 def fit(
     model: nn.Module,
     data: DataBundle,
@@ -196,89 +212,22 @@ def fit(
     meta or recipe differs from this run's is refused rather than silently mixed in.
     """
     cfg.validate()
-    device = pick_device(cfg.device)
-    model.to(device)
-    world = pdist.world_size()
-    if world > 1 and cfg.sync_bn:
-        pdist.sync_batchnorm(model, device)
-    train_model = pdist.wrap(model, device) if world > 1 else model
+    device, world, train_model = _place_model(model, cfg)
     main = pdist.is_main()
     progress = progress and main
     amp_dtype = _amp_dtype(cfg, stage, device)
     scaler = torch.amp.GradScaler("cuda") if amp_dtype == torch.float16 else None
     aux_losses = [m for m in model.modules() if callable(getattr(m, "aux_loss", None))]
-    torch.manual_seed(cfg.seed)
-    dist = DistributionLoss(cfg.dist_loss if stage != "fp32" else "off", cfg.dist_lambda).to(device)
-    opt = torch.optim.SGD(
-        _param_groups(model, dist, cfg.weight_decay, cfg.lr), lr=cfg.lr, momentum=cfg.momentum
-    )
-    sched = _scheduler(opt, cfg)
-    history = History(stage)
-    start = 0
+    dist, opt, sched = _build_optimizer(model, cfg, stage, device)
+    run = _Run(model, train_model, device, world, amp_dtype, scaler, aux_losses, dist, opt, sched)
+    history, start = History(stage), 0
     if checkpoint is not None and resume and Path(checkpoint).exists():
-        state = load_checkpoint(checkpoint, device)
-        _check_compatible(state, stage, cfg, meta or {}, checkpoint)
-        try:
-            model.load_state_dict(state["model"])
-            opt.load_state_dict(state["optimizer"])
-            sched.load_state_dict(state["scheduler"])
-            dist.load_state_dict(state["dist_loss"])
-            if scaler is not None and "scaler" in state:
-                scaler.load_state_dict(state["scaler"])
-        except (RuntimeError, KeyError, ValueError) as exc:
-            raise PotlutCheckpointError(
-                f"{checkpoint}: does not match this model ({str(exc).splitlines()[0][:160]})"
-            ) from None
-        history = History.from_dict(state["history"])
-        start = len(history.epochs)
-        if "rng" in state:  # where the killed run left every generator, not the seed
-            restore_rng(state["rng"])
+        history, start = _restore_checkpoint(run, checkpoint, stage, cfg, meta or {})
     ce = nn.CrossEntropyLoss()
     for epoch in range(start, cfg.epochs):
-        model.train()
-        tot_loss = tot_correct = tot_n = 0.0
-        loader, global_sizes = _epoch_loader(data, cfg, epoch)
-        with _progress(progress, f"{stage} epoch {epoch + 1}/{cfg.epochs}", len(loader)) as bar:
-            for step, (x, y) in enumerate(loader):
-                x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
-                with (torch.autocast(device.type, dtype=amp_dtype) if amp_dtype
-                      else contextlib.nullcontext()):
-                    logits = train_model(x)
-                    loss = ce(logits, y)
-                if global_sizes is None:
-                    total = loss + dist(model)
-                else:  # weight this rank's share so DDP's mean is the global-batch mean
-                    total = loss * (len(y) * world / global_sizes[step]) + dist(model)
-                for m in aux_losses:  # model-defined extra terms (e.g. SCN's rank loss)
-                    total = total + m.aux_loss()
-                opt.zero_grad(set_to_none=True)
-                if scaler is not None:
-                    scaler.scale(total).backward()
-                    scaler.step(opt)
-                    scaler.update()
-                else:
-                    total.backward()
-                    opt.step()
-                loss_value = float(loss.detach())
-                if not math.isfinite(loss_value):
-                    raise PotlutConfigError(
-                        f"{stage}: loss became {loss_value} at epoch {epoch + 1}; "
-                        "lower --lr or check the data"
-                    )
-                n = len(y)
-                tot_loss += loss_value * n
-                tot_correct += topk_correct(logits.detach(), y, (1,))[0]
-                tot_n += n
-                bar.step(f"loss {tot_loss / tot_n:.3f} acc {100 * tot_correct / tot_n:.1f}%")
-        if world > 1:
-            tot_loss, tot_correct, tot_n = pdist.all_reduce_sum(
-                [tot_loss, tot_correct, tot_n], device
-            )
+        tot_loss, tot_correct, tot_n = _train_epoch(run, data, cfg, stage, epoch, ce, progress)
         sched.step()
-        if world > 1 or cfg.num_workers > 0:
-            t1, t5 = pdist.evaluate_sharded(model, data.test, device, num_workers=cfg.num_workers)
-        else:
-            t1, t5 = evaluate(model, data.test, device=device)
+        t1, t5 = _evaluate(run, data, cfg)
         log = EpochLog(
             epoch + 1, tot_loss / tot_n, 100 * tot_correct / tot_n, t1, t5,
             opt.param_groups[0]["lr"], dist.lam if dist.mode != "off" else None,
@@ -286,29 +235,172 @@ def fit(
         history.epochs.append(log)
         history.done = epoch + 1 == cfg.epochs
         if progress:
-            print(
-                f"{stage} epoch {epoch + 1}/{cfg.epochs}: loss {log.train_loss:.4f} "
-                f"train {log.train_top1:.2f}% test top1 {t1:.2f}% top5 {t5:.2f}%",
-                file=sys.stderr,
-            )
+            _print_epoch(stage, cfg, log)
         if checkpoint is not None and main:
-            save_checkpoint(checkpoint, {
-                "stage": stage,
-                "config": asdict(cfg),
-                "model": model.state_dict(),
-                "optimizer": opt.state_dict(),
-                "scheduler": sched.state_dict(),
-                "dist_loss": dist.state_dict(),
-                "history": history.to_dict(),
-                "rng": rng_state(),
-                **({"scaler": scaler.state_dict()} if scaler is not None else {}),
-            })
+            _save(run, checkpoint, stage, cfg, history)
         if on_epoch_end is not None:
             on_epoch_end(epoch + 1, log)
     history.done = True
     if world > 1 and cfg.sync_bn:
         pdist.unsync_batchnorm(model)
     return history
+
+
+def _place_model(model: nn.Module, cfg: TrainConfig) -> tuple[torch.device, int, nn.Module]:
+    """Move ``model`` to its device and, under torchrun, wrap it for DDP.
+
+    Returns the device, the world size and the module to call in the training step; the
+    unwrapped ``model`` stays the one that is evaluated, checkpointed and returned.
+    """
+    device = pick_device(cfg.device)
+    model.to(device)
+    world = pdist.world_size()
+    if world > 1 and cfg.sync_bn:
+        pdist.sync_batchnorm(model, device)
+    train_model = pdist.wrap(model, device) if world > 1 else model
+    return device, world, train_model
+
+
+def _build_optimizer(
+    model: nn.Module, cfg: TrainConfig, stage: str, device: torch.device
+) -> tuple[DistributionLoss, torch.optim.Optimizer, Any]:
+    """Seed torch, then build the distribution loss, SGD over its param groups, and the schedule.
+
+    The seed is set here, after the model is placed and before anything below draws from
+    the generator, so a fresh run starts from the same state every time.
+    """
+    torch.manual_seed(cfg.seed)
+    dist = DistributionLoss(cfg.dist_loss if stage != "fp32" else "off", cfg.dist_lambda).to(device)
+    opt = torch.optim.SGD(
+        _param_groups(model, dist, cfg.weight_decay, cfg.lr), lr=cfg.lr, momentum=cfg.momentum
+    )
+    return dist, opt, _scheduler(opt, cfg)
+
+
+def _restore_checkpoint(
+    run: _Run, checkpoint: str | Path, stage: str, cfg: TrainConfig, meta: dict
+) -> tuple[History, int]:
+    """Load a checkpoint into the run; return its history and the first epoch still to train.
+
+    A checkpoint of another stage, recipe or meta is refused, and one whose tensors do not
+    fit this model raises PotlutCheckpointError rather than torch's long message. The RNG
+    states are restored last, so the next epoch draws exactly what the killed run would have.
+    """
+    state = load_checkpoint(checkpoint, run.device)
+    _check_compatible(state, stage, cfg, meta, checkpoint)
+    try:
+        run.model.load_state_dict(state["model"])
+        run.opt.load_state_dict(state["optimizer"])
+        run.sched.load_state_dict(state["scheduler"])
+        run.dist.load_state_dict(state["dist_loss"])
+        if run.scaler is not None and "scaler" in state:
+            run.scaler.load_state_dict(state["scaler"])
+    except (RuntimeError, KeyError, ValueError) as exc:
+        raise PotlutCheckpointError(
+            f"{checkpoint}: does not match this model ({str(exc).splitlines()[0][:160]})"
+        ) from None
+    history = History.from_dict(state["history"])
+    if "rng" in state:  # where the killed run left every generator, not the seed
+        restore_rng(state["rng"])
+    return history, len(history.epochs)
+
+
+def _train_epoch(
+    run: _Run, data: DataBundle, cfg: TrainConfig, stage: str, epoch: int,
+    ce: nn.Module, progress: bool,
+) -> tuple[float, float, float]:
+    """One pass over the training set; returns the (global) loss sum, correct count and size.
+
+    Under torchrun each rank's loss is weighted by its share of the global batch so DDP's
+    gradient mean equals the global-batch mean, and the totals are summed over ranks.
+    """
+    run.model.train()
+    tot_loss = tot_correct = tot_n = 0.0
+    loader, global_sizes = _epoch_loader(data, cfg, epoch)
+    with _progress(progress, f"{stage} epoch {epoch + 1}/{cfg.epochs}", len(loader)) as bar:
+        for step, (x, y) in enumerate(loader):
+            x, y = x.to(run.device, non_blocking=True), y.to(run.device, non_blocking=True)
+            with (torch.autocast(run.device.type, dtype=run.amp_dtype) if run.amp_dtype
+                  else contextlib.nullcontext()):
+                logits = run.train_model(x)
+                loss = ce(logits, y)
+            if global_sizes is None:
+                total = loss + run.dist(run.model)
+            else:  # weight this rank's share so DDP's mean is the global-batch mean
+                total = loss * (len(y) * run.world / global_sizes[step]) + run.dist(run.model)
+            for m in run.aux_losses:  # model-defined extra terms (e.g. SCN's rank loss)
+                total = total + m.aux_loss()
+            _optimizer_step(run, total)
+            loss_value = float(loss.detach())
+            _check_finite(loss_value, stage, epoch)
+            n = len(y)
+            tot_loss += loss_value * n
+            tot_correct += topk_correct(logits.detach(), y, (1,))[0]
+            tot_n += n
+            bar.step(f"loss {tot_loss / tot_n:.3f} acc {100 * tot_correct / tot_n:.1f}%")
+    if run.world > 1:
+        tot_loss, tot_correct, tot_n = pdist.all_reduce_sum(
+            [tot_loss, tot_correct, tot_n], run.device
+        )
+    return tot_loss, tot_correct, tot_n
+
+
+def _optimizer_step(run: _Run, total: torch.Tensor) -> None:
+    """Backward and step, through the GradScaler when float16 autocast needs loss scaling."""
+    run.opt.zero_grad(set_to_none=True)
+    if run.scaler is not None:
+        run.scaler.scale(total).backward()
+        run.scaler.step(run.opt)
+        run.scaler.update()
+    else:
+        total.backward()
+        run.opt.step()
+
+
+def _check_finite(loss_value: float, stage: str, epoch: int) -> None:
+    """Stop at the first NaN/inf loss with a hint, instead of training on garbage.
+
+    Checked after the step (as before the split), so the weights of the failing step are
+    already updated; the run is abandoned anyway.
+    """
+    if not math.isfinite(loss_value):
+        raise PotlutConfigError(
+            f"{stage}: loss became {loss_value} at epoch {epoch + 1}; "
+            "lower --lr or check the data"
+        )
+
+
+def _evaluate(run: _Run, data: DataBundle, cfg: TrainConfig) -> tuple[float, float]:
+    """Test Top-1/Top-5: sharded over ranks (or worker processes), else in this process."""
+    if run.world > 1 or cfg.num_workers > 0:
+        return pdist.evaluate_sharded(run.model, data.test, run.device, num_workers=cfg.num_workers)
+    return evaluate(run.model, data.test, device=run.device)
+
+
+def _print_epoch(stage: str, cfg: TrainConfig, log: EpochLog) -> None:
+    """The one line per epoch on stderr (the bar above it is transient)."""
+    print(
+        f"{stage} epoch {log.epoch}/{cfg.epochs}: loss {log.train_loss:.4f} "
+        f"train {log.train_top1:.2f}% test top1 {log.test_top1:.2f}% top5 {log.test_top5:.2f}%",
+        file=sys.stderr,
+    )
+
+
+def _save(
+    run: _Run, checkpoint: str | Path, stage: str, cfg: TrainConfig, history: History
+) -> None:
+    """Write the full training state atomically, RNG included, so a resume is bit-identical."""
+    save_checkpoint(checkpoint, {
+        "stage": stage,
+        "config": asdict(cfg),
+        "model": run.model.state_dict(),
+        "optimizer": run.opt.state_dict(),
+        "scheduler": run.sched.state_dict(),
+        "dist_loss": run.dist.state_dict(),
+        "history": history.to_dict(),
+        "rng": rng_state(),
+        **({"scaler": run.scaler.state_dict()} if run.scaler is not None else {}),
+    })
 
 
 def _check_compatible(state: dict, stage: str, cfg: TrainConfig, meta: dict, path) -> None:
