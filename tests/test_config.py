@@ -12,7 +12,7 @@ from potlut.cli.train import make_config
 from potlut.config import load_config
 from potlut.data.bundle import DataBundle
 from potlut.errors import PotlutConfigError
-from potlut.nn import convert
+from potlut.nn import convert, quant_layers
 from potlut.train import fit
 from tests.data.fixtures import write_cifar10, write_cifar100, write_folder, write_rafdb_original
 
@@ -57,14 +57,25 @@ def test_config_loads_with_paper_recipe_and_trains_a_tiny_step(path, fixtures):
     model = models.build(run_cfg.model, bundle.num_classes, bundle.in_channels)
     fp32 = dataclasses.replace(run_cfg.train_config("fp32"), epochs=1, batch_size=4,
                                device="cpu", num_workers=0)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
     hist = fit(model, tiny, fp32, stage="fp32", progress=False)
     assert len(hist.epochs) == 1 and torch.isfinite(torch.tensor(hist.epochs[0].train_loss))
+    # one real SGD step: the classifier's weights moved (lr 0.04 on a non-zero gradient)
+    moved = [k for k, v in model.state_dict().items()
+             if v.dtype.is_floating_point and not torch.equal(v, before[k])]
+    assert any(k.endswith("weight") for k in moved), moved
     qat = dataclasses.replace(run_cfg.train_config("qat"), epochs=1, batch_size=4,
                               device="cpu", num_workers=0)
     assert qat.dist_loss == cfg.dist_loss
     qmodel = convert(model, run_cfg.quant_spec())
     hist = fit(qmodel, tiny, qat, stage="qat", progress=False)
     assert torch.isfinite(torch.tensor(hist.epochs[0].train_loss))
+    # the QAT model's weights lie on their b-bit codebooks: at most 2^b distinct values
+    layers = quant_layers(qmodel)
+    assert layers
+    for name, layer in layers:
+        w = layer.quantized_weight().detach()
+        assert len(torch.unique(w)) <= 2 ** layer.bits_w, (name, layer.bits_w)
     assert "train" not in sections or set(sections["train"]) <= {"num_workers", "sync_bn", "amp"}
 
 
