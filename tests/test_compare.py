@@ -43,8 +43,8 @@ def test_every_scheme_within_three_points_of_fp32(digits_run):
     assert [r["scheme"] for r in rows[1:]] == DEFAULT_SCHEMES
     for r in rows:
         assert set(JSON_KEYS) <= set(r)
-        if r["scheme"] == "srq":  # learns its bit-widths down (2/2 after 15 epochs: -5.7)
-            assert r["bits_w"] < 4 and r["top1"] >= fp["top1"] - 8, r
+        if r["scheme"] == "srq":  # learns its bit-widths down, to 3 bits at the least
+            assert 3 <= r["bits_w"] < 4 and r["top1"] >= fp["top1"] - 3, r
             continue
         assert r["top1"] >= fp["top1"] - 3, (r["scheme"], r["top1"], fp["top1"])
 

@@ -47,6 +47,9 @@ KEEP_INIT = 0.9  # initial probability of keeping the last bit
 CONCRETE_T = 2.0 / 3.0  # hard-concrete temperature
 PENALTY = 4.0  # lambda: pressure towards one bit less, per layer
 MIN_BITS = 2
+# learned widths stop here: at 2/2 bits (binary post-ReLU activations) the 10-epoch digits
+# compare fell to 53.5 % (FP32 97.6); at 3 bits it holds
+MIN_LEARNED_BITS = 3
 
 
 def semi_relaxed(u: torch.Tensor, lo: int, hi: int, tau: float = TAU) -> torch.Tensor:
@@ -165,7 +168,7 @@ def learned_bits_schedule(qmodel: nn.Module, epochs: int) -> Callable[[int, Any]
             return
         for q in qmodel.modules():
             if isinstance(q, SRQQuantizer) and q.keep_probability() < 0.5 \
-                    and int(q.cur_bits) > MIN_BITS:
+                    and int(q.cur_bits) > MIN_LEARNED_BITS:
                 q.drop_bit()
 
     return on_epoch_end
