@@ -16,32 +16,20 @@ from potlut.errors import PotlutConfigError
 def digits_normalization() -> Normalization:
     """The digits bundle's standardization (pixels 0..16 / 16, training mean and std)."""
     import torch
-    from sklearn.datasets import load_digits
-    from sklearn.model_selection import train_test_split
 
-    from potlut.data.digits import SPLIT_SEED, TEST_FRACTION
+    from potlut.data import digits
+    from potlut.data.bundle import channel_stats
 
-    d = load_digits()
-    x = d.images.astype(np.float32)[:, None] / 16.0
-    xtr, _ = train_test_split(x, test_size=TEST_FRACTION, random_state=SPLIT_SEED,
-                              stratify=d.target)
-    t = torch.from_numpy(xtr)
-    mean = t.mean((0, 2, 3)).tolist()
-    std = t.std((0, 2, 3)).clamp_min(1e-6).tolist()
-    return Normalization(16.0, tuple(mean), tuple(std))
+    xtr = digits.split()[0]
+    mean, std = channel_stats(torch.from_numpy(xtr.astype(np.float32) / 16.0))
+    return Normalization(16.0, tuple(mean.flatten().tolist()), tuple(std.flatten().tolist()))
 
 
 def digits_pixels() -> tuple[np.ndarray, np.ndarray]:
     """The digits test split as uint8 pixels ``[N, 1, 8, 8]`` (0..16) and labels."""
-    from sklearn.datasets import load_digits
-    from sklearn.model_selection import train_test_split
+    from potlut.data import digits
 
-    from potlut.data.digits import SPLIT_SEED, TEST_FRACTION
-
-    d = load_digits()
-    _, xte, _, yte = train_test_split(d.images.astype(np.uint8)[:, None], d.target,
-                                      test_size=TEST_FRACTION, random_state=SPLIT_SEED,
-                                      stratify=d.target)
+    _, xte, _, yte = digits.split()
     return xte, yte
 
 

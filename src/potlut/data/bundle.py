@@ -30,9 +30,13 @@ class DataBundle:
         return torch.stack(xs)
 
 
+def channel_stats(train_x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-channel mean and std (``[1, C, 1, 1]``) of ``[N, C, H, W]`` training images."""
+    dims = (0, 2, 3)
+    return train_x.mean(dims, keepdim=True), train_x.std(dims, keepdim=True).clamp_min(1e-6)
+
+
 def standardize(train_x: torch.Tensor, test_x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Per-channel zero mean / unit variance with the *training* statistics."""
-    dims = (0, 2, 3)
-    mean = train_x.mean(dims, keepdim=True)
-    std = train_x.std(dims, keepdim=True).clamp_min(1e-6)
+    mean, std = channel_stats(train_x)
     return (train_x - mean) / std, (test_x - mean) / std

@@ -161,7 +161,7 @@ def learned_bits_schedule(qmodel: nn.Module, epochs: int) -> Callable[[int, Any]
     """Epoch-end callback: every layer whose keep gate fell below 1/2 loses its last bit.
 
     Bits drop only in the first half of QAT, so the second half fine-tunes at the learned
-    widths: a bit dropped at the last epoch left the digits model at 53 % (10 epochs).
+    widths (as ALQ's reduction does), and never below ``MIN_LEARNED_BITS``.
     """
     def on_epoch_end(epoch: int, log: Any) -> None:
         if epoch > epochs // 2:  # epoch counts finished epochs (1-based)
