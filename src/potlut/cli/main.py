@@ -19,9 +19,11 @@ TORCH_COMMANDS = {
     "train": "one of the paper's experiments from a config file (needs PyTorch)",
     "compare": "the paper's baselines and IOS-PoT in one table (needs PyTorch)",
     "report": "plots and Markdown of a finished run (needs PyTorch)",
+    "codec": "the recurrent image codec: train, encode, decode, eval (needs PyTorch)",
 }
 
 try:
+    from potlut.cli import codec as _codec  # noqa: F401  (registers `potlut codec ...`)
     from potlut.cli import compare as _compare  # noqa: F401  (registers `potlut compare`)
     from potlut.cli import report as _report  # noqa: F401  (registers `potlut report`)
     from potlut.cli import run as _run  # noqa: F401  (registers `potlut run`)

@@ -92,7 +92,8 @@ def encode(model: RecurrentCodec, img: np.ndarray, iterations: int | None = None
         recon = keep * out + (1 - keep) * recon
         codes.append(b[0].to(torch.int8).numpy())
         images.append(to_image(recon, h, w))
-        q = block_ssim(x, recon.clamp(-0.5, 0.5), TILE)[0]
+        rounded = ((recon.clamp(-0.5, 0.5) + 0.5) * 255).round() / 255 - 0.5
+        q = block_ssim(x, rounded, TILE)[0]  # SSIM of the pixels the decoder will write
         trace.append(q.numpy())
         if quality is not None:
             done = active[0, 0] & (q >= quality)
@@ -111,17 +112,18 @@ def counts_for(trace: np.ndarray, quality: float) -> np.ndarray:
 
 
 def encode_to_bpp(model: RecurrentCodec, img: np.ndarray, bpp: float,
-                  adaptive: bool = True, tries: int = 4) -> Encoded:
+                  adaptive: bool = True, tries: int = 4, full: Encoded | None = None) -> Encoded:
     """The largest-rate stream not above ``bpp``: the most iterations that fit, or
     (``adaptive``) a per-tile SSIM target, whichever reaches the higher rate.
 
     The target comes from the full-length encode: its per-tile SSIM trace and the average
     coded bits of a tile-iteration predict the rate of any target, so a bisection on the
     prediction costs nothing; real encodes then correct the prediction (a few tries).
+    ``full`` reuses a full-length :func:`encode` of the same image.
     """
     if bpp <= 0:
         raise PotlutConfigError(f"--bpp must be positive, not {bpp}")
-    full = encode(model, img)
+    full = full if full is not None else encode(model, img)
     sizes = progressive_bpp(full)
     fit = [k for k, b in enumerate(sizes, 1) if b <= bpp]
     if not fit:

@@ -64,7 +64,7 @@ class Binarizer(nn.Module):
             b = torch.where(torch.rand_like(x) < prob, 1.0, -1.0).to(x.dtype)
         else:
             b = torch.where(x >= 0, 1.0, -1.0).to(x.dtype)
-        return x + (b - x).detach()
+        return b + (x - x.detach())  # exactly b forward, identity gradient
 
 
 class Encoder(nn.Module):
