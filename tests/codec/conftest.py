@@ -40,12 +40,12 @@ def photo(photos) -> np.ndarray:
 
 @pytest.fixture(scope="session")
 def tiny(tmp_path_factory, photos):
-    """(model, checkpoint path): a width-16, 8-bit, 4-iteration codec trained 30 steps."""
+    """(model, checkpoint path): a width-16, 8-bit, 4-iteration codec trained 60 steps."""
     from potlut.codec.model import CodecConfig
     from potlut.codec.train import CodecTrainConfig, load_model, load_training_images, train
 
     path = tmp_path_factory.mktemp("codec") / "tiny.pt"
     cfg = CodecConfig(bits=8, iterations=4, width=16, prime_steps=1, diffuse_steps=1)
     train(load_training_images(photos, None), path, cfg,
-          CodecTrainConfig(steps=30, batch=8, lr=3e-3, save_every=10), log=lambda m: None)
+          CodecTrainConfig(steps=60, batch=8, lr=1e-2, save_every=20), log=lambda m: None)
     return load_model(path), path
