@@ -23,6 +23,9 @@ FORBIDDEN: dict[str, tuple[str, ...]] = {
     "infer": TORCH_SIDE,
     "deploy": TORCH_SIDE,
     "quant": ("potlut.train", "potlut.cli", "potlut.pipeline", "potlut.compare"),
+    # the image codec is its own pipeline: it shares file and checkpoint helpers only
+    "codec": ("potlut.cli", "potlut.pipeline", "potlut.quant", "potlut.nn", "potlut.compress",
+              "potlut.infer", "potlut.deploy", "potlut.models"),
 }
 
 

@@ -30,7 +30,7 @@ from potlut.train.checkpoint import load_checkpoint, save_checkpoint
 class CodecTrainConfig:
     """Optimization settings (the network's sizes are :class:`CodecConfig`)."""
 
-    steps: int = 1200
+    steps: int = 500
     batch: int = 32
     patch: int = 32
     lr: float = 1e-3
