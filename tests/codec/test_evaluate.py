@@ -11,6 +11,7 @@ from potlut.codec.data import read_rgb
 from potlut.codec.evaluate import (
     METHODS,
     evaluate,
+    merge,
     msssim,
     pillow_at_most,
     pillow_encode,
@@ -55,3 +56,11 @@ def test_evaluate_writes_table_plot_and_points_within_targets(tiny, crop, tmp_pa
     table = (tmp_path / "rd.md").read_text().splitlines()
     assert len(table) == 2 + len(METHODS) and table[2].startswith("| RNN (adaptive) |")
     assert summary["JPEG"][1.0]["bpp"] <= 1.0
+    twice = merge([tmp_path / "rd.json"] * 2, tmp_path / "merged")
+    assert twice["JPEG"][1.0] == {**summary["JPEG"][1.0], "n": 2}
+
+
+def test_small_images_are_skipped(tiny, crop, tmp_path):
+    logs = []
+    summary = evaluate(tiny[0], [("thin", crop[:150])], tmp_path, log=logs.append)
+    assert summary == {} and "thin" in logs[0]

@@ -171,3 +171,16 @@ def eval_cmd(
     evaluate(net, images, out, adaptive=adaptive)
     print((out / "rd.md").read_text(), end="")
     print(f"wrote {out / 'rd.png'}, {out / 'rd.md'}, {out / 'rd.json'}")
+
+
+@codec_app.command("merge-eval")
+@user_errors
+def merge_eval_cmd(
+    results: list[Path] = typer.Argument(..., help="rd.json files of `potlut codec eval`"),
+    out: Path = typer.Option(..., "--out", help="folder for the merged rd.png/.md/.json"),
+) -> None:
+    """Merge evaluations run in parallel (e.g. one image each) into one table and plot."""
+    from potlut.codec.evaluate import merge
+
+    merge(results, out)
+    print((out / "rd.md").read_text(), end="")

@@ -23,11 +23,13 @@ from pytorch_msssim import ms_ssim
 
 from potlut.codec.encode import encode, encode_to_bpp, progressive_bpp
 from potlut.codec.model import RecurrentCodec
+from potlut.errors import PotlutDataError
 from potlut.fileio import atomic_write_bytes
 
 TARGETS = (0.25, 0.5, 1.0)
 CURVE = (0.125, 0.25, 0.375, 0.5, 0.75, 1.0, 1.25, 1.5)
 RNN_FIXED, RNN_ADAPTIVE = "RNN (fixed iterations)", "RNN (adaptive)"
+MIN_SIDE = 160  # pytorch-msssim's 5-scale MS-SSIM with an 11-pixel window
 METHODS = (RNN_ADAPTIVE, RNN_FIXED, "JPEG", "WebP", "JPEG 2000")
 
 
@@ -158,10 +160,44 @@ def plot(summary: dict, path: Path) -> None:
     _save(fig, path)
 
 
+def write_results(names: list[str], per_image: list[dict], out: Path) -> dict:
+    """Summary, ``rd.md``, ``rd.json`` and ``rd.png`` of per-image results."""
+    out.mkdir(parents=True, exist_ok=True)
+    summary = summarize(per_image)
+    atomic_write_bytes(out / "rd.md", markdown_table(summary, len(names)).encode())
+    atomic_write_bytes(out / "rd.json", json.dumps(
+        {"images": names, "per_image": [
+            {m: {str(r): p for r, p in d[m].items()} for m in d} for d in per_image],
+         "summary": {m: {str(r): p for r, p in s.items()} for m, s in summary.items()}},
+        indent=1).encode())
+    plot(summary, out / "rd.png")
+    return summary
+
+
+def merge(paths: list[Path], out: Path) -> dict:
+    """One result of several ``rd.json`` files (an evaluation split over processes)."""
+    names, per_image = [], []
+    for path in paths:
+        try:
+            d = json.loads(Path(path).read_text())
+            names += d["images"]
+            per_image += [{m: {float(r): p for r, p in pts.items()} for m, pts in img.items()}
+                          for img in d["per_image"]]
+        except (OSError, ValueError, KeyError, AttributeError) as exc:
+            raise PotlutDataError(f"{path}: not an rd.json of `potlut codec eval` ({exc})") \
+                from None
+    return write_results(names, per_image, out)
+
+
 def evaluate(model: RecurrentCodec, images: list[tuple[str, np.ndarray]], out: Path,
              adaptive: bool = True, log: Callable[[str], None] | None = None) -> dict:
     """Evaluate every image; write ``rd.json``, ``rd.md`` and ``rd.png`` under ``out``."""
     log = log or (lambda msg: print(msg, file=sys.stderr, flush=True))
+    small = [n for n, im in images if min(im.shape[:2]) <= MIN_SIDE]
+    if small:
+        log(f"skipped (MS-SSIM's 5 scales need a side above {MIN_SIDE} pixels): "
+            + ", ".join(small))
+    images = [(n, im) for n, im in images if min(im.shape[:2]) > MIN_SIDE]
     out.mkdir(parents=True, exist_ok=True)
     per_image = []
     for i, (name, img) in enumerate(images, 1):
@@ -169,13 +205,4 @@ def evaluate(model: RecurrentCodec, images: list[tuple[str, np.ndarray]], out: P
         log(f"[{i}/{len(images)}] {name}: " + ", ".join(
             f"{m} {p['bpp']:.2f} bpp {p['ms_ssim']:.4f}"
             for m in (RNN_ADAPTIVE, RNN_FIXED, "JPEG") if (p := per_image[-1][m].get(0.5))))
-    summary = summarize(per_image)
-    table = markdown_table(summary, len(images))
-    atomic_write_bytes(out / "rd.md", table.encode())
-    atomic_write_bytes(out / "rd.json", json.dumps(
-        {"images": [n for n, _ in images], "per_image": [
-            {m: {str(r): p for r, p in d[m].items()} for m in d} for d in per_image],
-         "summary": {m: {str(r): p for r, p in s.items()} for m, s in summary.items()}},
-        indent=1).encode())
-    plot(summary, out / "rd.png")
-    return summary
+    return write_results([n for n, _ in images], per_image, out)
