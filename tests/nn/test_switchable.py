@@ -13,7 +13,7 @@ from potlut.nn.switchable import (
     parse_widths,
     quantize_switchable,
 )
-from potlut.quant.iospot import pot_levels
+from potlut.quant.iospot import pot_levels, uniform_levels
 
 
 @pytest.fixture(scope="module")
@@ -36,14 +36,18 @@ def test_set_bits_switches_codes_to_that_widths_levels(switchable):
             layer = sm.net.get_submodule(name)
             w = layer.quantized_weight().detach().double()
             alpha = float(layer.weight_quant.current.alpha().detach())
-            allowed = pot_levels(b) * alpha  # {0} and 2^(b-1)-1 powers of two below alpha
+            # IOS-PoT: {0} and 2^(b-1)-1 powers of two up to alpha; 8 bits: fixed point j/128
+            levels = pot_levels(b) if b <= 5 else uniform_levels(b)
+            allowed = levels * alpha
             mags = torch.unique(w.abs())
             assert torch.isin(mags, allowed).all(), (b, name)
             assert len(mags) <= 2 ** (b - 1)
             seen[b, name] = w
-    # at 2 bits every weight is 0 or +-alpha, at 8 bits the codes use many levels
+    # at 2 bits every weight is 0 or +-alpha, at 8 bits (fixed point) the codes use many levels
     assert len(torch.unique(seen[2, "features.6"].abs())) == 2
-    assert len(torch.unique(seen[8, "features.6"].abs())) >= 8
+    assert len(torch.unique(seen[8, "features.6"].abs())) >= 64
+    assert sm.set_bits(8).net.get_submodule("features.6").weight_quant.scheme == "fixedpoint"
+    assert sm.set_bits(4).net.get_submodule("features.6").weight_quant.scheme == "iospot"
     assert not torch.equal(seen[3, "features.6"], seen[4, "features.6"])
     # the weights themselves are shared: one parameter for every width
     assert sum(p.numel() for n, p in sm.named_parameters() if n.endswith("weight")

@@ -106,8 +106,18 @@ def parse_widths(bits: str | int | Sequence[int]) -> tuple[int, ...]:
     return tuple(sorted({check_bits(b) for b in items}))
 
 
+MAX_POT_BITS = 5  # IOS-PoT above this has levels (2^-126 at 8 bits) no integer engine holds
+
+
+def width_scheme(scheme: str, bits: int) -> str:
+    """The scheme of the middle layers at width ``bits``: IOS-PoT up to 5 bits, 8-bit style
+    fixed point with a power-of-two step above (the engine's int8 path runs it)."""
+    return "fixedpoint" if scheme == "iospot" and bits > MAX_POT_BITS else scheme
+
+
 def _specs(spec: QuantSpec, widths: Sequence[int]) -> list[QuantSpec]:
-    return [dataclasses.replace(spec, bits=b, act_bits=None) for b in widths]
+    return [dataclasses.replace(spec, bits=b, act_bits=None, scheme=width_scheme(spec.scheme, b))
+            for b in widths]
 
 
 class SwitchableModel(nn.Module):
@@ -191,8 +201,10 @@ def convert_switchable(model: nn.Module, spec: QuantSpec | None = None,
                        widths: Sequence[int] = (2, 3, 4, 8)) -> SwitchableModel:
     """Quantized copy of ``model`` switchable between ``widths`` (``spec.bits`` is ignored).
 
-    Each width is converted with ``spec`` at that width; the weights are the model's
-    (shared), the quantizers and BatchNorms are per width (shared where they cannot differ).
+    Each width is converted with ``spec`` at that width (its scheme per
+    :func:`width_scheme`); the weights are the model's (shared), the quantizers and
+    BatchNorms are per width (shared where they cannot differ). A layer normalizes its
+    weight (METHODS §1.1) if any width's scheme does, so every width sees the same tensor.
     """
     spec = spec or QuantSpec()
     widths = parse_widths(widths)
@@ -201,6 +213,7 @@ def convert_switchable(model: nn.Module, spec: QuantSpec | None = None,
     per_width = [dict(quant_layers(n)) for n in nets]
     first = next(iter(per_width[-1]), None)
     for name, layer in quant_layers(base):
+        layer.weight_norm = any(pw[name].weight_norm for pw in per_width)
         for attr in ("weight_quant", "act_quant"):
             qs = {b: getattr(pw[name], attr) for b, pw in zip(widths, per_width, strict=True)}
             if any(q is None for q in qs.values()):
@@ -242,3 +255,29 @@ def quantize_switchable(model: nn.Module, spec: QuantSpec | None = None,
     if calibration is not None:
         calibrate_switchable(sm, calibration)
     return sm
+
+
+def export_multibit(model: SwitchableModel, in_shape: tuple[int, ...], path,
+                    meta: dict | None = None, coder: str = "shuff",
+                    widths: Sequence[int] | None = None) -> dict:
+    """Write every width (or ``widths``) of ``model`` into one multi-bit .potlut file.
+
+    Returns the sizes: ``file_bytes``, ``separate_bytes`` (each width as its own file,
+    encoded here to compare), ``per_width`` and ``shared`` (stage-1 bytes) and ``nested``
+    (layers whose codes are stored as a function of the base width's).
+    """
+    from potlut.compress import encode
+    from potlut.compress.multibit import save_multi
+    from potlut.nn.export import export_graph
+
+    widths = parse_widths(widths if widths is not None else model.widths)
+    graphs = {}
+    for b in widths:
+        graphs[b] = export_graph(model.at_bits(b).eval(), in_shape,
+                                 {**(meta or {}), "bits": b})
+    info = save_multi(graphs, path, coder)
+    separate = {b: len(encode(g, coder)[0]) for b, g in graphs.items()}
+    return {"file_bytes": info.file_bytes, "separate_bytes": sum(separate.values()),
+            "separate": separate, "base_bits": info.base_bits, "base_bytes": info.base_bytes,
+            "per_width": info.own_bytes, "shared": info.shared_bytes,
+            "nested": info.nested, "path": str(path)}
