@@ -61,8 +61,18 @@ def compress_cmd(
     folder = _run_folder(checkpoint)
     cfg = _run_config(folder)
     bundle = data_mod.load(cfg.data)
-    qmodel = load_quantized(folder, cfg)
     out = output or folder / "model.potlut"
+    if len(cfg.widths()) > 1:  # a switchable run: one multi-bit file
+        from potlut.nn.switchable import export_multibit
+        from potlut.pipeline_switch import load_switchable
+
+        meta = {"model": cfg.model, "dataset": bundle.name, "scheme": cfg.scheme}
+        st = export_multibit(load_switchable(folder, cfg), bundle.in_shape, out, meta, coder)
+        print(f"{out}: {st['file_bytes']:,} bytes, bit-widths "
+              f"{','.join(map(str, cfg.widths()))} (as separate files "
+              f"{st['separate_bytes']:,} bytes)")
+        return
+    qmodel = load_quantized(folder, cfg)
     meta = {"model": cfg.model, "dataset": bundle.name, "scheme": cfg.scheme, "bits": cfg.bits}
     st = compress_model(qmodel, bundle.in_shape, out, meta=meta, coder=coder)
     print(f"{out}: {st['file_bytes']:,} bytes (FP32 {st['fp32_bytes']:,}, rate "

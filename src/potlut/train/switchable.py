@@ -185,3 +185,14 @@ def load_state(model: SwitchableModel, state: dict[str, torch.Tensor]) -> Switch
     """Load a checkpoint's model state into ``model``, leaving out the joint step's state."""
     model.load_state_dict({k: v for k, v in state.items() if not k.startswith("joint.")})
     return model
+
+
+NOT_JOINT = ("alq", "sq", "srq", "profit")  # schemes/methods with their own epoch schedules
+
+
+def check_scheme(scheme: str) -> None:
+    """Joint training runs plain QAT steps: a method with its own epoch-end schedule is refused."""
+    name = scheme.split(":")[0]
+    if name in NOT_JOINT:
+        raise PotlutConfigError(f"scheme {scheme!r} has its own training schedule; several "
+                                "bit-widths train jointly only with plain QAT schemes")
