@@ -35,6 +35,7 @@ from potlut.data.bundle import DataBundle
 from potlut.errors import PotlutConfigError
 from potlut.metrics.accuracy import evaluate
 from potlut.nn.switchable import SwitchableModel
+from potlut.train import distributed as pdist
 from potlut.train.loop import EpochLog, History, TrainConfig, fit
 from potlut.train.losses import DistributionLoss
 
@@ -162,6 +163,9 @@ def fit_switchable(
     of the widest width per epoch) and the test Top-1 of every width at the end."""
     scfg = scfg or SwitchConfig()
     scfg.validate()
+    if pdist.world_size() > 1:
+        raise PotlutConfigError("several bit-widths train in one process only (not under "
+                                "torchrun)")
     joint = JointStep(model, cfg, scfg)
     model.joint = joint  # its buffers travel in the checkpoint with the model's
     meta = {**(meta or {}), "widths": list(model.widths), "teacher": scfg.teacher,
