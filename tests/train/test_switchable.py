@@ -71,3 +71,49 @@ def test_joint_training_reaches_a_floor_at_every_width():
     assert acc[2] >= 93.0 and min(acc[3], acc[4], acc[8]) >= 95.0, acc
     assert hist.done and len(hist.epochs) == 3
     assert not hasattr(sm, "joint")
+
+
+class _Killed(Exception):
+    pass
+
+
+def test_killed_joint_run_resumes_to_the_same_weights(tmp_path, monkeypatch):
+    from potlut.train import loop
+
+    bundle = load("digits")
+    torch.manual_seed(0)
+    fp32 = build("small_cnn", 10, 1)
+    batch = bundle.calibration_batch()
+    cfg = TrainConfig(epochs=2, seed=5)
+
+    def fresh():
+        return quantize_switchable(fp32, QuantSpec(), (2, 4), batch)
+
+    whole = fresh()
+    fit_switchable(whole, bundle, cfg, checkpoint=tmp_path / "a.ckpt", progress=False)
+    save = loop._save
+
+    def save_then_die(*args, **kw):
+        save(*args, **kw)
+        raise _Killed
+
+    monkeypatch.setattr(loop, "_save", save_then_die)
+    with pytest.raises(_Killed):
+        fit_switchable(fresh(), bundle, cfg, checkpoint=tmp_path / "b.ckpt", progress=False)
+    monkeypatch.setattr(loop, "_save", save)
+    epochs_run = []
+    train_epoch = loop._train_epoch
+
+    def counted(run, data, cfg, stage, epoch, *rest):
+        epochs_run.append(epoch)
+        return train_epoch(run, data, cfg, stage, epoch, *rest)
+
+    monkeypatch.setattr(loop, "_train_epoch", counted)
+    resumed = fresh()
+    fit_switchable(resumed, bundle, cfg, checkpoint=tmp_path / "b.ckpt", resume=True,
+                   progress=False)
+    assert epochs_run == [1]  # only the second epoch ran again
+    a, b = whole.state_dict(), resumed.state_dict()
+    assert a.keys() == b.keys()
+    for k in a:
+        assert torch.equal(a[k], b[k]), k
