@@ -55,16 +55,20 @@ def export(qmodel: Any, path: str | Path, in_shape: tuple[int, ...],
     return compress_model(qmodel, in_shape, path, meta=meta, coder=coder)
 
 
-def load(path: str | Path) -> ModelGraph:
-    """The :class:`~potlut.compress.ModelGraph` of a .potlut file (checked; numpy only)."""
-    from potlut.compress import load as _load
+def load(path: str | Path, bits: int | None = None) -> ModelGraph:
+    """The :class:`~potlut.compress.ModelGraph` of a .potlut file (checked; numpy only); of a
+    multi-bit file, the width ``bits`` (default: its widest)."""
+    from potlut.compress.multibit import open_graph
 
-    return _load(path)
+    return open_graph(path, bits)
 
 
-def engine(model: str | Path | ModelGraph, backend: str = "auto") -> IntEngine:
+def engine(model: str | Path | ModelGraph, backend: str = "auto",
+           bits: int | None = None) -> IntEngine:
     """The integer-only P-LUT engine of a .potlut file or graph; ``.run(x)`` gives int32
-    logits in units of ``2^-F`` (``.scale``)."""
+    logits in units of ``2^-F`` (``.scale``). ``bits`` picks a width of a multi-bit file."""
     from potlut.infer.engine import IntEngine
 
-    return IntEngine(model, backend)
+    if not isinstance(model, (str, Path)):
+        return IntEngine(model, backend)
+    return IntEngine(load(model, bits), backend)

@@ -41,7 +41,7 @@ class RunConfig:
     data: str = "digits"
     model: str = "small_cnn"
     scheme: str = "iospot"
-    bits: int = 4
+    bits: int | list[int] = 4  # several widths: one switchable model (train/switchable.py)
     act_signed: bool = True
     epochs: int = 40
     qat_epochs: int | None = None  # default: same as epochs
@@ -50,6 +50,8 @@ class RunConfig:
     seed: int = 0
     dist_loss: str = "learnable"
     device: str = "auto"
+    teacher: bool = True  # several widths: collaborative teacher (distillation)
+    swap: bool = True  # several widths: dynamic block swapping
     extra: dict[str, Any] = field(default_factory=dict)
 
     def train_config(self, stage: str) -> TrainConfig:
@@ -72,11 +74,21 @@ class RunConfig:
             )
         models.check_name(self.model)
         pick_device(self.device)
+        if len(self.widths()) > 1:
+            from potlut.train.switchable import check_scheme
+
+            check_scheme(self.scheme)
+
+    def widths(self) -> tuple[int, ...]:
+        """The bit-widths asked for, ascending (one for a plain run)."""
+        from potlut.nn.switchable import parse_widths
+
+        return parse_widths(self.bits)
 
     def quant_spec(self) -> QuantSpec:
         """The conversion spec; ``profit[:SCHEME]`` quantizes with SCHEME (default IOS-PoT)."""
         scheme = parse_method(self.scheme).scheme.name
-        return QuantSpec(scheme=scheme, bits=self.bits, act_signed=self.act_signed)
+        return QuantSpec(scheme=scheme, bits=self.widths()[0], act_signed=self.act_signed)
 
 
 def pretrain(cfg: RunConfig, bundle, out: Path, resume: bool, progress: bool,
@@ -177,6 +189,10 @@ def run(cfg: RunConfig, out: str | Path, resume: bool = False, progress: bool = 
     out = Path(out)
     t0 = time.time()
     cfg.validate()  # fail on bad options before any work
+    if len(cfg.widths()) > 1:
+        from potlut.pipeline_switch import run_switchable
+
+        return run_switchable(cfg, out, resume, progress)
     method = parse_method(cfg.scheme)
     bundle = data_mod.load(cfg.data)
     out.mkdir(parents=True, exist_ok=True)

@@ -61,8 +61,18 @@ def compress_cmd(
     folder = _run_folder(checkpoint)
     cfg = _run_config(folder)
     bundle = data_mod.load(cfg.data)
-    qmodel = load_quantized(folder, cfg)
     out = output or folder / "model.potlut"
+    if len(cfg.widths()) > 1:  # a switchable run: one multi-bit file
+        from potlut.nn.switchable import export_multibit
+        from potlut.pipeline_switch import load_switchable
+
+        meta = {"model": cfg.model, "dataset": bundle.name, "scheme": cfg.scheme}
+        st = export_multibit(load_switchable(folder, cfg), bundle.in_shape, out, meta, coder)
+        print(f"{out}: {st['file_bytes']:,} bytes, bit-widths "
+              f"{','.join(map(str, cfg.widths()))} (as separate files "
+              f"{st['separate_bytes']:,} bytes)")
+        return
+    qmodel = load_quantized(folder, cfg)
     meta = {"model": cfg.model, "dataset": bundle.name, "scheme": cfg.scheme, "bits": cfg.bits}
     st = compress_model(qmodel, bundle.in_shape, out, meta=meta, coder=coder)
     print(f"{out}: {st['file_bytes']:,} bytes (FP32 {st['fp32_bytes']:,}, rate "
@@ -78,7 +88,11 @@ def inspect_cmd(
 ) -> None:
     """Sizes of a .potlut file per layer: FP32, raw packing, stage 1, final, entropy bound."""
     from potlut.compress import file_stats, read
+    from potlut.compress.multibit import is_multibit_file
 
+    if is_multibit_file(file):
+        _inspect_multibit(file, as_json)
+        return
     graph, info = read(file)
     st = file_stats(graph, info)
     st["meta"] = graph.meta
@@ -111,3 +125,29 @@ def inspect_cmd(
           f"{tot['final_bytes'] - st['overhead_bytes']:,} B"
           + (f", {100 * gap:+.1f}% against the entropy bound." if gap is not None else ".")
           + " Per-layer final bytes: each layer's stage-1 data LZMA-compressed alone.")
+
+
+def _inspect_multibit(file: Path, as_json: bool) -> None:
+    """Sizes of a multi-bit file: per width, shared, and the widths as separate files."""
+    from potlut.compress.multibit import multibit_stats
+
+    st = multibit_stats(file)
+    if as_json:
+        print(json.dumps(st))
+        return
+    t = Table(title=f"{file}: one model at {', '.join(map(str, st['widths']))} bits "
+                    f"(base {st['base_bits']} bits)")
+    for c in ("part", "stored B", "alone, LZMA B", "as its own file B", "nested layers"):
+        t.add_column(c, justify="left" if c in ("part", "nested layers") else "right")
+    for w in st["per_width"]:
+        t.add_row(f"{w['bits']} bits", f"{w['stored_bytes']:,}", f"{w['lzma_bytes']:,}",
+                  f"{w['separate_file_bytes']:,}", ", ".join(w["nested"]) or "-")
+    t.add_row("shared", f"{st['shared_bytes']:,}", f"{st['shared_lzma_bytes']:,}", "", "")
+    t.add_row("file", f"{st['file_bytes']:,}", "", f"{st['separate_bytes']:,}", "",
+              style="bold")
+    Console(width=None if sys.stdout.isatty() else 160).print(t)
+    print(f"one file {st['file_bytes']:,} B against {st['separate_bytes']:,} B as separate "
+          f"files ({100 * st['file_bytes'] / st['separate_bytes']:.1f}%). Stored: stage-1 bytes "
+          "of what only that width holds (BN, activation scales, its weight codes; the base "
+          "width's inside the embedded base file); shared: arrays common to all widths and "
+          "the architecture's arrays in the base file.")

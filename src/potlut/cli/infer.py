@@ -27,8 +27,11 @@ def infer_cmd(
     threads: int = typer.Option(0, "--threads", help="native backends: threads (0: one per "
                                 "physical core)"),
     ops: bool = typer.Option(False, "--ops", help="also print operation counts per layer"),
+    bits: int = typer.Option(None, "--bits", help="the bit-width to run (a multi-bit file: "
+                             "one of its widths, default the widest)"),
 ) -> None:
     """Top-1/Top-5 of the integer engine (P-LUT layers, int8 ends) on a data set's test split."""
+    from potlut.compress.multibit import file_bits, open_graph
     from potlut.evaluation import check_shape, evaluate_int
     from potlut.infer import IntEngine, op_counts
 
@@ -36,7 +39,8 @@ def infer_cmd(
         raise PotlutConfigError(f"--batch-size must be >= 1, got {batch_size}")
     if threads < 0:
         raise PotlutConfigError(f"--threads must be >= 0, got {threads}")
-    engine = IntEngine(file, backend, threads=threads or None)
+    graph = open_graph(file, bits)
+    engine = IntEngine(graph, backend, threads=threads or None)
     name, test, in_shape = _test_split(data)
     check_shape(engine, name, in_shape)
     t0 = time.perf_counter()
@@ -44,8 +48,8 @@ def infer_cmd(
     secs = time.perf_counter() - t0
     counts = op_counts(engine.program, engine.backend.name)
     result = {
-        "file": str(file), "dataset": name, "images": len(test[1] if isinstance(test, tuple)
-                                                          else test),
+        "file": str(file), "bits": file_bits(graph), "dataset": name,
+        "images": len(test[1] if isinstance(test, tuple) else test),
         "int_top1": round(top1, 4), "int_top5": round(top5, 4),
         "backend": engine.backend.name, "frac_bits": engine.program.frac_bits,
         "seconds": round(secs, 3), "ops": {k: counts[k] for k in ("total", "plut", "bit_shift")},
@@ -56,7 +60,8 @@ def infer_cmd(
     if as_json:
         print(json.dumps(result))
         return
-    print(f"{file} on {name} ({result['images']} test images), integer engine "
+    width = f" at {result['bits']} bits" if result["bits"] is not None else ""
+    print(f"{file}{width} on {name} ({result['images']} test images), integer engine "
           f"[{engine.backend.name}]: Top-1 {top1:.2f}%  Top-5 {top5:.2f}%  ({secs:.2f} s)")
     p, s = counts["plut"], counts["bit_shift"]
     print(f"per image: {p['table_reads']:,} P-LUT reads, {p['int8_macs']:,} int8 MACs "

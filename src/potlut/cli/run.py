@@ -19,7 +19,12 @@ def run_cmd(
     data: str = typer.Option("digits", help="digits, or KIND:DIR such as mnist:/data/mnist"),
     model: str = typer.Option("small_cnn", help="small_cnn, resnet20, resnet56, ..."),
     scheme: str = typer.Option("iospot", help="quantization scheme of the middle layers"),
-    bits: int = typer.Option(4, help="bit-width of weights and activations (2..8)"),
+    bits: str = typer.Option(
+        "4", help="bit-width of weights and activations (2..8); several (e.g. 2,3,4,8): one "
+        "switchable model trained for all of them jointly, written as one multi-bit file"),
+    teacher: bool = typer.Option(True, help="several widths: collaborative teacher "
+                                 "(distillation from a wider width)"),
+    swap: bool = typer.Option(True, help="several widths: dynamic block swapping"),
     unsigned_acts: bool = typer.Option(
         False, help="spend every activation bit on the magnitude (non-negative inputs)"
     ),
@@ -35,8 +40,13 @@ def run_cmd(
     as_json: bool = typer.Option(False, "--json", help="print the report as one JSON object"),
 ) -> None:
     """Train FP32, quantize with QAT, measure, and write report.json + report.md."""
+    from potlut.nn.switchable import parse_widths
+
+    widths = parse_widths(bits)
     cfg = RunConfig(
-        data=data, model=model, scheme=scheme, bits=bits, act_signed=not unsigned_acts,
+        data=data, model=model, scheme=scheme,
+        bits=list(widths) if len(widths) > 1 else widths[0], act_signed=not unsigned_acts,
+        teacher=teacher, swap=swap,
         epochs=epochs, qat_epochs=qat_epochs, batch_size=batch_size, lr=lr, seed=seed,
         dist_loss=dist_loss, device=device,
     )
@@ -49,6 +59,9 @@ def print_report(report: dict, as_json: bool) -> None:
     if as_json:
         print(json.dumps({k: v for k, v in report.items() if k not in ("history", "config")}))
         return
+    if "widths" in report:
+        _print_switchable(report)
+        return
     table = Table(title=f"{report['model']} on {report['dataset']}: "
                         f"{report['scheme']} {report['bits']}-bit")
     for col in ("metric", "FP32", "quantized"):
@@ -56,4 +69,21 @@ def print_report(report: dict, as_json: bool) -> None:
     for row in summary_rows(report):
         table.add_row(*row)
     Console().print(table)
+    print(f"report: {Path(report['out']) / 'report.md'}  ({report['seconds']} s)")
+
+
+def _print_switchable(report: dict) -> None:
+    """The per-width table of a switchable run."""
+    from potlut.pipeline_switch import SWITCH_HEADER, switch_rows
+
+    widths = ",".join(map(str, report["widths"]))
+    table = Table(title=f"{report['model']} on {report['dataset']}: {report['scheme']} "
+                        f"switchable {widths} bits")
+    for col in SWITCH_HEADER:
+        table.add_column(col, justify="left" if col == "width" else "right")
+    for row in switch_rows(report):
+        table.add_row(*row)
+    Console().print(table)
+    print(f"one multi-bit file {report['file_bytes']:,} B (as separate files "
+          f"{report['separate_bytes']:,} B): {report['model_file']}")
     print(f"report: {Path(report['out']) / 'report.md'}  ({report['seconds']} s)")

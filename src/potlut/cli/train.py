@@ -71,7 +71,8 @@ def train_cmd(
     data: str = typer.Option(None, help="override: digits or KIND:DIR (cifar10:DIR, ...)"),
     model: str = typer.Option(None, help="override: model name"),
     scheme: str = typer.Option(None, help="override: quantization scheme"),
-    bits: int = typer.Option(None, help="override: bit-width (2..8)"),
+    bits: str = typer.Option(None, help="override: bit-width (2..8), or several (2,3,4,8): "
+                             "one switchable model"),
     epochs: int = typer.Option(None, help="override: FP32 epochs"),
     qat_epochs: int = typer.Option(None, help="override: QAT epochs"),
     batch_size: int = typer.Option(None, help="override: global batch size"),
@@ -92,6 +93,11 @@ def train_cmd(
     from potlut.pipeline import default_out_dir, run
     from potlut.train import distributed as pdist
 
+    if bits is not None:
+        from potlut.nn.switchable import parse_widths
+
+        widths = parse_widths(bits)
+        bits = list(widths) if len(widths) > 1 else widths[0]
     overrides = dict(data=data, model=model, scheme=scheme, bits=bits, epochs=epochs,
                      qat_epochs=qat_epochs, batch_size=batch_size, lr=lr, seed=seed,
                      dist_loss=dist_loss, device=device)

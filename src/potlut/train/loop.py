@@ -174,6 +174,10 @@ def _amp_dtype(cfg: TrainConfig, stage: str, device: torch.device) -> torch.dtyp
 
 
 EpochCallback = Callable[[int, EpochLog], None]
+# (training model, x, y, epoch, step) -> (total loss to minimize, task loss, logits): a
+# training step other than cross-entropy + distribution loss (e.g. train/switchable.py)
+StepLoss = Callable[[nn.Module, torch.Tensor, torch.Tensor, int, int],
+                    tuple[torch.Tensor, torch.Tensor, torch.Tensor]]
 
 
 @dataclass
@@ -190,6 +194,7 @@ class _Run:
     dist: DistributionLoss
     opt: torch.optim.Optimizer
     sched: Any
+    step_loss: StepLoss | None = None
 
 
 def fit(
@@ -203,6 +208,7 @@ def fit(
     progress: bool = True,
     on_epoch_end: EpochCallback | None = None,
     meta: dict[str, Any] | None = None,
+    step_loss: StepLoss | None = None,
 ) -> History:
     """Train ``model`` in place for ``cfg.epochs`` epochs and return the per-epoch history.
 
@@ -210,6 +216,7 @@ def fit(
     epoch; with ``resume`` the run continues from it (and returns at once if it is done).
     ``meta`` (model, data, scheme, bits, ...) is stored with it, and a checkpoint whose
     meta or recipe differs from this run's is refused rather than silently mixed in.
+    ``step_loss`` replaces the step's loss (cross-entropy + distribution loss + aux losses).
     """
     cfg.validate()
     device, world, train_model = _place_model(model, cfg)
@@ -219,7 +226,8 @@ def fit(
     scaler = torch.amp.GradScaler("cuda") if amp_dtype == torch.float16 else None
     aux_losses = [m for m in model.modules() if callable(getattr(m, "aux_loss", None))]
     dist, opt, sched = _build_optimizer(model, cfg, stage, device)
-    run = _Run(model, train_model, device, world, amp_dtype, scaler, aux_losses, dist, opt, sched)
+    run = _Run(model, train_model, device, world, amp_dtype, scaler, aux_losses, dist, opt, sched,
+               step_loss)
     history, start = History(stage), 0
     if checkpoint is not None and resume and Path(checkpoint).exists():
         history, start = _restore_checkpoint(run, checkpoint, stage, cfg, meta or {})
@@ -320,16 +328,10 @@ def _train_epoch(
     with _progress(progress, f"{stage} epoch {epoch + 1}/{cfg.epochs}", len(loader)) as bar:
         for step, (x, y) in enumerate(loader):
             x, y = x.to(run.device, non_blocking=True), y.to(run.device, non_blocking=True)
-            with (torch.autocast(run.device.type, dtype=run.amp_dtype) if run.amp_dtype
-                  else contextlib.nullcontext()):
-                logits = run.train_model(x)
-                loss = ce(logits, y)
-            if global_sizes is None:
-                total = loss + run.dist(run.model)
-            else:  # weight this rank's share so DDP's mean is the global-batch mean
-                total = loss * (len(y) * run.world / global_sizes[step]) + run.dist(run.model)
-            for m in run.aux_losses:  # model-defined extra terms (e.g. SCN's rank loss)
-                total = total + m.aux_loss()
+            if run.step_loss is not None:
+                total, loss, logits = run.step_loss(run.train_model, x, y, epoch, step)
+            else:
+                total, loss, logits = _default_loss(run, x, y, ce, global_sizes, step)
             _optimizer_step(run, total)
             loss_value = float(loss.detach())
             _check_finite(loss_value, stage, epoch)
@@ -343,6 +345,26 @@ def _train_epoch(
             [tot_loss, tot_correct, tot_n], run.device
         )
     return tot_loss, tot_correct, tot_n
+
+
+def _default_loss(run: _Run, x: torch.Tensor, y: torch.Tensor, ce: nn.Module,
+                  global_sizes: list[int] | None, step: int
+                  ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Cross-entropy + distribution loss + the model's aux losses: (total, task loss, logits).
+
+    Under torchrun each rank's loss is weighted by its share of the global batch.
+    """
+    with (torch.autocast(run.device.type, dtype=run.amp_dtype) if run.amp_dtype
+          else contextlib.nullcontext()):
+        logits = run.train_model(x)
+        loss = ce(logits, y)
+    if global_sizes is None:
+        total = loss + run.dist(run.model)
+    else:  # weight this rank's share so DDP's mean is the global-batch mean
+        total = loss * (len(y) * run.world / global_sizes[step]) + run.dist(run.model)
+    for m in run.aux_losses:  # model-defined extra terms (e.g. SCN's rank loss)
+        total = total + m.aux_loss()
+    return total, loss, logits
 
 
 def _optimizer_step(run: _Run, total: torch.Tensor) -> None:
