@@ -16,9 +16,11 @@ from potlut.nn import quant_layers
 from potlut.nn.export import to_torch
 from potlut.pipeline import RunConfig, load_quantized, run
 
-# measured 0.0427 (0.0263 without the tables): with its code tables S-Huff misses the 3 %
-# bar on this 23,824-weight model; a compact table encoding is still to be done
-GAP_WITH_TABLES = 0.043
+# measured 0.0356 with the code tables counted as coded weights (0.0245 without): S-Huff
+# misses the 3 % bar by 0.56 points on this 23,824-weight model. The compact tables (format
+# v2: w bits per length, unused top codes dropped) took it from 0.0427; what is left is
+# mostly the two 128-code tables of the 8-bit first/last layers (144 and 640 weights)
+GAP_WITH_TABLES = 0.036
 
 
 @pytest.fixture(scope="module")

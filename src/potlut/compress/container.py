@@ -74,13 +74,13 @@ WeightDecoder = Callable[[bytes, tuple[int, ...], np.ndarray], SharedWeights]
 class WeightCoder:
     """How one kind of weight stream is written and read.
 
-    ``side_bytes(n_codes)`` is the length of the blob's leading side information (code
-    tables), which counts as overhead, not as coded weights, in the size bounds.
+    ``side_bytes(blob, n_codes)`` is the length of the blob's leading side information
+    (code tables), which counts as overhead, not as coded weights, in the size bounds.
     """
 
     encode: WeightEncoder
     decode: WeightDecoder
-    side_bytes: Callable[[int], int] = lambda n_codes: 0
+    side_bytes: Callable[[bytes, int], int] = lambda blob, n_codes: 0
 
 
 def _raw_decode(blob: bytes, shape: tuple[int, ...], codebook: np.ndarray) -> SharedWeights:
@@ -94,7 +94,8 @@ def _raw_decode(blob: bytes, shape: tuple[int, ...], codebook: np.ndarray) -> Sh
 CODERS: dict[str, WeightCoder] = {
     "shuff": WeightCoder(shuff.encode_weights, shuff.decode_weights, shuff.side_bytes),
     "packed": WeightCoder(lambda sw: pack_raw(sw.codes, sw.negative, sw.n_codes), _raw_decode),
-    "rans": WeightCoder(rans.encode_weights, rans.decode_weights, rans.side_bytes),
+    "rans": WeightCoder(rans.encode_weights, rans.decode_weights,
+                        lambda blob, n_codes: rans.side_bytes(n_codes)),
 }
 
 
@@ -236,7 +237,7 @@ def build_body(graph: ModelGraph, coder: str = "shuff", skip_weights: bool = Fal
             sw = SharedWeights(codes, graph.arrays[f"{s.name}.negative"], graph.arrays[cbname])
             blob = wc.encode(sw)
             if skip_weights:
-                blob = blob[: wc.side_bytes(sw.n_codes) if keep_tables else 0]
+                blob = blob[: wc.side_bytes(blob, sw.n_codes) if keep_tables else 0]
             enc, dtype, shape, cb = coder, _dtype_name(codes), list(codes.shape), cbname
             coded_parts.append(blob)
         else:
