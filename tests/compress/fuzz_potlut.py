@@ -60,10 +60,10 @@ def base_graph() -> ModelGraph:
                        "shape": shape, "exponent": 3 if i else -3},  # c0: not the formula
             "act": act, "shape": [cout, 4, 4]}))
         if i == 0:
-            for k in ("weight", "bias", "running_mean", "running_var"):
+            for k in ("scale", "shift"):
                 arrays[f"bn.{k}"] = rng.random(cout).astype(np.float32) + 0.5
             nodes.append(Node("bn", "batchnorm2d", ["c0"], {
-                "module": "bn", "num_features": cout, "eps": 1e-5, "shape": [cout, 4, 4]}))
+                "module": "bn", "num_features": cout, "shape": [cout, 4, 4]}))
     nodes.append(Node("output", "output", [nodes[-1].name], {}))
     g = ModelGraph((2, 4, 4), nodes, arrays, {"model": "fuzz"})
     g.validate()
@@ -95,8 +95,8 @@ def body_of(arch: dict, entries: list[dict], blobs: dict[str, bytes], retile: bo
             e["length"] = len(blob)
         data += blob
     arch_bytes = json.dumps(arch, separators=(",", ":")).encode()
-    if nan:  # what json.dumps(allow_nan=True) would write for a NaN attribute
-        arch_bytes = arch_bytes.replace(b'"eps":1e-05', b'"eps":NaN')
+    if nan:  # what json.dumps(allow_nan=True) would write for a NaN value
+        arch_bytes = arch_bytes.replace(b'"model":"fuzz"', b'"model":NaN')
     return container._sections([(b"ARCH", arch_bytes), (b"ARRS", table_of(entries)),
                                 (b"DATA", data)])
 

@@ -99,16 +99,16 @@ def _set(entries: list[dict], name: str, **kw) -> None:
     [
         (lambda a, t, b: _set(t, "c1.act.state.a", shape=[0, 1 << 31]), "too large"),
         (lambda a, t, b: _set(t, "c1.act.state.a", shape=[1] * 9), "too large"),
-        (lambda a, t, b: t.append(dict(t[0])), "does not hold the 12 arrays"),
-        (lambda a, t, b: t.pop(3), "does not hold the 12 arrays"),
+        (lambda a, t, b: t.append(dict(t[0])), "does not hold the 10 arrays"),
+        (lambda a, t, b: t.pop(3), "does not hold the 10 arrays"),
         (lambda a, t, b: _set(t, "c0.weight.codebook", encoding=1), "cannot be derived"),
-        (lambda a, t, b: _set(t, "bn.bias", encoding=1), "cannot be derived"),
-        (lambda a, t, b: _set(t, "bn.bias", encoding=2), "is not raw or derived"),
+        (lambda a, t, b: _set(t, "bn.shift", encoding=1), "cannot be derived"),
+        (lambda a, t, b: _set(t, "bn.shift", encoding=2), "is not raw or derived"),
         (lambda a, t, b: _set(t, "c0.weight", encoding=0), "is not a weight coder"),
         (lambda a, t, b: _set(t, "c0.weight", dtype=9), "must be uint8 or uint16"),
-        (lambda a, t, b: _set(t, "bn.bias", dtype=1), "expected kind 'f'"),
-        (lambda a, t, b: _set(t, "bn.bias", dtype=77), "unknown encoding 0 or dtype 77"),
-        (lambda a, t, b: _set(t, "bn.bias", encoding=9), "unknown encoding 9"),
+        (lambda a, t, b: _set(t, "bn.shift", dtype=1), "expected kind 'f'"),
+        (lambda a, t, b: _set(t, "bn.shift", dtype=77), "unknown encoding 0 or dtype 77"),
+        (lambda a, t, b: _set(t, "bn.shift", encoding=9), "unknown encoding 9"),
         (lambda a, t, b: a["graph"]["nodes"][0]["attrs"].update(shape=[2, 4, 5]),
          "differs from in_shape"),
         (lambda a, t, b: a["graph"]["nodes"][1]["attrs"].update(shape=[5, 4, 4]),
@@ -129,7 +129,7 @@ def test_lengths_must_tile_the_data_section() -> None:
     overlap; a length that does not fit its shape, or lengths that do not add up to DATA,
     are refused."""
     arch, entries, blobs = fz.copy("shuff")
-    _set(entries, "bn.bias", length=8)
+    _set(entries, "bn.shift", length=8)
     with pytest.raises(PotlutFormatError, match="8 bytes do not hold shape"):
         _decode(arch, entries, blobs, retile=False)
     arch, entries, blobs = fz.copy("shuff")
