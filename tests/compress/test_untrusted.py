@@ -82,7 +82,7 @@ def test_huge_declared_layer_is_refused_before_decoding(coder) -> None:
 def test_codes_beyond_the_dtype_do_not_wrap() -> None:
     """uint8 codes over a 300-entry codebook (codes up to 299) were silently wrapped."""
     arch, entries, blobs = fz.copy("packed")
-    blobs["c0.weight.codebook"] = np.linspace(0, 1, 300).astype(np.float32).tobytes()
+    blobs["c0.weight.codebook"] = container.raw_bytes(np.linspace(0, 1, 300).astype(np.float32))
     arch["graph"]["nodes"][1]["attrs"]["weight"]["n_codes"] = 300
     from potlut.compress.sharing import pack_raw
     blobs["c0.weight"] = pack_raw(np.full(54, 299, np.uint16), np.zeros(54, bool), 300)

@@ -193,9 +193,19 @@ def _dtype_name(a: np.ndarray) -> str:
     raise PotlutFormatError(f"arrays of dtype {a.dtype} cannot be stored")
 
 
-def _raw_bytes(a: np.ndarray) -> bytes:
-    name = _dtype_name(a)
-    return np.ascontiguousarray(a, dtype=DTYPES[name]).tobytes()
+def raw_bytes(a: np.ndarray) -> bytes:
+    """A raw array as stored: little-endian, C order, as byte planes (byte 0 of every
+    element, then byte 1, ...): the sign/exponent bytes of floats sit together, which
+    LZMA compresses (BatchNorm of ResNet20: 5,074 -> 4,736 B)."""
+    dt = DTYPES[_dtype_name(a)]
+    flat = np.ascontiguousarray(a, dtype=dt).reshape(-1)
+    return np.frombuffer(flat.tobytes(), np.uint8).reshape(-1, dt.itemsize).T.tobytes()
+
+
+def _from_raw(blob: memoryview, dt: np.dtype, shape: list[int]) -> np.ndarray:
+    """Inverse of :func:`raw_bytes` (the length is checked against the shape before)."""
+    planes = np.frombuffer(blob, np.uint8).reshape(dt.itemsize, -1)
+    return np.ascontiguousarray(planes.T).view(dt).reshape(shape).astype(dt.newbyteorder("="))
 
 
 def lzma_filters(body_size: int) -> list[dict[str, Any]]:
@@ -244,7 +254,7 @@ def build_body(graph: ModelGraph, coder: str = "shuff", skip_weights: bool = Fal
             a = graph.arrays[s.name]
             derived = (s.codebook is not None and a.dtype == np.float32
                        and np.array_equal(a, s.codebook))
-            blob = b"" if derived else _raw_bytes(a)
+            blob = b"" if derived else raw_bytes(a)
             enc, dtype, shape, cb = DERIVED if derived else RAW, _dtype_name(a), list(a.shape), None
             raw_parts.append(blob)
         row = ENTRY.pack(ENCODING_IDS[enc], DTYPE_IDS[dtype], len(blob))
@@ -496,7 +506,7 @@ def _decode_arrays(entries: list[ArrayEntry], table: list[Slot],
                 raise _bad(f"array {e.name!r}: boolean bytes other than 0 and 1")
             arrays[e.name] = u.astype(bool).reshape(e.shape)
         else:
-            arrays[e.name] = np.frombuffer(blob, dt).reshape(e.shape).astype(dt.newbyteorder("="))
+            arrays[e.name] = _from_raw(blob, dt, e.shape)
     for e in entries:
         if e.encoding not in CODERS:
             continue
