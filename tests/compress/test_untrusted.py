@@ -166,3 +166,13 @@ def test_lzma_dictionary_larger_than_the_body_is_rejected() -> None:
     head = head[:-4] + struct.pack("<I", zlib.crc32(head[:-4]))
     with pytest.raises(PotlutFormatError, match="exceeds what a"):
         container.decode(head + bytes(data[container.HEADER_SIZE:]))
+
+
+def test_a_state_named_like_weight_codes_is_not_a_coded_weight() -> None:
+    """An activation state called ``weight.codes`` stays a raw float array of the table."""
+    arch, entries, blobs = fz.copy("shuff")
+    arch["graph"]["nodes"][3]["attrs"]["act"]["state"] = ["weight.codes"]
+    entries[-1]["name"] = "c1.act.state.weight.codes"
+    blobs["c1.act.state.weight.codes"] = blobs.pop("c1.act.state.a")
+    graph, _ = _decode(arch, entries, blobs)
+    assert graph.arrays["c1.act.state.weight.codes"].dtype == np.float32

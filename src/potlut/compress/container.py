@@ -175,10 +175,10 @@ def slots(graph: ModelGraph, specs: dict[str, ArraySpec]) -> list[Slot]:
             derivable[f"{mod}.weight.codebook"] = n.attrs.get("weight")
             derivable[f"{mod}.act.codebook"] = n.attrs.get("act")
     out = []
-    for key, spec in specs.items():
-        if key.endswith(".weight.negative"):
+    for key, spec in specs.items():  # (kinds tell codes and signs from a state so named)
+        if key.endswith(".weight.negative") and spec.kinds == "b":
             continue
-        if key.endswith(".weight.codes"):
+        if key.endswith(".weight.codes") and spec.kinds == "u":
             out.append(Slot(key[: -len(".codes")], spec, True, None))
         else:
             cb = derived_codebook(derivable[key]) if key in derivable else None

@@ -227,7 +227,7 @@ def validate(g: ModelGraph) -> None:
     if extra:
         _fail(f"array {extra[0]!r} is not used by any node")
     for key, codes in g.arrays.items():
-        if key.endswith(".weight.codes") and codes.size:
+        if key.endswith(".weight.codes") and specs[key].kinds == "u" and codes.size:
             nc = len(g.arrays[key[: -len("codes")] + "codebook"])
             if int(codes.max()) >= nc:
                 _fail(f"array {key!r}: weight code {int(codes.max())} outside its codebook "
