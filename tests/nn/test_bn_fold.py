@@ -28,7 +28,7 @@ def unfolded_affine(qmodel: torch.nn.Module):
         m = mods[bn.attrs["module"]]
         w, b, rm, rv = (t.detach().double().numpy() for t in
                         (m.weight, m.bias, m.running_mean, m.running_var))
-        g = w / np.sqrt(rv + float(np.float32(m.eps)))
+        g = w / np.sqrt(rv + float(m.eps))
         return g, b - rm * g
     return affine
 
