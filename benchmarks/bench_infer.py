@@ -66,9 +66,12 @@ def fp32_twin(name: str, graph: ModelGraph, num_classes: int, in_ch: int) -> nn.
                 mods[mod].weight.copy_(torch.from_numpy(weights[mod]))
                 if n.attrs["bias"]:
                     mods[mod].bias.copy_(torch.from_numpy(graph.arrays[f"{mod}.bias"]))
-            elif n.op == "batchnorm2d":
-                for k in ("weight", "bias", "running_mean", "running_var"):
-                    getattr(mods[mod], k).copy_(torch.from_numpy(graph.arrays[f"{mod}.{k}"]))
+            elif n.op == "batchnorm2d":  # folded in the file: x * scale + shift
+                mods[mod].weight.copy_(torch.from_numpy(graph.arrays[f"{mod}.scale"]))
+                mods[mod].bias.copy_(torch.from_numpy(graph.arrays[f"{mod}.shift"]))
+                mods[mod].running_mean.zero_()
+                mods[mod].running_var.fill_(1.0)
+                mods[mod].eps = 0.0
     return m.eval()
 
 

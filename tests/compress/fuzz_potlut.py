@@ -1,7 +1,7 @@
 """Structure-aware fuzzing of the .potlut reader, run by test_untrusted.py in a subprocess.
 
-Bodies are mutated at the level of the format (array table, graph attributes, weight
-blobs, JSON text) and then given valid CRCs, section table, SHA-256 and header, so the
+Bodies are mutated at the level of the format (binary array table, graph attributes,
+weight blobs, JSON text) and then given a valid section table, SHA-256 and header, so the
 format checks themselves are what must hold. The process caps its address space at its
 size after warm-up plus ``BUDGET`` bytes: a decode that allocates more dies with
 MemoryError instead of swapping, and the test fails. Prints ``ok <cases> <accepted>``.
@@ -21,8 +21,9 @@ import numpy as np
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from potlut.compress import container, file_stats
+from potlut.compress import container, file_stats, shuff
 from potlut.compress.graph import ModelGraph, Node
+from potlut.compress.sharing import SharedWeights
 from potlut.errors import PotlutFormatError
 
 BUDGET = 256 << 20
@@ -31,54 +32,73 @@ BIG = [0, 1, 2, 255, 256, 300, 65535, 65536, 1 << 20, 1 << 24, (1 << 24) + 1, 1 
 
 
 def base_graph() -> ModelGraph:
-    """Two quantized 4-bit layers with a BN in between and a float bias: every array kind."""
+    """Two quantized 4-bit layers with a BN in between and a float bias: every array kind
+    (a stored and a derived weight codebook, a derived activation codebook, a quantizer
+    state whose shape only the array table gives)."""
     rng = np.random.default_rng(0)
     nodes = [Node("x", "input", [], {"shape": [2, 4, 4]})]
     arrays: dict[str, np.ndarray] = {}
+    cb = np.array([0, 0.125, 0.25, 0.5, 1, 2, 4, 8], np.float32)  # 2^(3 - (7 - c))
     for i, (cin, cout) in enumerate([(2, 3), (3, 4)]):
         mod = f"c{i}"
         shape = [cout, cin, 3, 3]
-        cb = np.array([0, 0.125, 0.25, 0.5, 1, 2, 4, 8], np.float32)
         arrays[f"{mod}.weight.codes"] = rng.integers(0, 8, shape).astype(np.uint8)
         arrays[f"{mod}.weight.negative"] = (rng.random(shape) < 0.5) & (
             arrays[f"{mod}.weight.codes"] > 0)
         arrays[f"{mod}.weight.codebook"] = cb
         arrays[f"{mod}.bias"] = rng.standard_normal(cout).astype(np.float32)
+        act = None
+        if i == 1:
+            arrays[f"{mod}.act.codebook"] = cb / 8
+            arrays[f"{mod}.act.state.a"] = np.array(1.0, np.float32)
+            act = {"scheme": "iospot", "bits": 4, "signed": True, "exponent": 0, "n_codes": 8,
+                   "state": ["a"]}
         nodes.append(Node(mod, "conv2d", [nodes[-1].name], {
             "module": mod, "in_channels": cin, "out_channels": cout, "groups": 1, "bias": True,
             "kernel_size": [3, 3], "stride": [1, 1], "padding": [1, 1], "dilation": [1, 1],
             "weight": {"quantized": True, "scheme": "iospot", "bits": 4, "n_codes": 8,
-                       "shape": shape, "exponent": -3},
-            "shape": [cout, 4, 4]}))
+                       "shape": shape, "exponent": 3 if i else -3},  # c0: not the formula
+            "act": act, "shape": [cout, 4, 4]}))
         if i == 0:
-            for k in ("weight", "bias", "running_mean", "running_var"):
+            for k in ("scale", "shift"):
                 arrays[f"bn.{k}"] = rng.random(cout).astype(np.float32) + 0.5
             nodes.append(Node("bn", "batchnorm2d", ["c0"], {
-                "module": "bn", "num_features": cout, "eps": 1e-5, "shape": [cout, 4, 4]}))
+                "module": "bn", "num_features": cout, "shape": [cout, 4, 4]}))
     nodes.append(Node("output", "output", [nodes[-1].name], {}))
     g = ModelGraph((2, 4, 4), nodes, arrays, {"model": "fuzz"})
     g.validate()
     return g
 
 
-def body_of(arch: dict, blobs: dict[str, bytes], retile: bool, nan: bool = False) -> bytes:
-    """Section table + ARCH + DATA with every array CRC and section CRC made valid."""
-    entries = arch["arrays"]
-    data = b""
+def table_of(entries: list[dict]) -> bytes:
+    """The binary array table (ARRS) of ``entries`` (fields wrapped to their widths)."""
+    out = struct.pack("<I", len(entries))
     for e in entries:
-        name = e.get("name") if isinstance(e, dict) else None
-        blob = blobs.get(name, b"") if isinstance(name, str) else b""
-        if isinstance(e, dict):
-            if retile:
-                e["offset"], e["length"] = len(data), len(blob)
-            e["crc32"] = zlib.crc32(blob)
+        out += container.ENTRY.pack(e["encoding"] & 0xFF, e["dtype"] & 0xFF,
+                                    e["length"] & 0xFFFFFFFF)
+        if e.get("shape") is not None:
+            dims = [d & 0xFFFFFFFF for d in e["shape"]]
+            out += struct.pack(f"<B{len(dims)}I", len(dims) & 0xFF, *dims)
+    return out
+
+
+def body_of(arch: dict, entries: list[dict], blobs: dict[str, bytes], retile: bool,
+            nan: bool = False) -> bytes:
+    """Section table + ARCH + ARRS + DATA (raw / derived arrays, then weight streams);
+    ``retile`` makes every entry's length that of its blob."""
+    coded = container.ENCODING_IDS["shuff"]
+    order = sorted(entries, key=lambda e: e["encoding"] >= coded)
+    data = b""
+    for e in order:
+        blob = blobs.get(e["name"], b"")
+        if retile:
+            e["length"] = len(blob)
         data += blob
     arch_bytes = json.dumps(arch, separators=(",", ":")).encode()
-    if nan:  # what json.dumps(allow_nan=True) would write for a NaN attribute
-        arch_bytes = arch_bytes.replace(b'"eps":1e-05', b'"eps":NaN')
-    secs = [(b"ARCH", arch_bytes), (b"DATA", data)]
-    return struct.pack("<I", 2) + b"".join(
-        container.SECTION.pack(t, zlib.crc32(b), len(b)) for t, b in secs) + arch_bytes + data
+    if nan:  # what json.dumps(allow_nan=True) would write for a NaN value
+        arch_bytes = arch_bytes.replace(b'"model":"fuzz"', b'"model":NaN')
+    return container._sections([(b"ARCH", arch_bytes), (b"ARRS", table_of(entries)),
+                                (b"DATA", data)])
 
 
 def file_of(body: bytes) -> bytes:
@@ -93,46 +113,71 @@ def file_of(body: bytes) -> bytes:
 
 
 GRAPH = base_graph()
-BASE: dict[str, tuple[dict, dict[str, bytes]]] = {}
+BASE: dict[str, tuple[dict, list[dict], dict[str, bytes]]] = {}
 for _coder in ("shuff", "rans", "packed"):
     _b = container.build_body(GRAPH, _coder)
-    _start = 4 + 2 * container.SECTION.size
-    _arch = json.loads(_b.body[_start : _start + _b.arch_bytes])
-    BASE[_coder] = (_arch, {e.name: _b.data[e.offset: e.offset + e.length] for e in _b.arrays})
+    _slots = container.slots(GRAPH, container.required_arrays(GRAPH))
+    _entries = [{"name": e.name, "encoding": container.ENCODING_IDS[e.encoding],
+                 "dtype": container.DTYPE_IDS[e.dtype], "length": e.length,
+                 "shape": e.shape if s.spec.shape is None else None}
+                for e, s in zip(_b.arrays, _slots, strict=True)]
+    BASE[_coder] = ({"format": "potlut", "graph": GRAPH.architecture()}, _entries,
+                    {e.name: _b.data[e.offset: e.offset + e.length] for e in _b.arrays})
 
 
-def _path(arch: dict, draw) -> tuple[dict, str]:
+def copy(coder: str) -> tuple[dict, list[dict], dict[str, bytes]]:
+    """A deep copy of the base file's parts for ``coder``: (arch, table entries, blobs)."""
+    arch, entries, blobs = BASE[coder]
+    return json.loads(json.dumps(arch)), json.loads(json.dumps(entries)), dict(blobs)
+
+
+def _path(arch: dict, entries: list[dict], draw) -> tuple[dict, str]:
     """A random (container, key) inside the graph's nodes or the array table."""
     pools = []
     for n in arch["graph"]["nodes"]:
         pools.append(n["attrs"])
-        if isinstance(n["attrs"].get("weight"), dict):
-            pools.append(n["attrs"]["weight"])
-    pools += arch["arrays"]
+        for k in ("weight", "act"):
+            if isinstance(n["attrs"].get(k), dict):
+                pools.append(n["attrs"][k])
+    pools += entries
     target = draw(st.sampled_from(pools + [arch["graph"]]))
-    keys = ["in_shape", "meta"] if target is arch["graph"] else sorted(target) or ["x"]
+    if target is arch["graph"]:
+        keys = ["in_shape", "meta"]
+    elif target in entries:
+        keys = ["encoding", "dtype", "length", "shape"]
+    else:
+        keys = sorted(target) or ["x"]
     return target, draw(st.sampled_from(keys))
 
 
 VALUES = st.one_of(
     st.sampled_from(BIG), st.integers(-3, 70000),
     st.lists(st.sampled_from(BIG + [3, 4, 8, 9]), max_size=5),
-    st.sampled_from(["uint8", "uint16", "int8", "float32", "bool", "raw", "shuff", "rans",
-                     "packed", "c0.weight.codebook", "bn.bias", "nope", None, True, False]),
+    st.sampled_from(["uint8", "uint16", "int8", "float32", "bool", "iospot", "fixedpoint",
+                     "lqnet", "nope", None, True, False]),
     st.floats(allow_nan=True, allow_infinity=True),
 )
+TABLE_VALUES = {  # what the binary table's fields can hold
+    "encoding": st.integers(0, 255), "dtype": st.integers(0, 255),
+    "length": st.sampled_from(BIG[:-1] + [3, 4, 12, 36]),
+    "shape": st.one_of(st.none(), st.lists(st.sampled_from(BIG[:-1] + [1, 3]), max_size=9)),
+}
 
 
 @st.composite
 def crafted(draw) -> bytes:
     coder = draw(st.sampled_from(sorted(BASE)))
-    arch = json.loads(json.dumps(BASE[coder][0]))
-    blobs = dict(BASE[coder][1])
+    arch, entries, blobs = copy(coder)
     kinds = draw(st.lists(st.integers(0, 5), min_size=1, max_size=3))
+    retile = draw(st.integers(0, 4)) > 0
     for kind in sorted(kinds, reverse=True):  # field changes last: the others need structure
         if kind <= 1:  # change one field of the graph or the table
-            target, key = _path(arch, draw)
-            target[key] = draw(VALUES)
+            target, key = _path(arch, entries, draw)
+            if target in entries:
+                retile = retile and key != "length"
+                target[key] = draw(TABLE_VALUES[key])
+            else:
+                target[key] = draw(VALUES)
         elif kind == 2:  # replace a weight blob (side info kept or random)
             name = draw(st.sampled_from(sorted(blobs)))
             blob = bytearray(blobs[name])
@@ -143,43 +188,51 @@ def crafted(draw) -> bytes:
             elif blob:
                 pos = draw(st.integers(0, len(blob) - 1))
                 blob[pos] = draw(st.integers(0, 255))
-            if draw(st.booleans()) and len(blob) >= 24:  # a huge declared bit / byte count
-                struct.pack_into("<Q" if coder == "shuff" else "<I", blob, 8 if coder ==
-                                 "shuff" else 17, draw(st.sampled_from(BIG[1:-1])) & 0xFFFFFFFF)
+            if draw(st.booleans()) and len(blob) >= 24 and coder == "rans":  # huge nstream
+                struct.pack_into("<I", blob, 17, draw(st.sampled_from(BIG[1:-1])) & 0xFFFFFFFF)
             blobs[name] = bytes(blob)
-        elif kind == 3:  # an extra array the graph does not use, or one dropped
-            if draw(st.booleans()):
-                arch["arrays"].append({"name": "extra", "encoding": "raw", "dtype": "float32",
-                                       "shape": draw(st.lists(st.sampled_from(BIG), max_size=3)),
-                                       "offset": 0, "length": 4, "crc32": 0})
+        elif kind == 3:  # an extra table entry, one dropped, or raw <-> derived swapped
+            choice = draw(st.integers(0, 2))
+            if choice == 0:
+                entries.append({"name": "extra", "encoding": 0, "dtype": 9, "length": 4,
+                                "shape": draw(st.one_of(st.none(), st.lists(
+                                    st.sampled_from(BIG[:-1]), max_size=3)))})
                 blobs["extra"] = b"\0\0\0\0"
-            elif arch["arrays"]:
-                arch["arrays"].pop(draw(st.integers(0, len(arch["arrays"]) - 1)))
-        elif kind == 4:  # a huge shape on a coded layer, graph kept consistent or not
-            shape = [draw(st.sampled_from(BIG[:12])), 1, 1, 1]
-            for e in arch["arrays"]:
-                if e["name"] == "c1.weight":
-                    e["shape"] = shape
+            elif choice == 1 or not entries:
+                if entries:
+                    entries.pop(draw(st.integers(0, len(entries) - 1)))
+            else:
+                e = draw(st.sampled_from(entries))
+                e["encoding"] = 1 - e["encoding"] if e["encoding"] < 2 else 0
+                blobs[e["name"]] = b"" if e["encoding"] == 1 else np.zeros(8, np.float32).tobytes()
+        elif kind == 4:  # a huge coded layer, declared by the graph (shapes live there)
+            n = draw(st.sampled_from(BIG[:12]))
+            node = arch["graph"]["nodes"][-2]["attrs"]
+            node["weight"]["shape"], node["out_channels"] = [n, 3, 1, 1], n
+            node["kernel_size"], node["padding"] = [1, 1], [0, 0]
             if draw(st.booleans()):
-                node = arch["graph"]["nodes"][-2]["attrs"]
-                node["weight"]["shape"] = shape
-                node["out_channels"] = shape[0]
-                node["shape"] = [shape[0], 4, 4]
+                node["shape"] = [n, 4, 4]
         else:  # an all-zero / one-code stream declaring many weights
             n = draw(st.sampled_from([1 << 16, 1 << 20, 1 << 23]))
-            if coder == "shuff":
-                blob = bytes([1] + [0] * 7) + struct.pack("<Q", n) + bytes(n // 8)
-            elif coder == "rans":
-                blob = (bytes([12]) + struct.pack("<8H", 0, 4096, 0, 0, 0, 0, 0, 0)
-                        + struct.pack("<I", 4) + struct.pack("<I", 1 << 23) + bytes(n // 8))
-            else:
-                blob = bytes(n // 2)
-            blobs["c1.weight"] = blob
-            for e in arch["arrays"]:
-                if e["name"] == "c1.weight":
-                    e["shape"] = [n, 1, 1, 1]
+            blobs["c1.weight"] = zero_stream(coder, n)
+            node = arch["graph"]["nodes"][-2]["attrs"]
+            node["weight"]["shape"], node["out_channels"] = [n, 1, 1, 1], n
+            node["in_channels"], node["kernel_size"], node["padding"] = 1, [1, 1], [0, 0]
+            node["shape"], node["bias"] = [n, 4, 4], False
     nan = draw(st.integers(0, 9)) == 0
-    return file_of(body_of(arch, blobs, retile=draw(st.integers(0, 4)) > 0, nan=nan))
+    return file_of(body_of(arch, entries, blobs, retile=retile, nan=nan))
+
+
+def zero_stream(coder: str, n: int) -> bytes:
+    """A stream of ``n`` weights of code 0 (8 codes): one length-1 Huffman code, one
+    rANS code of frequency M, or all-zero packed codes."""
+    if coder == "shuff":
+        return shuff.encode_weights(SharedWeights(np.zeros(n, np.uint8), np.zeros(n, bool),
+                                                  np.zeros(8, np.float32)))
+    if coder == "rans":
+        return (bytes([12]) + struct.pack("<8H", 4096, *[0] * 7) + struct.pack("<II", 4, 1 << 23)
+                + bytes(n // 8))
+    return bytes(n // 2)
 
 
 def largest_layers() -> list[bytes]:
@@ -189,20 +242,13 @@ def largest_layers() -> list[bytes]:
     out = []
     for coder, n in [("rans", (1 << 24) - 54), ("shuff", (1 << 23) - (1 << 16)),
                      ("packed", (1 << 21) - (1 << 14))]:
-        arch, blobs = json.loads(json.dumps(BASE[coder][0])), dict(BASE[coder][1])
+        arch, entries, blobs = copy(coder)
         node = arch["graph"]["nodes"][-2]["attrs"]
         node["weight"]["shape"], node["out_channels"], node["shape"] = [n, 1, 1, 1], n, [n, 4, 4]
         node["in_channels"], node["bias"] = 3, False
-        arch["arrays"] = [e for e in arch["arrays"] if e["name"] != "c1.bias"]
-        next(e for e in arch["arrays"] if e["name"] == "c1.weight")["shape"] = [n, 1, 1, 1]
-        if coder == "rans":
-            blob = bytes([12]) + struct.pack("<8H", 4096, *[0] * 7) + struct.pack("<II", 4, 1 << 23)
-        elif coder == "shuff":
-            blob = bytes([1] + [0] * 7) + struct.pack("<Q", n) + bytes((n + 7) // 8)
-        else:
-            blob = bytes((4 * n + 7) // 8)
-        blobs["c1.weight"] = blob
-        out.append(file_of(body_of(arch, blobs, True)))
+        entries = [e for e in entries if e["name"] != "c1.bias"]
+        blobs["c1.weight"] = zero_stream(coder, n)[: 25 if coder == "rans" else None]
+        out.append(file_of(body_of(arch, entries, blobs, True)))
     return out
 
 
@@ -222,9 +268,8 @@ def check(data: bytes) -> None:
 
 
 def main() -> None:
-    for arch, blobs in BASE.values():  # warm-up: numba compiled, every code path imported
-        graph, info = container.decode(file_of(body_of(json.loads(json.dumps(arch)), blobs,
-                                                       True)))
+    for coder in BASE:  # warm-up: numba compiled, every code path imported
+        graph, info = container.decode(file_of(body_of(*copy(coder), True)))
         file_stats(graph, info)
     with open("/proc/self/status") as f:
         vm = next(int(line.split()[1]) * 1024 for line in f if line.startswith("VmSize"))

@@ -49,11 +49,15 @@ def test_shuff_round_trip_is_exact(sw: SharedWeights) -> None:
     assert back.codes.dtype == sw.codes.dtype
     np.testing.assert_array_equal(back.codes, sw.codes)
     np.testing.assert_array_equal(back.negative, sw.negative)
-    # size: lengths table + bit count + exactly sum(len) bits + one bit per non-zero weight
+    # size: lengths table (w bits for each code up to the last used one) + exactly sum(len)
+    # bits + one bit per non-zero weight
     counts = np.bincount(sw.codes.astype(np.int64), minlength=sw.n_codes)
-    nbits = int((counts * shuff.code_lengths(counts)).sum())
+    lengths = shuff.code_lengths(counts)
+    nbits = int((counts * lengths).sum())
     nnz = int(sw.nonzero().sum())
-    assert len(blob) == sw.n_codes + 8 + (nbits + 7) // 8 + (nnz + 7) // 8
+    m = int(np.flatnonzero(counts)[-1]) + 1 if counts.any() else 0
+    table = 5 + (m * int(lengths.max(initial=0)).bit_length() + 7) // 8
+    assert len(blob) == table + (nbits + 7) // 8 + (nnz + 7) // 8
 
 
 @settings(max_examples=60, deadline=None)
@@ -112,7 +116,8 @@ def test_decoder_rejects_inconsistent_streams() -> None:
     blob, sw = _blob()
     cases = {
         "fewer weights": lambda b: shuff.decode_weights(b, (499,), sw.codebook),
-        "more weights": lambda b: shuff.decode_weights(b, (501,), sw.codebook),
+        # (501 can be valid: zero padding bits may hold one more all-zero codeword)
+        "more weights": lambda b: shuff.decode_weights(b, (520,), sw.codebook),
         "cut": lambda b: shuff.decode_weights(b[:-1], (500,), sw.codebook),
         "extra byte": lambda b: shuff.decode_weights(b + b"\0", (500,), sw.codebook),
         "no header": lambda b: shuff.decode_weights(b[:5], (500,), sw.codebook),
@@ -121,11 +126,29 @@ def test_decoder_rejects_inconsistent_streams() -> None:
         with pytest.raises(PotlutFormatError):
             fn(blob)
             pytest.fail(name)
-    bad = bytearray(blob)
-    bad[0] = 1  # code 0 gets length 1 too: Kraft sum exceeds 1
-    bad[6] = 1
+    lengths, head = shuff.decode_table(blob, 8)
+    assert head == 5 + (8 * int(lengths.max()).bit_length() + 7) // 8  # w = 3: 8 bytes
+    bad = lengths.copy()
+    bad[0] = bad[6] = 1  # two codes of length 1 and more: Kraft sum exceeds 1
     with pytest.raises(PotlutFormatError, match="Kraft"):
-        shuff.decode_weights(bytes(bad), (500,), sw.codebook)
+        shuff.decode_weights(shuff.encode_table(bad) + blob[head:], (500,), sw.codebook)
+    for table, msg in [(b"\x06\x08\x00\x00\x00", "does not fit"),  # w = 6 > 5
+                       (b"\x03\x09\x00\x00\x00", "does not fit"),  # 9 codes of 8
+                       (shuff.encode_table(np.r_[lengths[:7], 0]), "unused last code")]:
+        if msg == "unused last code":
+            table = table[:1] + b"\x08" + table[2:]  # lists code 7, whose length is 0
+        with pytest.raises(PotlutFormatError, match=msg):
+            shuff.decode_weights(table + blob[head:], (500,), sw.codebook)
+
+
+def test_code_length_table_round_trips_and_drops_unused_top_codes() -> None:
+    lengths = np.zeros(128, np.int64)
+    lengths[[0, 3, 70]] = [1, 2, 2]
+    table = shuff.encode_table(lengths)
+    assert len(table) == 5 + (71 * 2 + 7) // 8  # 71 codes listed at 2 bits each: 23 bytes
+    back, size = shuff.decode_table(table + b"tail", 128)
+    assert size == len(table)
+    np.testing.assert_array_equal(back, lengths)
 
 
 def test_vectorized_decoder_handles_a_large_layer() -> None:

@@ -3,7 +3,6 @@ PotlutFormatError (bodies carry valid checksums, so the format checks are what r
 
 from __future__ import annotations
 
-import json
 import os
 import struct
 import subprocess
@@ -37,116 +36,126 @@ def test_structure_aware_fuzzing_stays_under_256_mb() -> None:
     assert 0 < int(accepted) < 3000  # both outcomes happen: the generator is not trivial
 
 
-def _arch(coder: str) -> tuple[dict, dict[str, bytes]]:
-    arch, blobs = fz.BASE[coder]
-    return json.loads(json.dumps(arch)), dict(blobs)
-
-
-def _decode(arch: dict, blobs: dict[str, bytes], retile: bool = True, nan: bool = False):
-    body = fz.body_of(arch, blobs, retile, nan)
+def _decode(arch: dict, entries: list[dict], blobs: dict[str, bytes], retile: bool = True,
+            nan: bool = False):
+    body = fz.body_of(arch, entries, blobs, retile, nan)
     assert not nan or b"NaN" in body
     data = fz.file_of(body)
     assert len(data) < 1 << 20
     return container.decode(data)
 
 
-def _entry(arch: dict, name: str) -> dict:
-    return next(e for e in arch["arrays"] if e["name"] == name)
+def _entry(entries: list[dict], name: str) -> dict:
+    return next(e for e in entries if e["name"] == name)
 
 
 def test_the_base_file_is_accepted() -> None:
     for coder in fz.BASE:
-        graph, _ = _decode(*_arch(coder))
+        graph, info = _decode(*fz.copy(coder))
+        assert sorted(graph.arrays) == sorted(fz.GRAPH.arrays)
         for k, v in fz.GRAPH.arrays.items():
+            assert graph.arrays[k].dtype == v.dtype
             np.testing.assert_array_equal(graph.arrays[k], v, err_msg=k)
+        derived = [e.name for e in info.arrays if e.encoding == "derived"]
+        assert derived == ["c1.weight.codebook", "c1.act.codebook"]  # c0's is stored
 
 
 @pytest.mark.parametrize("coder", ["shuff", "rans", "packed"])
-def test_huge_declared_layer_is_rejected_before_decoding(coder) -> None:
+def test_huge_declared_layer_is_refused_before_decoding(coder) -> None:
     """Issue 17: 2^26 weights of one length-1 / frequency-M code (S-Huff: 4.1 GiB before).
 
-    The stream here is short: the shape alone must be refused, before any decoding (an
-    8 MB all-zero stream is refused earlier still, by the body-to-payload ratio).
+    Shapes live in the graph only; the per-file cap on coded weights refuses the layer
+    before its (short) stream is read.
     """
-    arch, blobs = _arch(coder)
-    _entry(arch, "c1.weight")["shape"] = [1 << 26, 1, 1, 1]
-    blobs["c1.weight"] = bytes([1] + [0] * 7) + struct.pack("<Q", 1 << 26) + bytes(1 << 10)
-    with pytest.raises(PotlutFormatError, match=r"declares shape \[67108864, 1, 1, 1\]"):
-        _decode(arch, blobs)
-    node = arch["graph"]["nodes"][-2]["attrs"]  # graph made to agree: the total cap holds
-    node["weight"]["shape"], node["out_channels"] = [1 << 26, 1, 1, 1], 1 << 26
-    node["shape"] = [1 << 26, 4, 4]
-    _entry(arch, "c1.bias")["shape"] = [1 << 26]
-    with pytest.raises(PotlutFormatError, match=r"671089\d\d coded weights exceed the limit "
+    arch, entries, blobs = fz.copy(coder)
+    node = arch["graph"]["nodes"][-2]["attrs"]
+    node["weight"]["shape"], node["out_channels"] = [1 << 26, 3, 1, 1], 1 << 26
+    node["kernel_size"], node["padding"], node["shape"] = [1, 1], [0, 0], [1 << 26, 4, 4]
+    node["bias"] = False
+    entries = [e for e in entries if e["name"] != "c1.bias"]
+    blobs["c1.weight"] = fz.zero_stream(coder, 1 << 10)
+    with pytest.raises(PotlutFormatError, match=r"201326646 coded weights exceed the limit "
                                                 r"of 16777216"):
-        _decode(arch, blobs)
+        _decode(arch, entries, blobs)
 
 
 def test_codes_beyond_the_dtype_do_not_wrap() -> None:
     """uint8 codes over a 300-entry codebook (codes up to 299) were silently wrapped."""
-    arch, blobs = _arch("packed")
-    cb = np.linspace(0, 1, 300).astype(np.float32)
-    blobs["c1.weight.codebook"] = cb.tobytes()
-    _entry(arch, "c1.weight.codebook")["shape"] = [300]
-    arch["graph"]["nodes"][-2]["attrs"]["weight"]["n_codes"] = 300
-    codes = np.full(36, 299, np.uint16)
+    arch, entries, blobs = fz.copy("packed")
+    blobs["c0.weight.codebook"] = container.raw_bytes(np.linspace(0, 1, 300).astype(np.float32))
+    arch["graph"]["nodes"][1]["attrs"]["weight"]["n_codes"] = 300
     from potlut.compress.sharing import pack_raw
-    blobs["c1.weight"] = pack_raw(codes, np.zeros(36, bool), 300)
+    blobs["c0.weight"] = pack_raw(np.full(54, 299, np.uint16), np.zeros(54, bool), 300)
     with pytest.raises(PotlutFormatError, match="300 codes do not fit uint8"):
-        _decode(arch, blobs)
+        _decode(arch, entries, blobs)
+
+
+def _set(entries: list[dict], name: str, **kw) -> None:
+    _entry(entries, name).update(kw)
 
 
 @pytest.mark.parametrize(
     ("change", "message"),
     [
-        (lambda a, b: _entry(a, "bn.bias").update(shape=[0, 1 << 62]), "too large"),
-        (lambda a, b: a["arrays"].append({"name": "c9.weight.codebook", "encoding": "raw",
-                                          "dtype": "float32", "shape": [0], "offset": 0,
-                                          "length": 0, "crc32": 0}), "not used by any node"),
-        (lambda a, b: a["arrays"].pop(0), "is missing"),
-        (lambda a, b: a["graph"]["nodes"][0]["attrs"].update(shape=[2, 4, 5]),
+        (lambda a, t, b: _set(t, "c1.act.state.a", shape=[0, 1 << 31]), "too large"),
+        (lambda a, t, b: _set(t, "c1.act.state.a", shape=[1] * 9), "too large"),
+        (lambda a, t, b: t.append(dict(t[0])), "does not hold the 10 arrays"),
+        (lambda a, t, b: t.pop(3), "does not hold the 10 arrays"),
+        (lambda a, t, b: _set(t, "c0.weight.codebook", encoding=1), "cannot be derived"),
+        (lambda a, t, b: _set(t, "bn.shift", encoding=1), "cannot be derived"),
+        (lambda a, t, b: _set(t, "bn.shift", encoding=2), "is not raw or derived"),
+        (lambda a, t, b: _set(t, "c0.weight", encoding=0), "is not a weight coder"),
+        (lambda a, t, b: _set(t, "c0.weight", dtype=9), "must be uint8 or uint16"),
+        (lambda a, t, b: _set(t, "bn.shift", dtype=1), "expected kind 'f'"),
+        (lambda a, t, b: _set(t, "bn.shift", dtype=77), "unknown encoding 0 or dtype 77"),
+        (lambda a, t, b: _set(t, "bn.shift", encoding=9), "unknown encoding 9"),
+        (lambda a, t, b: a["graph"]["nodes"][0]["attrs"].update(shape=[2, 4, 5]),
          "differs from in_shape"),
-        (lambda a, b: a["graph"]["nodes"][1]["attrs"].update(shape=[5, 4, 4]),
+        (lambda a, t, b: a["graph"]["nodes"][1]["attrs"].update(shape=[5, 4, 4]),
          "does not match out_channels"),
-        (lambda a, b: _entry(a, "c0.weight").update(codebook="c1.weight.codebook"),
-         "codebook must be"),
+        (lambda a, t, b: a["graph"]["nodes"][3]["attrs"]["act"].update(exponent=2000),
+         "cannot be derived"),
     ],
 )
 def test_table_and_graph_defects_are_named(change, message) -> None:
-    arch, blobs = _arch("shuff")
-    change(arch, blobs)
+    arch, entries, blobs = fz.copy("shuff")
+    change(arch, entries, blobs)
     with pytest.raises(PotlutFormatError, match=message):
-        _decode(arch, blobs)
+        _decode(arch, entries, blobs)
 
 
-def test_overlapping_arrays_are_rejected() -> None:
-    arch, blobs = _arch("shuff")
-    fz.body_of(arch, blobs, retile=True)  # offsets as written
-    a, b = _entry(arch, "bn.bias"), _entry(arch, "bn.running_mean")
-    b["offset"] = a["offset"]  # same bytes read twice (both 3 float32)
-    blobs["bn.running_mean"] = blobs["bn.bias"]
-    with pytest.raises(PotlutFormatError, match="overlaps another array"):
-        _decode(arch, blobs, retile=False)
+def test_lengths_must_tile_the_data_section() -> None:
+    """Offsets are implicit (each array starts where the one before ends), so arrays cannot
+    overlap; a length that does not fit its shape, or lengths that do not add up to DATA,
+    are refused."""
+    arch, entries, blobs = fz.copy("shuff")
+    _set(entries, "bn.shift", length=8)
+    with pytest.raises(PotlutFormatError, match="8 bytes do not hold shape"):
+        _decode(arch, entries, blobs, retile=False)
+    arch, entries, blobs = fz.copy("shuff")
+    _set(entries, "c1.weight", length=_entry(entries, "c1.weight")["length"] - 1)
+    with pytest.raises(PotlutFormatError, match="arrays cover .* of the .* bytes"):
+        _decode(arch, entries, blobs, retile=False)
 
 
 def test_json_nan_is_rejected() -> None:
     with pytest.raises(PotlutFormatError, match="architecture JSON is malformed"):
-        _decode(*_arch("shuff"), nan=True)
+        _decode(*fz.copy("shuff"), nan=True)
 
 
 def test_packed_sign_on_a_zero_weight_is_rejected() -> None:
-    arch, blobs = _arch("packed")
+    arch, entries, blobs = fz.copy("packed")
     codes = fz.GRAPH.arrays["c1.weight.codes"].reshape(-1)
     i = int(np.flatnonzero(codes == 0)[0])  # weight i is zero: set its sign bit (bit 4 i)
     blob = bytearray(blobs["c1.weight"])
     blob[(4 * i) // 8] |= 0x80 >> ((4 * i) % 8)
     blobs["c1.weight"] = bytes(blob)
     with pytest.raises(PotlutFormatError, match="sign bit set on a weight whose value is zero"):
-        _decode(arch, blobs)
+        _decode(arch, entries, blobs)
 
 
 def test_lzma_dictionary_larger_than_the_body_is_rejected() -> None:
-    body = fz.body_of(*_arch("shuff"), True)
+    body = fz.body_of(*fz.copy("shuff"), True)
     data = bytearray(fz.file_of(body))
     names = ["magic", "version", "hsize", "flags", "body", "payload", "dict", "codec",
              "digest", "reserved", "crc"]
@@ -157,3 +166,13 @@ def test_lzma_dictionary_larger_than_the_body_is_rejected() -> None:
     head = head[:-4] + struct.pack("<I", zlib.crc32(head[:-4]))
     with pytest.raises(PotlutFormatError, match="exceeds what a"):
         container.decode(head + bytes(data[container.HEADER_SIZE:]))
+
+
+def test_a_state_named_like_weight_codes_is_not_a_coded_weight() -> None:
+    """An activation state called ``weight.codes`` stays a raw float array of the table."""
+    arch, entries, blobs = fz.copy("shuff")
+    arch["graph"]["nodes"][3]["attrs"]["act"]["state"] = ["weight.codes"]
+    entries[-1]["name"] = "c1.act.state.weight.codes"
+    blobs["c1.act.state.weight.codes"] = blobs.pop("c1.act.state.a")
+    graph, _ = _decode(arch, entries, blobs)
+    assert graph.arrays["c1.act.state.weight.codes"].dtype == np.float32

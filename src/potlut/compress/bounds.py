@@ -26,7 +26,7 @@ from potlut.compress.container import (
 from potlut.compress.graph import ModelGraph
 from potlut.compress.sharing import code_counts, lookup, raw_bytes
 
-FIXED_OVERHEAD = HEADER_SIZE + 4 + 2 * SECTION.size  # header + section table, before LZMA
+FIXED_OVERHEAD = HEADER_SIZE + 4 + 3 * SECTION.size  # header + section table, before LZMA
 
 
 def entropy_bits(codes: np.ndarray) -> float:

@@ -53,7 +53,7 @@ ATTRS: dict[str, dict[str, str]] = {
     "conv2d": {"in_channels": "int", "out_channels": "int", "groups": "int", "bias": "bool",
                "kernel_size": "int2", "stride": "int2", "padding": "int2", "dilation": "int2"},
     "linear": {"in_features": "int", "out_features": "int", "bias": "bool"},
-    "batchnorm2d": {"num_features": "int", "eps": "float"},
+    "batchnorm2d": {"num_features": "int"},
     "maxpool2d": {"kernel_size": "int2", "stride": "int2", "padding": "int2",
                   "dilation": "int2", "ceil_mode": "bool"},
     "avgpool2d": {"kernel_size": "int2", "stride": "int2", "padding": "int2", "ceil_mode": "bool",
@@ -208,7 +208,7 @@ def required_arrays(g: ModelGraph) -> Specs:
             mod, c = n.attrs.get("module"), n.attrs.get("num_features")
             if not isinstance(mod, str) or not isinstance(c, int):
                 _fail(f"node {n.name}: batchnorm2d needs module and num_features")
-            for k in ("weight", "bias", "running_mean", "running_var"):
+            for k in ("scale", "shift"):  # folded: y = x * scale + shift
                 _expect_array(specs, f"{mod}.{k}", [c], "f")
         seen.add(n.name)
     return specs
@@ -227,7 +227,7 @@ def validate(g: ModelGraph) -> None:
     if extra:
         _fail(f"array {extra[0]!r} is not used by any node")
     for key, codes in g.arrays.items():
-        if key.endswith(".weight.codes") and codes.size:
+        if key.endswith(".weight.codes") and specs[key].kinds == "u" and codes.size:
             nc = len(g.arrays[key[: -len("codes")] + "codebook"])
             if int(codes.max()) >= nc:
                 _fail(f"array {key!r}: weight code {int(codes.max())} outside its codebook "

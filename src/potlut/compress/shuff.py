@@ -7,9 +7,11 @@ own packed stream. Encoding is vectorized with numpy; decoding is a numba-compil
 bit-serial canonical decoder whose only allocation is its output (a crafted stream
 cannot make it allocate more than the declared weight count).
 
-Blob layout (documented in docs/format.md): ``n_codes`` bytes of code lengths,
-u64 little-endian bit count of the code stream, the code stream (MSB first, zero
-padded to a byte), the sign stream (MSB first, zero padded).
+Blob layout (documented in docs/format.md): the code-length table (u8 bits per length
+``w``, u32 number of listed codes ``m``, then ``m`` lengths of ``w`` bits each, MSB first,
+zero padded: codes from ``m`` on are unused), the code stream (MSB first, zero padded to
+a byte; its length follows from decoding the declared number of weights), the sign
+stream (MSB first, zero padded).
 """
 
 from __future__ import annotations
@@ -132,7 +134,8 @@ def encode_symbols(symbols: np.ndarray, lengths: np.ndarray) -> tuple[bytes, int
 
 @numba.njit(cache=True)
 def _decode(buf, nbits, count, first, limit, offsets, order, out):  # pragma: no cover
-    """Bit-serial canonical decoding into ``out``; 0 on success, else an error code."""
+    """Bit-serial canonical decoding of ``count`` symbols into ``out``; returns the bits
+    read, or -1 (stream ends early) / -2 (a bit pattern that is no code)."""
     pos = 0
     maxl = first.size - 1
     for i in range(count):
@@ -140,7 +143,7 @@ def _decode(buf, nbits, count, first, limit, offsets, order, out):  # pragma: no
         length = 0
         while True:
             if pos >= nbits:
-                return 1
+                return -1
             code = (code << 1) | ((buf[pos >> 3] >> (7 - (pos & 7))) & 1)
             pos += 1
             length += 1
@@ -148,44 +151,33 @@ def _decode(buf, nbits, count, first, limit, offsets, order, out):  # pragma: no
                 out[i] = order[offsets[length] + code - first[length]]
                 break
             if length == maxl:
-                return 2
-    if pos != nbits:
-        return 3
-    return 0
+                return -2
+    return pos
 
 
 _ERRORS = {
-    1: "code stream ends before the declared number of weights",
-    2: "code stream holds a bit pattern that is no code",
-    3: "code stream has bits left over after the declared number of weights",
+    -1: "code stream ends before the declared number of weights",
+    -2: "code stream holds a bit pattern that is no code",
 }
 
 
-def decode_symbols(data: bytes, nbits: int, lengths: np.ndarray, count: int) -> np.ndarray:
-    """Decode exactly ``count`` symbols that fill exactly ``nbits`` bits of ``data``.
+def _decode_prefix(data: bytes, lengths: np.ndarray, count: int) -> tuple[np.ndarray, int]:
+    """Decode ``count`` symbols from the start of ``data``; return them and the bits read.
 
-    Anything else (a code that does not exist, a stream that ends early or has bits
-    left over, non-zero padding) is a :class:`PotlutFormatError`. Memory: the uint16
-    output only; time: at most ``nbits`` bit steps.
+    Memory: the uint16 output only; time: at most ``8 * len(data)`` bit steps.
     """
     lengths = np.asarray(lengths, dtype=np.int64)
     _check_lengths(lengths)
     if len(lengths) > 1 << 16:
         raise PotlutFormatError(f"{len(lengths)} codes exceed the 65536 a layer may use")
-    if len(data) != (nbits + 7) // 8:
-        raise PotlutFormatError(f"code stream is {len(data)} bytes, {nbits} bits declared")
     if count == 0:
-        if nbits:
-            raise PotlutFormatError("code stream has bits but no symbols")
-        return np.zeros(0, np.uint16)
-    if count > nbits:  # every code is at least one bit long
-        raise PotlutFormatError(f"{count} symbols cannot fit in {nbits} bits")
-    buf = np.frombuffer(data, dtype=np.uint8)
-    if nbits % 8 and int(buf[-1]) & ((1 << (8 - nbits % 8)) - 1):
-        raise PotlutFormatError("non-zero padding after the code stream")
+        return np.zeros(0, np.uint16), 0
+    if count > 8 * len(data):  # every code is at least one bit long
+        raise PotlutFormatError(f"{count} symbols cannot fit in {8 * len(data)} bits")
     used = np.flatnonzero(lengths)
     if len(used) == 0:
         raise PotlutFormatError("code stream present but no symbol has a code")
+    buf = np.frombuffer(data, dtype=np.uint8)
     maxl = int(lengths.max())
     bl = np.bincount(lengths[used], minlength=maxl + 1)
     first = np.zeros(maxl + 1, np.int64)  # first canonical code of each length (count[0] = 0)
@@ -196,38 +188,92 @@ def decode_symbols(data: bytes, nbits: int, lengths: np.ndarray, count: int) -> 
     offsets = np.concatenate([[0], np.cumsum(bl)[:-1]])  # symbols with length < b
     order = used[np.lexsort((used, lengths[used]))]  # canonical order
     out = np.empty(count, np.uint16)
-    err = _decode(buf, nbits, count, first, limit, offsets, order.astype(np.int64), out)
-    if err:
-        raise PotlutFormatError(_ERRORS[err])
+    pos = _decode(buf, 8 * len(data), count, first, limit, offsets, order.astype(np.int64), out)
+    if pos < 0:
+        raise PotlutFormatError(_ERRORS[pos])
+    if pos % 8 and int(buf[pos // 8]) & ((1 << (8 - pos % 8)) - 1):
+        raise PotlutFormatError("non-zero padding after the code stream")
+    return out, int(pos)
+
+
+def decode_symbols(data: bytes, nbits: int, lengths: np.ndarray, count: int) -> np.ndarray:
+    """Decode exactly ``count`` symbols that fill exactly ``nbits`` bits of ``data``.
+
+    Anything else (a code that does not exist, a stream that ends early or has bits
+    left over, non-zero padding) is a :class:`PotlutFormatError`.
+    """
+    if len(data) != (nbits + 7) // 8:
+        raise PotlutFormatError(f"code stream is {len(data)} bytes, {nbits} bits declared")
+    if count == 0 and nbits:
+        raise PotlutFormatError("code stream has bits but no symbols")
+    out, pos = _decode_prefix(data, lengths, count)
+    if pos != nbits:
+        raise PotlutFormatError("code stream has bits left over after the declared number "
+                                "of weights")
     return out
 
 
-def side_bytes(n_codes: int) -> int:
-    """Bytes of side information at the start of a blob: code lengths and bit count."""
-    return n_codes + 8
+TABLE = struct.Struct("<BI")  # bits per code length, number of listed codes
+
+
+def encode_table(lengths: np.ndarray) -> bytes:
+    """The code-length table: ``w``, ``m``, then ``lengths[:m]`` in ``w`` bits each.
+
+    ``m`` is one past the last used code and ``w`` the bit length of the longest code, so
+    a 4-bit layer's table is 8 bytes instead of 16 and unused top codes cost nothing.
+    """
+    lengths = np.asarray(lengths, dtype=np.int64)
+    used = np.flatnonzero(lengths)
+    m = int(used[-1]) + 1 if used.size else 0
+    w = int(lengths.max()).bit_length() if used.size else 0
+    bits = (lengths[:m, None] >> np.arange(w - 1, -1, -1)) & 1
+    return TABLE.pack(w, m) + np.packbits(bits.astype(np.uint8).reshape(-1)).tobytes()
+
+
+def decode_table(blob: bytes, n_codes: int) -> tuple[np.ndarray, int]:
+    """``(lengths [n_codes], bytes the table takes)`` from the start of an S-Huff blob."""
+    if len(blob) < TABLE.size:
+        raise PotlutFormatError("S-Huff blob shorter than its code-length table")
+    w, m = TABLE.unpack_from(blob)
+    size = TABLE.size + (m * w + 7) // 8
+    if w > MAX_LEN.bit_length() or m > n_codes or size > len(blob):
+        raise PotlutFormatError(f"S-Huff code-length table ({m} codes of {w} bits) does not "
+                                f"fit {n_codes} codes or the blob")
+    bits = np.unpackbits(np.frombuffer(blob, np.uint8, size - TABLE.size, TABLE.size))
+    if bits[m * w :].any():
+        raise PotlutFormatError("non-zero padding after the code-length table")
+    lengths = np.zeros(n_codes, np.int64)
+    if m and w:
+        weights = 1 << np.arange(w - 1, -1, -1)
+        lengths[:m] = bits[: m * w].reshape(m, w).astype(np.int64) @ weights
+    if m and lengths[m - 1] == 0:
+        raise PotlutFormatError("S-Huff code-length table lists an unused last code")
+    return lengths, size
+
+
+def side_bytes(blob: bytes, n_codes: int) -> int:
+    """Bytes of side information at the start of a blob: the code-length table."""
+    return decode_table(blob, n_codes)[1]
 
 
 def encode_weights(sw: SharedWeights) -> bytes:
-    """S-Huff blob of one layer: code lengths, code stream, sign stream."""
+    """S-Huff blob of one layer: code-length table, code stream, sign stream."""
     codes = sw.codes.reshape(-1)
     counts = code_counts(codes, sw.n_codes)
     lengths = code_lengths(counts)
-    stream, nbits = encode_symbols(codes, lengths)
-    signs = pack_signs(sw)
-    return lengths.tobytes() + struct.pack("<Q", nbits) + stream + signs
+    stream, _ = encode_symbols(codes, lengths)
+    return encode_table(lengths) + stream + pack_signs(sw)
+
+
+def split_blob(blob: bytes, count: int, n_codes: int) -> tuple[np.ndarray, np.ndarray, int, int]:
+    """``(lengths, symbols, code stream start, bits)`` of an S-Huff blob of ``count``
+    weights: the stream is ``blob[start : start + ceil(bits / 8)]``, the signs follow."""
+    lengths, head = decode_table(blob, n_codes)
+    symbols, nbits = _decode_prefix(blob[head:], lengths, count)
+    return lengths, symbols, head, nbits
 
 
 def decode_weights(blob: bytes, shape: tuple[int, ...], codebook: np.ndarray) -> SharedWeights:
     """Inverse of :func:`encode_weights` for a tensor of ``shape`` over ``codebook``."""
-    n_codes = len(codebook)
-    count = math.prod(shape)
-    if len(blob) < n_codes + 8:
-        raise PotlutFormatError("S-Huff blob shorter than its header")
-    lengths = np.frombuffer(blob, dtype=np.uint8, count=n_codes)
-    (nbits,) = struct.unpack_from("<Q", blob, n_codes)
-    head = n_codes + 8
-    nbytes = (nbits + 7) // 8
-    if nbytes > len(blob) - head:
-        raise PotlutFormatError(f"S-Huff code stream declares {nbits} bits, blob too short")
-    symbols = decode_symbols(blob[head : head + nbytes], nbits, lengths, count)
-    return with_signs(symbols, blob[head + nbytes :], shape, codebook)
+    _, symbols, head, nbits = split_blob(blob, math.prod(shape), len(codebook))
+    return with_signs(symbols, blob[head + (nbits + 7) // 8 :], shape, codebook)

@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from potlut.compress.container import read
+from potlut.compress.shuff import split_blob
 from potlut.deploy.rtl_pe import RtlError
 from potlut.infer.plut import _code_bits
 
@@ -52,12 +53,10 @@ def coded_layer(path: str | Path, module: str) -> CodedLayer:
                                "hardware decoder reads S-Huff (compress with --coder shuff)")
             blob = info.data[e.offset:e.offset + e.length]
             cb = next(a for a in info.arrays if a.name == e.codebook)
-            n = int(np.prod(cb.shape))
-            lengths = np.frombuffer(blob, np.uint8, count=n).copy()
-            (nbits,) = struct.unpack_from("<Q", blob, n)
+            lengths, _, head, nbits = split_blob(blob, int(np.prod(e.shape)), int(cb.shape[0]))
             nbytes = (nbits + 7) // 8
-            return CodedLayer(module, tuple(e.shape), lengths, int(nbits),
-                              blob[n + 8:n + 8 + nbytes], blob[n + 8 + nbytes:])
+            return CodedLayer(module, tuple(e.shape), lengths.astype(np.uint8), int(nbits),
+                              blob[head:head + nbytes], blob[head + nbytes:])
     raise RtlError(f"{path}: no coded weight stream for layer {module!r}")
 
 

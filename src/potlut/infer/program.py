@@ -375,11 +375,10 @@ def _needed_frac_bits(graph: ModelGraph) -> int:
 
 
 def _bn_affine(graph: ModelGraph, bn: Node) -> tuple[np.ndarray, np.ndarray]:
+    """The file's folded BatchNorm ``y = x * scale + shift`` as float64 ``(scale, shift)``."""
     mod = bn.attrs["module"]
-    w, b, rm, rv = (graph.arrays[f"{mod}.{k}"].astype(np.float64)
-                    for k in ("weight", "bias", "running_mean", "running_var"))
-    g = w / np.sqrt(rv + float(bn.attrs["eps"]))
-    return g, b - rm * g
+    return (graph.arrays[f"{mod}.scale"].astype(np.float64),
+            graph.arrays[f"{mod}.shift"].astype(np.float64))
 
 
 def _layer(graph: ModelGraph, node: Node, src: str, frac_bits: int,

@@ -158,6 +158,21 @@ def _layer_attrs(m: nn.Module, name: str, arrays: dict[str, np.ndarray]) -> tupl
     return op, attrs
 
 
+def fold_batchnorm(m: nn.BatchNorm2d) -> tuple[np.ndarray, np.ndarray]:
+    """Eval-mode BatchNorm as float32 ``(scale, shift)`` with ``y = x * scale + shift``.
+
+    Computed as PyTorch's CPU kernel does (``scale = rsqrt(var + eps) * weight`` in float32,
+    ``shift = bias - mean * scale`` rounded once), so a BatchNorm rebuilt from them (mean 0,
+    variance 1, eps 0) gives the trained model's outputs bit for bit on the CPU.
+    """
+    c = m.num_features
+    w = m.weight.detach().float().cpu() if m.weight is not None else torch.ones(c)
+    b = m.bias.detach().float().cpu() if m.bias is not None else torch.zeros(c)
+    scale = torch.rsqrt(m.running_var.detach().float().cpu() + m.eps) * w
+    shift = b.double() - m.running_mean.detach().double().cpu() * scale.double()
+    return scale.numpy(), shift.float().numpy()
+
+
 def _module_node(m: nn.Module, name: str, arrays: dict[str, np.ndarray]) -> tuple[str, dict]:
     """Map a leaf module to ``(op, attrs)``; ``("alias", {})`` for no-ops at inference."""
     if isinstance(m, (nn.Conv2d, nn.Linear)):
@@ -165,16 +180,8 @@ def _module_node(m: nn.Module, name: str, arrays: dict[str, np.ndarray]) -> tupl
     if isinstance(m, nn.BatchNorm2d):
         if m.running_mean is None or m.running_var is None:
             raise PotlutError(f"layer {name}: BatchNorm without running statistics")
-        c = m.num_features
-        arrays[f"{name}.weight"] = (
-            m.weight.detach().float().numpy() if m.weight is not None else np.ones(c, np.float32)
-        )
-        arrays[f"{name}.bias"] = (
-            m.bias.detach().float().numpy() if m.bias is not None else np.zeros(c, np.float32)
-        )
-        arrays[f"{name}.running_mean"] = m.running_mean.detach().float().numpy()
-        arrays[f"{name}.running_var"] = m.running_var.detach().float().numpy()
-        return "batchnorm2d", {"num_features": c, "eps": float(m.eps)}
+        arrays[f"{name}.scale"], arrays[f"{name}.shift"] = fold_batchnorm(m)
+        return "batchnorm2d", {"num_features": m.num_features}
     if isinstance(m, nn.ReLU):
         return "relu", {}
     if isinstance(m, nn.AdaptiveAvgPool2d):
@@ -417,11 +424,13 @@ def _layer(graph: ModelGraph, node: Node, weight: torch.Tensor) -> nn.Module:
 
 
 def _batchnorm(graph: ModelGraph, node: Node) -> nn.Module:
+    """The folded BatchNorm as PyTorch's own module (mean 0, variance 1, eps 0): its CPU
+    kernel then computes ``x * scale + shift`` exactly as the trained model's did."""
     mod, c = node.attrs["module"], node.attrs["num_features"]
-    bn = nn.BatchNorm2d(c, eps=node.attrs["eps"])
+    bn = nn.BatchNorm2d(c, eps=0.0)
     with torch.no_grad():
-        for k in ("weight", "bias", "running_mean", "running_var"):
-            getattr(bn, k).copy_(torch.from_numpy(graph.arrays[f"{mod}.{k}"]))
+        bn.weight.copy_(torch.from_numpy(graph.arrays[f"{mod}.scale"]))
+        bn.bias.copy_(torch.from_numpy(graph.arrays[f"{mod}.shift"]))
     return bn
 
 
