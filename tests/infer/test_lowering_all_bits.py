@@ -20,19 +20,12 @@ from .helpers import random_graph
 REFUSED = {("iospot", b): "activation: codebook is not small integers" for b in (6, 7, 8)}
 REFUSED |= {("deepshift", 5): "weights wider than 8 bits"}
 REFUSED |= {("deepshift", b): "weight: codebook is not small integers" for b in (6, 7, 8)}
-# known wrong answers (issue 17 findings, left to the engine's owner): the test fails
-# loudly once they are fixed, so the xfail is removed with the fix
-WRONG = {
-    ("apot", 6): "1 of 16384 codes differ from the float quantizer (a tie at a level midpoint)",
-}
 CASES = [(s, b) for s in ("iospot", "deepshift", "apot", "pact") for b in range(2, 9)
          if (s, b) != ("apot", 8)]  # APoT defines 2..7 bits for signed tensors
 
 
 def _case(scheme: str, bits: int):
     marks = []
-    if (scheme, bits) in WRONG:
-        marks.append(pytest.mark.xfail(strict=True, reason=WRONG[(scheme, bits)]))
     if (scheme, bits) == ("pact", 7):
         marks.append(pytest.mark.xfail(strict=True, raises=PotlutError,
                                        reason="export: one code takes 2 weight values"))
