@@ -457,7 +457,7 @@ class _Printer:
             d = st.divisor or kh * kw
             init, acc, fin = ("int64_t s = 0;", "s += x[(c * H_ + iy) * W_ + ix];",
                               f"y[(c * {OH} + oy) * {OW} + ox] = "
-                              f"(int32_t)potlut_floordiv(2 * s + {d}, {2 * d});")
+                              f"(int32_t)potlut_floordiv(s, {d});")
         else:
             init, acc, fin = ("int64_t s = INT64_MIN;",
                               "if (x[(c * H_ + iy) * W_ + ix] > s) s = x[(c * H_ + iy) * W_ + ix];",

@@ -143,7 +143,7 @@ def _pool(x: np.ndarray, st: Pool) -> np.ndarray:
             return np.maximum.reduce(wins).astype(np.int32)
         s = np.add.reduce(wins, dtype=np.int64)
     d = st.divisor or kh * kw
-    return ((2 * s + d) // (2 * d)).astype(np.int32)
+    return (s // d).astype(np.int32)
 
 
 def _shortcut(x: np.ndarray, st: Shortcut) -> np.ndarray:

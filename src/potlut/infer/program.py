@@ -320,7 +320,14 @@ class Add:
 
 @dataclass
 class Pool:
-    """Average (integer rounding division) or max pooling of a fixed NCHW tensor."""
+    """Average (floor division) or max pooling of a fixed NCHW tensor.
+
+    Floor, not nearest: thresholds ``theta = mid * 2^F`` of power-of-two codebooks lie on
+    the fixed-point grid, and ``floor(s / d) >= theta`` exactly when ``s / d >= theta``;
+    rounding to nearest moved the decision half a unit below the midpoint (digits: 3 codes
+    of the last layer's 34,560 took the larger level, 1 with floor, from the inputs' own
+    rounding).
+    """
 
     src: str
     dst: str
@@ -485,8 +492,10 @@ def _layer(graph: ModelGraph, node: Node, src: str, frac_bits: int,
     elif act.fmt == "int":  # 8-bit fixed-point input: integer MAC (DeepShift: 2^p weights)
         mode, table = "int8", None
         if int(w_values.max(initial=0)) > 127:
-            raise UnsupportedModelError(f"layer {mod}: weights wider than 8 bits against a "
-                                        "fixed-point input")
+            raise UnsupportedModelError(
+                f"layer {mod}: weights wider than 8 bits against a fixed-point input (largest "
+                f"weight {int(w_values.max())} units; the int8 x int8 MAC path, in every "
+                "backend and the generated C, stores weights as int8)")
         worst = (w_values[flat.astype(np.int64)] * int(act.values.max(initial=0))).sum(axis=1)
         if int(worst.max(initial=0)) > INT32_MAX:
             raise UnsupportedModelError(f"layer {mod}: int8 accumulator could overflow int32")

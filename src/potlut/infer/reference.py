@@ -159,7 +159,7 @@ def _pool(x: np.ndarray, st: Pool) -> np.ndarray:
     if st.kind == "max":
         return stack.max(axis=0)
     d = st.divisor or kh * kw
-    return (2 * stack.sum(axis=0) + d) // (2 * d)
+    return stack.sum(axis=0) // d  # floor: a pooled value >= theta exactly when its mean is
 
 
 def _shortcut(x: np.ndarray, st: Shortcut) -> np.ndarray:

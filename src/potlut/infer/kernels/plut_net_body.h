@@ -980,7 +980,7 @@ static void FN(op_pool)(const int64_t *f, const int64_t *plan, uint8_t *arena) {
                         else acc += v;
                     }
                 d[(c * OH + oy) * OW + ox] =
-                    (int32_t)(mx ? acc : FN(floordiv)(2 * acc + dv, 2 * dv));
+                    (int32_t)(mx ? acc : FN(floordiv)(acc, dv));
             }
 }
 
