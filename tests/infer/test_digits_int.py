@@ -67,6 +67,7 @@ def test_engine_agrees_with_the_fake_quantized_model(digits) -> None:
     # every layer's input codes are the float quantizer's, except where the float value lies
     # within the fixed point's own error of a midpoint: codes decided on an accumulator are
     # exact; a pooled tensor is the floor mean of values rounded to 2^-F (+-1/2 unit each)
+    # by a 23-bit multiplier (2^-23 relative), so its decision can err by that much
     env = engine.run(x, keep=True)
     exact = {st.out_codes for st in prog.layers() if st.acc_thr is not None}
     differ = np.zeros(len(x), bool)
@@ -76,7 +77,7 @@ def test_engine_agrees_with_the_fake_quantized_model(digits) -> None:
             assert not bad.any(), st.module
         y = np.abs(inputs[st.module][bad]) * 2.0**prog.frac_bits
         near = np.abs(y[:, None] - st.act.mids[None, :] * 2.0**prog.frac_bits).min(axis=1)
-        assert (near <= 0.5).all(), (st.module, near)  # measured: 1 of 34,560, 0.13 unit
+        assert (near <= 0.5 + 2.0**-23 * y).all(), (st.module, near)  # 1 of 34,560: 0.13
         differ |= bad.reshape(len(x), -1).any(axis=1)
     # the logits where every code agrees: int32 in units of 2^-F, rounded to nearest (half a
     # unit) by a 23-bit multiplier (2^-23 relative); float64 adds nothing visible
