@@ -81,14 +81,7 @@ def test_schemes_without_integer_form_are_refused(scheme, why) -> None:
         lower(g)
 
 
-DEEPSHIFT_OFF = ("issue 17 finding, left to the engine's owner: on the trained digits model "
-                 "30 of 5400 DeepShift logits are 10240 steps (0.0098) off the fake-quantized "
-                 "model (an activation code differs), though every argmax agrees")
-
-
-@pytest.mark.parametrize("scheme", [pytest.param(
-    s, marks=[pytest.mark.xfail(strict=True, reason=DEEPSHIFT_OFF)] if s == "deepshift" else [])
-    for s in EXACT])
+@pytest.mark.parametrize("scheme", EXACT)
 def test_digits_engine_agrees_with_fake_quantized_model(scheme, tmp_path) -> None:
     cfg = RunConfig(scheme=scheme, epochs=8, qat_epochs=8, seed=0, device="cpu")
     report = run(cfg, tmp_path, progress=False)

@@ -14,17 +14,25 @@ from potlut.train.losses import RATIO, layer_mismatch
 
 
 def test_layer_mismatch_hand_computed():
+    """D_l of a weight that repeats (0.1, 0.9, -0.4, 0.2), worked out by hand (no quantizer
+    code): normalized values d / (std + 1e-5) with d = (-0.1, 0.7, -0.6, 0), projected onto
+    3-bit IOS-PoT levels {0, 1/4, 1/2, 1} at alpha = 1."""
     torch.manual_seed(0)
     q = convert(build("small_cnn", 10, 1), QuantSpec(bits=3))
     _, layer = quant_layers(q)[1]
+    n = layer.weight.numel()
+    assert n == 4608
     with torch.no_grad():
         layer.weight_quant.a.fill_(1.0)
-        pattern = torch.tensor([0.1, 0.9, -0.4, 0.2]).repeat(4608 // 4)
+        pattern = torch.tensor([0.1, 0.9, -0.4, 0.2]).repeat(n // 4)
         layer.weight.copy_(pattern.view_as(layer.weight))
-    wn = layer.normalized_weight().detach()
-    qn = layer.weight_quant(wn).detach()
-    expected = float(((wn - qn) ** 2).mean() / (wn**2).mean())
-    assert float(layer_mismatch(layer).detach()) == pytest.approx(expected, rel=1e-6)
+    std = math.sqrt((0.01 + 0.49 + 0.36 + 0.0) / 4 * n / (n - 1))  # unbiased, as torch.std
+    wn = [d / (std + 1e-5) for d in (-0.1, 0.7, -0.6, 0.0)]  # -0.2156, 1.5095, -1.2938, 0
+    levels = [-0.25, 1.0, -1.0, 0.0]  # |wn| 0.2157 -> 1/4 (between 1/8 and 3/8); >1 clips to 1
+    expected = sum((w - v) ** 2 for w, v in zip(wn, levels, strict=True)) / sum(w * w for w in wn)
+    assert expected == pytest.approx(0.0868, abs=1e-4)  # 0.3470 / 3.9992
+    # float32 arithmetic on 4608 values: a few ulps
+    assert float(layer_mismatch(layer).detach()) == pytest.approx(expected, rel=1e-5)
     # the weights get the gradient 2 (wn - q) / N / mean(wn^2), the scale none
     layer_mismatch(layer).backward()
     assert layer.weight_quant.a.grad is None or float(layer.weight_quant.a.grad) == 0.0

@@ -25,7 +25,6 @@ import numpy as np
 from potlut.deploy.c_arena import ArenaPlan, plan_arena
 from potlut.deploy.c_runtime import RUNTIME
 from potlut.deploy.c_weights import packed_stream, shuff_stream
-from potlut.infer.engine import accumulator_thresholds
 from potlut.infer.plut import _code_bits
 from potlut.infer.program import (
     ActQuant,
@@ -44,9 +43,6 @@ from potlut.infer.program import (
 )
 
 WEIGHT_FORMATS = ("packed", "shuff")
-# accumulator thresholds (per channel) replace requantization where the next codes have at
-# most this many levels; an 8-bit next layer would need 127+ int32 per channel in flash
-ACC_THR_MAX = 16
 
 
 @dataclass
@@ -284,10 +280,9 @@ class _Printer:
         # epilogue
         params = [f"const {xt} *x"]
         pre, epi = [], []
-        acc_thr = (st.out_act is not None and st.residual is None and st.out_fixed is None
-                   and st.out_act.n - 1 <= ACC_THR_MAX)
+        acc_thr = st.acc_thr is not None  # the program decides these codes on the accumulator
         if acc_thr:
-            flip, up, wn = accumulator_thresholds(st.requant, st.out_act, st.relu)
+            flip, up, wn = st.acc_thr.flip, st.acc_thr.up, st.acc_thr.wn
             n = st.out_act.n - 1
             ot = code_ctype(st.out_act)
             params.append(f"{ot} *co")
@@ -462,7 +457,7 @@ class _Printer:
             d = st.divisor or kh * kw
             init, acc, fin = ("int64_t s = 0;", "s += x[(c * H_ + iy) * W_ + ix];",
                               f"y[(c * {OH} + oy) * {OW} + ox] = "
-                              f"(int32_t)potlut_floordiv(2 * s + {d}, {2 * d});")
+                              f"(int32_t)potlut_floordiv(s, {d});")
         else:
             init, acc, fin = ("int64_t s = INT64_MIN;",
                               "if (x[(c * H_ + iy) * W_ + ix] > s) s = x[(c * H_ + iy) * W_ + ix];",

@@ -87,54 +87,10 @@ class LayerPlan:
     kbits: int
     signed: bool
     extra: Any = None  # backend-specific data (C: shuffle rows, segments)
-    acc_thr: bool = False  # codes straight from the accumulator (see accumulator_thresholds)
+    acc_thr: bool = False  # codes straight from the accumulator (program.AccThresholds)
     flip: np.ndarray | None = None
     up: np.ndarray | None = None
     wn: np.ndarray | None = None
-
-
-I32_MIN, I32_MAX = -(2**31), 2**31 - 1
-
-
-def _ceil_div(a: int, b: int) -> int:
-    return -((-a) // b)
-
-
-def accumulator_thresholds(
-    rq: Any, act: ActQuant, relu: bool
-) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
-    """Per-channel int32 thresholds on the accumulator, exactly equivalent to requant + project.
-
-    ``Y = sat(floor((acc * M + B) / 2^r))`` is monotone in ``acc``, so ``Y >= theta`` holds
-    exactly when ``a > u`` with ``a = ±acc`` (the sign of ``M``) and
-    ``u = ceil((theta * 2^r - B) / |M|) - 1``; likewise ``Y <= -theta`` exactly when
-    ``a <= w``. The multiplier, shift and saturation disappear from the layer's output
-    loop (computed here with Python integers, checked against the reference by the tests).
-    Returns ``flip`` [O], ``up`` [O, n] and ``wn`` [O, n] (None when no value can be
-    negative: ReLU before, or an unsigned quantizer).
-    """
-    n_out, thr = rq.channels, [int(t) for t in act.thresholds]
-    neg_side = act.signed and not relu
-    flip = np.zeros(n_out, np.int32)
-    up = np.zeros((n_out, len(thr)), np.int64)
-    wn = np.zeros((n_out, len(thr)), np.int64)
-    for o in range(n_out):
-        M, B, r = int(rq.M[o]), int(rq.B[o]), int(rq.r[o])
-        flip[o] = M < 0
-        Mp = abs(M)
-        y0 = max(-I32_MAX, min(I32_MAX, B >> r))  # the constant output when M == 0
-        for j, t in enumerate(thr):
-            if t > I32_MAX:  # unreachable level: Y never gets there
-                up[o, j], wn[o, j] = I32_MAX, I32_MIN
-            elif Mp == 0:
-                up[o, j] = I32_MIN if y0 >= t else I32_MAX
-                wn[o, j] = I32_MAX if y0 <= -t else I32_MIN
-            else:
-                up[o, j] = _ceil_div(t * 2**r - B, Mp) - 1
-                wn[o, j] = _ceil_div((1 - t) * 2**r - B, Mp) - 1
-    up = np.clip(up, I32_MIN, I32_MAX).astype(np.int32)
-    wn = np.clip(wn, I32_MIN, I32_MAX).astype(np.int32)
-    return flip, up, (wn if neg_side else None)
 
 
 def plan_layer(st: Layer) -> LayerPlan:
@@ -157,10 +113,8 @@ def plan_layer(st: Layer) -> LayerPlan:
     nz_k = np.nonzero(nz.reshape(-1))[0] % codes.shape[1] if codes.size else np.zeros(0)
     nz_off = np.concatenate([[0], np.cumsum(nz.sum(axis=1))])
     act = st.out_act
-    fast = act is not None and st.residual is None and st.out_fixed is None
-    flip = up = wn = None
-    if fast:
-        flip, up, wn = accumulator_thresholds(st.requant, act, st.relu)
+    fast = st.acc_thr is not None
+    flip, up, wn = (st.acc_thr.flip, st.acc_thr.up, st.acc_thr.wn) if fast else (None,) * 3
     return LayerPlan(
         step=st, geo=geo, mode=mode, wq=np.ascontiguousarray(wq),
         nz_k=nz_k.astype(np.int32), nz_off=nz_off.astype(np.int32), rows=rows,
@@ -189,7 +143,7 @@ def _pool(x: np.ndarray, st: Pool) -> np.ndarray:
             return np.maximum.reduce(wins).astype(np.int32)
         s = np.add.reduce(wins, dtype=np.int64)
     d = st.divisor or kh * kw
-    return ((2 * s + d) // (2 * d)).astype(np.int32)
+    return (s // d).astype(np.int32)
 
 
 def _shortcut(x: np.ndarray, st: Shortcut) -> np.ndarray:

@@ -9,9 +9,9 @@ folds into its signed-code rows) and one add into the int32 accumulator: no mult
 counts what the kernels run: they loop over the non-zero weights only.
 Per output value, as the kernels execute it (taken from the engine's layer plan, not
 re-derived here): requantization ``(acc * M + B) >> R`` (a multiply, an add and a shift,
-also when M is a power of two), or, on the C backend where the plan folds it into
-accumulator thresholds, only threshold compares; the residual add, ReLU and the compares
-against the next quantizer's thresholds.
+also when M is a power of two), or, where the program decides the next codes on the
+accumulator (every backend runs those thresholds), only threshold compares; the residual
+add, ReLU and the compares against the next quantizer's thresholds.
 
 Bit-shift scheme (DeepShift / LogQuant style): the activation is a fixed-point integer and
 each product is that integer shifted by the weight's exponent, then negated by the
@@ -28,12 +28,11 @@ from potlut.infer.engine import plan_layer
 from potlut.infer.program import Add as AddStep
 from potlut.infer.program import Layer, Pool, Program, Relu
 
-BACKENDS_WITH_THRESHOLDS = ("c",)  # kernels that run the plan's accumulator thresholds
-
 
 def uses_accumulator_thresholds(st: Layer, backend: str = "c") -> bool:
-    """Whether ``backend``'s kernel projects this layer's accumulator by thresholds alone."""
-    return backend in BACKENDS_WITH_THRESHOLDS and plan_layer(st).acc_thr
+    """Whether the kernels project this layer's accumulator by thresholds alone (the
+    program's decision, the same on every backend)."""
+    return st.acc_thr is not None
 
 
 @dataclass
@@ -72,7 +71,7 @@ def layer_ops(st: Layer, backend: str = "c") -> LayerOps:
     plan = plan_layer(st)
     executed = int(plan.nz_off[-1]) * st.out_hw  # the kernels' loop over nz_k, per position
     n_thr = st.out_act.n - 1 if st.out_act is not None else 0
-    if backend in BACKENDS_WITH_THRESHOLDS and plan.acc_thr:
+    if plan.acc_thr:
         sides = 2 if (st.out_act.signed and not st.relu) else 1
         mults = adds = shifts = 0
         compares = outs * n_thr * sides
@@ -102,7 +101,8 @@ def op_counts(prog: Program, backend: str = "c") -> dict[str, Any]:
 
     ``total.table_reads`` equals the MACs of the P-LUT layers and ``total.int8_macs`` those
     of the 8-bit first/last layers (checked against ``potlut.metrics.layer_costs``); the
-    requantization counts are those of ``backend``'s kernels ("c" or "numba").
+    requantization counts are what every backend's kernels run (``backend`` is kept for
+    callers; the program, not the backend, decides where thresholds replace them).
     """
     layers = [layer_ops(st, backend) for st in prog.layers()]
     other = {"pool_adds": 0, "pool_divides": 0, "adds": 0, "relu_compares": 0}

@@ -20,6 +20,7 @@ smallest shift for which the layer's worst-case accumulator provably fits in int
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -66,6 +67,27 @@ def integer_codebook(codebook: np.ndarray, where: str) -> tuple[np.ndarray, int]
     return out, unit
 
 
+def _check_pot_span(codebook: np.ndarray, where: str) -> None:
+    """Refuse, saying why, a power-of-two codebook whose levels span more than 2^24.
+
+    b-bit IOS-PoT has ``2^(b-1)`` magnitudes ``2^-j``: at 6 bits down to ``2^-30``, at 8 bits
+    ``2^-126``. Products of two such levels span ``2^60`` to ``2^252``: no int32 (or int64)
+    accumulator holds their exact sum, and levels below ``2^-22`` of the largest fall under
+    the fixed-point step ``2^-F`` of the stream that decides activation codes; float32 itself
+    flushes products below ``2^-149`` to zero. Running them would mean rounding products and
+    codes away, which is not the model's answer.
+    """
+    cb = np.asarray(codebook, dtype=np.float64)
+    nz = cb[cb > 0]
+    if nz.size and float(nz.max() / nz.min()) > 2.0**(MAX_VALUE_BITS - 1):
+        span = int(round(math.log2(float(nz.max() / nz.min()))))
+        raise UnsupportedModelError(
+            f"{where}: power-of-two levels span 2^{span} (largest / smallest), more than the "
+            f"2^{MAX_VALUE_BITS - 1} an exact integer product table and int32 accumulator "
+            "can hold (IOS-PoT runs exactly up to 5 bits, DeepShift up to 4; above that the "
+            "smallest levels fall below the 2^-F fixed point)")
+
+
 RATIONAL_MAX_DEN = 1 << 12  # largest integer step count tried for a real-step codebook
 APPROX_BITS = schemes.Scheme.approx_bits  # default fixed-point resolution (LQ-Net)
 
@@ -107,6 +129,8 @@ def fixed_codebook(codebook: np.ndarray, scheme: str, where: str) -> FixedCodebo
         raise UnsupportedModelError(f"{where}: scheme {scheme!r} cannot run integer-only: "
                                     f"{facts.engine_note}")
     try:
+        if pot:  # levels 2^-j: the integers are 2^(span), too wide above 5 bits (IOS-PoT)
+            _check_pot_span(codebook, where)
         values, unit = integer_codebook(codebook, where)
         # any float32 list is integers times a power of two; for real-scale schemes that
         # form is only useful when small (else the one-real-step form below is the codebook)

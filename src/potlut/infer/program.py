@@ -23,6 +23,12 @@ Numbers in the program (docs in README "Integer inference"):
   with integer thresholds ``theta_j = ceil(mid_j * 2^F)`` at the midpoints of the
   codebook: nearest level, ties to the larger (METHODS §1.4); negative values keep their
   sign when the quantizer is signed, else become 0.
+- A layer whose output only feeds the next layer's codes (no residual, no other reader)
+  projects its accumulator directly, by per-channel integer thresholds on ``acc`` computed
+  exactly (rationals) from the real affine ``y = m * acc + b`` and the real midpoints
+  (:class:`AccThresholds`): no rounding between the accumulator and the codes, so these
+  codes are the float model's whenever its ``y`` is right to within float rounding (the
+  2^-F fixed point put values up to half a unit below a midpoint on it, a larger code).
 - The float input image is quantized once, by the first layer's input quantizer,
   exactly as the fake-quantized model does; everything after is integer.
 """
@@ -31,6 +37,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from fractions import Fraction
 from typing import Any
 
 import numpy as np
@@ -95,6 +102,8 @@ class Requant:
     B: np.ndarray  # int64 [C]
     r: np.ndarray  # int64 [C]
     shift_only: bool  # every M is 1 or a power of two: no multiplier needed
+    m: np.ndarray | None = None  # float64 [C]: the real ``y = m * x + b`` it rounds
+    b: np.ndarray | None = None
 
     @property
     def channels(self) -> int:
@@ -111,7 +120,8 @@ def make_requant(m: np.ndarray, b: np.ndarray) -> Requant:
     float model.
     """
     m = np.asarray(m, dtype=np.float64)
-    b = np.clip(np.asarray(b, dtype=np.float64), -(2.0**32), 2.0**32)
+    b_real = np.asarray(b, dtype=np.float64)
+    b = np.clip(b_real, -(2.0**32), 2.0**32)
     if not (np.all(np.isfinite(m)) and np.all(np.isfinite(b))):
         raise UnsupportedModelError("BatchNorm/bias scale is not finite")
     C = m.size
@@ -129,7 +139,62 @@ def make_requant(m: np.ndarray, b: np.ndarray) -> Requant:
         M[c] = round(mc * 2.0**rc)
         B[c] = round(float(b[c]) * 2.0**rc) + (1 << rc >> 1)  # + 2^(r-1): round to nearest
         r[c] = rc
-    return Requant(M, B, r, pot)
+    return Requant(M, B, r, pot, m.copy(), b_real.copy())
+
+
+I32_MIN = -(2**31)
+
+
+@dataclass
+class AccThresholds:
+    """Codes straight from a layer's int32 accumulator, per output channel ``o``.
+
+    ``a = -acc if flip[o] else acc``; magnitude code ``#{j : a > up[o, j]} + #{j : a <=
+    wn[o, j]}``, negative when the second count is > 0 (``wn`` None: nothing below zero,
+    after a ReLU or for an unsigned quantizer). int32 arrays, as every kernel reads them.
+    """
+
+    flip: np.ndarray  # int32 [O]
+    up: np.ndarray  # int32 [O, n - 1]
+    wn: np.ndarray | None  # int32 [O, n - 1]
+
+
+def _ceil(q: Fraction) -> int:
+    return -((-q.numerator) // q.denominator)
+
+
+def accumulator_thresholds(rq: Requant, act: ActQuant, frac_bits: int,
+                           relu: bool) -> AccThresholds:
+    """Exact integer thresholds on the accumulator for ``y = m * acc + b`` (fixed units,
+    ``rq.m``/``rq.b``) against the real midpoints ``act.mids * 2^F``.
+
+    ``|y| >= mid`` (ties to the larger level) is ``a > ceil((mid - b) / |m|) - 1`` on the
+    positive side and ``a <= floor((-mid - b) / |m|)`` on the negative one, with ``a =
+    sign(m) * acc``; computed with rationals, so nothing is rounded. A threshold beyond the
+    int32 range is clamped to it, which changes no decision (``|acc| <= 2^31 - 1``).
+    """
+    n_out = rq.channels
+    mids = [Fraction(float(v)) * 2**frac_bits for v in act.mids]
+    neg_side = act.signed and not relu
+    flip = np.zeros(n_out, np.int32)
+    up = np.zeros((n_out, len(mids)), np.int32)
+    wn = np.zeros((n_out, len(mids)), np.int32)
+
+    def clamp(v: int) -> int:
+        return max(I32_MIN, min(INT32_MAX, v))
+
+    for o in range(n_out):
+        m, b = Fraction(float(rq.m[o])), Fraction(float(rq.b[o]))
+        flip[o] = m < 0
+        for j, mid in enumerate(mids):
+            if m == 0:  # y = b for every input
+                up[o, j] = I32_MIN if b >= mid else INT32_MAX
+                wn[o, j] = INT32_MAX if b <= -mid else I32_MIN
+            else:
+                up[o, j] = clamp(_ceil((mid - b) / abs(m)) - 1)
+                q = (-mid - b) / abs(m)
+                wn[o, j] = clamp(q.numerator // q.denominator)
+    return AccThresholds(flip, up, wn if neg_side else None)
 
 
 def requant_np(x: np.ndarray, rq: Requant, axis: int = 1) -> np.ndarray:
@@ -200,6 +265,7 @@ class Layer:
     w_exact: bool = True
     w_max_err: float = 0.0
     bitwise: bool = False  # both codebooks are scaled binary planes (infer/bitwise.py)
+    acc_thr: AccThresholds | None = None  # codes straight from the accumulator (out_codes only)
 
     @property
     def out_channels(self) -> int:
@@ -254,7 +320,14 @@ class Add:
 
 @dataclass
 class Pool:
-    """Average (integer rounding division) or max pooling of a fixed NCHW tensor."""
+    """Average (floor division) or max pooling of a fixed NCHW tensor.
+
+    Floor, not nearest: thresholds ``theta = mid * 2^F`` of power-of-two codebooks lie on
+    the fixed-point grid, and ``floor(s / d) >= theta`` exactly when ``s / d >= theta``;
+    rounding to nearest moved the decision half a unit below the midpoint (digits: 3 codes
+    of the last layer's 34,560 took the larger level, 1 with floor, from the inputs' own
+    rounding).
+    """
 
     src: str
     dst: str
@@ -418,8 +491,10 @@ def _layer(graph: ModelGraph, node: Node, src: str, frac_bits: int,
     elif act.fmt == "int":  # 8-bit fixed-point input: integer MAC (DeepShift: 2^p weights)
         mode, table = "int8", None
         if int(w_values.max(initial=0)) > 127:
-            raise UnsupportedModelError(f"layer {mod}: weights wider than 8 bits against a "
-                                        "fixed-point input")
+            raise UnsupportedModelError(
+                f"layer {mod}: weights wider than 8 bits against a fixed-point input (largest "
+                f"weight {int(w_values.max())} units; the int8 x int8 MAC path, in every "
+                "backend and the generated C, stores weights as int8)")
         worst = (w_values[flat.astype(np.int64)] * int(act.values.max(initial=0))).sum(axis=1)
         if int(worst.max(initial=0)) > INT32_MAX:
             raise UnsupportedModelError(f"layer {mod}: int8 accumulator could overflow int32")
@@ -549,6 +624,8 @@ class _Lowering:
             step.out_act = _act_quant(self.graph, readers[0], self.F)
         if not readers or any(not _is_layer(c) for c in self.consumers[end.name]):
             step.out_fixed = end.name
+        if step.out_act is not None and step.out_fixed is None and step.residual is None:
+            step.acc_thr = accumulator_thresholds(step.requant, step.out_act, self.F, step.relu)
         skip = readers[0].name if readers else None
         return [step, *self.codes_for_readers(end.name, skip=skip)]
 

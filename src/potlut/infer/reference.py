@@ -71,6 +71,17 @@ def quantize_fixed(y: np.ndarray, act: ActQuant) -> np.ndarray:
     return encode_codes(code, neg, act)
 
 
+def codes_from_accumulator(acc: np.ndarray, layer: Layer) -> np.ndarray:
+    """Codes of ``[N, O, L]`` accumulators by the layer's :class:`AccThresholds`."""
+    t = layer.acc_thr
+    a = np.where(t.flip.astype(bool)[None, :, None], -acc, acc)
+    up = t.up.astype(np.int64)[None, :, None, :]
+    pos = (a[..., None] > up).sum(axis=-1)
+    neg = ((a[..., None] <= t.wn.astype(np.int64)[None, :, None, :]).sum(axis=-1)
+           if t.wn is not None else np.zeros_like(pos))
+    return encode_codes(pos + neg, neg > 0, layer.out_act)
+
+
 def requant(x: np.ndarray, rq: Requant) -> np.ndarray:
     """``sat(floor((x * M + B) / 2^r))`` per channel (axis 1)."""
     shape = (1, -1) + (1,) * (x.ndim - 2)
@@ -148,7 +159,7 @@ def _pool(x: np.ndarray, st: Pool) -> np.ndarray:
     if st.kind == "max":
         return stack.max(axis=0)
     d = st.divisor or kh * kw
-    return (2 * stack.sum(axis=0) + d) // (2 * d)
+    return stack.sum(axis=0) // d  # floor: a pooled value >= theta exactly when its mean is
 
 
 def _shortcut(x: np.ndarray, st: Shortcut) -> np.ndarray:
@@ -176,6 +187,9 @@ def run_reference(prog: Program, x: np.ndarray, keep: bool = False,
             env[st.dst] = quantize_fixed(env[st.src], st.act)
         elif isinstance(st, Layer):
             acc = accumulate(st, env[st.src])  # [N, O, L]
+            if st.acc_thr is not None:  # only the next layer's codes, decided on acc
+                env[st.out_codes] = codes_from_accumulator(acc, st).reshape(N, *st.out_shape)
+                continue
             y = requant(acc, st.requant).reshape(N, *st.out_shape)
             if st.residual is not None:
                 y = _sat(y + env[st.residual])

@@ -151,9 +151,11 @@ class DoReFaWeightQuantizer(Quantizer):
 
     @torch.no_grad()
     def export(self, x: torch.Tensor) -> Exported:
-        xd = x.detach().double().cpu()
-        c = torch.round(self._unit(xd) * self.m)  # odd integers -m..m
-        scale = float(xd.abs().max())
+        # in the forward's own dtype: float64 rounded r * m differently where it sits within
+        # float32 error of a half step (7 bits: one code then held two weight values)
+        xd = x.detach().cpu()
+        c = torch.round(self._unit(xd).double() * self.m)  # odd integers -m..m
+        scale = float(xd.double().abs().max())
         return Exported(
             scheme=self.scheme, bits=self.bits,
             codes=((c.abs() - 1) // 2).long().numpy().astype(np.uint8),

@@ -372,10 +372,12 @@ def _optimizer_step(run: _Run, total: torch.Tensor) -> None:
     run.opt.zero_grad(set_to_none=True)
     if run.scaler is not None:
         run.scaler.scale(total).backward()
+        run.dist.end_step()
         run.scaler.step(run.opt)
         run.scaler.update()
     else:
         total.backward()
+        run.dist.end_step()
         run.opt.step()
 
 

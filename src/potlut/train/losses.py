@@ -26,6 +26,7 @@ from torch import nn
 
 from potlut.errors import PotlutConfigError
 from potlut.nn.layers import quant_layers
+from potlut.train import distributed as pdist
 
 MODES = ("off", "fixed", "learnable", "uncertainty")
 RATIO = 0.1  # learnable: |lambda * grad D| / |grad L_task| on the normalized weights
@@ -57,7 +58,9 @@ class DistributionLoss(nn.Module):
     ``lam`` is the fixed coefficient (``fixed``) or the start of ``exp(-s)`` (``uncertainty``).
     In ``learnable`` mode the task gradient is read by hooks on the normalized weights of each
     training step (the regularizer's own share subtracted), so one step's ``lambda`` uses the
-    running mean of the previous steps; the first step has ``lambda = 0``.
+    running mean of the previous steps; the first step has ``lambda = 0``. Under DDP the hooks
+    see this rank's gradient only: :meth:`end_step` averages it over the ranks before taking
+    its norm, so ``lambda`` is the single-process one of the global batch on every rank.
     """
 
     def __init__(self, mode: str = "learnable", lam: float = 1.0, ratio: float = RATIO) -> None:
@@ -74,6 +77,7 @@ class DistributionLoss(nn.Module):
         # |grad L_task|^2 of the last step, summed by the hooks (-1: none yet); a buffer, so a
         # checkpoint written after a step holds it and a resumed run takes the same steps
         self.register_buffer("pending", torch.tensor(-1.0))
+        self._task_grads: list[torch.Tensor] = []  # this step's task gradients, from the hooks
 
     @property
     def lam(self) -> float:
@@ -96,13 +100,28 @@ class DistributionLoss(nn.Module):
         return torch.exp(-self.s) * total + self.s
 
     def _hook(self, own: torch.Tensor):
-        """Backward hook adding ``|grad - own|^2`` (the task part of a weight's gradient)."""
+        """Backward hook keeping ``grad - own`` (the task part of a weight's gradient)."""
 
         def hook(grad: torch.Tensor) -> None:
             with torch.no_grad():
-                self.pending.add_(((grad - own) ** 2).sum())
+                self._task_grads.append(grad - own)
 
         return hook
+
+    def end_step(self) -> None:
+        """After a backward: ``pending = |g_task|^2`` of the step, ``g_task`` averaged over the
+        ranks (as DDP averages the weights' gradients); every rank must call it."""
+        if not self._task_grads:
+            return
+        grads, world = list(self._task_grads), pdist.world_size()
+        self._task_grads.clear()
+        if world > 1:
+            flat = torch.cat([g.reshape(-1) for g in grads])
+            torch.distributed.all_reduce(flat)
+            grads = [flat / world]
+        self.pending.zero_()
+        for g in grads:
+            self.pending.add_((g**2).sum())
 
     def _adaptive(self, layers) -> torch.Tensor:
         """``lambda * sum D`` with ``lambda = ratio * |g_task| / |g_D|`` (see the class doc)."""
@@ -113,6 +132,7 @@ class DistributionLoss(nn.Module):
         wns = [wn for wn, _ in pairs]
         if not total.requires_grad:  # evaluation: report the value at the last coefficient
             return self.current * total
+        self.end_step()  # a backward outside the training loop leaves its gradients here
         if float(self.pending) >= 0:  # the task gradient of the previous step, from the hooks
             norm = self.pending.sqrt()
             first = float(self.task_norm) == 0.0

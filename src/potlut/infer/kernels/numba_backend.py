@@ -9,6 +9,7 @@ import numpy as np
 from potlut.infer.kernels import numba_kernels as nk
 
 _EMPTY32 = np.zeros((1, 1, 1), np.int32)
+_NO_THR = (np.zeros(1, np.int32), np.zeros((1, 1), np.int32))
 
 
 class NumbaBackend:
@@ -35,9 +36,12 @@ class NumbaBackend:
         else:
             out_c = np.zeros((1, 1, 1), np.uint8)
         r3 = res.reshape(n, n_out, P) if res is not None else _EMPTY32
+        flip, up = (plan.flip, plan.up) if plan.acc_thr else _NO_THR
+        wn = plan.wn if plan.acc_thr and plan.wn is not None else _NO_THR[1]
         nk.conv_layer(x4, geo, plan.mode, plan.wq, plan.nz_k, plan.nz_off, plan.rows,
                       plan.M, plan.B, plan.R, r3, res is not None, st.relu, out_y, has_y,
-                      out_c, plan.out_fmt, plan.thr, plan.kbits, plan.signed, cols, acc)
+                      out_c, plan.out_fmt, plan.thr, plan.kbits, plan.signed, cols, acc,
+                      plan.acc_thr, flip, up, wn, plan.acc_thr and plan.wn is not None)
         return (out_y if has_y else None), (out_c if plan.out_fmt >= 0 else None)
 
     def quantize(self, y: np.ndarray, act: Any) -> np.ndarray:

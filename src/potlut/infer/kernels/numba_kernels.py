@@ -87,16 +87,35 @@ def _im2col(x, n, g, Cg, H, W, KH, KW, SH, SW, PH, PW, DH, DW, OH, OW, cols):
                 k += 1
 
 
+@njit(cache=True, inline="always")
+def _code_acc(v, o, flip, up, wn, has_wn, fmt, kbits):
+    """Codes straight from the accumulator (:class:`potlut.infer.program.AccThresholds`)."""
+    a = -np.int64(v) if flip[o] else np.int64(v)
+    cp = 0
+    for j in range(up.shape[1]):
+        if a > up[o, j]:
+            cp += 1
+    cn = 0
+    if has_wn:
+        for j in range(wn.shape[1]):
+            if a <= wn[o, j]:
+                cn += 1
+    if fmt == 0:
+        return (cp + cn) | ((1 << kbits) if cn > 0 else 0)
+    return cp - cn
+
+
 @njit(cache=True)
 def conv_layer(x, geo, mode, wq, nz_k, nz_off, rows, M, B, R,
                res, has_res, relu, out_y, has_y, out_c, code_fmt, thr, kbits, signed,
-               cols, acc):
+               cols, acc, acc_thr, flip, up, wn, has_wn):
     """One fused layer over the batch.
 
     ``geo`` = (N, C, H, W, O, G, KH, KW, SH, SW, PH, PW, DH, DW, OH, OW). ``mode`` 0: P-LUT
     (``wq`` signed weight codes ``[O, K]``, ``rows[sw, sa]`` the signed table); 1: int8
     (``wq`` int16 weight values). ``nz_k[nz_off[o]:nz_off[o+1]]`` lists the non-zero
-    weights of output channel ``o``. ``code_fmt`` -1: no code output.
+    weights of output channel ``o``. ``code_fmt`` -1: no code output. ``acc_thr``: the
+    codes come from the accumulator by ``flip``/``up``/``wn`` (no requantization).
     """
     N, C, H, W, CO, G, KH, KW, SH, SW, PH, PW, DH, DW, OH, OW = geo
     Cg, Og = C // G, CO // G
@@ -118,6 +137,11 @@ def conv_layer(x, geo, mode, wq, nz_k, nz_off, rows, M, B, R,
                         wv = np.int32(wq[o, k])
                         for p in range(P):
                             acc[p] += wv * np.int32(cols[k, p])
+                if acc_thr:
+                    for p in range(P):
+                        out_c[n, o, p] = _code_acc(acc[p], o, flip, up, wn, has_wn, code_fmt,
+                                                   kbits)
+                    continue
                 for p in range(P):
                     r = np.int64(res[n, o, p]) if has_res else np.int64(0)
                     y = _epilogue(acc[p], o, M, B, R, r, has_res, relu)

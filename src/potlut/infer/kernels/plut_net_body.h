@@ -832,7 +832,7 @@ __attribute__((noinline)) static void FN(layer_out)(const int64_t *f, const Grp 
     const int64_t pimg = L_HPH * Wph; /* accumulator positions per image */
     const int64_t fmt = f[34], n = f[36], kbits = f[37], sgn = f[38];
     const int64_t es = fmt == 1 ? 2 : 1;
-    if (f[39]) { /* thresholds on the accumulator (engine.accumulator_thresholds) */
+    if (f[39]) { /* thresholds on the accumulator (program.AccThresholds) */
         const int32_t *flip = L_PTR(int32_t, 40), *up = L_PTR(int32_t, 41);
         const int32_t *wn = f[42] >= 0 ? L_PTR(int32_t, 42) : NULL;
         int32_t *c0 = tmp, *c1 = tmp + pst;
@@ -980,7 +980,7 @@ static void FN(op_pool)(const int64_t *f, const int64_t *plan, uint8_t *arena) {
                         else acc += v;
                     }
                 d[(c * OH + oy) * OW + ox] =
-                    (int32_t)(mx ? acc : FN(floordiv)(2 * acc + dv, 2 * dv));
+                    (int32_t)(mx ? acc : FN(floordiv)(acc, dv));
             }
 }
 

@@ -1,0 +1,28 @@
+"""QAT of a 4-bit digits CNN on 256 images (4 global batches of 64 per epoch), one process or
+under torchrun; rank 0 saves the weights and the distribution-loss coefficients to argv[1]."""
+
+import sys
+
+import torch
+from torch.utils.data import Subset
+
+from potlut import data, models
+from potlut.data.bundle import DataBundle
+from potlut.nn import QuantSpec, quantize
+from potlut.train import TrainConfig, fit
+from potlut.train import distributed as pdist
+
+torch.set_num_threads(1)
+pdist.init_from_env("cpu")
+full = data.load("digits")
+bundle = DataBundle("digits", Subset(full.train, range(256)), Subset(full.test, range(64)),
+                    full.num_classes, full.in_shape)
+torch.manual_seed(0)
+fp32 = models.build("small_cnn", bundle.num_classes, bundle.in_channels)
+q = quantize(fp32, QuantSpec(bits=4), calibration=bundle.calibration_batch())
+cfg = TrainConfig(epochs=int(sys.argv[2]), batch_size=64, device="cpu", sync_bn=True, seed=0)
+hist = fit(q, bundle, cfg, stage="qat", progress=False)
+if pdist.is_main():
+    torch.save({"model": q.state_dict(), "lams": [e.dist_lambda for e in hist.epochs]},
+               sys.argv[1])
+pdist.shutdown()
