@@ -36,6 +36,9 @@ def compare_cmd(
     baseline_dist_loss: str = typer.Option(
         None, help="distribution loss of the baselines (default off, as in their papers)"),
     device: str = typer.Option(None, help="auto, cpu, cuda, cuda:N"),
+    fp32_ref: bool = typer.Option(
+        None, "--fp32-ref/--no-fp32-ref", help="also train FP32 as long as the quantized "
+        "rows (default on): ΔTop-1 against it is quantization alone"),
     config: Path = typer.Option(
         None, "--config", help="TOML file: RunConfig keys plus a compare table"),
     out: Path = typer.Option(None, help="output folder (default runs/<timestamp>)"),
@@ -45,7 +48,7 @@ def compare_cmd(
     """Train FP32 once, QAT every scheme x bit-width alike, write compare.{md,csv,json}."""
     given = {"model": model, "data": data, "epochs": epochs, "qat_epochs": qat_epochs,
              "batch_size": batch_size, "lr": lr, "seed": seed, "dist_loss": dist_loss,
-             "device": device}
+             "device": device, "fp32_ref": fp32_ref}
     section: dict = {}
     if config is not None:
         base, sections = load_config(config, given)
