@@ -171,6 +171,7 @@ def compare(
     validate(base, schemes, bits_list, baseline_dist_loss)
     t0 = time.time()
     bundle = data_mod.load(base.data)
+    base = base.for_data(bundle.in_shape)
     out.mkdir(parents=True, exist_ok=True)
     fp32, _ = pretrain(base, bundle, out, resume, progress)
     qat_epochs = base.qat_epochs or base.epochs

@@ -40,7 +40,7 @@ class RunConfig:
     """Everything ``potlut run`` needs; recorded verbatim in the report."""
 
     data: str = "digits"
-    model: str = "small_cnn"
+    model: str | None = None  # None: models.default_for(the data's image shape)
     scheme: str = "iospot"
     bits: int = 4
     act_signed: bool = True
@@ -72,8 +72,14 @@ class RunConfig:
             raise PotlutConfigError(
                 f"distribution loss mode must be one of {MODES}, got {self.dist_loss!r}"
             )
-        models.check_name(self.model)
+        if self.model is not None:
+            models.check_name(self.model)
         pick_device(self.device)
+
+    def for_data(self, in_shape: tuple[int, ...]) -> RunConfig:
+        """This config with the model named: the given one, else the default for
+        ``in_shape`` (LeNet-5 for 28x28 images, small_cnn otherwise)."""
+        return self if self.model else replace(self, model=models.default_for(in_shape))
 
     def quant_spec(self) -> QuantSpec:
         """The conversion spec; ``profit[:SCHEME]`` quantizes with SCHEME (default IOS-PoT)."""
@@ -198,6 +204,7 @@ def run(cfg: RunConfig, out: str | Path, resume: bool = False, progress: bool = 
     cfg.validate()  # fail on bad options before any work
     method = parse_method(cfg.scheme)
     bundle = data_mod.load(cfg.data)
+    cfg = cfg.for_data(bundle.in_shape)
     out.mkdir(parents=True, exist_ok=True)
     fp32_meta = {"model": cfg.model, "data": cfg.data}
     fp32, fp32_hist = pretrain(cfg, bundle, out, resume, progress, fp32_meta)
@@ -268,6 +275,7 @@ def load_quantized(out: str | Path, cfg: RunConfig) -> torch.nn.Module:
     """Rebuild the trained quantized model of a finished run folder."""
     out = Path(out)
     bundle = data_mod.load(cfg.data)
+    cfg = cfg.for_data(bundle.in_shape)
     fp32 = models.build(cfg.model, bundle.num_classes, bundle.in_channels)
     qmodel = convert(fp32, cfg.quant_spec())
     qmodel.load_state_dict(load_checkpoint(out / "qat.ckpt")["model"])

@@ -25,7 +25,8 @@ def compare_cmd(
         None, help="comma-separated schemes; 'profit' = IOS-PoT trained with PROFIT, "
         "'profit:SCHEME' another base (default: " + ",".join(DEFAULT_SCHEMES) + ")"),
     bits: str = typer.Option(None, help="comma-separated bit-widths, e.g. 3,4,5 (default 4)"),
-    model: str = typer.Option(None, help="small_cnn, resnet20, resnet56, ... (default small_cnn)"),
+    model: str = typer.Option(None, help="lenet5, small_cnn, resnet20, ... (default: lenet5 "
+                              "for 28x28 images, else small_cnn)"),
     data: str = typer.Option(None, help="digits, or KIND:DIR such as cifar10:/data/cifar10"),
     epochs: int = typer.Option(None, help="FP32 epochs (default 30)"),
     qat_epochs: int = typer.Option(None, help="QAT epochs of every scheme (default: --epochs)"),
@@ -73,7 +74,8 @@ def compare_cmd(
     if as_json:
         print(json.dumps(rows))
         return
-    table = Table(title=f"{base.model} on {base.data}: FP32 vs. quantized")
+    model_name = json.loads((out / "compare.json").read_text())["config"]["model"]
+    table = Table(title=f"{model_name} on {base.data}: FP32 vs. quantized")
     for i, col in enumerate(HEADER):
         table.add_column(col, justify="left" if i < 2 else "right")
     for r in table_rows(rows):

@@ -17,7 +17,9 @@ from potlut.pipeline import RunConfig, default_out_dir, run, summary_header, sum
 @user_errors
 def run_cmd(
     data: str = typer.Option("digits", help="digits, or KIND:DIR such as mnist:/data/mnist"),
-    model: str = typer.Option("small_cnn", help="small_cnn, resnet20, resnet56, ..."),
+    model: str = typer.Option(
+        None, help="lenet5, small_cnn, resnet20, ... (default: lenet5 for 28x28 images, "
+        "else small_cnn)"),
     scheme: str = typer.Option("iospot", help="quantization scheme of the middle layers"),
     bits: int = typer.Option(4, help="bit-width of weights and activations (2..8)"),
     unsigned_acts: bool = typer.Option(
