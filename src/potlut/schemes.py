@@ -65,8 +65,16 @@ SCHEMES: dict[str, Scheme] = {s.name: s for s in (
            integer_note="real clipping scale: integer requantization multiplier, not a shift",
            engine=EXACT, weight_norm=True),
     Scheme("lqnet", "LQ-Net", "Zhang et al. 2018",
-           levels="real combinations of a learned basis", signs="signed weights",
-           integer_only=False,
+           levels="real combinations of a learned basis, one per output channel (weights)",
+           signs="signed weights", integer_only=False,
+           integer_note="levels are real combinations of a learned basis per output channel "
+                        "(FP32 table)",
+           engine=APPROXIMATE,
+           engine_note="levels rounded to 12-bit fixed point; the weight codebook is every "
+                       "channel's levels together, refused past 128 magnitudes (8-bit codes)"),
+    Scheme("lqnet_layer", "LQ-Net (basis per layer)", "Zhang et al. 2018, one weight basis "
+           "per tensor", levels="real combinations of a learned basis (one per tensor)",
+           signs="signed weights", integer_only=False,
            integer_note="levels are real combinations of a learned basis (FP32 table)",
            engine=APPROXIMATE, engine_note="levels rounded to 12-bit fixed point"),
     Scheme("deepshift", "DeepShift-PS", "Elhoushi et al. 2021",

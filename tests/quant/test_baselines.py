@@ -165,6 +165,26 @@ def test_lsq_act_offset_forward_and_gradient():
     assert np.allclose(e.values(), y.detach().double().numpy(), atol=1e-6)
 
 
+@pytest.mark.parametrize("bits", [2, 3, 4])
+def test_lsq_signed_acts_get_the_same_bit_budget_as_every_scheme(bits):
+    """Signed mode (the default): post-ReLU activations land on 2^(b-1) magnitudes, as
+    IOS-PoT's do, not LSQ+'s 2^b; the offset stays 0. Unsigned mode: 2^b levels."""
+    x = torch.linspace(0, 6, 601).reshape(1, -1)  # post-ReLU data
+    signed = registry.make("lsq", bits, "act", True)
+    signed.calibrate_from(x)
+    codes = signed.codes(x)
+    assert (signed.n, signed.p) == (-(2 ** (bits - 1)), 2 ** (bits - 1) - 1)
+    assert sorted(codes.unique().tolist()) == list(range(2 ** (bits - 1)))
+    assert not signed.beta.requires_grad and signed.beta.item() == 0.0
+    iospot = registry.make("iospot", bits, "act", True)
+    assert len(signed.codes(x).unique()) == len(iospot.levels()) == 2 ** (bits - 1)
+    e = signed.export(x)
+    assert e.codes.max() == 2 ** (bits - 1) - 1 and not e.negative.any()
+    unsigned = registry.make("lsq", bits, "act", False)
+    unsigned.calibrate_from(x)
+    assert len(unsigned.codes(x).unique()) == 2**bits and unsigned.beta.requires_grad
+
+
 # -- DeepShift-PS --------------------------------------------------------------------------
 
 def test_deepshift_levels():
@@ -236,11 +256,41 @@ def test_lqnet_qem_update_of_the_basis():
     xg = x.clone().requires_grad_()
     q(xg).sum().backward()
     assert close(q.basis, [0.9 * 0.25 + 0.1 * 0.2, 0.9 * 0.45 + 0.1 * 0.5])
-    assert close(xg.grad, [1] * 6)  # STE inside the level range
+    assert close(xg.grad, [1] * 6)  # STE
     # side computations (no autograd graph) leave the basis alone
     before = q.basis.clone()
     q(x)
     assert torch.equal(q.basis, before)
+
+
+def test_lqnet_weight_basis_per_output_channel():
+    # two output channels whose weights are the levels of v = (.2, .5) and of 10x that:
+    # QEM fits each channel its own basis (the authors' [nbit, num_filters])
+    w = torch.stack([t(-0.7, -0.3, 0.3, 0.7), 10 * t(-0.7, -0.3, 0.3, 0.7)]).reshape(2, 1, 2, 2)
+    q = LQNetQuantizer(2, "weight")
+    q.calibrate_from(w)
+    assert q.basis.shape == (2, 2) and q.levels().shape == (2, 4)
+    assert close(q.basis, [[0.2, 0.5], [2.0, 5.0]], tol=1e-4)
+    assert close(q.eval()(w), w, tol=1e-4)
+    e = q.export(w)  # one codebook: the union of both channels' magnitudes
+    assert close(torch.tensor(e.codebook), [0.3, 0.7, 3.0, 7.0], tol=1e-4)
+    assert np.allclose(e.values(), w.double().numpy(), atol=1e-4)
+    # a checkpoint with per-channel bases loads into a fresh quantizer
+    fresh = LQNetQuantizer(2, "weight")
+    fresh.load_state_dict(q.state_dict())
+    assert torch.equal(fresh.basis, q.basis)
+
+
+def test_lqnet_gradients_as_the_authors_code():
+    # weights: plain STE, also outside the level range; activations: zero above the top
+    w = _with_basis(LQNetQuantizer(2, "weight"), 0.2, 0.5).eval()
+    x = t(-3.0, 0.1, 3.0).requires_grad_()
+    w(x).sum().backward()
+    assert close(x.grad, [1, 1, 1])
+    a = _with_basis(LQNetQuantizer(2, "act", signed=False), 0.5, 1.0).eval()  # top 1.5
+    x = t(0.2, 1.4, 1.6, 4.0).requires_grad_()
+    a(x).sum().backward()
+    assert close(x.grad, [1, 1, 0, 0])
 
 
 # -- BM-float ------------------------------------------------------------------------------
@@ -298,7 +348,9 @@ def test_scheme_converts_calibrates_trains_and_exports(scheme):
         if p.requires_grad:
             assert p.grad is not None and p.grad.abs().sum() > 0
     e = mid.weight_quant.export(mid.normalized_weight())
-    assert e.codes.shape == mid.weight.shape and len(e.codebook) <= 32
+    # LQ-Net: the union of 8 channels' 2^(4-1) magnitudes; the others one set of <= 32
+    assert e.codes.shape == mid.weight.shape
+    assert len(e.codebook) <= (8 * 8 if scheme == "lqnet" else 32)
     assert np.allclose(e.values(), mid.quantized_weight().detach().double().numpy(), atol=1e-5)
 
 
