@@ -303,22 +303,40 @@ def test_bmfloat_levels():
     assert close(BMFloatQuantizer(4).levels(), [0, 0.125, 0.25, 0.375, 0.5, 0.75, 1, 1.5])
 
 
-def test_bmfloat_shared_exponent_per_block_by_hand():
-    q = BMFloatQuantizer(4, block=4)
-    x = t(0.3, -1.0, 2.9, 0.05, 0.1, 0.07, -0.02, 0.0).reshape(1, 8).requires_grad_()
+def test_bmfloat_formats_are_the_papers_forward_ones():
+    # BM8 is (2, 5) forward ((4, 3) is its gradient format), BM6 (2, 3)
+    assert minifloat_format(8) == (2, 5) and minifloat_format(6) == (2, 3)
+    assert minifloat_format(7, signed=False) == (2, 5)  # the sign bit spent on mantissa
+
+
+def test_bmfloat_weight_shares_an_exponent_per_tile_by_hand():
+    q = BMFloatQuantizer(4, tile=2)
+    x = t(0.3, -1.0, 2.9, 0.05, 0.1, 0.07, -0.02, 0.0).reshape(2, 4).requires_grad_()
     y = q(x)
-    # block 1: max 2.9 -> exponent 1, x/2 = .15 -.5 1.45 .025 -> .125 -.5 1.5 0
-    # block 2: max .1 -> exponent -4, x*16 = 1.6 1.12 -.32 0 -> 1.5 1 -.375 0
-    want = [0.25, -1.0, 3.0, 0.0, 1.5 / 16, 1 / 16, -0.375 / 16, 0.0]
-    assert close(y, [want])
-    assert close(q.block_exponents(x), [[1, -4]])
+    # tile cols 0-1: max 1.0 -> exponent 0: .3 .1 .07 -> .25 .125 .125, -1 -> -1
+    # tile cols 2-3: max 2.9 -> exponent 1, x/2 = 1.45 .025 -.01 0 -> 1.5 0 0 0
+    want = [[0.25, -1.0, 3.0, 0.0], [0.125, 0.125, 0.0, 0.0]]
+    assert close(y, want)
+    assert close(q.block_exponents(x), [[0, 1]])
     y.sum().backward()
-    assert close(x.grad, [[1] * 8])  # STE, no learnable parameter
+    assert close(x.grad, [[1] * 4] * 2)  # STE, no learnable parameter
     e = q.export(x)
     assert e.codebook[0] == 0 and len(e.codebook) <= 8 * 2
-    assert np.allclose(e.values(), np.array([want]))
-    # 8-bit shared exponents, blocks of 64 along each output channel's row of 3*3*16
-    assert BMFloatQuantizer(4).side_bits((8, 16, 3, 3)) == 8 * 3 * 8
+    assert np.allclose(e.values(), np.array(want))
+    # 8-bit shared exponents, 48 x 48 tiles of the [C_out, C_in k k] operand: 64 x 144 -> 2 x 3
+    assert BMFloatQuantizer(4).side_bits((64, 16, 3, 3)) == 2 * 3 * 8
+    assert BMFloatQuantizer(4).side_bits((8, 16, 3, 3)) == 1 * 3 * 8
+
+
+def test_bmfloat_activation_shares_an_exponent_per_sample():
+    q = registry.make("bmfloat", 4, "act", True)
+    x = t(0.3, 1.0, 2.9, 0.01, -0.02, 0.04).reshape(2, 3)
+    # sample 0: max 2.9 -> exponent 1: .15 .5 1.45 -> .125 .5 1.5 (times 2)
+    # sample 1: max .04 -> exponent -5, x*32 = .32 -.64 1.28 -> .375 -.75 1.5 (times 1/32)
+    assert close(q.block_exponents(x), [1, -5])
+    assert close(q(x), [[0.25, 1.0, 3.0], [0.375 / 32, -0.75 / 32, 1.5 / 32]])
+    # one sample's result does not depend on the other samples of its batch
+    assert torch.equal(q(x[1:]), q(x)[1:])
 
 
 # -- every scheme through the registry and convert -----------------------------------------
