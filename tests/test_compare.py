@@ -78,14 +78,14 @@ def test_fixops_sizes_and_integer_only_flags(digits_run):
     assert by["ls1"]["weight_bytes"] < by["lst"]["weight_bytes"] < ios["weight_bytes"]
     assert 0 < by["alq"]["bits_w"] < 1.0
     assert by["alq"]["weight_bytes"] < by["ls1"]["weight_bytes"] * 1.2
-    assert "PROFIT froze 2 conv layers" in by["profit"]["note"]
+    assert "progressive freezing froze 2 conv layers" in by["profit"]["note"]
 
 
 @pytest.mark.slow
 def test_tables_written_and_resume_skips_finished_schemes(digits_run):
     out, rows = digits_run
     md = (out / "compare.md").read_text()
-    assert "| DeepShift-PS | 4/8 |" in md and "| FP32, 20 epochs | 32/32 |" in md
+    assert "| DeepShift-Q | 4/8 |" in md and "| FP32, 20 epochs | 32/32 |" in md
     assert "against the FP32 model trained 10 + 10 epochs" in md
     with (out / "compare.csv").open() as f:
         assert [r["scheme"] for r in csv.DictReader(f)] == ["fp32", "fp32_ref", *DEFAULT_SCHEMES]

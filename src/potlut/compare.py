@@ -63,7 +63,7 @@ FP32_ROWS = ("fp32", "fp32_ref")  # the FP32 model QAT starts from; FP32 trained
 
 
 def method_label(scheme: str) -> str:
-    """The name a table row shows, e.g. ``PROFIT (IOS-PoT)``."""
+    """The name a table row shows, e.g. ``IOS-PoT + progressive freezing``."""
     return "FP32" if scheme in FP32_ROWS else parse_method(scheme).label
 
 

@@ -115,7 +115,7 @@ def train_quantized(fp32: torch.nn.Module, bundle, method: Method, spec: QuantSp
             method.scheme.name, qmodel, tcfg.epochs))
         hist = fit(qmodel, bundle, tcfg, stage="qat", checkpoint=ckpt, resume=resume,
                    progress=progress, on_epoch_end=on_epoch_end, meta=meta)
-    note = f"PROFIT froze {len(freezer.frozen)} conv layers" if freezer is not None else ""
+    note = f"progressive freezing froze {len(freezer.frozen)} conv layers" if freezer is not None else ""
     return qmodel.cpu(), hist, note
 
 

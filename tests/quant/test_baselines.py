@@ -185,7 +185,7 @@ def test_lsq_signed_acts_get_the_same_bit_budget_as_every_scheme(bits):
     assert len(unsigned.codes(x).unique()) == 2**bits and unsigned.beta.requires_grad
 
 
-# -- DeepShift-PS --------------------------------------------------------------------------
+# -- DeepShift-Q ---------------------------------------------------------------------------
 
 def test_deepshift_levels():
     assert close(DeepShiftWeightQuantizer(3).levels(), [0, 0.25, 0.5, 1])
