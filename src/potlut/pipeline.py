@@ -115,7 +115,8 @@ def train_quantized(fp32: torch.nn.Module, bundle, method: Method, spec: QuantSp
             method.scheme.name, qmodel, tcfg.epochs))
         hist = fit(qmodel, bundle, tcfg, stage="qat", checkpoint=ckpt, resume=resume,
                    progress=progress, on_epoch_end=on_epoch_end, meta=meta)
-    note = f"progressive freezing froze {len(freezer.frozen)} conv layers" if freezer is not None else ""
+    note = ("" if freezer is None else
+            f"progressive freezing froze {len(freezer.frozen)} conv layers")
     return qmodel.cpu(), hist, note
 
 
