@@ -374,3 +374,16 @@ def test_scheme_converts_calibrates_trains_and_exports(scheme):
 
 def test_registry_lists_every_baseline():
     assert set(BASELINES) <= set(registry.names())
+
+
+@pytest.mark.parametrize("bits", [2, 3, 4])
+@pytest.mark.parametrize("scheme", ["iospot", "apot", "lqnet", "pact", "lsq", "bmfloat"])
+def test_same_activation_bit_budget_for_every_scheme_of_a_row(scheme, bits):
+    """Signed activations (the default): a sign bit and b-1 magnitude bits, so post-ReLU
+    data land on at most 2^(b-1) values under every scheme; unsigned: at most 2^b."""
+    x = torch.linspace(0, 4, 4001).reshape(1, -1)  # one sample of post-ReLU data
+    for signed, budget in ((True, 2 ** (bits - 1)), (False, 2**bits)):
+        q = registry.make(scheme, bits, "act", signed)
+        q.calibrate_from(x)
+        used = len(q.eval()(x).unique())
+        assert 2 ** (bits - 1) // 2 < used <= budget, (signed, used)
