@@ -66,9 +66,11 @@ def test_fixops_sizes_and_integer_only_flags(digits_run):
     assert ios["fixops_rate"] == pytest.approx(fp["fixops"] / ios["fixops"], rel=1e-3)
     assert ios["weight_rate"] == pytest.approx(fp["weight_bytes"] / ios["weight_bytes"], rel=1e-3)
     # every 4-bit scheme stores the same weight bits; BM-float adds its shared exponents
-    for s in ("apot", "lqnet", "deepshift", "pact", "lsq", "profit"):
+    for s in ("apot", "deepshift", "pact", "lsq", "profit"):
         assert by[s]["weight_bytes"] == ios["weight_bytes"]
     assert by["bmfloat"]["weight_bytes"] > ios["weight_bytes"]
+    # LQ-Net also stores its real basis: 4 FP32 values per output channel (32 + 64)
+    assert by["lqnet"]["weight_bytes"] == ios["weight_bytes"] + (32 + 64) * 4 * 4
     assert {s for s, r in by.items() if not s.startswith("fp32") and not r["integer_only"]} == {
         "lqnet", "lsq", "bmfloat", "ls2", "alq"}
     assert all(by[s]["note"] for s in ("lqnet", "lsq", "bmfloat", "ls2", "alq"))
@@ -151,7 +153,8 @@ def test_int_top1_per_scheme_or_the_reason_why_not(digits_run):
         assert abs(by[s]["int_top1"] - by[s]["top1"]) <= 1.0, (s, by[s])
     for s in ("lsq", "bmfloat"):
         assert by[s]["int_top1"] is None and "cannot run integer-only" in by[s]["note"]
-    assert "rounds" in by["lqnet"]["note"] and by["lqnet"]["int_top1"] is not None
+    # LQ-Net's per-channel bases: 32 channels x 8 magnitudes = 256 weight codes > 8 bits
+    assert by["lqnet"]["int_top1"] is None and "256 weight codes" in by["lqnet"]["note"]
     for s in ("ls1", "ls2", "lst", "sq", "esb", "srq"):  # exact integer products
         assert by[s]["int_top1"] == pytest.approx(by[s]["top1"], abs=1.0), (s, by[s])
     for s in ("ls1", "ls2", "lst"):  # and the popcount path equals the int64 reference

@@ -108,7 +108,8 @@ def _middle_layers(qmodel: nn.Module) -> list[nn.Module]:
 
 
 def stored_weight_bytes(qmodel: nn.Module) -> float:
-    """Analytic weight size plus per-block side information a scheme stores (BM-float)."""
+    """Analytic weight size plus the side information a scheme stores per block or channel
+    (BM-float's tile exponents, LQ-Net's per-channel basis, ALQ's group bases)."""
     side = 0
     for _, m in quant_layers(qmodel):
         sb = getattr(m.weight_quant, "side_bits", None)

@@ -271,6 +271,7 @@ def test_lqnet_weight_basis_per_output_channel():
     q.calibrate_from(w)
     assert q.basis.shape == (2, 2) and q.levels().shape == (2, 4)
     assert close(q.basis, [[0.2, 0.5], [2.0, 5.0]], tol=1e-4)
+    assert q.side_bits(tuple(w.shape)) == 2 * 2 * 32  # the stored basis: 2 x 2 FP32 values
     assert close(q.eval()(w), w, tol=1e-4)
     e = q.export(w)  # one codebook: the union of both channels' magnitudes
     assert close(torch.tensor(e.codebook), [0.3, 0.7, 3.0, 7.0], tol=1e-4)

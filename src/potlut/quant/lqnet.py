@@ -26,9 +26,9 @@ are part of the autograd graph in training mode, so side computations (the distr
 loss, metrics) do not move the basis. The ``.potlut`` file stores one codebook per
 tensor: for weights it is the union of every channel's level magnitudes (up to
 ``C_out * 2^(K-1)`` entries, 16-bit codes past 256), which the file's entropy coding pays
-for, not the analytic ``b``-bit weight size, and which the integer engine (8-bit codes)
-runs only up to 128 magnitudes. ``lqnet_layer`` is the same with one weight basis per
-tensor (the form this project used before, and the one the engine runs).
+for (the analytic weight size charges the basis, ``side_bits``), and which the integer
+engine (8-bit codes) runs only up to 128 magnitudes. ``lqnet_layer`` is the same with one
+weight basis per tensor (the form this project used before, and the one the engine runs).
 
 Integer-only: no. The levels are arbitrary real combinations of the basis; the product
 table of two codebooks holds real numbers, so run time needs FP32 (or a fixed-point
@@ -225,6 +225,10 @@ class LQNetQuantizer(Quantizer):
             codes=codes.numpy().astype(dtype), negative=(q < 0).numpy(),
             codebook=book.numpy(), exponent=None,
         )
+
+    def side_bits(self, shape: tuple[int, ...]) -> int:
+        """Storage of a weight's real basis: ``K`` FP32 values per output channel."""
+        return (shape[0] if self.per_channel and len(shape) > 1 else 1) * self.k * 32
 
     def extra_repr(self) -> str:
         return f"bits={self.bits}, role={self.role}, signed={self.signed}, k={self.k}"
