@@ -162,3 +162,18 @@ def test_int_top1_per_scheme_or_the_reason_why_not(digits_run):
         assert "equal to the int64 reference on 256 test images" in by[s]["note"]
     assert by["alq"]["int_top1"] is None and by["alq"]["engine"] == "refused"
     assert "own real basis" in by["alq"]["note"]
+
+
+def test_unsigned_acts_and_no_fp32_ref_options(tmp_path):
+    """``--unsigned-acts`` reaches every scheme's config; ``--no-fp32-ref`` drops the
+    reference row, and Δ is then against the start model."""
+    res = potlut("compare", "--schemes", "lsq", "--epochs", "1", "--qat-epochs", "1",
+                 "--unsigned-acts", "--no-fp32-ref", "--out", str(tmp_path), "--json")
+    assert res.returncode == 0, res.stderr[-2000:]
+    rows = json.loads(res.stdout)
+    assert [r["scheme"] for r in rows] == ["fp32", "lsq"]
+    assert rows[1]["delta_top1"] == pytest.approx(rows[1]["top1"] - rows[0]["top1"], abs=1e-3)
+    saved = json.loads((tmp_path / "compare.json").read_text())
+    assert saved["config"]["act_signed"] is False and saved["config"]["fp32_ref"] is False
+    md = (tmp_path / "compare.md").read_text()
+    assert "against the 1-epoch FP32 model QAT started from" in md
