@@ -177,7 +177,7 @@ def compare(
     fp32, _ = pretrain(base, bundle, out, resume, progress)
     qat_epochs = base.qat_epochs or base.epochs
     rows = [_row("fp32", fp32, bundle, None, time.time() - t0)]
-    rows[0]["method"] = f"FP32, {base.epochs} epochs"
+    rows[0]["method"] = f"FP32, {base.epochs} epoch{'s' * (base.epochs != 1)}"
     if base.fp32_ref:  # deltas against FP32 trained as long as every quantized row
         t1 = time.time()
         ref, _ = fp32_reference(fp32, bundle, base, out, resume, progress)
