@@ -37,10 +37,15 @@ def digits_run(tmp_path_factory):
 @pytest.mark.slow
 def test_every_scheme_within_three_points_of_fp32(digits_run):
     _, rows = digits_run
-    fp = rows[0]
-    assert fp["scheme"] == "fp32" and (fp["bits_w"], fp["bits_a"]) == (32, 32)
-    assert fp["top1"] > 90
-    assert [r["scheme"] for r in rows[1:]] == DEFAULT_SCHEMES
+    start, fp = rows[0], rows[1]
+    assert start["scheme"] == "fp32" and (start["bits_w"], start["bits_a"]) == (32, 32)
+    # the reference trained as long as every quantized row: 10 + 10 epochs
+    assert fp["scheme"] == "fp32_ref" and fp["method"] == "FP32, 20 epochs"
+    assert start["method"] == "FP32, 10 epochs"
+    assert fp["top1"] > 90 and start["top1"] > 90
+    assert [r["scheme"] for r in rows[2:]] == DEFAULT_SCHEMES
+    for r in rows[2:]:  # deltas are against the same-epochs reference: quantization alone
+        assert r["delta_top1"] == pytest.approx(r["top1"] - fp["top1"], abs=1e-3)
     for r in rows:
         assert set(JSON_KEYS) <= set(r)
         if r["scheme"] == "srq":  # learns its bit-widths down, to 3 bits at the least
@@ -53,17 +58,20 @@ def test_every_scheme_within_three_points_of_fp32(digits_run):
 def test_fixops_sizes_and_integer_only_flags(digits_run):
     _, rows = digits_run
     by = {r["scheme"]: r for r in rows}
-    fp, ios, ds = by["fp32"], by["iospot"], by["deepshift"]
+    fp, ios, ds = by["fp32_ref"], by["iospot"], by["deepshift"]
+    assert by["fp32"]["fixops"] == fp["fixops"] and by["fp32"]["weight_bytes"] == fp["weight_bytes"]
     assert (ios["bits_w"], ios["bits_a"]) == (4, 4)
     assert (ds["bits_w"], ds["bits_a"]) == (4, 8)
     assert ds["fixops"] > ios["fixops"]  # 8-bit activations cost DeepShift twice the middle MACs
     assert ios["fixops_rate"] == pytest.approx(fp["fixops"] / ios["fixops"], rel=1e-3)
     assert ios["weight_rate"] == pytest.approx(fp["weight_bytes"] / ios["weight_bytes"], rel=1e-3)
     # every 4-bit scheme stores the same weight bits; BM-float adds its shared exponents
-    for s in ("apot", "lqnet", "deepshift", "pact", "lsq", "profit"):
+    for s in ("apot", "deepshift", "pact", "lsq", "profit"):
         assert by[s]["weight_bytes"] == ios["weight_bytes"]
     assert by["bmfloat"]["weight_bytes"] > ios["weight_bytes"]
-    assert {s for s, r in by.items() if s != "fp32" and not r["integer_only"]} == {
+    # LQ-Net also stores its real basis: 4 FP32 values per output channel (32 + 64)
+    assert by["lqnet"]["weight_bytes"] == ios["weight_bytes"] + (32 + 64) * 4 * 4
+    assert {s for s, r in by.items() if not s.startswith("fp32") and not r["integer_only"]} == {
         "lqnet", "lsq", "bmfloat", "ls2", "alq"}
     assert all(by[s]["note"] for s in ("lqnet", "lsq", "bmfloat", "ls2", "alq"))
     # the related-work schemes: their own bit-widths, ALQ's average below one bit
@@ -72,16 +80,17 @@ def test_fixops_sizes_and_integer_only_flags(digits_run):
     assert by["ls1"]["weight_bytes"] < by["lst"]["weight_bytes"] < ios["weight_bytes"]
     assert 0 < by["alq"]["bits_w"] < 1.0
     assert by["alq"]["weight_bytes"] < by["ls1"]["weight_bytes"] * 1.2
-    assert "PROFIT froze 2 conv layers" in by["profit"]["note"]
+    assert "progressive freezing froze 2 conv layers" in by["profit"]["note"]
 
 
 @pytest.mark.slow
 def test_tables_written_and_resume_skips_finished_schemes(digits_run):
     out, rows = digits_run
     md = (out / "compare.md").read_text()
-    assert "| DeepShift-PS | 4/8 |" in md and "| FP32 | 32/32 |" in md
+    assert "| DeepShift-Q | 4/8 |" in md and "| FP32, 20 epochs | 32/32 |" in md
+    assert "against the FP32 model trained 10 + 10 epochs" in md
     with (out / "compare.csv").open() as f:
-        assert [r["scheme"] for r in csv.DictReader(f)] == ["fp32", *DEFAULT_SCHEMES]
+        assert [r["scheme"] for r in csv.DictReader(f)] == ["fp32", "fp32_ref", *DEFAULT_SCHEMES]
     assert json.loads((out / "compare.json").read_text())["rows"] == rows
     row_files = sorted((out / "schemes").glob("*/row.json"))
     assert len(row_files) == len(DEFAULT_SCHEMES)
@@ -139,12 +148,13 @@ def test_int_top1_per_scheme_or_the_reason_why_not(digits_run):
     """The integer engine's Top-1 on each written file; None with the reason where refused."""
     _, rows = digits_run
     by = {r["scheme"]: r for r in rows}
-    assert by["fp32"]["int_top1"] is None
+    assert by["fp32"]["int_top1"] is None and by["fp32_ref"]["int_top1"] is None
     for s in ("iospot", "apot", "deepshift", "pact"):
         assert abs(by[s]["int_top1"] - by[s]["top1"]) <= 1.0, (s, by[s])
     for s in ("lsq", "bmfloat"):
         assert by[s]["int_top1"] is None and "cannot run integer-only" in by[s]["note"]
-    assert "rounds" in by["lqnet"]["note"] and by["lqnet"]["int_top1"] is not None
+    # LQ-Net's per-channel bases: 32 channels x 8 magnitudes = 256 weight codes > 8 bits
+    assert by["lqnet"]["int_top1"] is None and "256 weight codes" in by["lqnet"]["note"]
     for s in ("ls1", "ls2", "lst", "sq", "esb", "srq"):  # exact integer products
         assert by[s]["int_top1"] == pytest.approx(by[s]["top1"], abs=1.0), (s, by[s])
     for s in ("ls1", "ls2", "lst"):  # and the popcount path equals the int64 reference
@@ -152,3 +162,18 @@ def test_int_top1_per_scheme_or_the_reason_why_not(digits_run):
         assert "equal to the int64 reference on 256 test images" in by[s]["note"]
     assert by["alq"]["int_top1"] is None and by["alq"]["engine"] == "refused"
     assert "own real basis" in by["alq"]["note"]
+
+
+def test_unsigned_acts_and_no_fp32_ref_options(tmp_path):
+    """``--unsigned-acts`` reaches every scheme's config; ``--no-fp32-ref`` drops the
+    reference row, and Δ is then against the start model."""
+    res = potlut("compare", "--schemes", "lsq", "--epochs", "1", "--qat-epochs", "1",
+                 "--unsigned-acts", "--no-fp32-ref", "--out", str(tmp_path), "--json")
+    assert res.returncode == 0, res.stderr[-2000:]
+    rows = json.loads(res.stdout)
+    assert [r["scheme"] for r in rows] == ["fp32", "lsq"]
+    assert rows[1]["delta_top1"] == pytest.approx(rows[1]["top1"] - rows[0]["top1"], abs=1e-3)
+    saved = json.loads((tmp_path / "compare.json").read_text())
+    assert saved["config"]["act_signed"] is False and saved["config"]["fp32_ref"] is False
+    md = (tmp_path / "compare.md").read_text()
+    assert "against the 1-epoch FP32 model QAT started from" in md

@@ -45,6 +45,12 @@ def test_default_run_meets_accuracy_floors(run4):
     assert rep["fp32_top1"] >= 97.0
     assert rep["quant_top1"] >= rep["fp32_top1"] - 1.5
     assert rep["quant_top5"] >= 99.0
+    # the FP32 reference trained as long as the quantized model: 40 + 40 epochs
+    assert rep["fp32_ref_epochs"] == rep["epochs"] + rep["qat_epochs"] == 80
+    assert rep["fp32_ref_top1"] >= 97.0 and rep["delta_against"] == "fp32_ref"
+    assert rep["delta_top1"] == pytest.approx(rep["quant_top1"] - rep["fp32_ref_top1"], abs=1e-3)
+    assert rep["delta_top1_vs_start"] == pytest.approx(
+        rep["quant_top1"] - rep["fp32_top1"], abs=1e-3)
     # FIXOPS: middle layers at 4x4 bits, ends at 8x8; FP32 at 16 per MAC
     assert rep["fixops_fp32"] == 16 * 157_312
     assert rep["fixops_quant"] < rep["fixops_fp32"] / 40
@@ -55,7 +61,11 @@ def test_default_run_meets_accuracy_floors(run4):
     assert abs(rep["int_top1"] - rep["quant_top1"]) <= 0.5
     saved = json.loads((out / "report.json").read_text())
     assert saved["quant_top1"] == rep["quant_top1"]
-    assert "| Top-1 (%) |" in (out / "report.md").read_text()
+    md = (out / "report.md").read_text()
+    assert "| metric | FP32, 40 epochs | FP32, 80 epochs | 4-bit iospot, 40 + 40 epochs |" in md
+    assert f"| Top-1 (%) | {rep['fp32_top1']:.2f} | {rep['fp32_ref_top1']:.2f} |" in md
+    hist = saved["history"]
+    assert [len(hist[k]["epochs"]) for k in ("fp32", "fp32_ref", "qat")] == [40, 40, 40]
 
 
 def test_three_bit_run_reusing_the_fp32_stage(run4, tmp_path):
@@ -104,3 +114,16 @@ def test_profit_run_freezes_layers_and_records_them(tmp_path):
     assert state["frozen"] == state["order"][:2]  # 2 of 3 middle convs after 2/3 of QAT
     assert rep["scheme"] == "profit" and rep["bits"] == 4
     assert rep["int_top1"] == rep["quant_top1"]
+    # the FP32 reference got the QAT epochs on top of the FP32 ones: 3 + 6 = 9
+    assert rep["fp32_ref_epochs"] == 9 > rep["qat_epochs"] == 6
+    assert len(rep["history"]["fp32_ref"]["epochs"]) == 6
+
+
+def test_run_without_fp32_reference_reports_delta_against_the_start(tmp_path):
+    from potlut.pipeline import RunConfig, run, summary_header
+
+    rep = run(RunConfig(epochs=1, qat_epochs=1, fp32_ref=False), tmp_path, progress=False)
+    assert rep["fp32_ref_top1"] is None and rep["delta_against"] == "fp32"
+    assert rep["delta_top1"] == rep["delta_top1_vs_start"]
+    assert "fp32_ref" not in rep["history"] and not (tmp_path / "fp32_ref.ckpt").exists()
+    assert summary_header(rep) == ["metric", "FP32, 1 epoch", "4-bit iospot, 1 + 1 epochs"]

@@ -33,7 +33,7 @@ def test_profit_is_a_training_method_around_a_scheme() -> None:
     assert parse_method("profit") == Method(schemes.get("iospot"), profit=True)
     assert parse_method("profit:lsq") == Method(schemes.get("lsq"), profit=True)
     assert parse_method("apot") == Method(schemes.get("apot"))
-    assert parse_method("profit:lsq").label == "PROFIT (LSQ+)"
+    assert parse_method("profit:lsq").label == "LSQ+ + progressive freezing"
     for bad in ("profit:nope", "apot:lsq", "profit:profit", "fp16"):
         with pytest.raises(PotlutConfigError):
             parse_method(bad)

@@ -1,5 +1,9 @@
 """``potlut compare``: one FP32 baseline, then every scheme x bit-width with the same recipe.
 
+Two FP32 rows: the model every scheme starts from (``epochs``) and, by default, that model
+trained on unquantized for the QAT epochs with the QAT recipe (``epochs + qat_epochs``, as
+long as every quantized row); ΔTop-1 is against the second, so it is quantization alone.
+
 Produces the layout of the IOS-PoT paper's comparison tables (Tables 4-5): Method, W/A
 bits, Top-1, Top-5, weight size, their drops against FP32, FIXOPS, and the compression
 rates of weights and FIXOPS; plus whether the scheme can run integer-only.
@@ -30,7 +34,14 @@ from potlut.fileio import atomic_write_bytes
 from potlut.metrics import evaluate, fixops, weight_bytes
 from potlut.nn import QuantSpec
 from potlut.nn.layers import quant_layers
-from potlut.pipeline import RunConfig, integer_file, pretrain, train_quantized, versions
+from potlut.pipeline import (
+    RunConfig,
+    fp32_reference,
+    integer_file,
+    pretrain,
+    train_quantized,
+    versions,
+)
 from potlut.quant import registry
 from potlut.quant.iospot import check_bits
 from potlut.reporting import md_table, write_report
@@ -48,9 +59,12 @@ CSV_KEYS = ("method", *JSON_KEYS, "delta_top1", "delta_top5", "integer_only", "i
             "engine", "note", "seconds")
 
 
+FP32_ROWS = ("fp32", "fp32_ref")  # the FP32 model QAT starts from; FP32 trained as long as QAT
+
+
 def method_label(scheme: str) -> str:
-    """The name a table row shows, e.g. ``PROFIT (IOS-PoT)``."""
-    return "FP32" if scheme == "fp32" else parse_method(scheme).label
+    """The name a table row shows, e.g. ``IOS-PoT + progressive freezing``."""
+    return "FP32" if scheme in FP32_ROWS else parse_method(scheme).label
 
 
 def parse_list(text: str | Sequence, kind: type = str) -> list:
@@ -94,7 +108,8 @@ def _middle_layers(qmodel: nn.Module) -> list[nn.Module]:
 
 
 def stored_weight_bytes(qmodel: nn.Module) -> float:
-    """Analytic weight size plus per-block side information a scheme stores (BM-float)."""
+    """Analytic weight size plus the side information a scheme stores per block or channel
+    (BM-float's tile exponents, LQ-Net's per-channel basis, ALQ's group bases)."""
     side = 0
     for _, m in quant_layers(qmodel):
         sb = getattr(m.weight_quant, "side_bits", None)
@@ -157,14 +172,23 @@ def compare(
     validate(base, schemes, bits_list, baseline_dist_loss)
     t0 = time.time()
     bundle = data_mod.load(base.data)
+    base = base.for_data(bundle.in_shape)
     out.mkdir(parents=True, exist_ok=True)
     fp32, _ = pretrain(base, bundle, out, resume, progress)
+    qat_epochs = base.qat_epochs or base.epochs
     rows = [_row("fp32", fp32, bundle, None, time.time() - t0)]
+    rows[0]["method"] = f"FP32, {base.epochs} epoch{'s' * (base.epochs != 1)}"
+    if base.fp32_ref:  # deltas against FP32 trained as long as every quantized row
+        t1 = time.time()
+        ref, _ = fp32_reference(fp32, bundle, base, out, resume, progress)
+        rows.append(_row("fp32_ref", ref, bundle, None, time.time() - t1))
+        rows[-1]["method"] = f"FP32, {base.epochs + qat_epochs} epochs"
     meta = {"config": asdict(base), "schemes": schemes, "bits": bits_list,
             "baseline_dist_loss": baseline_dist_loss, "dataset": bundle.name}
+    ref_row = rows[-1]
     for bits in bits_list:
         for scheme in schemes:
-            rows.append(_run_scheme(base, scheme, bits, fp32, bundle, rows[0], out,
+            rows.append(_run_scheme(base, scheme, bits, fp32, bundle, ref_row, out,
                                     resume, progress, baseline_dist_loss))
             write_tables(rows, out, meta, time.time() - t0)
     write_tables(rows, out, meta, time.time() - t0)
@@ -211,7 +235,7 @@ def table_rows(rows: list[dict]) -> list[list[str]]:
     """Rows as the strings the terminal and Markdown tables show."""
     out = []
     for r in rows:
-        fp = r["scheme"] == "fp32"
+        fp = r["scheme"] in FP32_ROWS
         out.append([
             r["method"], "32/32" if fp else f"{r['bits_w']}/{r['bits_a']}",
             f"{r['top1']:.2f}", f"{r['top5']:.2f}", _fmt_int(r["weight_bytes"]),
@@ -233,12 +257,19 @@ def markdown(rows: list[dict], meta: dict, seconds: float) -> list[str]:
     lines = [f"# potlut compare: {cfg['model']} on {meta['dataset']}", "",
              *md_table(HEADER, table_rows(rows), "ll" + "r" * 7 + "lr")]
     lines += ["", "Notes:"]
-    for r in rows[1:]:
-        if r["note"]:
+    for r in rows:
+        if r["scheme"] not in FP32_ROWS and r["note"]:
             lines.append(f"- {r['method']} {r['bits_w']}/{r['bits_a']}: {r['note']}")
+    e, q = cfg["epochs"], cfg["qat_epochs"] or cfg["epochs"]
+    against = (f"the FP32 model trained {e} + {q} epochs (the {e}-epoch model trained on "
+               f"with the QAT recipe, unquantized), as long as every quantized row: "
+               "quantization alone" if any(r["scheme"] == "fp32_ref" for r in rows)
+               else f"the {e}-epoch FP32 model QAT started from (it trained {q} epochs less)")
     lines += [
-        "", f"Seed {cfg['seed']}; {cfg['epochs']} FP32 epochs, "
-        f"{cfg['qat_epochs'] or cfg['epochs']} QAT epochs per scheme; distribution loss "
+        "", f"ΔTop-1 / ΔTop-5 are against {against}. W/A: bits of the middle layers' weights "
+        "and input activations (first/last layers 8-bit); FIXOPS: bw·ba/64 per MAC "
+        "(docs/fairness.md).",
+        "", f"Seed {cfg['seed']}; {e} FP32 epochs, {q} QAT epochs per scheme; distribution loss "
         f"{cfg['dist_loss']} for IOS-PoT, {meta['baseline_dist_loss']} for the baselines; "
         f"first/last layers 8-bit fixed point; {seconds:.0f} s.", "",
     ]

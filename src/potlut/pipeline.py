@@ -11,10 +11,11 @@ from its last finished epoch and ends with the same result as an uninterrupted r
 
 from __future__ import annotations
 
+import copy
 import platform
 import time
 from contextlib import ExitStack
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -39,7 +40,7 @@ class RunConfig:
     """Everything ``potlut run`` needs; recorded verbatim in the report."""
 
     data: str = "digits"
-    model: str = "small_cnn"
+    model: str | None = None  # None: models.default_for(the data's image shape)
     scheme: str = "iospot"
     bits: int | list[int] = 4  # several widths: one switchable model (train/switchable.py)
     act_signed: bool = True
@@ -52,6 +53,7 @@ class RunConfig:
     device: str = "auto"
     teacher: bool = True  # several widths: collaborative teacher (distillation)
     swap: bool = True  # several widths: dynamic block swapping
+    fp32_ref: bool = True  # also train FP32 on for the QAT epochs: the same-epochs reference
     extra: dict[str, Any] = field(default_factory=dict)
 
     def train_config(self, stage: str) -> TrainConfig:
@@ -72,7 +74,8 @@ class RunConfig:
             raise PotlutConfigError(
                 f"distribution loss mode must be one of {MODES}, got {self.dist_loss!r}"
             )
-        models.check_name(self.model)
+        if self.model is not None:
+            models.check_name(self.model)
         pick_device(self.device)
         if len(self.widths()) > 1:
             from potlut.train.switchable import check_scheme
@@ -84,6 +87,11 @@ class RunConfig:
         from potlut.nn.switchable import parse_widths
 
         return parse_widths(self.bits)
+
+    def for_data(self, in_shape: tuple[int, ...]) -> RunConfig:
+        """This config with the model named: the given one, else the default for
+        ``in_shape`` (LeNet-5 for 28x28 images, small_cnn otherwise)."""
+        return self if self.model else replace(self, model=models.default_for(in_shape))
 
     def quant_spec(self) -> QuantSpec:
         """The conversion spec; ``profit[:SCHEME]`` quantizes with SCHEME (default IOS-PoT)."""
@@ -119,8 +127,26 @@ def train_quantized(fp32: torch.nn.Module, bundle, method: Method, spec: QuantSp
             method.scheme.name, qmodel, tcfg.epochs))
         hist = fit(qmodel, bundle, tcfg, stage="qat", checkpoint=ckpt, resume=resume,
                    progress=progress, on_epoch_end=on_epoch_end, meta=meta)
-    note = f"PROFIT froze {len(freezer.frozen)} conv layers" if freezer is not None else ""
+    note = ("" if freezer is None else
+            f"progressive freezing froze {len(freezer.frozen)} conv layers")
     return qmodel.cpu(), hist, note
+
+
+def fp32_reference(fp32: torch.nn.Module, bundle, cfg: RunConfig, out: Path, resume: bool,
+                   progress: bool, meta: dict[str, Any] | None = None
+                   ) -> tuple[torch.nn.Module, Any]:
+    """A copy of ``fp32`` trained on, unquantized, with the QAT stage's recipe (epochs,
+    schedule, seed, batch order) into ``out/fp32_ref.ckpt``: as many epochs in all as the
+    quantized model got, so the accuracy gap to it is quantization alone, not training time.
+
+    It continues from the split epoch instead of retraining from scratch, so it costs only
+    the QAT epochs (FP32 epochs are cheaper than QAT ones).
+    """
+    ref = copy.deepcopy(fp32)
+    tcfg = replace(cfg.train_config("qat"), dist_loss="off")
+    hist = fit(ref, bundle, tcfg, stage="fp32_ref", checkpoint=out / "fp32_ref.ckpt",
+               resume=resume, progress=progress, meta=meta)
+    return ref.cpu(), hist
 
 
 MODEL_FILE = "model.potlut"
@@ -195,6 +221,7 @@ def run(cfg: RunConfig, out: str | Path, resume: bool = False, progress: bool = 
         return run_switchable(cfg, out, resume, progress)
     method = parse_method(cfg.scheme)
     bundle = data_mod.load(cfg.data)
+    cfg = cfg.for_data(bundle.in_shape)
     out.mkdir(parents=True, exist_ok=True)
     fp32_meta = {"model": cfg.model, "data": cfg.data}
     fp32, fp32_hist = pretrain(cfg, bundle, out, resume, progress, fp32_meta)
@@ -203,9 +230,14 @@ def run(cfg: RunConfig, out: str | Path, resume: bool = False, progress: bool = 
     qmodel, qat_hist, _ = train_quantized(fp32, bundle, method, cfg.quant_spec(),
                                           cfg.train_config("qat"), out, resume, progress,
                                           qat_meta)
-    report = {**measure(cfg, bundle, fp32, qmodel),
+    ref, ref_hist = (fp32_reference(fp32, bundle, cfg, out, resume, progress, fp32_meta)
+                     if cfg.fp32_ref else (None, None))
+    history = {"fp32": fp32_hist.to_dict(), "qat": qat_hist.to_dict()}
+    if ref_hist is not None:
+        history["fp32_ref"] = ref_hist.to_dict()
+    report = {**measure(cfg, bundle, fp32, qmodel, ref),
               "config": asdict(cfg),
-              "history": {"fp32": fp32_hist.to_dict(), "qat": qat_hist.to_dict()},
+              "history": history,
               "versions": versions(), "out": str(out)}
     if pdist.is_main():
         file_meta = {"model": cfg.model, "dataset": bundle.name, "scheme": cfg.scheme,
@@ -216,22 +248,38 @@ def run(cfg: RunConfig, out: str | Path, resume: bool = False, progress: bool = 
     return report
 
 
-def measure(cfg: RunConfig, bundle, fp32: torch.nn.Module, qmodel: torch.nn.Module) -> dict:
-    """Accuracy, FIXOPS and weight size of the FP32 and the quantized model, side by side."""
+def measure(cfg: RunConfig, bundle, fp32: torch.nn.Module, qmodel: torch.nn.Module,
+            ref: torch.nn.Module | None = None) -> dict:
+    """Accuracy, FIXOPS and weight size of the FP32 and the quantized model, side by side.
+
+    ``fp32_*``: the FP32 model QAT started from (``epochs``); ``fp32_ref_*``: the FP32 model
+    trained as long as the quantized one (``epochs + qat_epochs``, see
+    :func:`fp32_reference`). ``delta_top1`` is against the reference when there is one
+    (``delta_against`` says which), so it measures quantization alone.
+    """
     fp_t1, fp_t5 = evaluate(fp32, bundle.test)
     q_t1, q_t5 = evaluate(qmodel, bundle.test)
     fx_fp, fx_q = fixops(fp32, bundle.in_shape), fixops(qmodel, bundle.in_shape)
     wb_fp, wb_q = weight_bytes(fp32), weight_bytes(qmodel)
-    return {
+    qat_epochs = cfg.qat_epochs or cfg.epochs
+    rep = {
         "dataset": bundle.name, "model": cfg.model, "scheme": cfg.scheme, "bits": cfg.bits,
         "fp32_top1": round(fp_t1, 4), "fp32_top5": round(fp_t5, 4),
+        "fp32_ref_top1": None, "fp32_ref_top5": None, "fp32_ref_epochs": None,
         "quant_top1": round(q_t1, 4), "quant_top5": round(q_t5, 4),
-        "delta_top1": round(q_t1 - fp_t1, 4),
+        "delta_top1": round(q_t1 - fp_t1, 4), "delta_top1_vs_start": round(q_t1 - fp_t1, 4),
+        "delta_against": "fp32",
         "fixops_fp32": fx_fp, "fixops_quant": fx_q, "fixops_rate": round(fx_fp / fx_q, 4),
         "weight_bytes_fp32": wb_fp, "weight_bytes_quant": wb_q,
         "weight_rate": round(wb_fp / wb_q, 4),
-        "epochs": cfg.epochs, "qat_epochs": cfg.qat_epochs or cfg.epochs, "seed": cfg.seed,
+        "epochs": cfg.epochs, "qat_epochs": qat_epochs, "seed": cfg.seed,
     }
+    if ref is not None:
+        r_t1, r_t5 = evaluate(ref, bundle.test)
+        rep.update(fp32_ref_top1=round(r_t1, 4), fp32_ref_top5=round(r_t5, 4),
+                   fp32_ref_epochs=cfg.epochs + qat_epochs,
+                   delta_top1=round(q_t1 - r_t1, 4), delta_against="fp32_ref")
+    return rep
 
 
 def versions() -> dict[str, str]:
@@ -244,6 +292,7 @@ def load_quantized(out: str | Path, cfg: RunConfig) -> torch.nn.Module:
     """Rebuild the trained quantized model of a finished run folder."""
     out = Path(out)
     bundle = data_mod.load(cfg.data)
+    cfg = cfg.for_data(bundle.in_shape)
     fp32 = models.build(cfg.model, bundle.num_classes, bundle.in_channels)
     qmodel = convert(fp32, cfg.quant_spec())
     qmodel.load_state_dict(load_checkpoint(out / "qat.ckpt")["model"])
@@ -251,35 +300,57 @@ def load_quantized(out: str | Path, cfg: RunConfig) -> torch.nn.Module:
 
 
 SUMMARY_ROWS = [
-    ("Top-1 (%)", "fp32_top1", "quant_top1"),
-    ("Top-5 (%)", "fp32_top5", "quant_top5"),
-    ("FIXOPS", "fixops_fp32", "fixops_quant"),
-    ("Weight bytes", "weight_bytes_fp32", "weight_bytes_quant"),
+    ("Top-1 (%)", "fp32_top1", "fp32_ref_top1", "quant_top1"),
+    ("Top-5 (%)", "fp32_top5", "fp32_ref_top5", "quant_top5"),
+    ("FIXOPS", "fixops_fp32", "fixops_fp32", "fixops_quant"),
+    ("Weight bytes", "weight_bytes_fp32", "weight_bytes_fp32", "weight_bytes_quant"),
 ]
 
 
-def summary_rows(report: dict) -> list[tuple[str, str, str]]:
-    """(metric, FP32, quantized) rows shared by the terminal table and report.md."""
+def summary_header(report: dict) -> list[str]:
+    """Column names: the FP32 model QAT started from, the same-epochs FP32 reference (when
+    trained) and the quantized model, each with its epochs."""
+    e, q = report["epochs"], report["qat_epochs"]
+    cols = ["metric", f"FP32, {e} epoch{'s' * (e != 1)}"]
+    if report.get("fp32_ref_top1") is not None:
+        cols.append(f"FP32, {report['fp32_ref_epochs']} epochs")
+    return [*cols, f"{report['bits']}-bit {report['scheme']}, {e} + {q} epochs"]
+
+
+def summary_rows(report: dict) -> list[tuple[str, ...]]:
+    """(metric, FP32, [FP32 same epochs,] quantized) rows shared by the terminal table and
+    report.md."""
 
     def fmt(v: Any) -> str:
+        if v is None:
+            return ""
         if isinstance(v, float) and v.is_integer() and abs(v) >= 100:
             return f"{int(v):,}"
         return f"{v:,.2f}" if isinstance(v, float) else f"{v:,}"
 
-    rows = [(name, fmt(report[a]), fmt(report[b])) for name, a, b in SUMMARY_ROWS]
-    rows.append(("Compression (FIXOPS / weights)", "1.00 / 1.00",
-                 f"{report['fixops_rate']:.2f} / {report['weight_rate']:.2f}"))
+    has_ref = report.get("fp32_ref_top1") is not None
+
+    def row(name: str, *cells: str) -> tuple[str, ...]:
+        return (name, *cells) if has_ref else (name, cells[0], cells[-1])
+
+    rows = [row(name, fmt(report[a]), fmt(report[r]), fmt(report[b]))
+            for name, a, r, b in SUMMARY_ROWS]
+    against = f"FP32, {report['fp32_ref_epochs'] if has_ref else report['epochs']} ep"
+    rows.insert(2, row(f"ΔTop-1 vs {against}", "", "", f"{report['delta_top1']:+.2f}"))
+    rows.append(row("Compression (FIXOPS / weights)", "1.00 / 1.00", "1.00 / 1.00",
+                    f"{report['fixops_rate']:.2f} / {report['weight_rate']:.2f}"))
     if report.get("file_bytes"):
-        rows.append((".potlut file bytes (rate)", fmt(report["weight_bytes_fp32"]),
-                     f"{report['file_bytes']:,} ({report['compression_rate']:.2f}x)"))
+        rows.append(row(".potlut file bytes (rate)", fmt(report["weight_bytes_fp32"]), "",
+                        f"{report['file_bytes']:,} ({report['compression_rate']:.2f}x)"))
     if report.get("int_top1") is not None:
-        rows.append(("Integer P-LUT engine Top-1 (%)", "", fmt(report["int_top1"])))
+        rows.append(row("Integer P-LUT engine Top-1 (%)", "", "", fmt(report["int_top1"])))
     return rows
 
 
 def summary_table(report: dict) -> list[str]:
     """The summary as Markdown lines (report.md of a run and of ``potlut report``)."""
-    return md_table(["metric", "FP32", "quantized"], summary_rows(report), "lrr")
+    header = summary_header(report)
+    return md_table(header, summary_rows(report), "l" + "r" * (len(header) - 1))
 
 
 def write_report(report: dict, out: Path) -> None:
@@ -287,7 +358,12 @@ def write_report(report: dict, out: Path) -> None:
     title = f"{report['model']} on {report['dataset']}, {report['scheme']} {report['bits']}-bit"
     lines = [f"# potlut run: {title}", "", *summary_table(report)]
     lines += ["", f"Seed {report['seed']}, {report['epochs']} FP32 + {report['qat_epochs']} "
-              f"QAT epochs, {report['seconds']} s. Versions: {report['versions']}.", ""]
+              f"QAT epochs, {report['seconds']} s. Versions: {report['versions']}."]
+    if report.get("fp32_ref_top1") is not None:
+        lines.append(f"The {report['fp32_ref_epochs']}-epoch FP32 reference is the "
+                     f"{report['epochs']}-epoch model trained on for the QAT epochs with the "
+                     "QAT recipe, unquantized: ΔTop-1 against it is what quantization costs.")
+    lines.append("")
     reporting.write_report(out, "report", data=report, markdown=lines)
 
 

@@ -32,6 +32,7 @@ def run_switchable(cfg: RunConfig, out: Path, resume: bool = False,
     """FP32 -> joint QAT of every width -> multi-bit file -> engine per width; the report."""
     t0 = time.time()
     bundle = data_mod.load(cfg.data)
+    cfg = cfg.for_data(bundle.in_shape)
     out.mkdir(parents=True, exist_ok=True)
     widths = cfg.widths()
     fp32_meta = {"model": cfg.model, "data": cfg.data}
@@ -119,6 +120,7 @@ def load_switchable(out: str | Path, cfg: RunConfig) -> SwitchableModel:
     """Rebuild the trained switchable model of a finished ``--bits A,B,...`` run folder."""
     out = Path(out)
     bundle = data_mod.load(cfg.data)
+    cfg = cfg.for_data(bundle.in_shape)
     fp32 = models.build(cfg.model, bundle.num_classes, bundle.in_channels)
     sm = convert_switchable(fp32, cfg.quant_spec(), cfg.widths())
     load_state(sm, load_checkpoint(out / "qat.ckpt")["model"])

@@ -65,11 +65,19 @@ SCHEMES: dict[str, Scheme] = {s.name: s for s in (
            integer_note="real clipping scale: integer requantization multiplier, not a shift",
            engine=EXACT, weight_norm=True),
     Scheme("lqnet", "LQ-Net", "Zhang et al. 2018",
-           levels="real combinations of a learned basis", signs="signed weights",
-           integer_only=False,
+           levels="real combinations of a learned basis, one per output channel (weights)",
+           signs="signed weights", integer_only=False,
+           integer_note="levels are real combinations of a learned basis per output channel "
+                        "(FP32 table)",
+           engine=APPROXIMATE,
+           engine_note="levels rounded to 12-bit fixed point; the weight codebook is every "
+                       "channel's levels together, refused past 128 magnitudes (8-bit codes)"),
+    Scheme("lqnet_layer", "LQ-Net (basis per layer)", "Zhang et al. 2018, one weight basis "
+           "per tensor", levels="real combinations of a learned basis (one per tensor)",
+           signs="signed weights", integer_only=False,
            integer_note="levels are real combinations of a learned basis (FP32 table)",
            engine=APPROXIMATE, engine_note="levels rounded to 12-bit fixed point"),
-    Scheme("deepshift", "DeepShift-PS", "Elhoushi et al. 2021",
+    Scheme("deepshift", "DeepShift-Q", "Elhoushi et al. 2021 (DeepShift-Q)",
            levels="weights ±2^p; activations 8-bit fixed point", signs="weights signed",
            integer_only=True,
            integer_note="weights ±2^p (shift), activations 8-bit fixed point",
@@ -159,15 +167,17 @@ PROFIT = "profit"
 
 @dataclass(frozen=True)
 class Method:
-    """A scheme and how it is trained: plain QAT, or PROFIT's progressive freezing
-    (Park & Yoo 2020) around it. Written ``profit`` / ``profit:SCHEME`` on the command line."""
+    """A scheme and how it is trained: plain QAT, or the progressive freezing of PROFIT
+    (Park & Yoo 2020) around it. Written ``profit`` / ``profit:SCHEME`` on the command line;
+    labelled "SCHEME + progressive freezing", since PROFIT's other parts are not built
+    (quant/profit.py)."""
 
     scheme: Scheme
     profit: bool = False
 
     @property
     def label(self) -> str:
-        return f"PROFIT ({self.scheme.label})" if self.profit else self.scheme.label
+        return f"{self.scheme.label} + progressive freezing" if self.profit else self.scheme.label
 
 
 def parse_method(text: str) -> Method:

@@ -12,7 +12,7 @@ from potlut.compress import dequantized_weights, load, save
 from potlut.nn import QuantSpec, calibrate, convert, quant_layers
 from potlut.nn.export import export_graph, to_torch
 
-SCHEMES = ["deepshift", "apot", "pact", "lqnet", "lsq"]
+SCHEMES = ["deepshift", "apot", "pact", "lqnet", "lqnet_layer", "lsq"]
 
 
 @pytest.fixture(scope="module")

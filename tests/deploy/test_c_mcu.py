@@ -231,7 +231,7 @@ def test_firmware_images_are_the_loaders_test_inputs(tmp_path) -> None:
 
 def test_export_c_refuses_what_it_cannot_emit_exactly(tmp_path) -> None:
     lq = tmp_path / "lqnet.potlut"
-    save(random_graph("small_cnn", (1, 8, 8), 4, seed=2, scheme="lqnet"), lq)
+    save(random_graph("small_cnn", (1, 8, 8), 4, seed=2, scheme="lqnet_layer"), lq)
     _one_line_error(["export-c", str(lq), "-o", str(tmp_path / "c")],
                     "rounded codebooks (approximated scheme)")
     lsq = tmp_path / "lsq.potlut"

@@ -59,7 +59,7 @@ def test_engine_equals_reference_exactly(scheme) -> None:
 
 
 def test_lqnet_runs_approximately_and_says_so() -> None:
-    prog = lower(random_graph("small_cnn", (1, 8, 8), 4, seed=2, scheme="lqnet"))
+    prog = lower(random_graph("small_cnn", (1, 8, 8), 4, seed=2, scheme="lqnet_layer"))
     approx = prog.approximations()
     assert not prog.exact and [a["layer"] for a in approx] == ["features.3", "features.6"]
     for a, st in zip(approx, prog.layers()[1:3], strict=True):

@@ -31,7 +31,7 @@ def test_lenet5_size_and_default_for_28x28():
 
 
 @pytest.fixture(scope="module")
-def digits28(tmp_path_factory):
+def digits28_dir(tmp_path_factory):
     folder = tmp_path_factory.mktemp("digits28")
     d = load_digits()
     img = torch.nn.functional.interpolate(
@@ -44,7 +44,12 @@ def digits28(tmp_path_factory):
     for key, arr in (("train_images", xtr), ("train_labels", ytr), ("test_images", xte),
                      ("test_labels", yte)):
         write_idx(folder / FILES[key], arr)
-    return data.load(f"mnist:{folder}")
+    return folder
+
+
+@pytest.fixture(scope="module")
+def digits28(digits28_dir):
+    return data.load(f"mnist:{digits28_dir}")
 
 
 def test_lenet5_4bit_qat_on_28x28_digits_and_engine_agrees(digits28, tmp_path):
@@ -64,3 +69,14 @@ def test_lenet5_4bit_qat_on_28x28_digits_and_engine_agrees(digits28, tmp_path):
         fq = qmodel(x).argmax(1).numpy()
     assert int((logits.argmax(1) != fq).sum()) == 0
     assert 100.0 * float((fq == labels).mean()) == pytest.approx(top1, abs=1e-9)
+
+
+def test_run_picks_lenet5_for_mnist_format_data(digits28_dir, tmp_path):
+    """``potlut run --data mnist:DIR`` without ``--model`` trains LeNet-5, the MNIST baseline."""
+    from potlut.pipeline import RunConfig, run
+
+    rep = run(RunConfig(data=f"mnist:{digits28_dir}", epochs=6, qat_epochs=2, fp32_ref=False),
+              tmp_path, progress=False)
+    assert rep["model"] == rep["config"]["model"] == "lenet5"
+    assert rep["fixops_fp32"] == 16 * 416_520  # LeNet-5 MACs: 117,600 + 240,000 + ... + 840
+    assert rep["fp32_top1"] >= 97.0

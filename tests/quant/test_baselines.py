@@ -165,7 +165,27 @@ def test_lsq_act_offset_forward_and_gradient():
     assert np.allclose(e.values(), y.detach().double().numpy(), atol=1e-6)
 
 
-# -- DeepShift-PS --------------------------------------------------------------------------
+@pytest.mark.parametrize("bits", [2, 3, 4])
+def test_lsq_signed_acts_get_the_same_bit_budget_as_every_scheme(bits):
+    """Signed mode (the default): post-ReLU activations land on 2^(b-1) magnitudes, as
+    IOS-PoT's do, not LSQ+'s 2^b; the offset stays 0. Unsigned mode: 2^b levels."""
+    x = torch.linspace(0, 6, 601).reshape(1, -1)  # post-ReLU data
+    signed = registry.make("lsq", bits, "act", True)
+    signed.calibrate_from(x)
+    codes = signed.codes(x)
+    assert (signed.n, signed.p) == (-(2 ** (bits - 1)), 2 ** (bits - 1) - 1)
+    assert sorted(codes.unique().tolist()) == list(range(2 ** (bits - 1)))
+    assert not signed.beta.requires_grad and signed.beta.item() == 0.0
+    iospot = registry.make("iospot", bits, "act", True)
+    assert len(signed.codes(x).unique()) == len(iospot.levels()) == 2 ** (bits - 1)
+    e = signed.export(x)
+    assert e.codes.max() == 2 ** (bits - 1) - 1 and not e.negative.any()
+    unsigned = registry.make("lsq", bits, "act", False)
+    unsigned.calibrate_from(x)
+    assert len(unsigned.codes(x).unique()) == 2**bits and unsigned.beta.requires_grad
+
+
+# -- DeepShift-Q ---------------------------------------------------------------------------
 
 def test_deepshift_levels():
     assert close(DeepShiftWeightQuantizer(3).levels(), [0, 0.25, 0.5, 1])
@@ -236,11 +256,42 @@ def test_lqnet_qem_update_of_the_basis():
     xg = x.clone().requires_grad_()
     q(xg).sum().backward()
     assert close(q.basis, [0.9 * 0.25 + 0.1 * 0.2, 0.9 * 0.45 + 0.1 * 0.5])
-    assert close(xg.grad, [1] * 6)  # STE inside the level range
+    assert close(xg.grad, [1] * 6)  # STE
     # side computations (no autograd graph) leave the basis alone
     before = q.basis.clone()
     q(x)
     assert torch.equal(q.basis, before)
+
+
+def test_lqnet_weight_basis_per_output_channel():
+    # two output channels whose weights are the levels of v = (.2, .5) and of 10x that:
+    # QEM fits each channel its own basis (the authors' [nbit, num_filters])
+    w = torch.stack([t(-0.7, -0.3, 0.3, 0.7), 10 * t(-0.7, -0.3, 0.3, 0.7)]).reshape(2, 1, 2, 2)
+    q = LQNetQuantizer(2, "weight")
+    q.calibrate_from(w)
+    assert q.basis.shape == (2, 2) and q.levels().shape == (2, 4)
+    assert close(q.basis, [[0.2, 0.5], [2.0, 5.0]], tol=1e-4)
+    assert q.side_bits(tuple(w.shape)) == 2 * 2 * 32  # the stored basis: 2 x 2 FP32 values
+    assert close(q.eval()(w), w, tol=1e-4)
+    e = q.export(w)  # one codebook: the union of both channels' magnitudes
+    assert close(torch.tensor(e.codebook), [0.3, 0.7, 3.0, 7.0], tol=1e-4)
+    assert np.allclose(e.values(), w.double().numpy(), atol=1e-4)
+    # a checkpoint with per-channel bases loads into a fresh quantizer
+    fresh = LQNetQuantizer(2, "weight")
+    fresh.load_state_dict(q.state_dict())
+    assert torch.equal(fresh.basis, q.basis)
+
+
+def test_lqnet_gradients_as_the_authors_code():
+    # weights: plain STE, also outside the level range; activations: zero above the top
+    w = _with_basis(LQNetQuantizer(2, "weight"), 0.2, 0.5).eval()
+    x = t(-3.0, 0.1, 3.0).requires_grad_()
+    w(x).sum().backward()
+    assert close(x.grad, [1, 1, 1])
+    a = _with_basis(LQNetQuantizer(2, "act", signed=False), 0.5, 1.0).eval()  # top 1.5
+    x = t(0.2, 1.4, 1.6, 4.0).requires_grad_()
+    a(x).sum().backward()
+    assert close(x.grad, [1, 1, 0, 0])
 
 
 # -- BM-float ------------------------------------------------------------------------------
@@ -253,22 +304,40 @@ def test_bmfloat_levels():
     assert close(BMFloatQuantizer(4).levels(), [0, 0.125, 0.25, 0.375, 0.5, 0.75, 1, 1.5])
 
 
-def test_bmfloat_shared_exponent_per_block_by_hand():
-    q = BMFloatQuantizer(4, block=4)
-    x = t(0.3, -1.0, 2.9, 0.05, 0.1, 0.07, -0.02, 0.0).reshape(1, 8).requires_grad_()
+def test_bmfloat_formats_are_the_papers_forward_ones():
+    # BM8 is (2, 5) forward ((4, 3) is its gradient format), BM6 (2, 3)
+    assert minifloat_format(8) == (2, 5) and minifloat_format(6) == (2, 3)
+    assert minifloat_format(7, signed=False) == (2, 5)  # the sign bit spent on mantissa
+
+
+def test_bmfloat_weight_shares_an_exponent_per_tile_by_hand():
+    q = BMFloatQuantizer(4, tile=2)
+    x = t(0.3, -1.0, 2.9, 0.05, 0.1, 0.07, -0.02, 0.0).reshape(2, 4).requires_grad_()
     y = q(x)
-    # block 1: max 2.9 -> exponent 1, x/2 = .15 -.5 1.45 .025 -> .125 -.5 1.5 0
-    # block 2: max .1 -> exponent -4, x*16 = 1.6 1.12 -.32 0 -> 1.5 1 -.375 0
-    want = [0.25, -1.0, 3.0, 0.0, 1.5 / 16, 1 / 16, -0.375 / 16, 0.0]
-    assert close(y, [want])
-    assert close(q.block_exponents(x), [[1, -4]])
+    # tile cols 0-1: max 1.0 -> exponent 0: .3 .1 .07 -> .25 .125 .125, -1 -> -1
+    # tile cols 2-3: max 2.9 -> exponent 1, x/2 = 1.45 .025 -.01 0 -> 1.5 0 0 0
+    want = [[0.25, -1.0, 3.0, 0.0], [0.125, 0.125, 0.0, 0.0]]
+    assert close(y, want)
+    assert close(q.block_exponents(x), [[0, 1]])
     y.sum().backward()
-    assert close(x.grad, [[1] * 8])  # STE, no learnable parameter
+    assert close(x.grad, [[1] * 4] * 2)  # STE, no learnable parameter
     e = q.export(x)
     assert e.codebook[0] == 0 and len(e.codebook) <= 8 * 2
-    assert np.allclose(e.values(), np.array([want]))
-    # 8-bit shared exponents, blocks of 64 along each output channel's row of 3*3*16
-    assert BMFloatQuantizer(4).side_bits((8, 16, 3, 3)) == 8 * 3 * 8
+    assert np.allclose(e.values(), np.array(want))
+    # 8-bit shared exponents, 48 x 48 tiles of the [C_out, C_in k k] operand: 64 x 144 -> 2 x 3
+    assert BMFloatQuantizer(4).side_bits((64, 16, 3, 3)) == 2 * 3 * 8
+    assert BMFloatQuantizer(4).side_bits((8, 16, 3, 3)) == 1 * 3 * 8
+
+
+def test_bmfloat_activation_shares_an_exponent_per_sample():
+    q = registry.make("bmfloat", 4, "act", True)
+    x = t(0.3, 1.0, 2.9, 0.01, -0.02, 0.04).reshape(2, 3)
+    # sample 0: max 2.9 -> exponent 1: .15 .5 1.45 -> .125 .5 1.5 (times 2)
+    # sample 1: max .04 -> exponent -5, x*32 = .32 -.64 1.28 -> .375 -.75 1.5 (times 1/32)
+    assert close(q.block_exponents(x), [1, -5])
+    assert close(q(x), [[0.25, 1.0, 3.0], [0.375 / 32, -0.75 / 32, 1.5 / 32]])
+    # one sample's result does not depend on the other samples of its batch
+    assert torch.equal(q(x[1:]), q(x)[1:])
 
 
 # -- every scheme through the registry and convert -----------------------------------------
@@ -298,9 +367,24 @@ def test_scheme_converts_calibrates_trains_and_exports(scheme):
         if p.requires_grad:
             assert p.grad is not None and p.grad.abs().sum() > 0
     e = mid.weight_quant.export(mid.normalized_weight())
-    assert e.codes.shape == mid.weight.shape and len(e.codebook) <= 32
+    # LQ-Net: the union of 8 channels' 2^(4-1) magnitudes; the others one set of <= 32
+    assert e.codes.shape == mid.weight.shape
+    assert len(e.codebook) <= (8 * 8 if scheme == "lqnet" else 32)
     assert np.allclose(e.values(), mid.quantized_weight().detach().double().numpy(), atol=1e-5)
 
 
 def test_registry_lists_every_baseline():
     assert set(BASELINES) <= set(registry.names())
+
+
+@pytest.mark.parametrize("bits", [2, 3, 4])
+@pytest.mark.parametrize("scheme", ["iospot", "apot", "lqnet", "pact", "lsq", "bmfloat"])
+def test_same_activation_bit_budget_for_every_scheme_of_a_row(scheme, bits):
+    """Signed activations (the default): a sign bit and b-1 magnitude bits, so post-ReLU
+    data land on at most 2^(b-1) values under every scheme; unsigned: at most 2^b."""
+    x = torch.linspace(0, 4, 4001).reshape(1, -1)  # one sample of post-ReLU data
+    for signed, budget in ((True, 2 ** (bits - 1)), (False, 2**bits)):
+        q = registry.make(scheme, bits, "act", signed)
+        q.calibrate_from(x)
+        used = len(q.eval()(x).unique())
+        assert 2 ** (bits - 1) // 2 < used <= budget, (signed, used)

@@ -25,7 +25,8 @@ def compare_cmd(
         None, help="comma-separated schemes; 'profit' = IOS-PoT trained with PROFIT, "
         "'profit:SCHEME' another base (default: " + ",".join(DEFAULT_SCHEMES) + ")"),
     bits: str = typer.Option(None, help="comma-separated bit-widths, e.g. 3,4,5 (default 4)"),
-    model: str = typer.Option(None, help="small_cnn, resnet20, resnet56, ... (default small_cnn)"),
+    model: str = typer.Option(None, help="lenet5, small_cnn, resnet20, ... (default: lenet5 "
+                              "for 28x28 images, else small_cnn)"),
     data: str = typer.Option(None, help="digits, or KIND:DIR such as cifar10:/data/cifar10"),
     epochs: int = typer.Option(None, help="FP32 epochs (default 30)"),
     qat_epochs: int = typer.Option(None, help="QAT epochs of every scheme (default: --epochs)"),
@@ -36,6 +37,12 @@ def compare_cmd(
     baseline_dist_loss: str = typer.Option(
         None, help="distribution loss of the baselines (default off, as in their papers)"),
     device: str = typer.Option(None, help="auto, cpu, cuda, cuda:N"),
+    unsigned_acts: bool = typer.Option(
+        None, "--unsigned-acts/--signed-acts", help="every scheme spends all activation bits "
+        "on the magnitude (default: signed, a sign bit and b-1 magnitude bits)"),
+    fp32_ref: bool = typer.Option(
+        None, "--fp32-ref/--no-fp32-ref", help="also train FP32 as long as the quantized "
+        "rows (default on): ΔTop-1 against it is quantization alone"),
     config: Path = typer.Option(
         None, "--config", help="TOML file: RunConfig keys plus a compare table"),
     out: Path = typer.Option(None, help="output folder (default runs/<timestamp>)"),
@@ -45,7 +52,8 @@ def compare_cmd(
     """Train FP32 once, QAT every scheme x bit-width alike, write compare.{md,csv,json}."""
     given = {"model": model, "data": data, "epochs": epochs, "qat_epochs": qat_epochs,
              "batch_size": batch_size, "lr": lr, "seed": seed, "dist_loss": dist_loss,
-             "device": device}
+             "device": device, "fp32_ref": fp32_ref,
+             "act_signed": None if unsigned_acts is None else not unsigned_acts}
     section: dict = {}
     if config is not None:
         base, sections = load_config(config, given)
@@ -70,7 +78,8 @@ def compare_cmd(
     if as_json:
         print(json.dumps(rows))
         return
-    table = Table(title=f"{base.model} on {base.data}: FP32 vs. quantized")
+    model_name = json.loads((out / "compare.json").read_text())["config"]["model"]
+    table = Table(title=f"{model_name} on {base.data}: FP32 vs. quantized")
     for i, col in enumerate(HEADER):
         table.add_column(col, justify="left" if i < 2 else "right")
     for r in table_rows(rows):

@@ -10,14 +10,16 @@ from rich.console import Console
 from rich.table import Table
 
 from potlut.cli.app import app, user_errors
-from potlut.pipeline import RunConfig, default_out_dir, run, summary_rows
+from potlut.pipeline import RunConfig, default_out_dir, run, summary_header, summary_rows
 
 
 @app.command("run")
 @user_errors
 def run_cmd(
     data: str = typer.Option("digits", help="digits, or KIND:DIR such as mnist:/data/mnist"),
-    model: str = typer.Option("small_cnn", help="small_cnn, resnet20, resnet56, ..."),
+    model: str = typer.Option(
+        None, help="lenet5, small_cnn, resnet20, ... (default: lenet5 for 28x28 images, "
+        "else small_cnn)"),
     scheme: str = typer.Option("iospot", help="quantization scheme of the middle layers"),
     bits: str = typer.Option(
         "4", help="bit-width of weights and activations (2..8); several (e.g. 2,3,4,8): one "
@@ -35,6 +37,9 @@ def run_cmd(
     seed: int = typer.Option(0, help="random seed (recorded in the report)"),
     dist_loss: str = typer.Option("learnable", help="distribution loss: off, fixed, learnable"),
     device: str = typer.Option("auto", help="auto, cpu, cuda, cuda:N"),
+    fp32_ref: bool = typer.Option(
+        True, help="also train the FP32 model on for the QAT epochs, so ΔTop-1 compares "
+        "models trained equally long (costs the QAT epochs once more, in FP32)"),
     out: Path = typer.Option(None, help="run folder (default runs/<timestamp>)"),
     resume: bool = typer.Option(False, help="continue the run in --out from its checkpoints"),
     as_json: bool = typer.Option(False, "--json", help="print the report as one JSON object"),
@@ -48,7 +53,7 @@ def run_cmd(
         bits=list(widths) if len(widths) > 1 else widths[0], act_signed=not unsigned_acts,
         teacher=teacher, swap=swap,
         epochs=epochs, qat_epochs=qat_epochs, batch_size=batch_size, lr=lr, seed=seed,
-        dist_loss=dist_loss, device=device,
+        dist_loss=dist_loss, device=device, fp32_ref=fp32_ref,
     )
     out = out or default_out_dir()
     print_report(run(cfg, out, resume=resume, progress=not as_json), as_json)
@@ -64,8 +69,8 @@ def print_report(report: dict, as_json: bool) -> None:
         return
     table = Table(title=f"{report['model']} on {report['dataset']}: "
                         f"{report['scheme']} {report['bits']}-bit")
-    for col in ("metric", "FP32", "quantized"):
-        table.add_column(col, justify="left" if col == "metric" else "right")
+    for i, col in enumerate(summary_header(report)):
+        table.add_column(col, justify="left" if i == 0 else "right")
     for row in summary_rows(report):
         table.add_row(*row)
     Console().print(table)

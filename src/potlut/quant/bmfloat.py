@@ -10,22 +10,28 @@ Follows:
 - Each block of elements shares an exponent bias, chosen from the block's largest
   magnitude so that it lands in the top binade (the shared exponent is the block's max
   exponent, §3.1); elements are rounded to nearest and saturate at the largest value.
-- Formats by total bits (sign included): 3 -> (e, m) = (1, 1), 4 -> (2, 1), 5 -> (2, 2),
-  6 -> (2, 3) (the paper's BM6), 7 -> (3, 3), 8 -> (4, 3) (BM8); 2 -> (1, 0).
+- Formats by total bits (sign included), the paper's forward formats with 2 exponent bits
+  where they exist: 8 -> (e, m) = (2, 5) (BM8), 6 -> (2, 3) (BM6), 7 -> (2, 4),
+  5 -> (2, 2), 4 -> (2, 1), 3 -> (1, 1), 2 -> (1, 0). (The (4, 3) format is BM8's gradient
+  format; gradients stay FP32 here, as for every scheme in the comparison.)
+- Blocks as the authors' code: a weight, as the GEMM operand ``[C_out, C_in k k]``, shares
+  one exponent per 48 x 48 tile; an activation one per sample (the fallback of the authors'
+  code for operands it does not tile), so inference never mixes samples of a batch.
 
-Departures: the paper trains with BM for weights, activations and gradients and shares
-the exponent over square tiles of the GEMM operands; here BM is a QAT fake quantizer of
-weights and activations only (FP32 gradients, as for every scheme in the comparison),
-with blocks of ``BLOCK`` consecutive elements along each row (weights: the flattened
-filter of one output channel; activations: one sample's flattened features). An unsigned
-tensor spends the sign bit on one more mantissa bit. Rounding ties go to the larger
-level. No learnable parameter: the STE passes the gradient to the input unchanged.
+Departures: the paper trains with BM for weights, activations and gradients; here BM is a
+QAT fake quantizer of weights and activations only (FP32 gradients). An unsigned tensor
+spends the sign bit on one more mantissa bit. Rounding ties go to the larger level. No
+learnable parameter: the STE passes the gradient to the input unchanged.
+
+Cost accounting: ``side_bits`` charges the 8-bit shared exponents of the weights in the
+weight size; the activations' per-sample exponent (8 bits per sample and layer, under
+0.01 bit per activation on these models) is not charged to FIXOPS or bits.
 
 Integer-only: no. Block exponents are computed from the data at run time and the
 elements are floating point; the paper accumulates in wide (Kulisch) accumulators.
-``export`` flattens the per-block scales into one codebook of the distinct magnitudes
-(at most ``2^(b-1)`` times the number of distinct block exponents), so the stored form
-is still a small codebook plus codes; ``side_bits`` counts the 8-bit shared exponents.
+``export`` flattens the per-tile scales into one codebook of the distinct magnitudes
+(at most ``2^(b-1)`` times the number of distinct tile exponents), so the stored form
+is still a small codebook plus codes.
 """
 
 from __future__ import annotations
@@ -40,10 +46,10 @@ from potlut.errors import PotlutConfigError
 from potlut.quant import registry
 from potlut.quant.base import Exported, Quantizer
 
-BLOCK = 64
+TILE = 48  # weights: one shared exponent per TILE x TILE tile of the GEMM operand
 SHARED_EXPONENT_BITS = 8
 _FORMATS: dict[int, tuple[int, int]] = {
-    2: (1, 0), 3: (1, 1), 4: (2, 1), 5: (2, 2), 6: (2, 3), 7: (3, 3), 8: (4, 3), 9: (4, 4),
+    2: (1, 0), 3: (1, 1), 4: (2, 1), 5: (2, 2), 6: (2, 3), 7: (2, 4), 8: (2, 5), 9: (2, 6),
 }
 
 
@@ -64,13 +70,16 @@ def minifloat_levels(e: int, m: int) -> torch.Tensor:
     return torch.tensor(sorted(vals), dtype=torch.float64)
 
 
-def _blocks(x: torch.Tensor, block: int) -> tuple[torch.Tensor, int]:
-    """``x`` as (rows, n_blocks, block) with zero padding; returns the pad length."""
-    rows = x.reshape(x.shape[0], -1) if x.dim() > 1 else x.reshape(1, -1)
-    pad = (-rows.shape[1]) % block
-    if pad:
-        rows = F.pad(rows, (0, pad))
-    return rows.reshape(rows.shape[0], -1, block), pad
+def _rows(x: torch.Tensor) -> torch.Tensor:
+    """``x`` as a 2-D matrix: one row per output channel (weights) or sample (activations)."""
+    return x.reshape(x.shape[0], -1) if x.dim() > 1 else x.reshape(1, -1)
+
+
+def _tiles(rows: torch.Tensor, tile: int) -> torch.Tensor:
+    """Max of ``rows`` over each ``tile x tile`` tile: ``[ceil(R / tile), ceil(C / tile)]``."""
+    r, c = rows.shape
+    p = F.pad(rows, (0, (-c) % tile, 0, (-r) % tile))
+    return p.reshape(p.shape[0] // tile, tile, p.shape[1] // tile, tile).amax(dim=(1, 3))
 
 
 class BMFloatQuantizer(Quantizer):
@@ -78,10 +87,12 @@ class BMFloatQuantizer(Quantizer):
 
     scheme = "bmfloat"
 
-    def __init__(self, bits: int = 4, signed: bool = True, block: int = BLOCK) -> None:
+    def __init__(self, bits: int = 4, signed: bool = True, role: str = "weight",
+                 tile: int = TILE) -> None:
         super().__init__(int(bits))
         self.signed = signed
-        self.block = int(block)
+        self.role = role
+        self.tile = int(tile)
         self.e, self.m = minifloat_format(self.bits, signed)
         self.register_buffer("_levels", minifloat_levels(self.e, self.m).float(),
                              persistent=False)
@@ -89,47 +100,52 @@ class BMFloatQuantizer(Quantizer):
     def levels(self) -> torch.Tensor:
         return self._levels.clone()
 
+    def _mag(self, x: torch.Tensor) -> torch.Tensor:
+        return x.abs() if self.signed else x.clamp_min(0)
+
     def block_exponents(self, x: torch.Tensor) -> torch.Tensor:
-        """Shared exponent ``f = floor(log2 max|x|)`` of every block (rows, n_blocks)."""
-        xb, _ = _blocks(x.detach(), self.block)
-        top = (xb.abs() if self.signed else xb.clamp_min(0)).amax(-1)
+        """Shared exponent ``f = floor(log2 max|x|)`` of every block: a weight's tiles
+        ``[ceil(C_out / tile), ceil(rest / tile)]``, an activation's samples ``[N]``."""
+        mag = self._mag(_rows(x.detach()))
+        top = _tiles(mag, self.tile) if self.role == "weight" else mag.amax(1)
         return torch.floor(torch.log2(top.clamp_min(1e-30)))
 
-    def _quantize(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """(values, level indices, per-element scale) of ``x`` (no gradient)."""
+    def _scale(self, x: torch.Tensor) -> torch.Tensor:
+        """The block scale ``2^f`` of every element, shaped like ``x``."""
+        f = torch.exp2(self.block_exponents(x)).to(x.dtype)
+        rows = _rows(x)
+        if self.role == "weight":
+            f = f.repeat_interleave(self.tile, 0).repeat_interleave(self.tile, 1)
+            f = f[: rows.shape[0], : rows.shape[1]]
+        else:
+            f = f[:, None].expand_as(rows)
+        return f.reshape(x.shape)
+
+    def _quantize(self, x: torch.Tensor) -> torch.Tensor:
+        """The block-minifloat values of ``x`` (no gradient)."""
         xd = x.detach()
-        xb, pad = _blocks(xd, self.block)
-        scale = torch.exp2(self.block_exponents(xd)).unsqueeze(-1).to(xd.dtype)
-        mag = xb.abs() if self.signed else xb.clamp_min(0)
+        scale = self._scale(xd)
         lv = self._levels.to(xd.dtype)
-        idx = torch.bucketize(mag / scale, (lv[1:] + lv[:-1]) / 2, right=True)
+        idx = torch.bucketize(self._mag(xd) / scale, (lv[1:] + lv[:-1]) / 2, right=True)
         q = lv[idx] * scale
-        if self.signed:
-            q = torch.where(xb < 0, -q, q)
-        scale = scale.expand_as(xb)
-
-        def unblock(t: torch.Tensor) -> torch.Tensor:
-            t = t.reshape(t.shape[0], -1)
-            return (t[:, : t.shape[1] - pad] if pad else t).reshape(x.shape)
-
-        return unblock(q), unblock(idx), unblock(scale)
+        return torch.where(xd < 0, -q, q) if self.signed else q
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.calibrating:
             return x
-        q, _, _ = self._quantize(x)
+        q = self._quantize(x)
         return x + (q - x).detach()  # STE
 
     def side_bits(self, shape: tuple[int, ...]) -> int:
-        """Storage of the shared exponents of a weight tensor of ``shape`` (blocks per row)."""
+        """Storage of the shared exponents of a weight tensor of ``shape`` (one per tile)."""
         rows = shape[0] if len(shape) > 1 else 1
         cols = math.prod(shape) // max(rows, 1)
-        return rows * -(-cols // self.block) * SHARED_EXPONENT_BITS
+        return -(-rows // self.tile) * -(-cols // self.tile) * SHARED_EXPONENT_BITS
 
     @torch.no_grad()
     def export(self, x: torch.Tensor) -> Exported:
         xd = x.detach().double().cpu()
-        q, _, _ = self._quantize(xd)
+        q = self._quantize(xd)
         book, codes = torch.unique(q.abs(), return_inverse=True)
         if book[0] != 0:  # keep code 0 for zero, as every other scheme does
             book = torch.cat([book.new_zeros(1), book])
@@ -141,10 +157,12 @@ class BMFloatQuantizer(Quantizer):
         )
 
     def extra_repr(self) -> str:
-        return f"bits={self.bits}, signed={self.signed}, e={self.e}, m={self.m}, block={self.block}"
+        return (f"bits={self.bits}, signed={self.signed}, role={self.role}, e={self.e}, "
+                f"m={self.m}, tile={self.tile}")
 
 
 registry.register(
     "bmfloat",
-    lambda bits, role, signed: BMFloatQuantizer(bits, signed=True if role == "weight" else signed),
+    lambda bits, role, signed: BMFloatQuantizer(
+        bits, signed=True if role == "weight" else signed, role=role),
 )

@@ -1,4 +1,9 @@
-"""DeepShift-PS: power-of-two weights with a ternary sign; 8-bit fixed-point activations.
+"""DeepShift-Q: power-of-two weights with a ternary sign; 8-bit fixed-point activations.
+
+Tables call it DeepShift-Q (it was labelled DeepShift-PS): the weights train as real
+numbers rounded to powers of two in the forward pass, with the STE in weight space, which
+is the paper's DeepShift-Q; DeepShift-PS trains the shift and sign tensors themselves.
+The scheme name ``deepshift`` (command line, .potlut files) is unchanged.
 
 Paper: Elhoushi, Chen, Shafiq, Tian, Li, "DeepShift: Towards Multiplication-Less Neural
 Networks", CVPR Workshops 2021.
@@ -13,16 +18,17 @@ Follows:
   comparison runs DeepShift with 8-bit activations, which is what is used here): every
   activation quantizer of this scheme is 8-bit fixed point whatever ``bits`` asks for, so
   FIXOPS shows the ``b x 8``-bit cost of a DeepShift MAC.
-- No weight normalization and no learnable scale (as the original).
+- No weight normalization and no learnable weight scale (as the original).
 
-Departures: PS trains the shift ``P`` and the sign ``S`` as two separate parameter
-tensors. Here the layer's single weight tensor carries both (``S = sign(w)``,
-``P = log2 |w|``) so the scheme plugs into every layer like the others, and the gradient
-is the STE in weight space (DeepShift-Q's); a weight's sign rounds to 0 when ``|w|`` is
-more than half a shift (in the log domain) below the smallest shift, which is where PS's
-ternary sign would be driven to 0 by the same weight. A per-layer power-of-two offset
-``2^e`` of the shift range is chosen once at calibration (MSE-optimal; 0 in the original,
-whose un-normalized weights rarely exceed 1); it is a fixed integer, not trained.
+Departures from DeepShift-Q as the authors' code runs it (all listed in docs/fairness.md):
+the layer's single weight tensor carries sign and shift (``S = sign(w)``,
+``P = log2 |w|``), as in Q; a weight's sign rounds to 0 when ``|w|`` is more than half a
+shift (in the log domain) below the smallest shift (the original clamps it to the smallest
+shift and has no zero: ``2^(b-1)`` shifts instead of ``2^(b-1) - 1`` plus zero); a
+per-layer power-of-two offset ``2^e`` of the shift range is chosen once at calibration
+(MSE-optimal; 0 in the original, whose un-normalized weights rarely exceed 1), a fixed
+integer, not trained; the 8-bit activations are the project's fixed point with a learned
+power-of-two clipping scale (the original: a fixed fixed-point format).
 
 Integer-only: yes; weights are signed powers of two with a power-of-two layer offset and
 activations are fixed point with a power-of-two step: a MAC is a shift and an add.

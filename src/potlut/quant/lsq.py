@@ -16,9 +16,17 @@ Follows:
   activations by minimizing the MSE of ``x_q`` against ``x`` (§3.3, "MSE-based"), here
   by a grid over the clipped range ``[min, max]`` shrunk from either end.
 
-Departures: the activation ``signed`` flag is ignored (the offset puts the ``2^b`` levels
-where the data are, which is the point of LSQ+), so activations always use all ``b``
-bits. ``round`` is half to even.
+Activation bit budget: with ``signed=True`` (the project default, METHODS §1.3, where every
+other scheme spends one of the ``b`` bits on the sign) the activation codes are LSQ's signed
+range ``[-2^(b-1), 2^(b-1) - 1]`` with the offset fixed at 0, so post-ReLU data get
+``2^(b-1)`` levels, as IOS-PoT's do; a learned offset would slide those data onto the
+negative codes and spend the sign bit on magnitude. With ``signed=False``
+(``--unsigned-acts``) activations are LSQ+'s unsigned ``[0, 2^b - 1]`` with the learned
+offset. (Before, the flag was ignored and LSQ+ always had ``2^b`` levels: one bit more than
+every other scheme under the same W/A label.)
+
+Departures: ``round`` is half to even; the signed activations' step starts at the MSE-best
+symmetric clipping (the unsigned ones at LSQ+'s MSE-best ``[a, b]`` range).
 
 Integer-only: no. ``s`` is real and the activation offset ``beta`` is a real number added
 at run time; the codes are uniform, so a table of code products exists, but turning it
@@ -41,24 +49,27 @@ def grad_scale(x: torch.Tensor, scale: float) -> torch.Tensor:
     return (x - x * scale).detach() + x * scale
 
 
-def lsq_range(bits: int, role: str) -> tuple[int, int]:
-    """Integer code range ``(n, p)``: signed for weights, ``[0, 2^b - 1]`` for activations."""
-    if role == "weight":
+def lsq_range(bits: int, role: str, signed: bool = False) -> tuple[int, int]:
+    """Integer code range ``(n, p)``: signed for weights and signed activations,
+    ``[0, 2^b - 1]`` for unsigned activations."""
+    if role == "weight" or signed:
         return -(2 ** (bits - 1)), 2 ** (bits - 1) - 1
     return 0, 2**bits - 1
 
 
 class LSQPlusQuantizer(Quantizer):
-    """LSQ+ for weights (``role="weight"``: step only) or activations (step and offset)."""
+    """LSQ+ for weights (``role="weight"``: step only) or activations (step, and the offset
+    when unsigned)."""
 
     scheme = "lsq"
 
-    def __init__(self, bits: int = 4, role: str = "weight") -> None:
+    def __init__(self, bits: int = 4, role: str = "weight", signed: bool = False) -> None:
         super().__init__(int(bits))
         self.role = role
-        self.n, self.p = lsq_range(self.bits, role)
+        self.signed = role == "weight" or bool(signed)
+        self.n, self.p = lsq_range(self.bits, role, signed)
         self.s = torch.nn.Parameter(torch.tensor(1.0))
-        self.beta = torch.nn.Parameter(torch.tensor(0.0), requires_grad=role != "weight")
+        self.beta = torch.nn.Parameter(torch.tensor(0.0), requires_grad=not self.signed)
 
     def levels(self) -> torch.Tensor:
         """The integer grid ``n .. p`` (values at unit step and zero offset)."""
@@ -71,6 +82,8 @@ class LSQPlusQuantizer(Quantizer):
                 mu, sd = float(xd.mean()), float(xd.std())
                 s = max(abs(mu - 3 * sd), abs(mu + 3 * sd)) / 2 ** (self.bits - 1)
                 self.s.fill_(max(s, 1e-8))
+            elif self.signed:
+                self.s.fill_(_mse_symmetric_step(xd, self.n, self.p))
             else:
                 s, beta = _mse_range(xd, self.p)
                 self.s.fill_(s)
@@ -101,7 +114,7 @@ class LSQPlusQuantizer(Quantizer):
     def export(self, x: torch.Tensor) -> Exported:
         c = self.codes(x).cpu()
         s, beta = float(self.s.abs()), float(self.beta)
-        if self.role == "weight":  # sign-magnitude: |c| in 0 .. 2^(b-1)
+        if self.signed:  # sign-magnitude: |c| in 0 .. 2^(b-1), offset 0
             codes, negative = c.abs(), c < 0
             codebook = np.arange(-self.n + 1, dtype=np.float64) * s
         else:  # offset codes: value = s * c + beta, sign folded into the codebook
@@ -113,7 +126,23 @@ class LSQPlusQuantizer(Quantizer):
         )
 
     def extra_repr(self) -> str:
-        return f"bits={self.bits}, role={self.role}"
+        return f"bits={self.bits}, role={self.role}, signed={self.signed}"
+
+
+def _mse_symmetric_step(x: torch.Tensor, n: int, p: int, steps: int = 32) -> float:
+    """Step ``s`` of codes ``n..p`` (offset 0) whose clipping minimizes the quantization MSE."""
+    if x.numel() > 1 << 16:
+        x = x[:: x.numel() // (1 << 16)]
+    top = float(x.abs().max()) if x.numel() else 0.0
+    if not (math.isfinite(top) and top > 0):
+        return 1.0
+    best = (math.inf, top / p)
+    for i in range(steps):
+        s = top * (1 - 0.95 * i / steps) / p
+        err = float(((torch.round((x / s).clamp(n, p)) * s - x) ** 2).mean())
+        if err < best[0] - 1e-15:
+            best = (err, s)
+    return best[1]
 
 
 def _mse_range(x: torch.Tensor, p: int, steps: int = 16) -> tuple[float, float]:
@@ -138,5 +167,5 @@ def _mse_range(x: torch.Tensor, p: int, steps: int = 16) -> tuple[float, float]:
 
 registry.register(
     "lsq",
-    lambda bits, role, signed: LSQPlusQuantizer(bits, role),
+    lambda bits, role, signed: LSQPlusQuantizer(bits, role, signed),
 )

@@ -4,8 +4,11 @@ Paper: Park & Yoo, "PROFIT: A Novel Training Method for sub-4-bit MobileNet Mode
 ECCV 2020 (and the authors' code, github.com/EunhyeokPark/PROFIT).
 
 PROFIT is a training procedure, not a level set: ``--scheme profit`` means IOS-PoT
-trained with PROFIT, ``profit:SCHEME`` any registered quantizer trained with it
-(:func:`potlut.schemes.parse_method`).
+trained with PROFIT's progressive freezing, ``profit:SCHEME`` any registered quantizer
+trained with it (:func:`potlut.schemes.parse_method`). Tables call it "IOS-PoT +
+progressive freezing", not PROFIT: of the paper's method only the AIWQ-ranked freezing is
+built; its sampling phase, its three phases with fresh optimizers and its bit-width
+step-down (8 -> 5 -> 4 -> target bits) are not (docs/fairness.md).
 
 Follows:
 - §3 AIWQ metric (activation instability induced by weight quantization): for every
