@@ -10,8 +10,9 @@ dominate it. The fraction is measured, not guessed: on the real CIFAR sample (Re
 3-bit, 20 QAT epochs, seed 0) 10 % cost 6.2 points against ``off`` (56.19 vs 62.44; the pull
 toward the current level keeps weights from crossing to a better one), 1 % gave 62.29 and
 0.1 % 62.65, both within one run's noise of ``off`` (README, "Accuracy on real images").
-``uncertainty`` is the first form (``exp(-s) * sum D + s``, optimum ``lambda = 1 / sum D``): its pull grows as the mismatch shrinks and it cost 4.5 points on real CIFAR
-images, so it is kept only for the ablation (README, "Accuracy on real images").
+``uncertainty`` is the first form (``exp(-s) * sum D + s``, optimum ``lambda = 1 / sum D``):
+its pull grows as the mismatch shrinks and it cost 4.5 points on real CIFAR images, so it is
+kept only for the ablation.
 
 Departure from a literal reading: ``q(w_n)`` is a constant target (no gradient). With the
 STE, ``d q/d w_n = 1`` inside the clipping range, which would make the gradient of ``D_l``
