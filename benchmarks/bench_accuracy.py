@@ -49,6 +49,8 @@ ABLATION = {
     "fixed": ("recipe, distribution loss fixed lambda=1", {"dist_loss": "fixed"}),
     "uncertainty": ("recipe, old exp(-s)·ΣD+s", {"dist_loss": "uncertainty"}),
     "qat-lr": ("recipe, QAT lr 0.01 (FP32 0.04)", {"lr": 0.01}),
+    "ratio-0.01": ("recipe, learnable ratio 1 %", {"dist_ratio": 0.01}),
+    "ratio-0.001": ("recipe, learnable ratio 0.1 %", {"dist_ratio": 0.001}),
 }
 
 
@@ -74,7 +76,8 @@ def qat(fp32, bundle, bits: int, seed: int, epochs: int, base: TrainConfig, opts
     qmodel = convert(copy.deepcopy(fp32), spec)
     calibrate(qmodel, bundle.calibration_batch())
     cfg = replace(base, epochs=epochs, seed=seed, schedule=opts["schedule"],
-                  dist_loss=opts["dist_loss"], lr=opts.get("lr", base.lr))
+                  dist_loss=opts["dist_loss"], lr=opts.get("lr", base.lr),
+                  dist_ratio=opts.get("dist_ratio", base.dist_ratio))
     hist = fit(qmodel, bundle, cfg, stage="qat", progress=False)
     return qmodel, [e.test_top1 for e in hist.epochs], [e.dist_lambda for e in hist.epochs]
 
@@ -96,8 +99,9 @@ def run_row(row: str, seed: int, args, bundle, results: dict, cache: Path) -> No
         fp32, _ = fp32_model(bundle, seed, args.epochs, cache, base)
         if row.startswith("recipe-"):
             bits, opts = int(row.split("-")[1]), dict(RECIPE)
-        else:
-            bits, opts = 3, {**RECIPE, **ABLATION[row][1]}
+        else:  # an ablation row, at 3 bits unless it says "@B"
+            name, _, b = row.partition("@")
+            bits, opts = int(b or 3), {**RECIPE, **ABLATION[name][1]}
         qmodel, hist, lam = qat(fp32, bundle, bits, seed, args.qat_epochs, base, opts)
         torch.save({"model": qmodel.state_dict(), "bits": bits, "opts": opts},
                    cache / f"{key.replace('|', '_')}.pt")
@@ -125,7 +129,7 @@ def table(results: dict, args) -> str:
             continue
         label = (f"FP32, {args.epochs + args.qat_epochs} epochs" if row == "fp32" else
                  f"IOS-PoT {row.split('-')[1]}-bit (recipe)" if row.startswith("recipe-") else
-                 f"3-bit: {ABLATION[row][0]}")
+                 f"{row.partition('@')[2] or 3}-bit: {ABLATION[row.partition('@')[0]][0]}")
         delta = f"{sc[0] - ref[0]:+.2f}" if ref and row != "fp32" else ""
         lines.append(f"| {label} | {sc[0]:.2f} | {delta} | {sc[1]} |")
     return "\n".join(lines)

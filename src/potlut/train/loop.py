@@ -34,7 +34,7 @@ from potlut.metrics.accuracy import evaluate, topk_correct
 from potlut.quant.base import Quantizer
 from potlut.train import distributed as pdist
 from potlut.train.checkpoint import load_checkpoint, restore_rng, rng_state, save_checkpoint
-from potlut.train.losses import DistributionLoss
+from potlut.train.losses import RATIO, DistributionLoss
 
 PAPER_EPOCHS = 300
 PAPER_MILESTONES = (60, 120, 160, 200, 260)
@@ -55,6 +55,7 @@ class TrainConfig:
     seed: int = 0
     dist_loss: str = "learnable"
     dist_lambda: float = 1.0
+    dist_ratio: float = RATIO  # learnable mode: regularizer / task gradient norm
     device: str = "auto"
     num_workers: int = 0
     sync_bn: bool = False  # multi-process: BatchNorm statistics over the global batch
@@ -68,6 +69,8 @@ class TrainConfig:
             raise PotlutConfigError(f"batch size must be >= 1, got {self.batch_size}")
         if not self.lr > 0:
             raise PotlutConfigError(f"learning rate must be > 0, got {self.lr}")
+        if not self.dist_ratio > 0:
+            raise PotlutConfigError(f"dist_ratio must be > 0, got {self.dist_ratio}")
         if self.schedule not in SCHEDULES:
             raise PotlutConfigError(
                 f"schedule must be one of {SCHEDULES}, got {self.schedule!r}")
@@ -278,7 +281,8 @@ def _build_optimizer(
     the generator, so a fresh run starts from the same state every time.
     """
     torch.manual_seed(cfg.seed)
-    dist = DistributionLoss(cfg.dist_loss if stage != "fp32" else "off", cfg.dist_lambda).to(device)
+    dist = DistributionLoss(cfg.dist_loss if stage != "fp32" else "off", cfg.dist_lambda,
+                            cfg.dist_ratio).to(device)
     opt = torch.optim.SGD(
         _param_groups(model, dist, cfg.weight_decay, cfg.lr), lr=cfg.lr, momentum=cfg.momentum
     )
