@@ -70,8 +70,9 @@ class JointStep(nn.Module):
         super().__init__()
         self.widths = model.widths
         self.cfg, self.scfg = cfg, scfg
-        self.dist = nn.ModuleDict({str(b): DistributionLoss(cfg.dist_loss, cfg.dist_lambda)
-                                   for b in self.widths})
+        self.dist = nn.ModuleDict({
+            str(b): DistributionLoss(cfg.dist_loss, cfg.dist_lambda, cfg.dist_ratio)
+            for b in self.widths})
         self.register_buffer("loss_ema", torch.full((len(self.widths),), float("nan")))
         self.last_teachers: dict[int, int] = {}
 
