@@ -29,4 +29,5 @@ hist = fit(q, bundle, cfg, stage="qat", progress=False)
 if pdist.is_main():
     torch.save({"model": q.state_dict(), "lams": [e.dist_lambda for e in hist.epochs]},
                sys.argv[1])
+pdist.barrier()  # leave together: a rank tearing gloo down while the other saves can abort
 pdist.shutdown()
