@@ -49,6 +49,7 @@ ABLATION = {
     "fixed": ("recipe, distribution loss fixed lambda=1", {"dist_loss": "fixed"}),
     "uncertainty": ("recipe, old exp(-s)·ΣD+s", {"dist_loss": "uncertainty"}),
     "qat-lr": ("recipe, QAT lr 0.01 (FP32 0.04)", {"lr": 0.01}),
+    "qat-lr2": ("recipe, QAT lr 0.02 (FP32 0.04)", {"lr": 0.02}),
     "ratio-0.01": ("recipe, learnable ratio 1 %", {"dist_ratio": 0.01}),
     "ratio-0.001": ("recipe, learnable ratio 0.1 %", {"dist_ratio": 0.001}),
 }
@@ -82,6 +83,16 @@ def qat(fp32, bundle, bits: int, seed: int, epochs: int, base: TrainConfig, opts
     return qmodel, [e.test_top1 for e in hist.epochs], [e.dist_lambda for e in hist.epochs]
 
 
+def fp32_continued(fp32, bundle, seed: int, epochs: int, base: TrainConfig, opts: dict):
+    """``fp32`` trained on unquantized with the QAT stage's schedule (as ``potlut run``'s
+    FP32 reference): same start, epochs, schedule and batch order, so Δ is quantization alone."""
+    ref = copy.deepcopy(fp32)
+    cfg = replace(base, epochs=epochs, seed=seed, schedule=opts["schedule"], dist_loss="off",
+                  lr=opts.get("lr", base.lr))
+    hist = fit(ref, bundle, cfg, stage="fp32_ref", progress=False)
+    return [e.test_top1 for e in hist.epochs]
+
+
 def row_key(row: str, seed: int, args) -> str:
     return f"{row}|s{seed}|e{args.epochs}|q{args.qat_epochs}"
 
@@ -95,6 +106,11 @@ def run_row(row: str, seed: int, args, bundle, results: dict, cache: Path) -> No
     if row == "fp32":  # the reference: FP32 for the same total epochs as FP32 + QAT
         _, hist = fp32_model(bundle, seed, args.epochs + args.qat_epochs, cache, base)
         lam = None
+    elif row.startswith("fp32-cont"):  # "fp32-cont" or "fp32-cont+ABLATION" (its schedule)
+        fp32, _ = fp32_model(bundle, seed, args.epochs, cache, base)
+        over = ABLATION[row.partition("+")[2]][1] if "+" in row else {}
+        hist, lam = fp32_continued(fp32, bundle, seed, args.qat_epochs, base,
+                                   {**RECIPE, **over}), None
     else:
         fp32, _ = fp32_model(bundle, seed, args.epochs, cache, base)
         if row.startswith("recipe-"):
@@ -128,9 +144,12 @@ def table(results: dict, args) -> str:
         if sc is None:
             continue
         label = (f"FP32, {args.epochs + args.qat_epochs} epochs" if row == "fp32" else
+                 f"FP32 continued {args.epochs} + {args.qat_epochs} epochs"
+                 + (f" ({ABLATION[row.partition('+')[2]][0]})" if "+" in row else "")
+                 if row.startswith("fp32-cont") else
                  f"IOS-PoT {row.split('-')[1]}-bit (recipe)" if row.startswith("recipe-") else
                  f"{row.partition('@')[2] or 3}-bit: {ABLATION[row.partition('@')[0]][0]}")
-        delta = f"{sc[0] - ref[0]:+.2f}" if ref and row != "fp32" else ""
+        delta = f"{sc[0] - ref[0]:+.2f}" if ref and not row.startswith("fp32") else ""
         lines.append(f"| {label} | {sc[0]:.2f} | {delta} | {sc[1]} |")
     return "\n".join(lines)
 
