@@ -51,6 +51,8 @@ ABLATION = {
     "qat-lr": ("recipe, QAT lr 0.01 (FP32 0.04)", {"lr": 0.01}),
     "qat-lr2": ("recipe, QAT lr 0.02 (FP32 0.04)", {"lr": 0.02}),
     "ratio-0.01": ("recipe, learnable ratio 1 %", {"dist_ratio": 0.01}),
+    "ramp-0.1": ("recipe, learnable ratio ramped 0 -> 10 % (late pull)",
+                 {"dist_ratio": 0.1, "dist_ramp": True}),
     "ratio-0.001": ("recipe, learnable ratio 0.1 %", {"dist_ratio": 0.001}),
 }
 
@@ -78,7 +80,8 @@ def qat(fp32, bundle, bits: int, seed: int, epochs: int, base: TrainConfig, opts
     calibrate(qmodel, bundle.calibration_batch())
     cfg = replace(base, epochs=epochs, seed=seed, schedule=opts["schedule"],
                   dist_loss=opts["dist_loss"], lr=opts.get("lr", base.lr),
-                  dist_ratio=opts.get("dist_ratio", base.dist_ratio))
+                  dist_ratio=opts.get("dist_ratio", base.dist_ratio),
+                  dist_ramp=opts.get("dist_ramp", False))
     hist = fit(qmodel, bundle, cfg, stage="qat", progress=False)
     return qmodel, [e.test_top1 for e in hist.epochs], [e.dist_lambda for e in hist.epochs]
 
@@ -135,22 +138,33 @@ def score(results: dict, row: str, args) -> tuple[float, int] | None:
     return (sum(vals) / len(vals), len(vals)) if vals else None
 
 
+def _label(row: str, args) -> str:
+    name, _, over = row.partition("+")
+    if row == "fp32":
+        return f"FP32, {args.epochs + args.qat_epochs} epochs"
+    if name == "fp32-cont":
+        return (f"FP32 continued {args.epochs} + {args.qat_epochs} epochs"
+                + (f" ({ABLATION[over][0]})" if over else ""))
+    if row.startswith("recipe-"):
+        return f"IOS-PoT {row.split('-')[1]}-bit (recipe)"
+    abl, _, bits = row.partition("@")
+    return f"{bits or 3}-bit: {ABLATION[abl][0]}"
+
+
 def table(results: dict, args) -> str:
-    ref = score(results, "fp32", args)
-    lines = [f"| row | test Top-1 (mean of last {args.last} epochs, mean of seeds) | Δ vs FP32 | "
-             "seeds |", "|---|---:|---:|---:|"]
+    """Markdown table: each row's score, Δ against the fresh FP32 run and against the FP32
+    model continued with the QAT schedule (same start, epochs and schedule as QAT)."""
+    ref, cont = score(results, "fp32", args), score(results, "fp32-cont", args)
+    lines = [f"| row | test Top-1 (mean of last {args.last} epochs, mean of seeds) | "
+             "Δ vs FP32 fresh | Δ vs FP32 continued | seeds |", "|---|---:|---:|---:|---:|"]
     for row in args.rows:
         sc = score(results, row, args)
         if sc is None:
             continue
-        label = (f"FP32, {args.epochs + args.qat_epochs} epochs" if row == "fp32" else
-                 f"FP32 continued {args.epochs} + {args.qat_epochs} epochs"
-                 + (f" ({ABLATION[row.partition('+')[2]][0]})" if "+" in row else "")
-                 if row.startswith("fp32-cont") else
-                 f"IOS-PoT {row.split('-')[1]}-bit (recipe)" if row.startswith("recipe-") else
-                 f"{row.partition('@')[2] or 3}-bit: {ABLATION[row.partition('@')[0]][0]}")
-        delta = f"{sc[0] - ref[0]:+.2f}" if ref and not row.startswith("fp32") else ""
-        lines.append(f"| {label} | {sc[0]:.2f} | {delta} | {sc[1]} |")
+        quant = not row.startswith("fp32")
+        d1 = f"{sc[0] - ref[0]:+.2f}" if ref and quant else ""
+        d2 = f"{sc[0] - cont[0]:+.2f}" if cont and quant else ""
+        lines.append(f"| {_label(row, args)} | {sc[0]:.2f} | {d1} | {d2} | {sc[1]} |")
     return "\n".join(lines)
 
 

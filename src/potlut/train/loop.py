@@ -61,6 +61,7 @@ class TrainConfig:
     sync_bn: bool = False  # multi-process: BatchNorm statistics over the global batch
     amp: bool = False  # mixed precision for the FP32 stage on CUDA (never for QAT)
     schedule: str = "cosine"  # "cosine" (default) or "paper" (the scaled step decays)
+    dist_ramp: bool = False  # learnable: ramp dist_ratio from 0 over the stage (late pull)
 
     def validate(self) -> None:
         if self.epochs < 1:
@@ -236,6 +237,8 @@ def fit(
         history, start = _restore_checkpoint(run, checkpoint, stage, cfg, meta or {})
     ce = nn.CrossEntropyLoss()
     for epoch in range(start, cfg.epochs):
+        if cfg.dist_ramp:
+            dist.set_ramp(epoch, cfg.epochs)
         tot_loss, tot_correct, tot_n = _train_epoch(run, data, cfg, stage, epoch, ce, progress)
         sched.step()
         t1, t5 = _evaluate(run, data, cfg)

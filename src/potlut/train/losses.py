@@ -75,6 +75,7 @@ class DistributionLoss(nn.Module):
             raise PotlutConfigError(f"distribution loss lambda must be > 0, got {lam}")
         self.mode = mode
         self.ratio = ratio
+        self.ramp = 1.0  # learnable: share of ``ratio`` in force (set per epoch by a ramp)
         self.s = nn.Parameter(torch.tensor(-math.log(lam)), requires_grad=mode == "uncertainty")
         self.register_buffer("task_norm", torch.tensor(0.0))  # running mean |grad L_task|
         self.register_buffer("current", torch.tensor(0.0 if mode == "learnable" else lam))
@@ -82,6 +83,12 @@ class DistributionLoss(nn.Module):
         # checkpoint written after a step holds it and a resumed run takes the same steps
         self.register_buffer("pending", torch.tensor(-1.0))
         self._task_grads: list[torch.Tensor] = []  # this step's task gradients, from the hooks
+
+    def set_ramp(self, epoch: int, epochs: int) -> None:
+        """Half-cosine ramp of the learnable ratio from 0 to ``ratio`` over the stage, so the
+        pull toward the levels acts late, when weights should settle on them instead of
+        oscillating across a threshold (Nagel et al. 2022's annealed dampening loss)."""
+        self.ramp = (1 - math.cos(math.pi * (epoch + 0.5) / epochs)) / 2
 
     @property
     def lam(self) -> float:
@@ -152,7 +159,7 @@ class DistributionLoss(nn.Module):
             return self.current * total
         grads = torch.autograd.grad(total, inner, retain_graph=True)
         reg_norm = torch.sqrt(sum((g.detach() ** 2).sum() for g in grads))
-        lam = self.ratio * self.task_norm / reg_norm.clamp_min(1e-12)
+        lam = self.ratio * self.ramp * self.task_norm / reg_norm.clamp_min(1e-12)
         self.current.copy_(lam)
         self.pending.zero_()
         for wn, g in zip(inner, grads, strict=True):
