@@ -34,7 +34,7 @@ BIG = [0, 1, 2, 255, 256, 300, 65535, 65536, 1 << 20, 1 << 24, (1 << 24) + 1, 1 
 def base_graph() -> ModelGraph:
     """Two quantized 4-bit layers with a BN in between and a float bias: every array kind
     (a stored and a derived weight codebook, a derived activation codebook, a quantizer
-    state whose shape only the array table gives)."""
+    state whose shape only the array table gives, a raw and a ``scaled`` BN array)."""
     rng = np.random.default_rng(0)
     nodes = [Node("x", "input", [], {"shape": [2, 4, 4]})]
     arrays: dict[str, np.ndarray] = {}
@@ -62,6 +62,7 @@ def base_graph() -> ModelGraph:
         if i == 0:
             for k in ("scale", "shift"):
                 arrays[f"bn.{k}"] = rng.random(cout).astype(np.float32) + 0.5
+            arrays["bn.scale"] = np.round(arrays["bn.scale"] * 64) / 64  # stored ``scaled``
             nodes.append(Node("bn", "batchnorm2d", ["c0"], {
                 "module": "bn", "num_features": cout, "shape": [cout, 4, 4]}))
     nodes.append(Node("output", "output", [nodes[-1].name], {}))

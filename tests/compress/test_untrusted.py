@@ -58,6 +58,8 @@ def test_the_base_file_is_accepted() -> None:
             np.testing.assert_array_equal(graph.arrays[k], v, err_msg=k)
         derived = [e.name for e in info.arrays if e.encoding == "derived"]
         assert derived == ["c1.weight.codebook", "c1.act.codebook"]  # c0's is stored
+        scaled = [(e.name, e.length) for e in info.arrays if e.encoding == "scaled"]
+        assert scaled == [("bn.scale", 2 + 3)]  # exponent -6, one byte a value
 
 
 @pytest.mark.parametrize("coder", ["shuff", "rans", "packed"])
@@ -103,7 +105,15 @@ def _set(entries: list[dict], name: str, **kw) -> None:
         (lambda a, t, b: t.pop(3), "does not hold the 10 arrays"),
         (lambda a, t, b: _set(t, "c0.weight.codebook", encoding=1), "cannot be derived"),
         (lambda a, t, b: _set(t, "bn.shift", encoding=1), "cannot be derived"),
-        (lambda a, t, b: _set(t, "bn.shift", encoding=2), "is not raw or derived"),
+        (lambda a, t, b: _set(t, "bn.shift", encoding=2), "is not raw, derived or scaled"),
+        (lambda a, t, b: _set(t, "bn.shift", encoding=5), "scaled bytes do not hold shape"),
+        (lambda a, t, b: _set(t, "bn.scale", encoding=0), "bytes do not hold shape"),
+        (lambda a, t, b: b.update({"bn.scale": b["bn.scale"] + b"\0"}),
+         "scaled bytes do not hold shape"),
+        (lambda a, t, b: b.update({"bn.scale": struct.pack("<h", 200) + b["bn.scale"][2:]}),
+         "not exact float32"),
+        (lambda a, t, b: b.update({"bn.scale": struct.pack("<h", -160) + b["bn.scale"][2:]}),
+         "not exact float32"),
         (lambda a, t, b: _set(t, "c0.weight", encoding=0), "is not a weight coder"),
         (lambda a, t, b: _set(t, "c0.weight", dtype=9), "must be uint8 or uint16"),
         (lambda a, t, b: _set(t, "bn.shift", dtype=1), "expected kind 'f'"),
