@@ -249,10 +249,10 @@ def _from_scaled(blob: memoryview, name: str, shape: list[int]) -> np.ndarray:
     for k in range(nb):
         q |= planes[k].astype(np.int64) << (8 * k)
     q -= (q >> (8 * nb - 1)) << (8 * nb)  # two's complement
-    v = np.ldexp(q.astype(np.float64), e)
     with np.errstate(over="ignore", under="ignore"):
-        out = v.astype(np.float32)
-    if not np.array_equal(out.astype(np.float64), v):
+        out = np.ldexp(q.astype(np.float64), e).astype(np.float32)
+        back = np.ldexp(out.astype(np.float64), -e)  # exact iff no overflow or rounding
+    if not (np.isfinite(out).all() and np.array_equal(back, q)):
         raise _bad(f"array {name!r}: scaled values q * 2^{e} are not exact float32 numbers")
     return out.reshape(shape)
 
