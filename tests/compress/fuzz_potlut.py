@@ -85,10 +85,10 @@ def table_of(entries: list[dict]) -> bytes:
 
 def body_of(arch: dict, entries: list[dict], blobs: dict[str, bytes], retile: bool,
             nan: bool = False) -> bytes:
-    """Section table + ARCH + ARRS + DATA (raw / derived arrays, then weight streams);
+    """Section table + ARCH + ARRS + DATA (raw / scaled / derived arrays, then weight streams);
     ``retile`` makes every entry's length that of its blob."""
-    coded = container.ENCODING_IDS["shuff"]
-    order = sorted(entries, key=lambda e: e["encoding"] >= coded)
+    coded = {container.ENCODING_IDS[c] for c in container.CODERS}
+    order = sorted(entries, key=lambda e: e["encoding"] in coded)
     data = b""
     for e in order:
         blob = blobs.get(e["name"], b"")

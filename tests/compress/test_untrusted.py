@@ -58,8 +58,10 @@ def test_the_base_file_is_accepted() -> None:
             np.testing.assert_array_equal(graph.arrays[k], v, err_msg=k)
         derived = [e.name for e in info.arrays if e.encoding == "derived"]
         assert derived == ["c1.weight.codebook", "c1.act.codebook"]  # c0's is stored
+        # integers times a power of two, one byte a value after the i16 exponent
         scaled = [(e.name, e.length) for e in info.arrays if e.encoding == "scaled"]
-        assert scaled == [("bn.scale", 2 + 3)]  # exponent -6, one byte a value
+        assert scaled == [("c0.weight.codebook", 2 + 8), ("bn.scale", 2 + 3),
+                          ("c1.act.state.a", 2 + 1)]
 
 
 @pytest.mark.parametrize("coder", ["shuff", "rans", "packed"])
@@ -85,6 +87,7 @@ def test_codes_beyond_the_dtype_do_not_wrap() -> None:
     """uint8 codes over a 300-entry codebook (codes up to 299) were silently wrapped."""
     arch, entries, blobs = fz.copy("packed")
     blobs["c0.weight.codebook"] = container.raw_bytes(np.linspace(0, 1, 300).astype(np.float32))
+    _set(entries, "c0.weight.codebook", encoding=container.ENCODING_IDS["raw"])
     arch["graph"]["nodes"][1]["attrs"]["weight"]["n_codes"] = 300
     from potlut.compress.sharing import pack_raw
     blobs["c0.weight"] = pack_raw(np.full(54, 299, np.uint16), np.zeros(54, bool), 300)
