@@ -66,6 +66,7 @@ def test_block_round_keeps_8_significant_bits_and_is_idempotent() -> None:
     assert np.array_equal(q, np.round(q)) and np.abs(q).max() <= 127
     assert np.abs(r.astype(np.float64) - v).max() <= step / 2
     assert np.array_equal(block_round(r, 8), r)
+    assert not np.signbit(block_round(np.array([-1e-9, 1.0], np.float32))).any()  # no -0.0
     assert np.array_equal(block_round(np.zeros(3, np.float32)), np.zeros(3, np.float32))
 
 

@@ -215,8 +215,8 @@ def scaled_bytes(a: np.ndarray) -> bytes | None:
     8-bit block floating point (``potlut.nn.export.block_round``) takes 1 byte a
     value instead of 4.
     """
-    if a.dtype != np.float32 or not np.isfinite(a).all():
-        return None
+    if a.dtype != np.float32 or not np.isfinite(a).all() or np.signbit(a[a == 0]).any():
+        return None  # (-0.0 would come back as +0.0)
     v = a.astype(np.float64).reshape(-1)
     nz = v[v != 0]
     if nz.size == 0:

@@ -191,7 +191,7 @@ def block_round(v: np.ndarray, bits: int = BN_BITS) -> np.ndarray:
     e = math.frexp(big)[1] - (bits - 1)  # big < 2^(e + bits - 1)
     lim = (1 << (bits - 1)) - 1
     q = np.clip(np.round(v.astype(np.float64) / 2.0**e), -lim, lim)
-    return np.ldexp(q, e).astype(np.float32)
+    return (np.ldexp(q, e) + 0.0).astype(np.float32)  # + 0.0: no negative zeros
 
 
 def snap_batchnorm(model: nn.Module, bits: int = BN_BITS) -> nn.Module:
