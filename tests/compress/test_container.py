@@ -186,7 +186,8 @@ def test_scaled_arrays_take_the_integers_they_need(values, exponent, width) -> N
     assert back.dtype == np.float32 and np.array_equal(back, a)
 
 
-@pytest.mark.parametrize("values", [[0.1], [np.inf], [np.nan], [2.0**24 + 2, 1.0], [1.0, -0.0]])
+@pytest.mark.parametrize("values", [[0.1], [np.inf], [np.nan], [2.0**24 + 2, 1.0], [1.0, -0.0],
+                                    [1e30, 1.0], [3e38, 2.0**-149]])
 def test_arrays_that_need_4_bytes_a_value_are_not_scaled(values) -> None:
     assert container.scaled_bytes(np.array(values, np.float32)) is None
 

@@ -225,7 +225,10 @@ def scaled_bytes(a: np.ndarray) -> bytes | None:
         m, x = np.frexp(nz)
         mi = (m * 2.0**24).astype(np.int64)
         e = int((x - 24 + _trailing_zeros(mi)).min())
-    q = np.ldexp(v, -e).astype(np.int64) if v.size else np.zeros(0, np.int64)
+    qf = np.ldexp(v, -e)  # exact integers in float64; compared before any cast
+    if float(np.abs(qf).max(initial=0.0)) >= 1 << 23:
+        return None
+    q = qf.astype(np.int64)
     big = int(np.abs(q).max(initial=0))
     nb = next((k for k in (1, 2, 3) if big < 1 << (8 * k - 1)), None)
     if nb is None or not -(1 << 15) <= e < 1 << 15:
