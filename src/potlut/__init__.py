@@ -49,7 +49,11 @@ def quantize(model: Any, config: Any = None, calibration: Any = None) -> Any:
 
 def export(qmodel: Any, path: str | Path, in_shape: tuple[int, ...],
            meta: dict[str, Any] | None = None, coder: str = "shuff") -> dict[str, Any]:
-    """Write a quantized model (input ``(C, H, W)``) as a .potlut file; return its sizes."""
+    """Write a quantized model (input ``(C, H, W)``) as a .potlut file; return its sizes.
+
+    Its BatchNorm layers are first folded in place to the file's 8-bit block floating point
+    (``potlut.nn.export.snap_batchnorm``), so ``qmodel`` then computes what the file holds.
+    """
     from potlut.nn.export import compress_model
 
     return compress_model(qmodel, in_shape, path, meta=meta, coder=coder)

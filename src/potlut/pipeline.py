@@ -26,6 +26,7 @@ from potlut import data as data_mod
 from potlut.errors import PotlutConfigError, PotlutError
 from potlut.metrics import evaluate, fixops, weight_bytes
 from potlut.nn import QuantSpec, convert, quantize
+from potlut.nn.export import snap_batchnorm
 from potlut.quant import schedule
 from potlut.reporting import md_table
 from potlut.schemes import Method, parse_method
@@ -114,7 +115,8 @@ def train_quantized(fp32: torch.nn.Module, bundle, method: Method, spec: QuantSp
                     tcfg: TrainConfig, out: Path, resume: bool, progress: bool,
                     meta: dict[str, Any] | None = None) -> tuple[torch.nn.Module, Any, str]:
     """Step 2: quantize a copy of ``fp32`` (calibrated on the bundle) and QAT it into
-    ``out/qat.ckpt``; returns the model (CPU), its history and a note (PROFIT's freezing)."""
+    ``out/qat.ckpt``; returns the model (CPU, BatchNorm folded to the file's precision, so
+    what is evaluated is what the file holds), its history and a note (PROFIT's freezing)."""
     qmodel = quantize(fp32, spec, calibration=bundle.calibration_batch())
     ckpt = out / "qat.ckpt"
     with ExitStack() as stack:
@@ -129,7 +131,7 @@ def train_quantized(fp32: torch.nn.Module, bundle, method: Method, spec: QuantSp
                    progress=progress, on_epoch_end=on_epoch_end, meta=meta)
     note = ("" if freezer is None else
             f"progressive freezing froze {len(freezer.frozen)} conv layers")
-    return qmodel.cpu(), hist, note
+    return snap_batchnorm(qmodel.cpu()), hist, note
 
 
 def fp32_reference(fp32: torch.nn.Module, bundle, cfg: RunConfig, out: Path, resume: bool,
@@ -289,14 +291,15 @@ def versions() -> dict[str, str]:
 
 
 def load_quantized(out: str | Path, cfg: RunConfig) -> torch.nn.Module:
-    """Rebuild the trained quantized model of a finished run folder."""
+    """Rebuild the trained quantized model of a finished run folder (BatchNorm folded to
+    the file's precision, as :func:`train_quantized` returns it)."""
     out = Path(out)
     bundle = data_mod.load(cfg.data)
     cfg = cfg.for_data(bundle.in_shape)
     fp32 = models.build(cfg.model, bundle.num_classes, bundle.in_channels)
     qmodel = convert(fp32, cfg.quant_spec())
     qmodel.load_state_dict(load_checkpoint(out / "qat.ckpt")["model"])
-    return qmodel.eval()
+    return snap_batchnorm(qmodel).eval()
 
 
 SUMMARY_ROWS = [

@@ -34,7 +34,7 @@ BIG = [0, 1, 2, 255, 256, 300, 65535, 65536, 1 << 20, 1 << 24, (1 << 24) + 1, 1 
 def base_graph() -> ModelGraph:
     """Two quantized 4-bit layers with a BN in between and a float bias: every array kind
     (a stored and a derived weight codebook, a derived activation codebook, a quantizer
-    state whose shape only the array table gives)."""
+    state whose shape only the array table gives, a raw and a ``scaled`` BN array)."""
     rng = np.random.default_rng(0)
     nodes = [Node("x", "input", [], {"shape": [2, 4, 4]})]
     arrays: dict[str, np.ndarray] = {}
@@ -62,6 +62,7 @@ def base_graph() -> ModelGraph:
         if i == 0:
             for k in ("scale", "shift"):
                 arrays[f"bn.{k}"] = rng.random(cout).astype(np.float32) + 0.5
+            arrays["bn.scale"] = np.round(arrays["bn.scale"] * 64) / 64  # stored ``scaled``
             nodes.append(Node("bn", "batchnorm2d", ["c0"], {
                 "module": "bn", "num_features": cout, "shape": [cout, 4, 4]}))
     nodes.append(Node("output", "output", [nodes[-1].name], {}))
@@ -84,10 +85,10 @@ def table_of(entries: list[dict]) -> bytes:
 
 def body_of(arch: dict, entries: list[dict], blobs: dict[str, bytes], retile: bool,
             nan: bool = False) -> bytes:
-    """Section table + ARCH + ARRS + DATA (raw / derived arrays, then weight streams);
+    """Section table + ARCH + ARRS + DATA (raw / scaled / derived arrays, then weight streams);
     ``retile`` makes every entry's length that of its blob."""
-    coded = container.ENCODING_IDS["shuff"]
-    order = sorted(entries, key=lambda e: e["encoding"] >= coded)
+    coded = {container.ENCODING_IDS[c] for c in container.CODERS}
+    order = sorted(entries, key=lambda e: e["encoding"] in coded)
     data = b""
     for e in order:
         blob = blobs.get(e["name"], b"")

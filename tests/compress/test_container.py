@@ -89,7 +89,7 @@ def _rewrite_header(data: bytes, **fields) -> bytes:
     ("change", "message"),
     [
         (lambda d: b"PK\x03\x04" + d[4:], "wrong magic"),
-        (lambda d: _rewrite_header(d, version=3), "version 3 is newer"),
+        (lambda d: _rewrite_header(d, version=4), "version 4 is newer"),
         (lambda d: _rewrite_header(d, version=1), "version 1 .* re-create the file"),
         (lambda d: _rewrite_header(d, body=1 << 40), "larger than the file can hold"),
         (lambda d: _rewrite_header(d, payload=10**9), "truncated"),
@@ -167,3 +167,53 @@ def test_interrupted_save_leaves_no_file(small, tmp_path, monkeypatch) -> None:
 def test_missing_file_is_a_format_error(tmp_path) -> None:
     with pytest.raises(PotlutFormatError, match="no such file"):
         load(tmp_path / "nope.potlut")
+
+
+@pytest.mark.parametrize(("values", "exponent", "width"), [
+    ([0.5, -0.75, 3.0, 0.0], -2, 1),       # q = 2, -3, 12, 0
+    ([0.0, 0.0], 0, 1),
+    ([300.0, -1.0], 0, 2),
+    ([1000.0, 2.0**-10], -10, 3),          # q = 1,024,000
+    ([2.0**-149], -149, 1),                # the smallest float32 (subnormal)
+    ([3.0 * 2.0**126], 126, 1),
+])
+def test_scaled_arrays_take_the_integers_they_need(values, exponent, width) -> None:
+    a = np.array(values, np.float32)
+    blob = container.scaled_bytes(a)
+    assert blob is not None and len(blob) == 2 + width * a.size
+    assert struct.unpack_from("<h", blob)[0] == exponent
+    back = container._from_scaled(memoryview(blob), "a", [a.size])
+    assert back.dtype == np.float32 and np.array_equal(back, a)
+
+
+@pytest.mark.parametrize("values", [[0.1], [np.inf], [np.nan], [2.0**24 + 2, 1.0], [1.0, -0.0],
+                                    [1e30, 1.0], [3e38, 2.0**-149]])
+def test_arrays_that_need_4_bytes_a_value_are_not_scaled(values) -> None:
+    assert container.scaled_bytes(np.array(values, np.float32)) is None
+
+
+def test_block_floating_point_batchnorm_is_stored_in_a_byte_a_value(small) -> None:
+    """A graph whose BatchNorm arrays are 8-bit block floating point stores them ``scaled``
+    (one byte a value plus the exponent); version 2 files, which had no such encoding, are
+    read, and a ``scaled`` entry in one is refused."""
+    from potlut.nn.export import block_round
+
+    g = tiny_graph()
+    for k in g.arrays:  # (calibrated clipping states are powers of two: scaled too)
+        if ".act.state." in k:
+            g.arrays[k] = g.arrays[k] + np.float32(0.1)
+    plain = encode(g)[0]
+    bn = sorted(k for k in g.arrays if k.endswith((".scale", ".shift")))
+    assert bn and {e.encoding for e in decode(plain)[1].arrays} <= {"raw", "derived", "shuff"}
+    snapped = tiny_graph()
+    for k in bn:
+        snapped.arrays[k] = block_round(snapped.arrays[k])
+    data, info = encode(snapped)
+    stored = {e.name: (e.encoding, e.length) for e in info.arrays}
+    assert [stored[k] for k in bn] == [("scaled", 2 + len(g.arrays[k])) for k in bn]
+    back, binfo = decode(data)
+    assert_same_graph(snapped, back)
+    assert binfo.version == 3 and len(data) < len(plain)
+    assert decode(_rewrite_header(plain, version=2))[1].version == 2
+    with pytest.raises(PotlutFormatError, match="unknown encoding 5"):
+        decode(_rewrite_header(data, version=2))

@@ -58,6 +58,10 @@ def test_the_base_file_is_accepted() -> None:
             np.testing.assert_array_equal(graph.arrays[k], v, err_msg=k)
         derived = [e.name for e in info.arrays if e.encoding == "derived"]
         assert derived == ["c1.weight.codebook", "c1.act.codebook"]  # c0's is stored
+        # integers times a power of two, one byte a value after the i16 exponent
+        scaled = [(e.name, e.length) for e in info.arrays if e.encoding == "scaled"]
+        assert scaled == [("c0.weight.codebook", 2 + 8), ("bn.scale", 2 + 3),
+                          ("c1.act.state.a", 2 + 1)]
 
 
 @pytest.mark.parametrize("coder", ["shuff", "rans", "packed"])
@@ -83,6 +87,7 @@ def test_codes_beyond_the_dtype_do_not_wrap() -> None:
     """uint8 codes over a 300-entry codebook (codes up to 299) were silently wrapped."""
     arch, entries, blobs = fz.copy("packed")
     blobs["c0.weight.codebook"] = container.raw_bytes(np.linspace(0, 1, 300).astype(np.float32))
+    _set(entries, "c0.weight.codebook", encoding=container.ENCODING_IDS["raw"])
     arch["graph"]["nodes"][1]["attrs"]["weight"]["n_codes"] = 300
     from potlut.compress.sharing import pack_raw
     blobs["c0.weight"] = pack_raw(np.full(54, 299, np.uint16), np.zeros(54, bool), 300)
@@ -103,7 +108,19 @@ def _set(entries: list[dict], name: str, **kw) -> None:
         (lambda a, t, b: t.pop(3), "does not hold the 10 arrays"),
         (lambda a, t, b: _set(t, "c0.weight.codebook", encoding=1), "cannot be derived"),
         (lambda a, t, b: _set(t, "bn.shift", encoding=1), "cannot be derived"),
-        (lambda a, t, b: _set(t, "bn.shift", encoding=2), "is not raw or derived"),
+        (lambda a, t, b: _set(t, "bn.shift", encoding=2), "is not raw, derived or scaled"),
+        (lambda a, t, b: _set(t, "bn.shift", encoding=5), "scaled bytes do not hold shape"),
+        (lambda a, t, b: _set(t, "bn.scale", encoding=0), "bytes do not hold shape"),
+        (lambda a, t, b: b.update({"bn.scale": b["bn.scale"] + b"\0"}),
+         "scaled bytes do not hold shape"),
+        (lambda a, t, b: b.update({"bn.scale": struct.pack("<h", 200) + b["bn.scale"][2:]}),
+         "not exact float32"),
+        (lambda a, t, b: b.update({"bn.scale": struct.pack("<h", -160) + b["bn.scale"][2:]}),
+         "not exact float32"),
+        (lambda a, t, b: b.update({"bn.scale": struct.pack("<h", 2000) + b["bn.scale"][2:]}),
+         "not exact float32"),
+        (lambda a, t, b: b.update({"bn.scale": struct.pack("<h", -2000) + b["bn.scale"][2:]}),
+         "not exact float32"),
         (lambda a, t, b: _set(t, "c0.weight", encoding=0), "is not a weight coder"),
         (lambda a, t, b: _set(t, "c0.weight", dtype=9), "must be uint8 or uint16"),
         (lambda a, t, b: _set(t, "bn.shift", dtype=1), "expected kind 'f'"),

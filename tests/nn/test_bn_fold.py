@@ -1,9 +1,11 @@
-"""BatchNorm is stored folded (format v2): ``x * scale + shift`` in float32, as PyTorch's CPU
-kernel computes it. The rebuilt float model is the trained one bit for bit; the integer
-engine reads the same two numbers per channel where it read four before."""
+"""BatchNorm is stored folded: ``x * scale + shift`` in float32, as PyTorch's CPU kernel
+computes it (format v2), and rounded to 8-bit block floating point by ``snap_batchnorm``
+(format v3 stores that in a byte a value). The rebuilt float model is the model bit for
+bit; the integer engine reads the same two numbers per channel where it read four before."""
 
 from __future__ import annotations
 
+import math
 import sys
 from pathlib import Path
 
@@ -13,7 +15,13 @@ import torch
 from potlut.compress import decode, encode
 from potlut.infer import program
 from potlut.infer.engine import IntEngine
-from potlut.nn.export import export_graph, to_torch
+from potlut.nn.export import (
+    block_round,
+    export_graph,
+    fold_batchnorm,
+    snap_batchnorm,
+    to_torch,
+)
 
 sys.path.insert(0, str(Path(__file__).parents[1] / "infer"))
 from helpers import random_qmodel  # noqa: E402
@@ -47,3 +55,38 @@ def test_folded_resnet20_is_the_trained_model_bit_for_bit(monkeypatch) -> None:
     monkeypatch.setattr(program, "_bn_affine", unfolded_affine(q))
     old = IntEngine(program.lower(graph)).run(x.numpy())
     np.testing.assert_array_equal(new, old)
+
+
+def test_block_round_keeps_8_significant_bits_and_is_idempotent() -> None:
+    rng = np.random.default_rng(0)
+    v = (rng.standard_normal(64) * 0.07).astype(np.float32)
+    r = block_round(v, 8)
+    step = 2.0 ** (math.frexp(float(np.abs(v).max()))[1] - 7)  # largest |v| < 128 steps
+    q = r.astype(np.float64) / step
+    assert np.array_equal(q, np.round(q)) and np.abs(q).max() <= 127
+    assert np.abs(r.astype(np.float64) - v).max() <= step / 2
+    assert np.array_equal(block_round(r, 8), r)
+    assert not np.signbit(block_round(np.array([-1e-9, 1.0], np.float32))).any()  # no -0.0
+    assert np.array_equal(block_round(np.zeros(3, np.float32)), np.zeros(3, np.float32))
+
+
+def test_snapped_model_is_what_the_file_stores() -> None:
+    """``snap_batchnorm`` folds every BatchNorm in place to 8-bit block floating point: the
+    model's outputs are then those of the rebuilt file bit for bit, and the file stores
+    the 2 x 19 ResNet20 arrays ``scaled``, one byte a channel each."""
+    q = random_qmodel("resnet20", (3, 32, 32), 4)
+    folded = {n: fold_batchnorm(m) for n, m in q.named_modules()
+              if isinstance(m, torch.nn.BatchNorm2d)}
+    snap_batchnorm(q)
+    snap_batchnorm(q)  # idempotent
+    data, info = encode(export_graph(q, (3, 32, 32)))
+    graph, _ = decode(data)
+    for name, (scale, shift) in folded.items():
+        assert np.array_equal(graph.arrays[f"{name}.scale"], block_round(scale))
+        assert np.array_equal(graph.arrays[f"{name}.shift"], block_round(shift))
+    sizes = [(e.encoding, e.length) for e in info.arrays if e.name.endswith((".scale", ".shift"))]
+    assert len(sizes) == 38 and all(enc == "scaled" for enc, _ in sizes)
+    assert sum(n for _, n in sizes) == 2 * (16 + 6 * 16 + 6 * 32 + 6 * 64) + 38 * 2
+    x = torch.randn(16, 3, 32, 32, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        assert torch.equal(to_torch(graph)(x), q(x))

@@ -16,7 +16,7 @@ from potlut.evaluation import int_logits
 from potlut.infer.engine import IntEngine
 from potlut.metrics.accuracy import evaluate
 from potlut.nn import QuantSpec, calibrate, convert
-from potlut.nn.export import compress_model
+from potlut.nn.export import compress_model, snap_batchnorm
 from potlut.train import TrainConfig, fit
 
 SAMPLE = Path("shared/data/cifar10-sample")
@@ -57,7 +57,7 @@ def _qat(cifar, fp32_model, signed: bool, dist_loss: str = "learnable"):
     calibrate(qmodel, cifar.calibration_batch())
     fit(qmodel, cifar, TrainConfig(epochs=4, seed=0, dist_loss=dist_loss), stage="qat",
         progress=False)
-    return qmodel.eval()
+    return snap_batchnorm(qmodel).eval()  # the BatchNorm the file stores, as the pipeline
 
 
 def _agreement(cifar, qmodel, tmp_path) -> tuple[int, float]:

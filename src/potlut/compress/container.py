@@ -7,7 +7,8 @@ Layout (all integers little-endian; full description in docs/format.md)::
     payload:           raw LZMA2 stream of the body
     body:              u32 section count, (tag, u64 length) per section, sections:
                        ARCH = UTF-8 JSON (the graph), ARRS = binary array table in the
-                       order the graph fixes, DATA = array payloads
+                       order the graph fixes, DATA = array payloads (raw, derived from
+                       attributes, scaled integers, or a weight stream)
 
 One integrity layer: the header CRC and the payload's SHA-256 cover every byte, so the
 body carries no checksums of its own. Reading checks everything before trusting it:
@@ -42,7 +43,8 @@ from potlut.errors import PotlutFormatError
 from potlut.fileio import atomic_write_bytes
 
 MAGIC = b"\x89POTLUT\n"
-VERSION = 2
+VERSION = 3
+READS = (2, 3)  # version 2 is version 3 without the ``scaled`` encoding
 HEADER = struct.Struct("<8sHHIQQII32sII")  # see docs/format.md §2
 HEADER_SIZE = HEADER.size  # 80
 CODEC_LZMA2 = 1
@@ -106,8 +108,8 @@ def register_coder(name: str, coder: WeightCoder) -> None:
 
 # ------------------------------------------------------------ writing
 
-RAW, DERIVED = "raw", "derived"
-ENCODING_IDS = {RAW: 0, DERIVED: 1, "shuff": 2, "rans": 3, "packed": 4}
+RAW, DERIVED, SCALED = "raw", "derived", "scaled"
+ENCODING_IDS = {RAW: 0, DERIVED: 1, "shuff": 2, "rans": 3, "packed": 4, SCALED: 5}
 DTYPE_IDS = {name: i for i, name in enumerate(DTYPES)}
 ENTRY = struct.Struct("<BBI")  # encoding id, dtype id, length in DATA
 
@@ -202,6 +204,62 @@ def raw_bytes(a: np.ndarray) -> bytes:
     return np.frombuffer(flat.tobytes(), np.uint8).reshape(-1, dt.itemsize).T.tobytes()
 
 
+SCALED_HEAD = struct.Struct("<h")  # the exponent e of a ``scaled`` array
+
+
+def scaled_bytes(a: np.ndarray) -> bytes | None:
+    """A float32 array as ``q * 2^e`` with integers of 1 to 3 bytes (docs/format.md §2), or
+    None where that is not exact or not shorter than raw float32.
+
+    ``e`` is the largest exponent that holds every value exactly; BatchNorm folded to
+    8-bit block floating point (``potlut.nn.export.block_round``) takes 1 byte a
+    value instead of 4.
+    """
+    if a.dtype != np.float32 or not np.isfinite(a).all() or np.signbit(a[a == 0]).any():
+        return None  # (-0.0 would come back as +0.0)
+    v = a.astype(np.float64).reshape(-1)
+    nz = v[v != 0]
+    if nz.size == 0:
+        e = 0
+    else:  # exponent of each value's lowest set bit: m * 2^(x - 24) with a 24-bit m
+        m, x = np.frexp(nz)
+        mi = (m * 2.0**24).astype(np.int64)
+        e = int((x - 24 + _trailing_zeros(mi)).min())
+    qf = np.ldexp(v, -e)  # exact integers in float64; compared before any cast
+    if float(np.abs(qf).max(initial=0.0)) >= 1 << 23:
+        return None
+    q = qf.astype(np.int64)
+    big = int(np.abs(q).max(initial=0))
+    nb = next((k for k in (1, 2, 3) if big < 1 << (8 * k - 1)), None)
+    if nb is None or not -(1 << 15) <= e < 1 << 15:
+        return None
+    planes = q.astype("<i4").view(np.uint8).reshape(-1, 4)[:, :nb].T
+    return SCALED_HEAD.pack(e) + planes.tobytes()
+
+
+def _trailing_zeros(x: np.ndarray) -> np.ndarray:
+    low = x & -x  # lowest set bit (x > 0)
+    return np.frexp(low.astype(np.float64))[1] - 1
+
+
+def _from_scaled(blob: memoryview, name: str, shape: list[int]) -> np.ndarray:
+    """Inverse of :func:`scaled_bytes`; the value width follows from the checked length."""
+    (e,) = SCALED_HEAD.unpack_from(blob)
+    count = math.prod(shape)
+    nb = (len(blob) - SCALED_HEAD.size) // count if count else 1
+    planes = np.frombuffer(blob[SCALED_HEAD.size:], np.uint8).reshape(nb, count)
+    q = np.zeros(count, np.int64)
+    for k in range(nb):
+        q |= planes[k].astype(np.int64) << (8 * k)
+    q -= (q >> (8 * nb - 1)) << (8 * nb)  # two's complement
+    with np.errstate(over="ignore", under="ignore"):
+        out = np.ldexp(q.astype(np.float64), e).astype(np.float32)
+        back = np.ldexp(out.astype(np.float64), -e)  # exact iff no overflow or rounding
+    if not (np.isfinite(out).all() and np.array_equal(back, q)):
+        raise _bad(f"array {name!r}: scaled values q * 2^{e} are not exact float32 numbers")
+    return out.reshape(shape)
+
+
 def _from_raw(blob: memoryview, dt: np.dtype, shape: list[int]) -> np.ndarray:
     """Inverse of :func:`raw_bytes` (the length is checked against the shape before)."""
     planes = np.frombuffer(blob, np.uint8).reshape(dt.itemsize, -1)
@@ -254,8 +312,14 @@ def build_body(graph: ModelGraph, coder: str = "shuff", skip_weights: bool = Fal
             a = graph.arrays[s.name]
             derived = (s.codebook is not None and a.dtype == np.float32
                        and np.array_equal(a, s.codebook))
-            blob = b"" if derived else raw_bytes(a)
-            enc, dtype, shape, cb = DERIVED if derived else RAW, _dtype_name(a), list(a.shape), None
+            scaled = None if derived else scaled_bytes(a)
+            if derived:
+                enc, blob = DERIVED, b""
+            elif scaled is not None and len(scaled) < a.nbytes:
+                enc, blob = SCALED, scaled
+            else:
+                enc, blob = RAW, raw_bytes(a)
+            dtype, shape, cb = _dtype_name(a), list(a.shape), None
             raw_parts.append(blob)
         row = ENTRY.pack(ENCODING_IDS[enc], DTYPE_IDS[dtype], len(blob))
         if s.spec.shape is None:
@@ -314,8 +378,8 @@ def _bad(msg: str) -> PotlutFormatError:
     return PotlutFormatError(msg)
 
 
-def _parse_header(data: bytes) -> tuple[int, int, int]:
-    """Check the header; return ``(body size, payload size, dictionary size)``."""
+def _parse_header(data: bytes) -> tuple[int, int, int, int]:
+    """Check the header; return ``(body size, payload size, dictionary size, version)``."""
     n = len(data)
     if n == 0:
         raise _bad("empty file (not a .potlut model)")
@@ -328,9 +392,10 @@ def _parse_header(data: bytes) -> tuple[int, int, int]:
     if version == 1:
         raise _bad("format version 1 (before the compact array table) is no longer read: "
                    "re-create the file from its run with `potlut compress RUN`")
-    if version != VERSION:
+    if version not in READS:
         newer = "newer than" if version > VERSION else "unknown to"
-        raise _bad(f"format version {version} is {newer} this reader (reads version {VERSION})")
+        raise _bad(f"format version {version} is {newer} this reader (reads versions "
+                   f"{', '.join(map(str, READS))})")
     if zlib.crc32(data[: HEADER_SIZE - 4]) != crc:
         raise _bad("header checksum mismatch: the file is corrupted")
     if hsize != HEADER_SIZE or flags != 0 or codec != CODEC_LZMA2 or _reserved != 0:
@@ -348,7 +413,7 @@ def _parse_header(data: bytes) -> tuple[int, int, int]:
         raise _bad(f"LZMA2 dictionary size {dict_size} exceeds what a {body_size}-byte body uses")
     if hashlib.sha256(data[HEADER_SIZE:]).digest() != digest:
         raise _bad("payload checksum (SHA-256) mismatch: the file is corrupted")
-    return body_size, payload_size, dict_size
+    return body_size, payload_size, dict_size, version
 
 
 def _decompress(payload: bytes, body_size: int, dict_size: int) -> bytes:
@@ -426,7 +491,8 @@ def _parse_arch(raw: bytes) -> dict[str, Any]:
     return arch
 
 
-def _read_table(arrs: bytes, table: list[Slot], data_len: int) -> list[ArrayEntry]:
+def _read_table(arrs: bytes, table: list[Slot], data_len: int,
+                version: int = VERSION) -> list[ArrayEntry]:
     """The binary array table against the graph's slots, before any array is decoded.
 
     One entry per slot, in order; an encoding the slot allows (a weight coder for a coded
@@ -445,7 +511,7 @@ def _read_table(arrs: bytes, table: list[Slot], data_len: int) -> list[ArrayEntr
         enc_id, dt_id, length = ENTRY.unpack_from(arrs, pos)
         pos += ENTRY.size
         enc, dtype = names.get(enc_id), dtypes[dt_id] if dt_id < len(dtypes) else None
-        if enc is None or dtype is None:
+        if enc is None or dtype is None or (enc == SCALED and version < 3):
             raise _bad(f"array {s.name!r}: unknown encoding {enc_id} or dtype {dt_id}")
         shape = s.spec.shape
         if shape is None:
@@ -464,8 +530,8 @@ def _read_table(arrs: bytes, table: list[Slot], data_len: int) -> list[ArrayEntr
                 raise _bad(f"array {s.name!r}: weight codes must be uint8 or uint16")
             total += count
         else:
-            if enc not in (RAW, DERIVED):
-                raise _bad(f"array {s.name!r}: encoding {enc!r} is not raw or derived")
+            if enc not in (RAW, DERIVED, SCALED):
+                raise _bad(f"array {s.name!r}: encoding {enc!r} is not raw, derived or scaled")
             if DTYPES[dtype].kind not in s.spec.kinds:
                 raise _bad(f"array {s.name!r} has dtype {dtype}, expected kind "
                            f"{s.spec.kinds!r}")
@@ -475,6 +541,11 @@ def _read_table(arrs: bytes, table: list[Slot], data_len: int) -> list[ArrayEntr
             if enc == RAW and count * DTYPES[dtype].itemsize != length:
                 raise _bad(f"array {s.name!r}: {length} bytes do not hold shape "
                            f"{list(shape)} of {dtype}")
+            if enc == SCALED and (dtype != "float32" or not (
+                    length == SCALED_HEAD.size if count == 0 else
+                    length - SCALED_HEAD.size in (count, 2 * count, 3 * count))):
+                raise _bad(f"array {s.name!r}: {length} scaled bytes do not hold shape "
+                           f"{list(shape)} of float32")
         entries.append(ArrayEntry(s.name, enc, dtype, [int(d) for d in shape], 0, length,
                                   f"{s.name}.codebook" if s.coded else None))
     if pos != len(arrs):
@@ -496,6 +567,8 @@ def _decode_arrays(entries: list[ArrayEntry], table: list[Slot],
     for e, s in zip(entries, table, strict=True):  # first the arrays coded weights need
         if e.encoding == DERIVED:
             arrays[e.name] = np.array(s.codebook, np.float32)
+        if e.encoding == SCALED:
+            arrays[e.name] = _from_scaled(view[e.offset : e.offset + e.length], e.name, e.shape)
         if e.encoding != RAW:
             continue
         blob = view[e.offset : e.offset + e.length]
@@ -555,16 +628,16 @@ def _checked(fn: Callable[[], Any]) -> Any:
 
 def decode(data: bytes) -> tuple[ModelGraph, FileInfo]:
     """Parse a complete file; :class:`PotlutFormatError` on any defect."""
-    body_size, payload_size, dict_size = _parse_header(data)
+    body_size, payload_size, dict_size, version = _parse_header(data)
     body = _decompress(data[HEADER_SIZE:], body_size, dict_size)
     sections = _split_sections(body)
     graph = _graph_from_arch(_parse_arch(sections[b"ARCH"]))
     table = _checked(lambda: slots(graph, required_arrays(graph)))
-    entries = _read_table(sections[b"ARRS"], table, len(sections[b"DATA"]))
+    entries = _read_table(sections[b"ARRS"], table, len(sections[b"DATA"]), version)
     graph.arrays = _decode_arrays(entries, table, sections[b"DATA"])
     _checked(graph.validate)
     coders = {e.encoding for e in entries if e.encoding in CODERS}
-    info = FileInfo(VERSION, len(data), payload_size, body_size, len(sections[b"ARCH"]),
+    info = FileInfo(version, len(data), payload_size, body_size, len(sections[b"ARCH"]),
                     dict_size, ",".join(sorted(coders)) or "none", entries, sections[b"DATA"],
                     len(sections[b"ARRS"]))
     return graph, info

@@ -12,6 +12,7 @@ scheme with its stored state, every other op is the same PyTorch call.
 
 from __future__ import annotations
 
+import math
 import operator
 from pathlib import Path
 from typing import Any
@@ -171,6 +172,49 @@ def fold_batchnorm(m: nn.BatchNorm2d) -> tuple[np.ndarray, np.ndarray]:
     scale = torch.rsqrt(m.running_var.detach().float().cpu() + m.eps) * w
     shift = b.double() - m.running_mean.detach().double().cpu() * scale.double()
     return scale.numpy(), shift.float().numpy()
+
+
+BN_BITS = 8  # significant bits (sign included) of a stored BatchNorm scale / shift array
+
+
+def block_round(v: np.ndarray, bits: int = BN_BITS) -> np.ndarray:
+    """``v`` (float32) rounded to block floating point: integers ``|q| < 2^(bits-1)`` times
+    one power of two ``2^e`` for the whole array, the smallest ``e`` the largest value fits.
+
+    Idempotent (a rounded array rounds to itself), and ``q * 2^e`` is what the file's
+    ``scaled`` encoding stores in one byte a value (``bits <= 8``).
+    """
+    v = np.asarray(v, dtype=np.float32)
+    big = float(np.abs(v).max(initial=0.0))
+    if big == 0.0:
+        return v.copy()
+    e = math.frexp(big)[1] - (bits - 1)  # big < 2^(e + bits - 1)
+    lim = (1 << (bits - 1)) - 1
+    q = np.clip(np.round(v.astype(np.float64) / 2.0**e), -lim, lim)
+    return (np.ldexp(q, e) + 0.0).astype(np.float32)  # + 0.0: no negative zeros
+
+
+def snap_batchnorm(model: nn.Module, bits: int = BN_BITS) -> nn.Module:
+    """Fold every BatchNorm of ``model`` in place to the affine the file stores.
+
+    Each layer becomes ``y = x * scale + shift`` (mean 0, variance 1, eps 0) with ``scale``
+    and ``shift`` :func:`block_round`-ed from :func:`fold_batchnorm`, so the model, the
+    file, ``to_torch`` and the integer engine compute with the same numbers. Idempotent; for
+    a trained model only (it replaces the running statistics); returns ``model``.
+    """
+    for m in model.modules():
+        if isinstance(m, nn.BatchNorm2d) and m.running_mean is not None:
+            scale, shift = (torch.from_numpy(block_round(a, bits)) for a in fold_batchnorm(m))
+            with torch.no_grad():
+                if m.weight is None:
+                    m.weight, m.bias = nn.Parameter(scale), nn.Parameter(shift)
+                else:
+                    m.weight.copy_(scale)
+                    m.bias.copy_(shift)
+                m.running_mean.zero_()
+                m.running_var.fill_(1.0)
+            m.eps = 0.0
+    return model
 
 
 def _module_node(m: nn.Module, name: str, arrays: dict[str, np.ndarray]) -> tuple[str, dict]:
@@ -347,9 +391,10 @@ def compress_model(
     Keys: ``file_bytes``, ``entropy_bound_bytes``, ``compression_rate`` (FP32 bytes /
     file bytes), ``fp32_bytes``, ``raw_bytes``, ``stage1_bytes``, ``overhead_bytes``
     (header, architecture, BatchNorm, bias, codebooks: the file without weight streams),
-    ``header_bytes``, ``coder`` and ``path``.
+    ``header_bytes``, ``coder`` and ``path``. BatchNorm is first folded in place to the
+    file's precision (:func:`snap_batchnorm`), so ``qmodel`` computes what the file holds.
     """
-    graph = export_graph(qmodel, in_shape, meta)
+    graph = export_graph(snap_batchnorm(qmodel), in_shape, meta)
     info = save(graph, path, coder)
     stats = file_stats(graph, info)
     t = stats["total"]
