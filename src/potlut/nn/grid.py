@@ -54,7 +54,7 @@ class GridBatchNorm2d(nn.BatchNorm2d):
 def _act_codebooks(model: nn.Module) -> list[np.ndarray] | None:
     """Every quantized layer's input codebook as the file stores it (float32), or None when
     the engine cannot run the model exactly (a float layer, a non-grid BatchNorm, a scheme
-    it rounds or refuses, a switchable width)."""
+    it rounds or refuses). A switchable model is judged at its active width."""
     for m in model.modules():
         if isinstance(m, (nn.Conv2d, nn.Linear)) and not isinstance(m, QUANT_LAYERS):
             return None
@@ -62,7 +62,7 @@ def _act_codebooks(model: nn.Module) -> list[np.ndarray] | None:
             return None
     for q in quantizers(model):
         facts = schemes.lookup(q.scheme)
-        if hasattr(q, "branches") or facts is None or facts.engine not in ENGINE_EXACT:
+        if facts is None or facts.engine not in ENGINE_EXACT:
             return None
     cbs = []
     for m in model.modules():
