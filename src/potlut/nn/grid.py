@@ -22,6 +22,7 @@ import torch
 from torch import nn
 
 from potlut import schemes
+from potlut.infer.plut import accumulator_shift, fixed_codebook
 from potlut.infer.program import frac_bits_for
 from potlut.nn.layers import QUANT_LAYERS, quantizers
 
@@ -49,6 +50,39 @@ class GridBatchNorm2d(nn.BatchNorm2d):
         scale, shift = (torch.from_numpy(v).to(x.device, torch.float64).view(1, -1, 1, 1)
                         for v in fold_batchnorm(self))
         return floor_grid(x.double() * scale + shift, self.frac_bits)
+
+
+@torch.no_grad()
+def table_rounding(layer: nn.Module, xq: torch.Tensor, w: torch.Tensor, op) -> torch.Tensor | None:
+    """What the layer's P-LUT adds to ``op(xq, w)`` by rounding its products, or None.
+
+    Where full products could overflow the int32 accumulator (5-bit IOS-PoT), every table
+    entry is ``round_half_up(product / 2^shift)`` (:func:`potlut.infer.plut.build_plut`);
+    the same shift from the same codes, applied here per activation level ``L``:
+    ``op(xq * [|xq| == L], sign(w) * (R(|w| L) - |w| L) / L)`` for the levels it changes.
+    """
+    aq, wq = layer.act_quant, layer.weight_quant
+    facts = schemes.lookup(aq.scheme)
+    if wq is None or facts is None or facts.engine != schemes.EXACT:
+        return None
+    ex = wq.export(layer.normalized_weight())
+    wcb = fixed_codebook(np.asarray(ex.codebook, np.float64).astype(np.float32), ex.scheme, "w")
+    acb = fixed_codebook(np.asarray(aq.export(torch.zeros(1)).codebook, np.float64)
+                         .astype(np.float32), aq.scheme, "a")
+    codes = np.asarray(ex.codes).reshape(w.shape[0], -1)
+    shift = accumulator_shift(wcb.values, int(acb.values.max(initial=0)), codes)
+    if shift == 0:
+        return None
+    unit = 2.0 ** (wcb.unit_exp + acb.unit_exp + shift)
+    aw, out = w.abs(), None
+    for v in acb.values[acb.values > 0]:
+        level = float(v) * 2.0**acb.unit_exp
+        prod = aw * level
+        delta = torch.floor(prod / unit + 0.5) * unit - prod
+        if bool(delta.any()):
+            part = op(torch.where(xq.abs() == level, xq, 0.0), torch.sign(w) * delta / level)
+            out = part if out is None else out + part
+    return out
 
 
 def _act_codebooks(model: nn.Module) -> list[np.ndarray] | None:
