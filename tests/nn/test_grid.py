@@ -58,3 +58,36 @@ def test_engine_gives_the_fake_quantized_logits(cifar, resnet8, bits, signed,  #
     assert np.array_equal(units, np.floor(units))
     np.testing.assert_array_equal(logits.astype(np.int64), units.astype(np.int64))
     assert np.abs(logits).max() > 2**engine.program.frac_bits // 4  # not all near zero
+
+
+def test_five_bit_layer_rounds_its_products_as_the_table_does() -> None:
+    """A 5-bit layer's table rounds products below 2^shift units (its accumulator would
+    overflow int32 otherwise); activations at the smallest levels hit exactly those. The
+    grid eval forward of the layer equals the reference accumulator on such codes, and
+    differs from the unrounded sum (so the check sees the rounding)."""
+    from potlut.infer import lower
+    from potlut.infer.reference import accumulate, decode_values
+    from potlut.nn.export import export_graph
+
+    torch.manual_seed(0)
+    q = convert(ResNetCifar(depth=8), QuantSpec(bits=5, act_signed=True))
+    calibrate(q, torch.randn(16, 3, 32, 32))
+    q.eval()
+    prog = lower(export_graph(q, (3, 32, 32)))
+    st = prog.layers()[1]
+    assert st.plut is not None and st.plut.shift > 0
+    layer = q.get_submodule(st.module)
+    with torch.no_grad():
+        q(torch.zeros(1, 3, 32, 32))  # puts the model on its grid (F)
+    rng = np.random.default_rng(0)
+    codes = rng.integers(0, 4, size=(2, *st.in_shape))  # the four smallest magnitudes
+    codes = codes + rng.integers(0, 2, size=codes.shape) * 2**st.act.kbits  # signs
+    acc = accumulate(st, codes)  # [N, O, L] in units of 2^acc_exp
+    x = torch.from_numpy(decode_values(codes, st.act) * 2.0**st.act.unit_exp)
+    with torch.no_grad():
+        out = layer(x).numpy().reshape(acc.shape)
+    np.testing.assert_array_equal(out * 2.0**-st.acc_exp, acc)
+    w = layer.quantized_weight().double()
+    with torch.no_grad():
+        plain = layer._conv_forward(x, w, None).numpy().reshape(acc.shape)
+    assert not np.array_equal(plain * 2.0**-st.acc_exp, acc)
