@@ -421,6 +421,9 @@ def _layer(graph: ModelGraph, node: Node, weight: torch.Tensor) -> nn.Module:
         m.weight.copy_(weight)
         if a["bias"]:
             m.bias.copy_(torch.from_numpy(graph.arrays[f"{mod}.bias"]))
+    if a["weight"]["quantized"]:  # the grid eval forward rounds products as the table does
+        m.stored_codes = (graph.arrays[f"{mod}.weight.codebook"],
+                          graph.arrays[f"{mod}.weight.codes"], a["weight"]["scheme"])
     return m
 
 

@@ -63,13 +63,19 @@ def table_rounding(layer: nn.Module, xq: torch.Tensor, w: torch.Tensor, op) -> t
     """
     aq, wq = layer.act_quant, layer.weight_quant
     facts = schemes.lookup(aq.scheme)
-    if wq is None or facts is None or facts.engine != schemes.EXACT:
+    if facts is None or facts.engine != schemes.EXACT:
         return None
-    ex = wq.export(layer.normalized_weight())
-    wcb = fixed_codebook(np.asarray(ex.codebook, np.float64).astype(np.float32), ex.scheme, "w")
+    if wq is not None:
+        ex = wq.export(layer.normalized_weight())
+        stored = (np.asarray(ex.codebook, np.float64).astype(np.float32), ex.codes, ex.scheme)
+    else:  # rebuilt from a file (potlut.nn.export.to_torch): the file's codes
+        stored = getattr(layer, "stored_codes", None)
+        if stored is None:
+            return None
+    wcb = fixed_codebook(stored[0], stored[2], "weight")
     acb = fixed_codebook(np.asarray(aq.export(torch.zeros(1)).codebook, np.float64)
-                         .astype(np.float32), aq.scheme, "a")
-    codes = np.asarray(ex.codes).reshape(w.shape[0], -1)
+                         .astype(np.float32), aq.scheme, "activation")
+    codes = np.asarray(stored[1]).reshape(w.shape[0], -1)
     shift = accumulator_shift(wcb.values, int(acb.values.max(initial=0)), codes)
     if shift == 0:
         return None
