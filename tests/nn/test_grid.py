@@ -1,7 +1,7 @@
 """The fake-quantized model's eval forward computes the integer engine's numbers (nn/grid.py).
 
 On the real CIFAR-10 sample (../shared/data), a briefly trained ResNet-8 (residual adds,
-option-A shortcuts, global pooling: the fixed-point stream that once put 1 to 8 of 761
+option-A shortcuts, global pooling: the fixed-point stream that once put up to 8 of 761
 images in another class) in every mode the engine runs, signed activations at 2..5 bits and
 unsigned at 2..4 (5-bit unsigned levels span 2^30: refused), gives the engine's logits
 exactly: the same integers in units of 2^-F on every validation image. Short schedule
