@@ -2,11 +2,11 @@
 the engine's numbers, so both give the same class on every image.
 
 The engine holds BatchNorm outputs, the residual stream and the logits as integers in units
-of ``2^-F`` (:mod:`potlut.infer.program`), each the floor of its exact real value. A
-float32 forward instead rounds at 2^-24 relative: sums of 4-bit unsigned (or 5-bit) codes
-need up to 38 bits, and a BatchNorm output rounds, so a value near an activation threshold
-lands on either side (trained ResNet20s on the CIFAR sample: up to 8 of 761 images
-changed class).
+of ``2^-F`` (:mod:`potlut.infer.program`), now each the floor of its exact real value. It
+used to round them to nearest, and the float32 forward rounds at 2^-24 relative (sums of
+4-bit unsigned or 5-bit codes need up to 38 bits): values near an activation threshold
+landed on different sides and trained ResNet20s on the CIFAR sample changed class on up
+to 8 of 761 images (float32 and float64 copies of the model agreed on every code there).
 Two ways out: make the engine exact (int64 streams in every backend and the generated C),
 or make the eval forward compute what the engine computes. The second is exact and cheap:
 in eval mode a quantized layer convolves in float64, which sums its power-of-two products
