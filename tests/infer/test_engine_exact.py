@@ -70,4 +70,4 @@ def test_reference_matches_fake_quantized_model_codes() -> None:
         want = quantize_float(seen[st.module.replace(".", "__")], st.act)
         np.testing.assert_array_equal(env[st.src], want, err_msg=st.name)
     logits = env[prog.outputs[0]].astype(np.float64) * prog.scale
-    np.testing.assert_allclose(logits, out.double().numpy(), rtol=1e-5, atol=1e-4)
+    np.testing.assert_array_equal(logits, out.numpy())  # the grid eval forward: zero units

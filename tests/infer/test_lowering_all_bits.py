@@ -1,7 +1,7 @@
 """The lowering (integer codebooks, multipliers, shifts, thresholds) against the float
 fake-quantized model, for every bit-width 2..8 of every scheme the engine runs exactly:
-each layer's input codes are the float quantizer's codes, the logits are within half a
-fixed-point step (plus float32 rounding of the float model), and the argmax is equal."""
+each layer's input codes are the float quantizer's codes, the logits are the float model's
+(on the engine's grid, nn/grid.py; PACT's real step within one unit), the argmax is equal."""
 
 from __future__ import annotations
 
@@ -55,7 +55,8 @@ def test_lowering_matches_the_float_model(scheme, bits) -> None:
         want = quantize_float(seen[st.module.replace(".", "__")], st.act)
         assert int((env[st.src] != want).sum()) == 0, st.name
     logits = env[prog.outputs[0]].astype(np.float64) * prog.scale
-    # half a step of the output rounding, plus 4 float32 ulps of the float model's logit
-    tol = prog.scale / 2 + 4 * np.spacing(np.abs(fq).astype(np.float32)).astype(np.float64)
-    assert (np.abs(logits - fq) <= tol).all(), np.abs(logits - fq).max() / prog.scale
+    if scheme == "pact":  # a real step: the multiplier and float32 levels round (1 unit)
+        assert (np.abs(logits - fq) <= prog.scale).all(), np.abs(logits - fq).max() / prog.scale
+    else:  # the eval forward computes the engine's numbers (nn/grid.py): zero units apart
+        np.testing.assert_array_equal(logits, fq)
     assert np.array_equal(logits.argmax(1), fq.argmax(1))

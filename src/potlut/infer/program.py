@@ -16,7 +16,7 @@ Numbers in the program (docs in README "Integer inference"):
 - A layer's accumulator is int32 in units of ``2^acc_exp``: P-LUT reads (IOS-PoT) or
   int8 x int8 products (8-bit fixed point first/last layers).
 - Requantization (BatchNorm, bias, accumulator scale folded per channel, Jacob et al.
-  2018): ``Y = sat(floor((acc * M + B) / 2^r))`` with an integer multiplier ``M`` (23
+  2018): ``Y = sat(floor((acc * M + B) / 2^r))`` with an integer multiplier ``M`` (24
   significant bits) — or ``M = 2^k`` / ``M = 1``, a shift alone, where every scale is a
   power of two (layers without BatchNorm).
 - Projection of a fixed tensor onto a quantizer's codes: ``code = #{j : theta_j <= |Y|}``
@@ -25,10 +25,11 @@ Numbers in the program (docs in README "Integer inference"):
   sign when the quantizer is signed, else become 0.
 - A layer whose output only feeds the next layer's codes (no residual, no other reader)
   projects its accumulator directly, by per-channel integer thresholds on ``acc`` computed
-  exactly (rationals) from the real affine ``y = m * acc + b`` and the real midpoints
-  (:class:`AccThresholds`): no rounding between the accumulator and the codes, so these
-  codes are the float model's whenever its ``y`` is right to within float rounding (the
-  2^-F fixed point put values up to half a unit below a midpoint on it, a larger code).
+  exactly (rationals) from the real affine ``y = m * acc + b`` (:class:`AccThresholds`):
+  the codes of ``floor(y)`` without writing it.
+- Every fixed value is the floor of its exact real value (``M`` holds a float32 scale
+  exactly); the fake-quantized model's eval forward computes the same numbers
+  (:mod:`potlut.nn.grid`), so both decide every code alike.
 - The float input image is quantized once, by the first layer's input quantizer,
   exactly as the fake-quantized model does; everything after is integer.
 """
@@ -54,7 +55,7 @@ from potlut.infer.plut import (
 )
 
 F_DEFAULT, F_MAX = 20, 22
-MULT_BITS = 23  # significant bits of a requantization multiplier
+MULT_BITS = 24  # significant bits of a requantization multiplier: a float32 scale, exactly
 R_MAX = 30
 
 
@@ -113,11 +114,14 @@ class Requant:
 def make_requant(m: np.ndarray, b: np.ndarray) -> Requant:
     """Integer form of ``y = m * x + b`` per channel (``m``, ``b`` float64, output units).
 
-    ``M`` keeps 23 significant bits of ``m`` (float32 precision), ``r <= 30`` and
-    ``|b| <= 2^32`` bound every intermediate below 2^63 for int32 ``x``. ``B`` carries
-    ``2^(r-1)``, so the shift rounds to nearest instead of down: a floor biased every fixed
-    tensor low by up to one unit, and at a threshold tie that flipped a code against the
-    float model.
+    ``M`` keeps 24 significant bits of ``m``, so a float32 scale (times the accumulator's
+    power of two) is exact; ``B = floor(b * 2^r)``, so ``Y = floor(m * x + b)`` exactly
+    (``floor(floor(z) / 2^r) = floor(z / 2^r)``). Floor, not nearest: the thresholds of the
+    next codes lie on the grid, so ``Y >= theta`` exactly when ``m * x + b >= theta``
+    (nearest put values up to half a unit below a midpoint on it, a larger code; ResNet20
+    on CIFAR images), and the fake-quantized model's eval forward floors the same way
+    (:mod:`potlut.nn.grid`). ``r <= 30`` and ``|b| <= 2^32`` bound every intermediate
+    below 2^63 for int32 ``x``.
     """
     m = np.asarray(m, dtype=np.float64)
     b_real = np.asarray(b, dtype=np.float64)
@@ -137,7 +141,7 @@ def make_requant(m: np.ndarray, b: np.ndarray) -> Requant:
             e = math.floor(math.log2(abs(mc)))
             rc = int(np.clip(MULT_BITS - 1 - e, 0, R_MAX))
         M[c] = round(mc * 2.0**rc)
-        B[c] = round(float(b[c]) * 2.0**rc) + (1 << rc >> 1)  # + 2^(r-1): round to nearest
+        B[c] = math.floor(float(b[c]) * 2.0**rc)
         r[c] = rc
     return Requant(M, B, r, pot, m.copy(), b_real.copy())
 
@@ -165,20 +169,22 @@ def _ceil(q: Fraction) -> int:
 
 def accumulator_thresholds(rq: Requant, act: ActQuant, frac_bits: int,
                            relu: bool) -> AccThresholds:
-    """Exact integer thresholds on the accumulator for ``y = m * acc + b`` (fixed units,
-    ``rq.m``/``rq.b``) against the real midpoints ``act.mids * 2^F``.
+    """Exact integer thresholds on the accumulator: the codes that ``floor(y)`` (``y = m *
+    acc + b``, fixed units, ``rq.m``/``rq.b``) gets from ``act.thresholds`` ``theta``.
 
-    ``|y| >= mid`` (ties to the larger level) is ``a > ceil((mid - b) / |m|) - 1`` on the
-    positive side and ``a <= floor((-mid - b) / |m|)`` on the negative one, with ``a =
-    sign(m) * acc``; computed with rationals, so nothing is rounded. A threshold beyond the
+    Positive side ``floor(y) >= theta`` is ``a > ceil((theta - b) / |m|) - 1``; negative side
+    ``floor(y) <= -theta`` is ``y < 1 - theta``, ``a <= ceil((1 - theta - b) / |m|) - 1``;
+    ``a = sign(m) * acc``. Computed with rationals, so the codes are those of the fixed
+    tensor the requantization would write, without writing it. A threshold beyond the
     int32 range is clamped to it, which changes no decision (``|acc| <= 2^31 - 1``).
     """
+    del frac_bits  # the thresholds carry it
     n_out = rq.channels
-    mids = [Fraction(float(v)) * 2**frac_bits for v in act.mids]
+    thetas = [Fraction(int(t)) for t in act.thresholds]
     neg_side = act.signed and not relu
     flip = np.zeros(n_out, np.int32)
-    up = np.zeros((n_out, len(mids)), np.int32)
-    wn = np.zeros((n_out, len(mids)), np.int32)
+    up = np.zeros((n_out, len(thetas)), np.int32)
+    wn = np.zeros((n_out, len(thetas)), np.int32)
 
     def clamp(v: int) -> int:
         return max(I32_MIN, min(INT32_MAX, v))
@@ -186,14 +192,13 @@ def accumulator_thresholds(rq: Requant, act: ActQuant, frac_bits: int,
     for o in range(n_out):
         m, b = Fraction(float(rq.m[o])), Fraction(float(rq.b[o]))
         flip[o] = m < 0
-        for j, mid in enumerate(mids):
+        for j, theta in enumerate(thetas):
             if m == 0:  # y = b for every input
-                up[o, j] = I32_MIN if b >= mid else INT32_MAX
-                wn[o, j] = INT32_MAX if b <= -mid else I32_MIN
+                up[o, j] = I32_MIN if b >= theta else INT32_MAX
+                wn[o, j] = INT32_MAX if b < 1 - theta else I32_MIN
             else:
-                up[o, j] = clamp(_ceil((mid - b) / abs(m)) - 1)
-                q = (-mid - b) / abs(m)
-                wn[o, j] = clamp(q.numerator // q.denominator)
+                up[o, j] = clamp(_ceil((theta - b) / abs(m)) - 1)
+                wn[o, j] = clamp(_ceil((1 - theta - b) / abs(m)) - 1)
     return AccThresholds(flip, up, wn if neg_side else None)
 
 
@@ -433,18 +438,24 @@ def _act_quant(graph: ModelGraph, node: Node, frac_bits: int) -> ActQuant:
                     thr, fmt, fc.mult, fc.exact, fc.max_err)
 
 
-def _needed_frac_bits(graph: ModelGraph) -> int:
-    """F: 20, or more (<= 22) so every threshold has >= 4 fractional bits below it."""
+def frac_bits_for(codebooks: list[np.ndarray]) -> int:
+    """F of a model whose layers' input codebooks are ``codebooks``: 20, or more (<= 22) so
+    every threshold has >= 4 fractional bits below it (the fake-quantized model's eval
+    forward computes the same F, :mod:`potlut.nn.grid`)."""
     need = F_DEFAULT
-    for n in graph.layers():
-        if n.attrs.get("act") is None:
-            continue
-        cb = graph.arrays[f"{n.attrs['module']}.act.codebook"].astype(np.float64)
+    for cb in codebooks:
+        cb = np.asarray(cb, dtype=np.float64)
         mids = (cb[:-1] + cb[1:]) / 2
         mids = mids[mids > 0]
         if mids.size:
             need = max(need, -math.floor(math.log2(float(mids.min()))) + 4)
     return min(need, F_MAX)
+
+
+def _needed_frac_bits(graph: ModelGraph) -> int:
+    """F of ``graph`` (:func:`frac_bits_for` of its layers' input codebooks)."""
+    return frac_bits_for([graph.arrays[f"{n.attrs['module']}.act.codebook"]
+                          for n in graph.layers() if n.attrs.get("act") is not None])
 
 
 def _bn_affine(graph: ModelGraph, bn: Node) -> tuple[np.ndarray, np.ndarray]:

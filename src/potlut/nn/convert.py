@@ -15,6 +15,7 @@ import torch
 from torch import nn
 
 from potlut.errors import PotlutConfigError
+from potlut.nn.grid import engine_grid
 from potlut.nn.layers import QuantConv2d, QuantLinear, quant_layers, quantizers
 from potlut.quant import registry
 from potlut.quant.iospot import check_bits
@@ -78,7 +79,9 @@ def _positions(names: list[str]) -> dict[str, str]:
 
 
 def convert(model: nn.Module, spec: QuantSpec | None = None) -> nn.Module:
-    """Return a quantized deep copy of ``model``; ``model`` itself is not modified."""
+    """Return a quantized deep copy of ``model``; ``model`` itself is not modified.
+
+    Its eval forward computes the integer engine's numbers (:mod:`potlut.nn.grid`)."""
     spec = spec or QuantSpec()
     spec.validate()
     unknown = set(spec.overrides) - {n for n, _ in model.named_modules()}
@@ -100,7 +103,7 @@ def convert(model: nn.Module, spec: QuantSpec | None = None) -> nn.Module:
         cls = QuantConv2d if isinstance(old, nn.Conv2d) else QuantLinear
         new = cls.from_float(old, wq, aq, info.weight_norm)
         _set_submodule(qmodel, name, new)
-    return qmodel
+    return engine_grid(qmodel)
 
 
 def _set_submodule(root: nn.Module, name: str, new: nn.Module) -> None:

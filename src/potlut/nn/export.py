@@ -28,6 +28,7 @@ from potlut.compress.container import save
 from potlut.compress.graph import ModelGraph, Node, dequantized_weights
 from potlut.errors import PotlutError, PotlutFormatError
 from potlut.models.resnet_cifar import ShortcutA
+from potlut.nn.grid import GridBatchNorm2d, engine_grid
 from potlut.nn.layers import QuantConv2d, QuantLinear
 from potlut.quant import registry
 from potlut.quant.base import Quantizer
@@ -465,6 +466,9 @@ def _layer(graph: ModelGraph, node: Node, weight: torch.Tensor) -> nn.Module:
         m.weight.copy_(weight)
         if a["bias"]:
             m.bias.copy_(torch.from_numpy(graph.arrays[f"{mod}.bias"]))
+    if a["weight"]["quantized"]:  # the grid eval forward rounds products as the table does
+        m.stored_codes = (graph.arrays[f"{mod}.weight.codebook"],
+                          graph.arrays[f"{mod}.weight.codes"], a["weight"]["scheme"])
     return m
 
 
@@ -472,7 +476,7 @@ def _batchnorm(graph: ModelGraph, node: Node) -> nn.Module:
     """The folded BatchNorm as PyTorch's own module (mean 0, variance 1, eps 0): its CPU
     kernel then computes ``x * scale + shift`` exactly as the trained model's did."""
     mod, c = node.attrs["module"], node.attrs["num_features"]
-    bn = nn.BatchNorm2d(c, eps=0.0)
+    bn = GridBatchNorm2d(c, eps=0.0)
     with torch.no_grad():
         bn.weight.copy_(torch.from_numpy(graph.arrays[f"{mod}.scale"]))
         bn.bias.copy_(torch.from_numpy(graph.arrays[f"{mod}.shift"]))
@@ -497,6 +501,7 @@ class GraphModel(nn.Module):
             elif n.op == "batchnorm2d":
                 self.layers[_key(mod)] = _batchnorm(graph, n)
         self.eval()
+        engine_grid(self)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor | tuple[torch.Tensor, ...]:
         env: dict[str, torch.Tensor] = {}

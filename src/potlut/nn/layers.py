@@ -29,6 +29,7 @@ class QuantLayerMixin:
     weight_quant: Quantizer | None
     act_quant: Quantizer | None
     weight_norm: bool
+    frac_bits: int | None = None  # eval on the engine's grid: float64 (potlut.nn.grid)
 
     def _init_quant(
         self, weight_quant: Quantizer | None, act_quant: Quantizer | None, weight_norm: bool
@@ -62,6 +63,20 @@ class QuantLayerMixin:
     def quantize_input(self, x: torch.Tensor) -> torch.Tensor:
         return self.act_quant(x) if self.act_quant is not None else x
 
+    def _quant_op(self, x: torch.Tensor, op) -> torch.Tensor:
+        """``op(quantized input, quantized weight, bias)``; in float64 on the engine's grid
+        (eval), where the sum of power-of-two products is exact (float32 rounds above 24
+        bits), with the P-LUT's product rounding where it has one."""
+        xq, w, b = self.quantize_input(x), self.quantized_weight(), self.bias
+        if self.frac_bits is None or self.training:
+            return op(xq, w, b)
+        from potlut.nn.grid import table_rounding  # grid imports this module
+
+        xq, w = xq.double(), w.double()
+        out = op(xq, w, None if b is None else b.double())
+        extra = table_rounding(self, xq, w, lambda a, v: op(a, v, None))
+        return out if extra is None else out + extra
+
     @property
     def bits_w(self) -> int:
         return self.weight_quant.bits if self.weight_quant is not None else 32
@@ -91,7 +106,7 @@ class QuantConv2d(QuantLayerMixin, nn.Conv2d):
         return q.to(conv.weight.device)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self._conv_forward(self.quantize_input(x), self.quantized_weight(), self.bias)
+        return self._quant_op(x, self._conv_forward)
 
 
 class QuantLinear(QuantLayerMixin, nn.Linear):
@@ -112,7 +127,7 @@ class QuantLinear(QuantLayerMixin, nn.Linear):
         return q.to(lin.weight.device)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return F.linear(self.quantize_input(x), self.quantized_weight(), self.bias)
+        return self._quant_op(x, F.linear)
 
 
 QUANT_LAYERS = (QuantConv2d, QuantLinear)
