@@ -78,15 +78,50 @@ static inline int64_t FN(floordiv)(int64_t a, int64_t b) {
 
 /* ---------------------------------------------------------------- layer: input planes */
 
-/* signed activation values of n codes (shift-add planes): one table permute per vector */
-static void FN(lut_row)(void *dst, const uint8_t *src, int64_t n, const int16_t *lut,
-                        int64_t A, int64_t es) {
-    int64_t x = 0;
+/* a layer's activation-value table (shift-add planes) in the form lut_row loads: 64
+ * int8 (es 1) or 32 int16 (es 2) entries for AVX-512, low and high bytes of 16 entries
+ * for AVX2; built once per layer, not once per row */
+#ifndef POTLUT_LUTTAB
+#define POTLUT_LUTTAB
+typedef struct {
+    union { int8_t b[64]; int16_t w[32]; uint8_t lohi[32]; } t __attribute__((aligned(64)));
+    const int16_t *lut;
+    int64_t A, es, vec;
+} LutTab;
+#endif
+
+static void FN(lut_tab)(LutTab *tb, const int16_t *lut, int64_t A, int64_t es) {
+    memset(&tb->t, 0, sizeof tb->t);
+    tb->lut = lut;
+    tb->A = A;
+    tb->es = es;
+    tb->vec = 0;
 #if ISA_AVX512
     if (es == 1 && A <= 64) {
-        int8_t t8[64] = {0};
-        for (int64_t k = 0; k < A; k++) t8[k] = (int8_t)lut[k];
-        const __m512i tab = _mm512_loadu_si512((const void *)t8);
+        for (int64_t k = 0; k < A; k++) tb->t.b[k] = (int8_t)lut[k];
+        tb->vec = 1;
+    } else if (es == 2 && A <= 32) {
+        for (int64_t k = 0; k < A; k++) tb->t.w[k] = lut[k];
+        tb->vec = 1;
+    }
+#elif ISA_AVX2
+    if (A <= 16) {
+        for (int64_t k = 0; k < A; k++) {
+            tb->t.lohi[k] = (uint8_t)((uint16_t)lut[k] & 0xFF);
+            tb->t.lohi[16 + k] = (uint8_t)((uint16_t)lut[k] >> 8);
+        }
+        tb->vec = 1;
+    }
+#endif
+}
+
+/* signed activation values of n codes (shift-add planes): one table permute per vector */
+static inline void FN(lut_row)(void *dst, const uint8_t *src, int64_t n, const LutTab *tb) {
+    int64_t x = 0;
+    const int64_t es = tb->es;
+#if ISA_AVX512
+    if (tb->vec && es == 1) {
+        const __m512i tab = _mm512_load_si512((const void *)tb->t.b);
         for (; x < n; x += 64) {
             const __mmask64 m = n - x >= 64 ? ~0ULL : ((1ULL << (n - x)) - 1);
             const __m512i c = _mm512_maskz_loadu_epi8(m, src + x);
@@ -94,10 +129,8 @@ static void FN(lut_row)(void *dst, const uint8_t *src, int64_t n, const int16_t 
         }
         return;
     }
-    if (es == 2 && A <= 32) {
-        int16_t t16[32] = {0};
-        for (int64_t k = 0; k < A; k++) t16[k] = lut[k];
-        const __m512i tab = _mm512_loadu_si512((const void *)t16);
+    if (tb->vec) {
+        const __m512i tab = _mm512_load_si512((const void *)tb->t.w);
         for (; x < n; x += 32) {
             const __mmask32 m = n - x >= 32 ? ~0U : ((1U << (n - x)) - 1);
             const __m512i c = _mm512_cvtepu8_epi16(_mm256_maskz_loadu_epi8(m, src + x));
@@ -106,14 +139,9 @@ static void FN(lut_row)(void *dst, const uint8_t *src, int64_t n, const int16_t 
         return;
     }
 #elif ISA_AVX2
-    if (A <= 16) {
-        uint8_t lo[16] = {0}, hi[16] = {0};
-        for (int64_t k = 0; k < A; k++) {
-            lo[k] = (uint8_t)((uint16_t)lut[k] & 0xFF);
-            hi[k] = (uint8_t)((uint16_t)lut[k] >> 8);
-        }
-        const __m128i tl = _mm_loadu_si128((const __m128i *)lo);
-        const __m128i th = _mm_loadu_si128((const __m128i *)hi);
+    if (tb->vec) {
+        const __m128i tl = _mm_load_si128((const __m128i *)tb->t.lohi);
+        const __m128i th = _mm_load_si128((const __m128i *)(tb->t.lohi + 16));
         for (; x + 16 <= n; x += 16) {
             const __m128i c = _mm_loadu_si128((const __m128i *)(src + x));
             const __m128i l = _mm_shuffle_epi8(tl, c);
@@ -127,7 +155,7 @@ static void FN(lut_row)(void *dst, const uint8_t *src, int64_t n, const int16_t 
         }
     }
 #endif
-    (void)A;
+    const int16_t *lut = tb->lut;
     if (es == 1)
         for (; x < n; x++) ((int8_t *)dst)[x] = (int8_t)lut[src[x]];
     else
@@ -145,21 +173,9 @@ __attribute__((noinline)) static void FN(prep)(const int64_t *f, const Grp *g, c
     const int64_t Hph = L_HPH, Wph = L_WPH, plane = Hph * Wph, NB = g->B;
     const int64_t total = C * SH * SW * NB * plane + PST(f) + 64;
     const int in16 = L_MODE == 1;
-    if (SH == 1 && SW == 1) { /* zero only the borders and the slack */
-        for (int64_t c = 0; c < C * NB; c++) {
-            uint8_t *pc = planes + es * c * plane;
-            memset(pc, 0, (size_t)(es * PH * Wph));
-            for (int64_t y = 0; y < H; y++) {
-                uint8_t *row = pc + es * (y + PH) * Wph;
-                memset(row, 0, (size_t)(es * PW));
-                memset(row + es * (PW + W), 0, (size_t)(es * (Wph - PW - W)));
-            }
-            memset(pc + es * (PH + H) * Wph, 0, (size_t)(es * (Hph - PH - H) * Wph));
-        }
-        memset(planes + es * C * NB * plane, 0, (size_t)(es * (total - C * NB * plane)));
-    } else {
-        memset(planes, 0, (size_t)(total * es));
-    }
+    LutTab tb;
+    if (lut) FN(lut_tab)(&tb, lut, L_A, es);
+    memset(planes, 0, (size_t)(total * es)); /* borders and slack (one pass: cheap) */
     for (int64_t b = 0; b < NB; b++)
     for (int64_t c = 0; c < C; c++)
         for (int64_t y = 0; y < H; y++) {
@@ -170,7 +186,7 @@ __attribute__((noinline)) static void FN(prep)(const int64_t *f, const Grp *g, c
             if (SW == 1) {
                 const int64_t d0 = rbase + PW;
                 if (lut) {
-                    FN(lut_row)(planes + es * d0, sb + ib, W, lut, L_A, es);
+                    FN(lut_row)(planes + es * d0, sb + ib, W, &tb);
                 } else if (in16) {
                     memcpy(planes + 2 * d0, (const int16_t *)sb + ib, (size_t)(2 * W));
                 } else if (es == 1) {
