@@ -76,6 +76,14 @@ static int64_t now_ns(void) {
     return (int64_t)ts.tv_sec * 1000000000LL + ts.tv_nsec;
 }
 
+/* 16 int32 lanes as a GCC vector: one zmm under AVX-512, two ymm under AVX2, four q
+ * registers under NEON (threshold counting, written once for every instruction set) */
+typedef int32_t vi32x16 __attribute__((vector_size(64)));
+typedef uint32_t vu32x16 __attribute__((vector_size(64)));
+typedef int16_t vi16x16 __attribute__((vector_size(32)));
+typedef uint8_t vu8x16 __attribute__((vector_size(16)));
+#define V16(x) ((vi32x16){0} + (int32_t)(x))
+
 enum { OP_INPUTQ = 1, OP_QUANT, OP_LAYER, OP_AFFINE, OP_RELU, OP_ADD, OP_POOL, OP_SHORTCUT,
        OP_COPY };
 enum { K_GATHER, K_INT8, K_SHIFTADD, K_SHUF16, K_SHUF8, K_PERMW, K_PERMB, K_TBL16, K_TBL8, K_SHIFTADD8 };

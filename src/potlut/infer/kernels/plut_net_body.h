@@ -13,37 +13,53 @@ static inline int64_t FN(count_le)(const int64_t *thr, int64_t n, int64_t mag) {
     return lo;
 }
 
-/* codes of n fixed values y (int64 scratch mag/cnt of CHUNK elements) */
-#define QCHUNK 256
+/* codes of n fixed values y: #{thresholds <= |y|} (sign as the format wants).  Up to 32
+ * thresholds: counted by 16-lane compares in int32 (a threshold above 2^31 - 1 is never
+ * reached, one below 0 always; |y| <= 2^31 - 1); more: a binary search per value */
 static void FN(codes_of)(const int32_t *y, int64_t n, void *out, int64_t fmt, const int64_t *thr,
                          int64_t n_thr, int64_t kbits, int64_t sgn) {
-    int64_t mag[QCHUNK];
-    int32_t cnt[QCHUNK];
-    for (int64_t i0 = 0; i0 < n; i0 += QCHUNK) {
-        const int64_t m = n - i0 < QCHUNK ? n - i0 : QCHUNK;
-        for (int64_t i = 0; i < m; i++) {
-            int64_t v = y[i0 + i];
-            mag[i] = sgn ? (v < 0 ? -v : v) : (v > 0 ? v : 0);
-            cnt[i] = 0;
-        }
-        if (n_thr <= 32) {
-            for (int64_t j = 0; j < n_thr; j++) {
-                const int64_t t = thr[j];
-                for (int64_t i = 0; i < m; i++) cnt[i] += t <= mag[i];
+    const uint8_t sb = (uint8_t)(1u << kbits);
+    if (n_thr <= 32) {
+        int32_t t32[32];
+        int64_t nt = 0;
+        for (int64_t j = 0; j < n_thr; j++)
+            if (thr[j] <= I32MAX) t32[nt++] = (int32_t)(thr[j] > 0 ? thr[j] : 0);
+        for (int64_t i0 = 0; i0 < n; i0 += 16) {
+            const int64_t m = n - i0 < 16 ? n - i0 : 16;
+            vi32x16 v = {0}, c = {0};
+            if (m == 16) {
+                memcpy(&v, y + i0, sizeof v);
+            } else { /* the tail: through a buffer */
+                int32_t yb[16] = {0};
+                for (int64_t i = 0; i < m; i++) yb[i] = y[i0 + i];
+                memcpy(&v, yb, sizeof v);
             }
-        } else {
-            for (int64_t i = 0; i < m; i++) cnt[i] = (int32_t)FN(count_le)(thr, n_thr, mag[i]);
+            const vi32x16 low = v < V16(-I32MAX);
+            v = (low & V16(-I32MAX)) | (~low & v);
+            const vi32x16 neg = sgn ? v < V16(0) : V16(0);
+            const vi32x16 mag = (neg & -v) | (~neg & v & ~(v < V16(0)));
+            for (int64_t j = 0; j < nt; j++) c -= V16(t32[j]) <= mag;
+            if (fmt == 0) {
+                const vu8x16 code = __builtin_convertvector(c | (neg & (c > V16(0)) & V16(sb)),
+                                                            vu8x16);
+                if (m == 16) memcpy((uint8_t *)out + i0, &code, 16);
+                else memcpy((uint8_t *)out + i0, &code, (size_t)m);
+            } else {
+                const vi16x16 code = __builtin_convertvector((neg & -c) | (~neg & c), vi16x16);
+                if (m == 16) memcpy((int16_t *)out + i0, &code, 32);
+                else memcpy((int16_t *)out + i0, &code, (size_t)(2 * m));
+            }
         }
-        if (fmt == 0) {
-            uint8_t *o = (uint8_t *)out + i0;
-            const uint8_t sb = (uint8_t)(1u << kbits);
-            for (int64_t i = 0; i < m; i++)
-                o[i] = (uint8_t)cnt[i] | ((sgn && y[i0 + i] < 0 && cnt[i] > 0) ? sb : 0);
-        } else {
-            int16_t *o = (int16_t *)out + i0;
-            for (int64_t i = 0; i < m; i++)
-                o[i] = (int16_t)((sgn && y[i0 + i] < 0) ? -cnt[i] : cnt[i]);
-        }
+        return;
+    }
+    for (int64_t i = 0; i < n; i++) {
+        const int64_t v = y[i];
+        const int64_t mag = sgn ? (v < 0 ? -v : v) : (v > 0 ? v : 0);
+        const int32_t cnt = (int32_t)FN(count_le)(thr, n_thr, mag);
+        if (fmt == 0)
+            ((uint8_t *)out)[i] = (uint8_t)cnt | ((sgn && v < 0 && cnt > 0) ? sb : 0);
+        else
+            ((int16_t *)out)[i] = (int16_t)((sgn && v < 0) ? -cnt : cnt);
     }
 }
 
@@ -851,41 +867,36 @@ __attribute__((noinline)) static void FN(layer_out)(const int64_t *f, const Grp 
     if (f[39]) { /* thresholds on the accumulator (program.AccThresholds) */
         const int32_t *flip = L_PTR(int32_t, 40), *up = L_PTR(int32_t, 41);
         const int32_t *wn = f[42] >= 0 ? L_PTR(int32_t, 42) : NULL;
-        int32_t *c0 = tmp, *c1 = tmp + pst;
+        int32_t *c0 = tmp;
+        const int32_t sb = 1 << kbits;
         for (int64_t o = o0; o < o1; o++) {
-            int32_t *a = acc + o * pst;
-            if (flip[o])
-                for (int64_t p = 0; p < P; p++) a[p] = -a[p];
-            for (int64_t p = 0; p < P; p++) c0[p] = 0;
-            for (int64_t j = 0; j < n; j++) {
-                const int32_t u = up[o * n + j];
-                for (int64_t p = 0; p < P; p++) c0[p] += a[p] > u;
-            }
-            if (wn) {
-                for (int64_t p = 0; p < P; p++) c1[p] = 0;
-                for (int64_t j = 0; j < n; j++) {
-                    const int32_t w = wn[o * n + j];
-                    for (int64_t p = 0; p < P; p++) c1[p] += a[p] <= w;
+            /* every accumulator position's code, 16 at a time (P rounds up within pst) */
+            const int32_t *a = acc + o * pst, *u = up + o * n, *w = wn ? wn + o * n : NULL;
+            const int fl = flip[o] != 0;
+            for (int64_t p = 0; p < P; p += 16) {
+                vi32x16 v, k0 = {0}, k1 = {0}, code;
+                memcpy(&v, a + p, sizeof v);
+                if (fl) v = (vi32x16)(-(vu32x16)v);
+                for (int64_t j = 0; j < n; j++) k0 -= v > V16(u[j]);
+                if (w) {
+                    for (int64_t j = 0; j < n; j++) k1 -= v <= V16(w[j]);
+                    code = fmt == 0 ? ((k0 + k1) | ((k1 > V16(0)) & V16(sb))) : k0 - k1;
+                } else {
+                    code = k0;
                 }
+                memcpy(c0 + p, &code, sizeof code);
             }
             for (int64_t b = 0; b < g->B; b++) {
                 uint8_t *outc = (uint8_t *)BUF(arena + b * g->istride, plan, f[1]);
                 for (int64_t oy = 0; oy < OH; oy++) {
-                    const int32_t *r0 = c0 + b * pimg + oy * Wph, *r1 = c1 + b * pimg + oy * Wph;
+                    const int32_t *r0 = c0 + b * pimg + oy * Wph;
                     const int64_t base = o * OHW + oy * OW;
                     if (fmt == 0) {
                         uint8_t *d = outc + base;
-                        if (wn) {
-                            const uint8_t sb = (uint8_t)(1u << kbits);
-                            for (int64_t p = 0; p < OW; p++)
-                                d[p] = (uint8_t)(r0[p] + r1[p]) | (r1[p] > 0 ? sb : 0);
-                        } else {
-                            for (int64_t p = 0; p < OW; p++) d[p] = (uint8_t)r0[p];
-                        }
+                        for (int64_t p = 0; p < OW; p++) d[p] = (uint8_t)r0[p];
                     } else {
                         int16_t *d = (int16_t *)outc + base;
-                        for (int64_t p = 0; p < OW; p++)
-                            d[p] = (int16_t)(wn ? r0[p] - r1[p] : r0[p]);
+                        for (int64_t p = 0; p < OW; p++) d[p] = (int16_t)r0[p];
                     }
                 }
             }
