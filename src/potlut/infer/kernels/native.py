@@ -31,7 +31,7 @@ NATIVE = ("c", *ISAS)
 KERNELS = {"auto": 0, "lut": 1}
 # kernel ids of plut_net.c (K_*), by name
 KERNEL_NAMES = ("gather", "int8", "shift-add", "vpshufb16", "vpshufb8", "vpermw", "vpermb",
-                "tbl16", "tbl8", "shift-add8")
+                "tbl16", "tbl8", "shift-add8", "shift-add-oc")
 
 _lib: ctypes.CDLL | None = None
 
@@ -54,6 +54,8 @@ def load() -> ctypes.CDLL:
         lib.potlut_net_run.restype = ctypes.c_int64
         lib.potlut_net_kernels.argtypes = [ctypes.c_void_p, ctypes.c_int64, ctypes.c_void_p]
         lib.potlut_net_kernels.restype = ctypes.c_int64
+        lib.potlut_net_kernels1.argtypes = lib.potlut_net_kernels.argtypes
+        lib.potlut_net_kernels1.restype = ctypes.c_int64
         lib.potlut_net_isa_supported.argtypes = [ctypes.c_int64]
         lib.potlut_net_isa_supported.restype = ctypes.c_int64
         _lib = lib
@@ -111,11 +113,12 @@ class NativeNet:
         self._out_shape = bufs[0].shape
         self._ptrs = (ctypes.c_void_p * len(bufs))()
 
-    def kernels(self) -> list[str]:
-        """The kernel each layer runs with (``KERNEL_NAMES``), as the C side picks them."""
+    def kernels(self, one_image: bool = False) -> list[str]:
+        """The kernel each layer runs with (``KERNEL_NAMES``), as the C side picks them;
+        ``one_image``: in a call on one image (small maps: output channels across lanes)."""
         out = np.zeros(max(1, len(self.plan.layer_names)), np.int64)
-        n = self.lib.potlut_net_kernels(self.plan.words.ctypes.data, self._isa_id,
-                                        out.ctypes.data)
+        fn = self.lib.potlut_net_kernels1 if one_image else self.lib.potlut_net_kernels
+        n = fn(self.plan.words.ctypes.data, self._isa_id, out.ctypes.data)
         return [KERNEL_NAMES[int(k)] for k in out[:n]]
 
     def _arena_for(self, n: int) -> np.ndarray:

@@ -86,7 +86,11 @@ typedef uint8_t vu8x16 __attribute__((vector_size(16)));
 
 enum { OP_INPUTQ = 1, OP_QUANT, OP_LAYER, OP_AFFINE, OP_RELU, OP_ADD, OP_POOL, OP_SHORTCUT,
        OP_COPY };
-enum { K_GATHER, K_INT8, K_SHIFTADD, K_SHUF16, K_SHUF8, K_PERMW, K_PERMB, K_TBL16, K_TBL8, K_SHIFTADD8 };
+enum { K_GATHER, K_INT8, K_SHIFTADD, K_SHUF16, K_SHUF8, K_PERMW, K_PERMB, K_TBL16, K_TBL8, K_SHIFTADD8,
+       K_CHAN };
+/* a one-image layer with at most this many accumulator positions runs with output channels
+ * across the lanes (K_CHAN), where the pixel-vector kernels would leave most lanes empty */
+#define CHAN_MAX_P 24
 enum { ISA_ID_SCALAR, ISA_ID_AVX2, ISA_ID_AVX512, ISA_ID_NEON };
 
 #define SFX _scalar
@@ -187,6 +191,20 @@ int64_t potlut_net_kernels(const int64_t *plan, int64_t isa, int64_t *out) {
     int64_t n = 0;
     for (int64_t k = 0; k < plan[3]; k++, op += op[1])
         if (op[0] == OP_LAYER) out[n++] = pick(op + 2, plan[12]);
+    return n;
+}
+
+/* the same for a call on one image (small maps may take K_CHAN there) */
+int64_t potlut_net_kernels1(const int64_t *plan, int64_t isa, int64_t *out) {
+    const int64_t n = potlut_net_kernels(plan, isa, out);
+    const int64_t *op = plan + plan[10];
+    for (int64_t k = 0, i = 0; n > 0 && k < plan[3]; k++, op += op[1])
+        if (op[0] == OP_LAYER) {
+            const int64_t *f = op + 2;
+            if (isa == ISA_ID_AVX512 && f[60] > 0 && plan[12] != 1 && f[45] <= CHAN_MAX_P)
+                out[i] = K_CHAN;
+            i++;
+        }
     return n;
 }
 

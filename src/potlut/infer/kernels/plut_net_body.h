@@ -809,6 +809,56 @@ static void FN(k_shift_add8)(const int64_t *f, const Grp *g, const int64_t *plan
 #endif
 }
 
+#if ISA_AVX512
+/* small maps, one image: 32 output channels across the int16 lanes; each input tap is
+ * broadcast, shifted left by every lane's weight exponent (vpsllvw) and added or
+ * subtracted by the sign masks (no multiply); int16 sums widen to int32 every f[60] taps,
+ * the period proven offline (netplan._chan_taps).  Four positions at a time. */
+static void FN(k_chan)(const int64_t *f, const Grp *g, const int64_t *plan, const int16_t *x,
+                       int32_t *acc) {
+    const int32_t *boff = L_PTR(int32_t, 58), *ent = L_PTR(int32_t, 59);
+    const int64_t O = L_O, P = g->P, pst = g->pst, period = f[60];
+    for (int64_t bk = 0; bk * 32 < O; bk++) {
+        const int64_t lanes = O - 32 * bk < 32 ? O - 32 * bk : 32;
+        for (int64_t p0 = 0; p0 < P; p0 += 4) {
+            __m512i s[4], a[8];
+            for (int q = 0; q < 4; q++) s[q] = _mm512_setzero_si512();
+            for (int q = 0; q < 8; q++) a[q] = _mm512_setzero_si512();
+            int64_t cnt = 0;
+            for (int32_t t = boff[bk]; t < boff[bk + 1]; t++) {
+                const int32_t *en = ent + 20 * t;
+                const __m512i ex = _mm512_loadu_si512((const void *)(en + 4));
+                const __mmask32 mp = (__mmask32)(uint32_t)en[1], mn = (__mmask32)(uint32_t)en[2];
+                const int16_t *xp = x + en[0] + p0;
+                for (int q = 0; q < 4; q++) {
+                    const __m512i v = _mm512_sllv_epi16(_mm512_set1_epi16(xp[q]), ex);
+                    s[q] = _mm512_mask_sub_epi16(_mm512_mask_add_epi16(s[q], mp, s[q], v), mn,
+                                                 s[q], v);
+                }
+                if (++cnt == period) {
+                    cnt = 0;
+                    for (int q = 0; q < 4; q++) {
+                        a[2 * q] = _mm512_add_epi32(a[2 * q], _mm512_cvtepi16_epi32(_mm512_castsi512_si256(s[q])));
+                        a[2 * q + 1] = _mm512_add_epi32(a[2 * q + 1], _mm512_cvtepi16_epi32(_mm512_extracti64x4_epi64(s[q], 1)));
+                        s[q] = _mm512_setzero_si512();
+                    }
+                }
+            }
+            int32_t out[4][32];
+            for (int q = 0; q < 4; q++) {
+                a[2 * q] = _mm512_add_epi32(a[2 * q], _mm512_cvtepi16_epi32(_mm512_castsi512_si256(s[q])));
+                a[2 * q + 1] = _mm512_add_epi32(a[2 * q + 1], _mm512_cvtepi16_epi32(_mm512_extracti64x4_epi64(s[q], 1)));
+                _mm512_storeu_si512((void *)out[q], a[2 * q]);
+                _mm512_storeu_si512((void *)(out[q] + 16), a[2 * q + 1]);
+            }
+            const int64_t np = P - p0 < 4 ? P - p0 : 4;
+            for (int64_t l = 0; l < lanes; l++)
+                for (int64_t q = 0; q < np; q++) acc[(32 * bk + l) * pst + p0 + q] = out[q][l];
+        }
+    }
+}
+#endif
+
 static int FN(pick)(const int64_t *f, int64_t policy) {
     if (L_MODE == 1) return K_INT8;
     if (f[47] && policy != 1) return f[47] == 2 ? K_SHIFTADD8 : K_SHIFTADD;
@@ -841,6 +891,9 @@ static void FN(layer_acc)(const int64_t *f, const Grp *g, const int64_t *plan, i
     case K_INT8: FN(k_int8)(f, g, plan, o0, o1, (const int16_t *)x, acc); return;
     case K_SHIFTADD: FN(k_shift_add)(f, g, plan, o0, o1, (const int16_t *)x, acc); return;
     case K_SHIFTADD8: FN(k_shift_add8)(f, g, plan, o0, o1, (const int8_t *)x, acc); return;
+#if ISA_AVX512
+    case K_CHAN: FN(k_chan)(f, g, plan, (const int16_t *)x, acc); return;
+#endif
 #if ISA_AVX2
     case K_SHUF16: BLOCKED(FN(shuf16_block), L_PTR(uint8_t, 28), uint8_t, 32, 2); return;
     case K_SHUF8: BLOCKED(FN(shuf8_block), L_PTR(int8_t, 27), uint8_t, 32, 2); return;
@@ -939,9 +992,8 @@ __attribute__((noinline)) static void FN(layer_out)(const int64_t *f, const Grp 
  * planes so that small feature maps still fill whole vectors */
 static void FN(op_layer)(const int64_t *f, const int64_t *plan, uint8_t *arena, uint8_t *scr,
                          int64_t B, int64_t istride) {
-    const int kern = FN(pick)(f, plan[12]);
-    const int64_t es = (kern == K_PERMW || kern == K_INT8 || kern == K_SHIFTADD) ? 2 : 1;
-    const int sa = kern == K_SHIFTADD || kern == K_SHIFTADD8;
+    const int kern0 = FN(pick)(f, plan[12]);
+    const int sa = kern0 == K_SHIFTADD || kern0 == K_SHIFTADD8;
     const int64_t plane = L_HPH * L_WPH, T = L_PTR(int32_t, 22)[L_O];
     const int32_t *within = L_PTR(int32_t, 23), *cp = L_PTR(int32_t, 53);
     const int32_t *order = L_PTR(int32_t, 50);
@@ -952,6 +1004,11 @@ static void FN(op_layer)(const int64_t *f, const int64_t *plan, uint8_t *arena, 
         g.P = (g.B - 1) * plane + f[45];
         g.pst = (g.P + 255) / 256 * 256;
         const int64_t pst = g.pst;
+        /* one image on a small map: output channels across the lanes */
+        const int kern = ISA_AVX512 && g.B == 1 && sa && f[60] > 0 && g.P <= CHAN_MAX_P ? K_CHAN
+                                                                                    : kern0;
+        const int64_t es =
+            (kern == K_PERMW || kern == K_INT8 || kern == K_SHIFTADD || kern == K_CHAN) ? 2 : 1;
         const int64_t planes_b = AL64((L_C * L_SH * L_SW * g.B * plane + pst + 64) * 2);
         uint8_t *x = scr;
         int32_t *acc = (int32_t *)(scr + planes_b);
