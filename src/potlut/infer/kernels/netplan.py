@@ -247,14 +247,14 @@ def _chan_taps(st: Layer, lp, sa, per_k: tuple[np.ndarray, np.ndarray], plane: i
         return None
     kw = _code_bits(int(st.w_values.size))
     wq = lp.wq.astype(np.int64)  # [O, K] codes
-    O, K = wq.shape
+    n_out, K = wq.shape
     mag, neg = wq & ((1 << kw) - 1), (wq >> kw) & 1
     val = wv[mag]
     e = np.round(np.log2(np.maximum(val, 1))).astype(np.int64)
     cp, within = per_k
     off = cp * plane + within  # one image's planes
     starts, rows = [0], []
-    for b0 in range(0, O, CHAN_LANES):
+    for b0 in range(0, n_out, CHAN_LANES):
         v = val[b0:b0 + CHAN_LANES]
         for k in range(K):
             nz = v[:, k] != 0
