@@ -145,6 +145,24 @@ def test_threads_split_the_batch_exactly() -> None:
     assert eng.backend.name in ISAS and eng.native.threads == 2
 
 
+def test_native_runner_refuses_nan_and_infinity() -> None:
+    """The C runner checks the input itself (the engine skips numpy's check for it)."""
+    from potlut.errors import PotlutDataError
+
+    isa = supported_isas()[-1] if supported_isas() else pytest.skip("no C runner here")
+    prog, x, ref = case("small_cnn", (1, 8, 8), 4)
+    net = NativeNet(prog, isa, threads=2)
+    for bad in (np.nan, np.inf, -np.inf):
+        xb = x.copy()
+        xb[2, 0, 7, 7] = bad  # the last value of the batch
+        for keep in (False, True):
+            with pytest.raises(PotlutDataError, match="NaN or infinite"):
+                net.run(xb, keep=keep)
+        with pytest.raises(PotlutDataError, match="NaN or infinite"):
+            IntEngine(prog, isa).run(xb[2:])
+    np.testing.assert_array_equal(net.run(x), ref[prog.outputs[0]])  # still usable
+
+
 def test_unknown_or_missing_backend_is_a_config_error() -> None:
     from potlut.errors import PotlutConfigError
 
