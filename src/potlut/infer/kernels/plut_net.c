@@ -76,13 +76,21 @@ static int64_t now_ns(void) {
     return (int64_t)ts.tv_sec * 1000000000LL + ts.tv_nsec;
 }
 
-/* 16 int32 lanes as a GCC vector: one zmm under AVX-512, two ymm under AVX2, four q
- * registers under NEON (threshold counting, written once for every instruction set) */
+/* int32 lanes as GCC vectors, as wide as each copy's registers (VL lanes: 16 under AVX-512,
+ * 8 under AVX2, 4 for SSE2 / NEON), for the threshold counting written once for all */
 typedef int32_t vi32x16 __attribute__((vector_size(64)));
 typedef uint32_t vu32x16 __attribute__((vector_size(64)));
 typedef int16_t vi16x16 __attribute__((vector_size(32)));
 typedef uint8_t vu8x16 __attribute__((vector_size(16)));
-#define V16(x) ((vi32x16){0} + (int32_t)(x))
+typedef int32_t vi32x8 __attribute__((vector_size(32)));
+typedef uint32_t vu32x8 __attribute__((vector_size(32)));
+typedef int16_t vi16x8 __attribute__((vector_size(16)));
+typedef uint8_t vu8x8 __attribute__((vector_size(8)));
+typedef int32_t vi32x4 __attribute__((vector_size(16)));
+typedef uint32_t vu32x4 __attribute__((vector_size(16)));
+typedef int16_t vi16x4 __attribute__((vector_size(8)));
+typedef uint8_t vu8x4 __attribute__((vector_size(4)));
+#define VB(x) ((VI32){0} + (int32_t)(x))
 
 enum { OP_INPUTQ = 1, OP_QUANT, OP_LAYER, OP_AFFINE, OP_RELU, OP_ADD, OP_POOL, OP_SHORTCUT,
        OP_COPY };
@@ -94,11 +102,21 @@ enum { K_GATHER, K_INT8, K_SHIFTADD, K_SHUF16, K_SHUF8, K_PERMW, K_PERMB, K_TBL1
 enum { ISA_ID_SCALAR, ISA_ID_AVX2, ISA_ID_AVX512, ISA_ID_NEON };
 
 #define SFX _scalar
+#define VL 4
+#define VI32 vi32x4
+#define VU32 vu32x4
+#define VI16 vi16x4
+#define VU8 vu8x4
 #define ISA_AVX2 0
 #define ISA_AVX512 0
 #define ISA_NEON 0
 #include "plut_net_body.h"
 #undef SFX
+#undef VL
+#undef VI32
+#undef VU32
+#undef VI16
+#undef VU8
 #undef ISA_AVX2
 #undef ISA_AVX512
 #undef ISA_NEON
@@ -107,11 +125,21 @@ enum { ISA_ID_SCALAR, ISA_ID_AVX2, ISA_ID_AVX512, ISA_ID_NEON };
 #pragma GCC push_options
 #pragma GCC target("avx2,fma,bmi,bmi2,popcnt")
 #define SFX _avx2
+#define VL 8
+#define VI32 vi32x8
+#define VU32 vu32x8
+#define VI16 vi16x8
+#define VU8 vu8x8
 #define ISA_AVX2 1
 #define ISA_AVX512 0
 #define ISA_NEON 0
 #include "plut_net_body.h"
 #undef SFX
+#undef VL
+#undef VI32
+#undef VU32
+#undef VI16
+#undef VU8
 #undef ISA_AVX2
 #undef ISA_AVX512
 #undef ISA_NEON
@@ -120,11 +148,21 @@ enum { ISA_ID_SCALAR, ISA_ID_AVX2, ISA_ID_AVX512, ISA_ID_NEON };
 #pragma GCC push_options
 #pragma GCC target("avx2,fma,bmi,bmi2,popcnt,avx512f,avx512bw,avx512vl,avx512dq,avx512vbmi")
 #define SFX _avx512
+#define VL 16
+#define VI32 vi32x16
+#define VU32 vu32x16
+#define VI16 vi16x16
+#define VU8 vu8x16
 #define ISA_AVX2 1
 #define ISA_AVX512 1
 #define ISA_NEON 0
 #include "plut_net_body.h"
 #undef SFX
+#undef VL
+#undef VI32
+#undef VU32
+#undef VI16
+#undef VU8
 #undef ISA_AVX2
 #undef ISA_AVX512
 #undef ISA_NEON
@@ -133,11 +171,21 @@ enum { ISA_ID_SCALAR, ISA_ID_AVX2, ISA_ID_AVX512, ISA_ID_NEON };
 
 #ifdef POTLUT_ARM64
 #define SFX _neon
+#define VL 4
+#define VI32 vi32x4
+#define VU32 vu32x4
+#define VI16 vi16x4
+#define VU8 vu8x4
 #define ISA_AVX2 0
 #define ISA_AVX512 0
 #define ISA_NEON 1
 #include "plut_net_body.h"
 #undef SFX
+#undef VL
+#undef VI32
+#undef VU32
+#undef VI16
+#undef VU8
 #undef ISA_AVX2
 #undef ISA_AVX512
 #undef ISA_NEON

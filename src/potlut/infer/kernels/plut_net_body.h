@@ -14,7 +14,7 @@ static inline int64_t FN(count_le)(const int64_t *thr, int64_t n, int64_t mag) {
 }
 
 /* codes of n fixed values y: #{thresholds <= |y|} (sign as the format wants).  Up to 32
- * thresholds: counted by 16-lane compares in int32 (a threshold above 2^31 - 1 is never
+ * thresholds: counted by VL-lane compares in int32 (a threshold above 2^31 - 1 is never
  * reached, one below 0 always; |y| <= 2^31 - 1); more: a binary search per value */
 static void FN(codes_of)(const int32_t *y, int64_t n, void *out, int64_t fmt, const int64_t *thr,
                          int64_t n_thr, int64_t kbits, int64_t sgn) {
@@ -24,29 +24,29 @@ static void FN(codes_of)(const int32_t *y, int64_t n, void *out, int64_t fmt, co
         int64_t nt = 0;
         for (int64_t j = 0; j < n_thr; j++)
             if (thr[j] <= I32MAX) t32[nt++] = (int32_t)(thr[j] > 0 ? thr[j] : 0);
-        for (int64_t i0 = 0; i0 < n; i0 += 16) {
-            const int64_t m = n - i0 < 16 ? n - i0 : 16;
-            vi32x16 v = {0}, c = {0};
-            if (m == 16) {
+        for (int64_t i0 = 0; i0 < n; i0 += VL) {
+            const int64_t m = n - i0 < VL ? n - i0 : VL;
+            VI32 v = {0}, c = {0};
+            if (m == VL) {
                 memcpy(&v, y + i0, sizeof v);
             } else { /* the tail: through a buffer */
-                int32_t yb[16] = {0};
+                int32_t yb[VL] = {0};
                 for (int64_t i = 0; i < m; i++) yb[i] = y[i0 + i];
                 memcpy(&v, yb, sizeof v);
             }
-            const vi32x16 low = v < V16(-I32MAX);
-            v = (low & V16(-I32MAX)) | (~low & v);
-            const vi32x16 neg = sgn ? v < V16(0) : V16(0);
-            const vi32x16 mag = (neg & -v) | (~neg & v & ~(v < V16(0)));
-            for (int64_t j = 0; j < nt; j++) c -= V16(t32[j]) <= mag;
+            const VI32 low = v < VB(-I32MAX);
+            v = (low & VB(-I32MAX)) | (~low & v);
+            const VI32 neg = sgn ? v < VB(0) : VB(0);
+            const VI32 mag = (neg & -v) | (~neg & v & ~(v < VB(0)));
+            for (int64_t j = 0; j < nt; j++) c -= VB(t32[j]) <= mag;
             if (fmt == 0) {
-                const vu8x16 code = __builtin_convertvector(c | (neg & (c > V16(0)) & V16(sb)),
-                                                            vu8x16);
-                if (m == 16) memcpy((uint8_t *)out + i0, &code, 16);
+                const VU8 code = __builtin_convertvector(c | (neg & (c > VB(0)) & VB(sb)),
+                                                            VU8);
+                if (m == VL) memcpy((uint8_t *)out + i0, &code, VL);
                 else memcpy((uint8_t *)out + i0, &code, (size_t)m);
             } else {
-                const vi16x16 code = __builtin_convertvector((neg & -c) | (~neg & c), vi16x16);
-                if (m == 16) memcpy((int16_t *)out + i0, &code, 32);
+                const VI16 code = __builtin_convertvector((neg & -c) | (~neg & c), VI16);
+                if (m == VL) memcpy((int16_t *)out + i0, &code, 2 * VL);
                 else memcpy((int16_t *)out + i0, &code, (size_t)(2 * m));
             }
         }
@@ -923,17 +923,17 @@ __attribute__((noinline)) static void FN(layer_out)(const int64_t *f, const Grp 
         int32_t *c0 = tmp;
         const int32_t sb = 1 << kbits;
         for (int64_t o = o0; o < o1; o++) {
-            /* every accumulator position's code, 16 at a time (P rounds up within pst) */
+            /* every accumulator position's code, VL at a time (P rounds up within pst) */
             const int32_t *a = acc + o * pst, *u = up + o * n, *w = wn ? wn + o * n : NULL;
             const int fl = flip[o] != 0;
-            for (int64_t p = 0; p < P; p += 16) {
-                vi32x16 v, k0 = {0}, k1 = {0}, code;
+            for (int64_t p = 0; p < P; p += VL) {
+                VI32 v, k0 = {0}, k1 = {0}, code;
                 memcpy(&v, a + p, sizeof v);
-                if (fl) v = (vi32x16)(-(vu32x16)v);
-                for (int64_t j = 0; j < n; j++) k0 -= v > V16(u[j]);
+                if (fl) v = (VI32)(-(VU32)v);
+                for (int64_t j = 0; j < n; j++) k0 -= v > VB(u[j]);
                 if (w) {
-                    for (int64_t j = 0; j < n; j++) k1 -= v <= V16(w[j]);
-                    code = fmt == 0 ? ((k0 + k1) | ((k1 > V16(0)) & V16(sb))) : k0 - k1;
+                    for (int64_t j = 0; j < n; j++) k1 -= v <= VB(w[j]);
+                    code = fmt == 0 ? ((k0 + k1) | ((k1 > VB(0)) & VB(sb))) : k0 - k1;
                 } else {
                     code = k0;
                 }
