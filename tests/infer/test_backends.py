@@ -102,6 +102,29 @@ def test_native_equals_reference(isa, kernels, name, in_shape, bits) -> None:
         assert want is None or want in used, used
 
 
+@pytest.mark.parametrize("bits", BITS)
+def test_one_image_small_maps_equal_reference(bits) -> None:
+    """Calls on one image: AVX-512 runs the small maps (digits' 4x4 and 2x2 layers) with
+    output channels across the lanes (shift-add-oc), and still equals the reference."""
+    require("avx512")
+    prog, x, ref = case("small_cnn", (1, 8, 8), bits)
+    net = NativeNet(prog, "avx512", threads=1)
+    for i in range(len(x)):
+        env = net.run(x[i:i + 1], keep=True)
+        for k in env:
+            if k in ref:
+                np.testing.assert_array_equal(env[k], ref[k][i:i + 1], err_msg=f"image {i} {k}")
+    used = net.kernels(one_image=True)
+    if bits <= 4:  # power-of-two weights with exact products: shift-add applies
+        assert used.count("shift-add-oc") == 2, used
+    else:
+        assert "shift-add-oc" not in used, used
+    assert "shift-add-oc" not in net.kernels()  # batches keep the pixel-vector kernels
+    lut = NativeNet(prog, "avx512", threads=1, kernels="lut")
+    assert "shift-add-oc" not in lut.kernels(one_image=True)
+    np.testing.assert_array_equal(lut.run(x[:1]), ref[prog.outputs[0]][:1])
+
+
 @pytest.mark.parametrize("bits", [3, 4])
 def test_numba_equals_reference(bits) -> None:
     prog, x, ref = case("resnet20", (3, 32, 32), bits)
@@ -120,6 +143,24 @@ def test_threads_split_the_batch_exactly() -> None:
     eng = IntEngine(prog, "c", threads=2)
     np.testing.assert_array_equal(eng.run(xs), want)
     assert eng.backend.name in ISAS and eng.native.threads == 2
+
+
+def test_native_runner_refuses_nan_and_infinity() -> None:
+    """The C runner checks the input itself (the engine skips numpy's check for it)."""
+    from potlut.errors import PotlutDataError
+
+    isa = supported_isas()[-1] if supported_isas() else pytest.skip("no C runner here")
+    prog, x, ref = case("small_cnn", (1, 8, 8), 4)
+    net = NativeNet(prog, isa, threads=2)
+    for bad in (np.nan, np.inf, -np.inf):
+        xb = x.copy()
+        xb[2, 0, 7, 7] = bad  # the last value of the batch
+        for keep in (False, True):
+            with pytest.raises(PotlutDataError, match="NaN or infinite"):
+                net.run(xb, keep=keep)
+        with pytest.raises(PotlutDataError, match="NaN or infinite"):
+            IntEngine(prog, isa).run(xb[2:])
+    np.testing.assert_array_equal(net.run(x), ref[prog.outputs[0]])  # still usable
 
 
 def test_unknown_or_missing_backend_is_a_config_error() -> None:

@@ -188,8 +188,9 @@ class IntEngine:
         """Real value of one logit unit (``2^-F``)."""
         return self.program.scale
 
-    def check_input(self, x: Any) -> np.ndarray:
-        """Float32 ``[N, *in_shape]`` array, or :class:`PotlutDataError` saying what is wrong."""
+    def check_input(self, x: Any, finite: bool = True) -> np.ndarray:
+        """Float32 ``[N, *in_shape]`` array, or :class:`PotlutDataError` saying what is wrong
+        (``finite=False``: NaN / infinity left to the native runner, which refuses them)."""
         if hasattr(x, "detach") and hasattr(x, "cpu"):  # a torch tensor, without importing torch
             x = x.detach().cpu().numpy()
         x = np.asarray(x)
@@ -201,13 +202,13 @@ class IntEngine:
             raise PotlutDataError(f"input shape {list(x.shape)} does not match the model's "
                                   f"[N, {', '.join(map(str, want))}]")
         x = np.ascontiguousarray(x, dtype=np.float32)
-        if not np.all(np.isfinite(x)):
+        if finite and not np.all(np.isfinite(x)):
             raise PotlutDataError("input contains NaN or infinite values")
         return x
 
     def run(self, x: Any, keep: bool = False) -> np.ndarray | dict[str, np.ndarray]:
         """int32 logits ``[N, ...]`` (units of ``2^-F``) of float images ``x``."""
-        x = self.check_input(x)
+        x = self.check_input(x, finite=self.native is None)
         if self.native is not None:
             return self.native.run(x, keep)
         N = x.shape[0]

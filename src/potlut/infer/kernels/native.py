@@ -31,7 +31,7 @@ NATIVE = ("c", *ISAS)
 KERNELS = {"auto": 0, "lut": 1}
 # kernel ids of plut_net.c (K_*), by name
 KERNEL_NAMES = ("gather", "int8", "shift-add", "vpshufb16", "vpshufb8", "vpermw", "vpermb",
-                "tbl16", "tbl8", "shift-add8")
+                "tbl16", "tbl8", "shift-add8", "shift-add-oc")
 
 _lib: ctypes.CDLL | None = None
 
@@ -54,6 +54,8 @@ def load() -> ctypes.CDLL:
         lib.potlut_net_run.restype = ctypes.c_int64
         lib.potlut_net_kernels.argtypes = [ctypes.c_void_p, ctypes.c_int64, ctypes.c_void_p]
         lib.potlut_net_kernels.restype = ctypes.c_int64
+        lib.potlut_net_kernels1.argtypes = lib.potlut_net_kernels.argtypes
+        lib.potlut_net_kernels1.restype = ctypes.c_int64
         lib.potlut_net_isa_supported.argtypes = [ctypes.c_int64]
         lib.potlut_net_isa_supported.restype = ctypes.c_int64
         _lib = lib
@@ -102,6 +104,13 @@ class NativeNet:
         self.plan.words[12] = KERNELS[kernels]
         self.stride = self.plan.arena_bytes
         self._arena = np.zeros(0, np.uint8)
+        self._base = 0  # the arena's 64-byte aligned address
+        # one-call buffers (input copy, outputs) with their addresses: reading an array's
+        # address through numpy costs about 1 us, a third of a small model's call
+        self._cap = 0
+        self._xin = self._out = np.zeros(0, np.float32)
+        self._xaddr = 0
+        self._in_shape = tuple(int(v) for v in prog.in_shape)
         self._run = self.lib.potlut_net_run
         self._isa_id = ISAS[isa]
         # per-call constants: the plan's address, output specs, the output pointer array
@@ -110,26 +119,64 @@ class NativeNet:
         self._out_specs = [(b.elems, b.np_dtype) for b in bufs]
         self._out_shape = bufs[0].shape
         self._ptrs = (ctypes.c_void_p * len(bufs))()
+        self._fptrs = (ctypes.c_void_p * 1)()  # the fast path's output pointer
 
-    def kernels(self) -> list[str]:
-        """The kernel each layer runs with (``KERNEL_NAMES``), as the C side picks them."""
+    def kernels(self, one_image: bool = False) -> list[str]:
+        """The kernel each layer runs with (``KERNEL_NAMES``), as the C side picks them;
+        ``one_image``: in a call on one image (small maps: output channels across lanes)."""
         out = np.zeros(max(1, len(self.plan.layer_names)), np.int64)
-        n = self.lib.potlut_net_kernels(self.plan.words.ctypes.data, self._isa_id,
-                                        out.ctypes.data)
+        fn = self.lib.potlut_net_kernels1 if one_image else self.lib.potlut_net_kernels
+        n = fn(self.plan.words.ctypes.data, self._isa_id, out.ctypes.data)
         return [KERNEL_NAMES[int(k)] for k in out[:n]]
 
     def _arena_for(self, n: int) -> np.ndarray:
         need = n * self.stride + 64
         if self._arena.size < need:
             self._arena = np.zeros(need, np.uint8)
+            self._base = (self._arena.ctypes.data + 63) // 64 * 64
         return self._arena
+
+    def _grow(self, n: int) -> None:
+        """Call buffers for batches of up to ``n`` images (and the arena for them)."""
+        self._cap = n
+        self._xin = np.empty((n, *self._in_shape), np.float32)
+        self._xaddr = self._xin.ctypes.data
+        if len(self._out_specs) == 1:
+            elems, dt = self._out_specs[0]
+            self._out = np.empty((n, elems), dt)
+            self._fptrs[0] = self._out.ctypes.data
+        self._arena_for(min(self.threads, n))
+
+    def _fast(self, x: np.ndarray) -> np.ndarray:
+        """:meth:`run` for one output, no keep, no profile: buffers and addresses reused."""
+        N = x.shape[0]
+        if N > self._cap:
+            self._grow(N)
+        self._xin[:N] = x
+        threads = min(self.threads, N)
+        rc = self._run(self._words, self._xaddr, N, self._fptrs, self._base, self.stride, 0,
+                       self._isa_id, threads, None)
+        if rc != 0:
+            self._refused(rc)
+        return self._out[:N].reshape(N, *self._out_shape).copy()
+
+    @staticmethod
+    def _refused(rc: int) -> None:
+        from potlut.errors import PotlutDataError
+
+        if rc == -2:
+            raise PotlutDataError("input contains NaN or infinite values")
+        raise RuntimeError("C runner refused the plan")  # pragma: no cover - checked above
 
     def run(self, x: np.ndarray, keep: bool = False,
             prof: np.ndarray | None = None) -> np.ndarray | dict[str, np.ndarray]:
         """int32 logits of float32 images ``x`` (``[N, *in_shape]``, C-contiguous).
 
         ``prof`` (int64, one per op of the plan): adds each op's thread CPU ns (one thread).
+        A NaN or infinite input raises :class:`~potlut.errors.PotlutDataError`.
         """
+        if not keep and prof is None and len(self._out_specs) == 1 and x.shape[0] > 0:
+            return self._fast(x)
         N = int(x.shape[0])
         plan = self.plan
         outs = [np.empty((N, e), d) for e, d in self._out_specs]
@@ -137,12 +184,12 @@ class NativeNet:
         threads = min(self.threads, max(N, 1))
         groups = -(-N // plan.group)
         arena = self._arena_for(groups if keep else threads)
-        base = (arena.ctypes.data + 63) // 64 * 64
+        base = self._base
         rc = self._run(self._words, x.ctypes.data, N, self._ptrs, base, self.stride,
                        int(keep), self._isa_id, threads,
                        None if prof is None else prof.ctypes.data)
-        if rc != 0:  # pragma: no cover - the plan and ISA were checked above
-            raise RuntimeError("C runner refused the plan")
+        if rc != 0:
+            self._refused(rc)
         if keep:
             return self._env(arena, base - arena.ctypes.data, N)
         if len(outs) == 1:

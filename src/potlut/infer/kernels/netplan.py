@@ -39,7 +39,8 @@ _ITEM = {DT_U8: 1, DT_I16: 2, DT_I32: 4}
 _NP = {DT_U8: np.uint8, DT_I16: np.int16, DT_I32: np.int32}
 BLOCK = 256  # largest pixel block a kernel computes at once (accumulator rows are padded to it)
 INT8_MAX, INT16_MAX = 127, 32767
-LAYER_WORDS = 58
+LAYER_WORDS = 61
+CHAN_LANES = 32  # output channels per vector of the small-map kernel (int16 lanes)
 GROUP_MAX = 32  # images run through a layer together when its feature map is small
 GROUP_PIXELS = 512  # ... until they fill about this many accumulator positions
 PLANES_L1 = 24 << 10  # ... and their input planes fit in L1 (bytes, int16 elements)
@@ -228,6 +229,52 @@ def _shift_add(st: Layer, lp, pix: np.ndarray, code: np.ndarray
                   np.array(order, np.int32), avals)
 
 
+def _chan_taps(st: Layer, lp, sa, per_k: tuple[np.ndarray, np.ndarray], plane: int
+               ) -> tuple[np.ndarray, np.ndarray, int] | None:
+    """Output-channel-vector form of a shift-add layer, for maps too small to fill vectors
+    along the pixels (one image, a few positions): per block of 32 output channels, every
+    input tap with a non-zero weight in the block as ``[offset, add mask, subtract mask,
+    0, 32 int16 exponents]`` (int32 words). A tap adds ``a << e`` to each lane's int16 sum,
+    which widens to int32 every ``period`` taps (``period * max|a| * max|w| <= 32767``).
+    Returns the block starts, the entries and the period; None where it does not apply.
+    """
+    if sa is None or st.groups != 1:
+        return None
+    wv = st.w_values.astype(np.int64)
+    amax = int(np.abs(sa[1][3].astype(np.int64)).max(initial=0))
+    wmax = int(wv.max(initial=0))
+    if amax == 0 or wmax == 0 or amax * wmax > INT16_MAX:
+        return None
+    kw = _code_bits(int(st.w_values.size))
+    wq = lp.wq.astype(np.int64)  # [O, K] codes
+    n_out, K = wq.shape
+    mag, neg = wq & ((1 << kw) - 1), (wq >> kw) & 1
+    val = wv[mag]
+    e = np.round(np.log2(np.maximum(val, 1))).astype(np.int64)
+    cp, within = per_k
+    off = cp * plane + within  # one image's planes
+    starts, rows = [0], []
+    for b0 in range(0, n_out, CHAN_LANES):
+        v = val[b0:b0 + CHAN_LANES]
+        for k in range(K):
+            nz = v[:, k] != 0
+            if not nz.any():
+                continue
+            lanes = np.flatnonzero(nz)
+            ng = neg[b0:b0 + CHAN_LANES, k][lanes]
+            row = np.zeros(20, np.int64)
+            row[0] = off[k]
+            row[1] = int(sum(1 << int(q) for q in lanes[ng == 0]))
+            row[2] = int(sum(1 << int(q) for q in lanes[ng == 1]))
+            ex = np.zeros(CHAN_LANES, np.int16)
+            ex[lanes] = e[b0:b0 + CHAN_LANES, k][lanes]
+            row[4:] = ex.view(np.uint16).reshape(16, 2).astype(np.int64) @ np.array([1, 1 << 16])
+            rows.append(row)
+        starts.append(len(rows))
+    ent = np.array(rows, np.int64).reshape(-1, 20).astype(np.uint32).view(np.int32)
+    return np.array(starts, np.int32), ent, INT16_MAX // (amax * wmax)
+
+
 def _layer_words(st: Layer, w: _Writer, ids: dict[str, int], bufs: list[Buf]) -> tuple:
     """The op words of one layer and its sizes (for the sub-batch and the scratch)."""
     lp = plan_layer(st)
@@ -272,6 +319,11 @@ def _layer_words(st: Layer, w: _Writer, ids: dict[str, int], bufs: list[Buf]) ->
         sa_fields = [0, -1, -1, -1, -1]
     else:
         sa_fields = [sa[0], *(w.add(a) for a in sa[1])]
+    kk = np.arange(K)
+    kc, ki, kj = kk // (KH * KW), (kk // KW) % KH, kk % KW
+    chan = _chan_taps(st, lp, sa, (kc * SH * SW + ((ki * DH) % SH) * SW + (kj * DW) % SW,
+                                   ((ki * DH) // SH) * Wph + (kj * DW) // SW), plane)
+    chan_fields = [-1, -1, 0] if chan is None else [w.add(chan[0]), w.add(chan[1]), chan[2]]
     n_thr = int(lp.thr.size)
     wn = w.add(lp.wn.astype(np.int32)) if lp.wn is not None else -1
     fields = [
@@ -285,7 +337,8 @@ def _layer_words(st: Layer, w: _Writer, ids: dict[str, int], bufs: list[Buf]) ->
         w.add(lp.flip.astype(np.int32)) if lp.acc_thr else -1,
         w.add(lp.up.astype(np.int32)) if lp.acc_thr else -1, wn if lp.acc_thr else -1,
         Hph, Wph, P, K, *sa_fields, 0, w.add(cp.astype(np.int32)), -1, -1, -1, -1,
-    ]  # 52: images per sub-batch, 54-57: tap offsets (set by build_plan)
+        *chan_fields,
+    ]  # 52: images per sub-batch, 54-57: tap offsets (set by build_plan), 58-60: _chan_taps
     assert len(fields) == LAYER_WORDS, len(fields)
     taps = (pix.astype(np.int64), cp.astype(np.int64), None if sa is None else sa[1][2])
     return fields, taps, plane, P, C * SH * SW, n_out, int(pix.size)
@@ -443,7 +496,7 @@ def build_plan(prog: Program) -> NetPlan:
 _ARRAYS = {
     OP_INPUTQ: {2}, OP_QUANT: {3}, OP_AFFINE: {4, 5, 6},
     OP_LAYER: {22, 23, 24, 25, 26, 27, 28, 29, 30, 31, 32, 35, 40, 41, 42, 48, 49, 50, 51, 53,
-               54, 55, 56, 57},
+               54, 55, 56, 57, 58, 59},
 }
 
 

@@ -76,17 +76,47 @@ static int64_t now_ns(void) {
     return (int64_t)ts.tv_sec * 1000000000LL + ts.tv_nsec;
 }
 
+/* int32 lanes as GCC vectors, as wide as each copy's registers (VL lanes: 16 under AVX-512,
+ * 8 under AVX2, 4 for SSE2 / NEON), for the threshold counting written once for all */
+typedef int32_t vi32x16 __attribute__((vector_size(64)));
+typedef uint32_t vu32x16 __attribute__((vector_size(64)));
+typedef int16_t vi16x16 __attribute__((vector_size(32)));
+typedef uint8_t vu8x16 __attribute__((vector_size(16)));
+typedef int32_t vi32x8 __attribute__((vector_size(32)));
+typedef uint32_t vu32x8 __attribute__((vector_size(32)));
+typedef int16_t vi16x8 __attribute__((vector_size(16)));
+typedef uint8_t vu8x8 __attribute__((vector_size(8)));
+typedef int32_t vi32x4 __attribute__((vector_size(16)));
+typedef uint32_t vu32x4 __attribute__((vector_size(16)));
+typedef int16_t vi16x4 __attribute__((vector_size(8)));
+typedef uint8_t vu8x4 __attribute__((vector_size(4)));
+#define VB(x) ((VI32){0} + (int32_t)(x))
+
 enum { OP_INPUTQ = 1, OP_QUANT, OP_LAYER, OP_AFFINE, OP_RELU, OP_ADD, OP_POOL, OP_SHORTCUT,
        OP_COPY };
-enum { K_GATHER, K_INT8, K_SHIFTADD, K_SHUF16, K_SHUF8, K_PERMW, K_PERMB, K_TBL16, K_TBL8, K_SHIFTADD8 };
+enum { K_GATHER, K_INT8, K_SHIFTADD, K_SHUF16, K_SHUF8, K_PERMW, K_PERMB, K_TBL16, K_TBL8, K_SHIFTADD8,
+       K_CHAN };
+/* a one-image layer with at most this many accumulator positions runs with output channels
+ * across the lanes (K_CHAN), where the pixel-vector kernels would leave most lanes empty */
+#define CHAN_MAX_P 24
 enum { ISA_ID_SCALAR, ISA_ID_AVX2, ISA_ID_AVX512, ISA_ID_NEON };
 
 #define SFX _scalar
+#define VL 4
+#define VI32 vi32x4
+#define VU32 vu32x4
+#define VI16 vi16x4
+#define VU8 vu8x4
 #define ISA_AVX2 0
 #define ISA_AVX512 0
 #define ISA_NEON 0
 #include "plut_net_body.h"
 #undef SFX
+#undef VL
+#undef VI32
+#undef VU32
+#undef VI16
+#undef VU8
 #undef ISA_AVX2
 #undef ISA_AVX512
 #undef ISA_NEON
@@ -95,11 +125,21 @@ enum { ISA_ID_SCALAR, ISA_ID_AVX2, ISA_ID_AVX512, ISA_ID_NEON };
 #pragma GCC push_options
 #pragma GCC target("avx2,fma,bmi,bmi2,popcnt")
 #define SFX _avx2
+#define VL 8
+#define VI32 vi32x8
+#define VU32 vu32x8
+#define VI16 vi16x8
+#define VU8 vu8x8
 #define ISA_AVX2 1
 #define ISA_AVX512 0
 #define ISA_NEON 0
 #include "plut_net_body.h"
 #undef SFX
+#undef VL
+#undef VI32
+#undef VU32
+#undef VI16
+#undef VU8
 #undef ISA_AVX2
 #undef ISA_AVX512
 #undef ISA_NEON
@@ -108,11 +148,21 @@ enum { ISA_ID_SCALAR, ISA_ID_AVX2, ISA_ID_AVX512, ISA_ID_NEON };
 #pragma GCC push_options
 #pragma GCC target("avx2,fma,bmi,bmi2,popcnt,avx512f,avx512bw,avx512vl,avx512dq,avx512vbmi")
 #define SFX _avx512
+#define VL 16
+#define VI32 vi32x16
+#define VU32 vu32x16
+#define VI16 vi16x16
+#define VU8 vu8x16
 #define ISA_AVX2 1
 #define ISA_AVX512 1
 #define ISA_NEON 0
 #include "plut_net_body.h"
 #undef SFX
+#undef VL
+#undef VI32
+#undef VU32
+#undef VI16
+#undef VU8
 #undef ISA_AVX2
 #undef ISA_AVX512
 #undef ISA_NEON
@@ -121,11 +171,21 @@ enum { ISA_ID_SCALAR, ISA_ID_AVX2, ISA_ID_AVX512, ISA_ID_NEON };
 
 #ifdef POTLUT_ARM64
 #define SFX _neon
+#define VL 4
+#define VI32 vi32x4
+#define VU32 vu32x4
+#define VI16 vi16x4
+#define VU8 vu8x4
 #define ISA_AVX2 0
 #define ISA_AVX512 0
 #define ISA_NEON 1
 #include "plut_net_body.h"
 #undef SFX
+#undef VL
+#undef VI32
+#undef VU32
+#undef VI16
+#undef VU8
 #undef ISA_AVX2
 #undef ISA_AVX512
 #undef ISA_NEON
@@ -179,6 +239,20 @@ int64_t potlut_net_kernels(const int64_t *plan, int64_t isa, int64_t *out) {
     int64_t n = 0;
     for (int64_t k = 0; k < plan[3]; k++, op += op[1])
         if (op[0] == OP_LAYER) out[n++] = pick(op + 2, plan[12]);
+    return n;
+}
+
+/* the same for a call on one image (small maps may take K_CHAN there) */
+int64_t potlut_net_kernels1(const int64_t *plan, int64_t isa, int64_t *out) {
+    const int64_t n = potlut_net_kernels(plan, isa, out);
+    const int64_t *op = plan + plan[10];
+    for (int64_t k = 0, i = 0; n > 0 && k < plan[3]; k++, op += op[1])
+        if (op[0] == OP_LAYER) {
+            const int64_t *f = op + 2;
+            if (isa == ISA_ID_AVX512 && f[60] > 0 && plan[12] != 1 && f[45] <= CHAN_MAX_P)
+                out[i] = K_CHAN;
+            i++;
+        }
     return n;
 }
 
@@ -239,13 +313,16 @@ static void *thread_main(void *p) {
  * images each; keep: every buffer of every image stays for the caller).  Groups are split
  * between threads in contiguous runs.
  * prof (NULL: none): thread CPU ns spent in each op, summed (one thread only).
- * Returns 0, or -1 (bad plan / ISA not available here). */
+ * Returns 0, -1 (bad plan / ISA not available here) or -2 (a NaN or infinite input). */
 int64_t potlut_net_run(const int64_t *plan, const float *x, int64_t N, void **outs,
                        uint8_t *arena, int64_t stride, int64_t keep, int64_t isa,
                        int64_t threads, int64_t *prof) {
     if (plan[0] != 0x504C55544E4554LL || plan[1] != 1 || stride < plan[4]) return -1;
     if (!potlut_net_isa_supported(isa)) return -1;
     if (N <= 0) return 0;
+    int bad = 0; /* NaN or infinity anywhere in the input: refused (-2), nothing run */
+    for (int64_t i = 0; i < N * plan[6]; i++) bad |= x[i] - x[i] != 0.0f;
+    if (bad) return -2;
     image_fn fn = pick_isa(isa);
     if (!fn) return -1;
     if (threads < 1 || prof) threads = 1;

@@ -13,37 +13,53 @@ static inline int64_t FN(count_le)(const int64_t *thr, int64_t n, int64_t mag) {
     return lo;
 }
 
-/* codes of n fixed values y (int64 scratch mag/cnt of CHUNK elements) */
-#define QCHUNK 256
+/* codes of n fixed values y: #{thresholds <= |y|} (sign as the format wants).  Up to 32
+ * thresholds: counted by VL-lane compares in int32 (a threshold above 2^31 - 1 is never
+ * reached, one below 0 always; |y| <= 2^31 - 1); more: a binary search per value */
 static void FN(codes_of)(const int32_t *y, int64_t n, void *out, int64_t fmt, const int64_t *thr,
                          int64_t n_thr, int64_t kbits, int64_t sgn) {
-    int64_t mag[QCHUNK];
-    int32_t cnt[QCHUNK];
-    for (int64_t i0 = 0; i0 < n; i0 += QCHUNK) {
-        const int64_t m = n - i0 < QCHUNK ? n - i0 : QCHUNK;
-        for (int64_t i = 0; i < m; i++) {
-            int64_t v = y[i0 + i];
-            mag[i] = sgn ? (v < 0 ? -v : v) : (v > 0 ? v : 0);
-            cnt[i] = 0;
-        }
-        if (n_thr <= 32) {
-            for (int64_t j = 0; j < n_thr; j++) {
-                const int64_t t = thr[j];
-                for (int64_t i = 0; i < m; i++) cnt[i] += t <= mag[i];
+    const uint8_t sb = (uint8_t)(1u << kbits);
+    if (n_thr <= 32) {
+        int32_t t32[32];
+        int64_t nt = 0;
+        for (int64_t j = 0; j < n_thr; j++)
+            if (thr[j] <= I32MAX) t32[nt++] = (int32_t)(thr[j] > 0 ? thr[j] : 0);
+        for (int64_t i0 = 0; i0 < n; i0 += VL) {
+            const int64_t m = n - i0 < VL ? n - i0 : VL;
+            VI32 v = {0}, c = {0};
+            if (m == VL) {
+                memcpy(&v, y + i0, sizeof v);
+            } else { /* the tail: through a buffer */
+                int32_t yb[VL] = {0};
+                for (int64_t i = 0; i < m; i++) yb[i] = y[i0 + i];
+                memcpy(&v, yb, sizeof v);
             }
-        } else {
-            for (int64_t i = 0; i < m; i++) cnt[i] = (int32_t)FN(count_le)(thr, n_thr, mag[i]);
+            const VI32 low = v < VB(-I32MAX);
+            v = (low & VB(-I32MAX)) | (~low & v);
+            const VI32 neg = sgn ? v < VB(0) : VB(0);
+            const VI32 mag = (neg & -v) | (~neg & v & ~(v < VB(0)));
+            for (int64_t j = 0; j < nt; j++) c -= VB(t32[j]) <= mag;
+            if (fmt == 0) {
+                const VU8 code = __builtin_convertvector(c | (neg & (c > VB(0)) & VB(sb)),
+                                                            VU8);
+                if (m == VL) memcpy((uint8_t *)out + i0, &code, VL);
+                else memcpy((uint8_t *)out + i0, &code, (size_t)m);
+            } else {
+                const VI16 code = __builtin_convertvector((neg & -c) | (~neg & c), VI16);
+                if (m == VL) memcpy((int16_t *)out + i0, &code, 2 * VL);
+                else memcpy((int16_t *)out + i0, &code, (size_t)(2 * m));
+            }
         }
-        if (fmt == 0) {
-            uint8_t *o = (uint8_t *)out + i0;
-            const uint8_t sb = (uint8_t)(1u << kbits);
-            for (int64_t i = 0; i < m; i++)
-                o[i] = (uint8_t)cnt[i] | ((sgn && y[i0 + i] < 0 && cnt[i] > 0) ? sb : 0);
-        } else {
-            int16_t *o = (int16_t *)out + i0;
-            for (int64_t i = 0; i < m; i++)
-                o[i] = (int16_t)((sgn && y[i0 + i] < 0) ? -cnt[i] : cnt[i]);
-        }
+        return;
+    }
+    for (int64_t i = 0; i < n; i++) {
+        const int64_t v = y[i];
+        const int64_t mag = sgn ? (v < 0 ? -v : v) : (v > 0 ? v : 0);
+        const int32_t cnt = (int32_t)FN(count_le)(thr, n_thr, mag);
+        if (fmt == 0)
+            ((uint8_t *)out)[i] = (uint8_t)cnt | ((sgn && v < 0 && cnt > 0) ? sb : 0);
+        else
+            ((int16_t *)out)[i] = (int16_t)((sgn && v < 0) ? -cnt : cnt);
     }
 }
 
@@ -78,15 +94,50 @@ static inline int64_t FN(floordiv)(int64_t a, int64_t b) {
 
 /* ---------------------------------------------------------------- layer: input planes */
 
-/* signed activation values of n codes (shift-add planes): one table permute per vector */
-static void FN(lut_row)(void *dst, const uint8_t *src, int64_t n, const int16_t *lut,
-                        int64_t A, int64_t es) {
-    int64_t x = 0;
+/* a layer's activation-value table (shift-add planes) in the form lut_row loads: 64
+ * int8 (es 1) or 32 int16 (es 2) entries for AVX-512, low and high bytes of 16 entries
+ * for AVX2; built once per layer, not once per row */
+#ifndef POTLUT_LUTTAB
+#define POTLUT_LUTTAB
+typedef struct {
+    union { int8_t b[64]; int16_t w[32]; uint8_t lohi[32]; } t __attribute__((aligned(64)));
+    const int16_t *lut;
+    int64_t A, es, vec;
+} LutTab;
+#endif
+
+static void FN(lut_tab)(LutTab *tb, const int16_t *lut, int64_t A, int64_t es) {
+    memset(&tb->t, 0, sizeof tb->t);
+    tb->lut = lut;
+    tb->A = A;
+    tb->es = es;
+    tb->vec = 0;
 #if ISA_AVX512
     if (es == 1 && A <= 64) {
-        int8_t t8[64] = {0};
-        for (int64_t k = 0; k < A; k++) t8[k] = (int8_t)lut[k];
-        const __m512i tab = _mm512_loadu_si512((const void *)t8);
+        for (int64_t k = 0; k < A; k++) tb->t.b[k] = (int8_t)lut[k];
+        tb->vec = 1;
+    } else if (es == 2 && A <= 32) {
+        for (int64_t k = 0; k < A; k++) tb->t.w[k] = lut[k];
+        tb->vec = 1;
+    }
+#elif ISA_AVX2
+    if (A <= 16) {
+        for (int64_t k = 0; k < A; k++) {
+            tb->t.lohi[k] = (uint8_t)((uint16_t)lut[k] & 0xFF);
+            tb->t.lohi[16 + k] = (uint8_t)((uint16_t)lut[k] >> 8);
+        }
+        tb->vec = 1;
+    }
+#endif
+}
+
+/* signed activation values of n codes (shift-add planes): one table permute per vector */
+static inline void FN(lut_row)(void *dst, const uint8_t *src, int64_t n, const LutTab *tb) {
+    int64_t x = 0;
+    const int64_t es = tb->es;
+#if ISA_AVX512
+    if (tb->vec && es == 1) {
+        const __m512i tab = _mm512_load_si512((const void *)tb->t.b);
         for (; x < n; x += 64) {
             const __mmask64 m = n - x >= 64 ? ~0ULL : ((1ULL << (n - x)) - 1);
             const __m512i c = _mm512_maskz_loadu_epi8(m, src + x);
@@ -94,10 +145,8 @@ static void FN(lut_row)(void *dst, const uint8_t *src, int64_t n, const int16_t 
         }
         return;
     }
-    if (es == 2 && A <= 32) {
-        int16_t t16[32] = {0};
-        for (int64_t k = 0; k < A; k++) t16[k] = lut[k];
-        const __m512i tab = _mm512_loadu_si512((const void *)t16);
+    if (tb->vec) {
+        const __m512i tab = _mm512_load_si512((const void *)tb->t.w);
         for (; x < n; x += 32) {
             const __mmask32 m = n - x >= 32 ? ~0U : ((1U << (n - x)) - 1);
             const __m512i c = _mm512_cvtepu8_epi16(_mm256_maskz_loadu_epi8(m, src + x));
@@ -106,14 +155,9 @@ static void FN(lut_row)(void *dst, const uint8_t *src, int64_t n, const int16_t 
         return;
     }
 #elif ISA_AVX2
-    if (A <= 16) {
-        uint8_t lo[16] = {0}, hi[16] = {0};
-        for (int64_t k = 0; k < A; k++) {
-            lo[k] = (uint8_t)((uint16_t)lut[k] & 0xFF);
-            hi[k] = (uint8_t)((uint16_t)lut[k] >> 8);
-        }
-        const __m128i tl = _mm_loadu_si128((const __m128i *)lo);
-        const __m128i th = _mm_loadu_si128((const __m128i *)hi);
+    if (tb->vec) {
+        const __m128i tl = _mm_load_si128((const __m128i *)tb->t.lohi);
+        const __m128i th = _mm_load_si128((const __m128i *)(tb->t.lohi + 16));
         for (; x + 16 <= n; x += 16) {
             const __m128i c = _mm_loadu_si128((const __m128i *)(src + x));
             const __m128i l = _mm_shuffle_epi8(tl, c);
@@ -127,7 +171,7 @@ static void FN(lut_row)(void *dst, const uint8_t *src, int64_t n, const int16_t 
         }
     }
 #endif
-    (void)A;
+    const int16_t *lut = tb->lut;
     if (es == 1)
         for (; x < n; x++) ((int8_t *)dst)[x] = (int8_t)lut[src[x]];
     else
@@ -145,21 +189,9 @@ __attribute__((noinline)) static void FN(prep)(const int64_t *f, const Grp *g, c
     const int64_t Hph = L_HPH, Wph = L_WPH, plane = Hph * Wph, NB = g->B;
     const int64_t total = C * SH * SW * NB * plane + PST(f) + 64;
     const int in16 = L_MODE == 1;
-    if (SH == 1 && SW == 1) { /* zero only the borders and the slack */
-        for (int64_t c = 0; c < C * NB; c++) {
-            uint8_t *pc = planes + es * c * plane;
-            memset(pc, 0, (size_t)(es * PH * Wph));
-            for (int64_t y = 0; y < H; y++) {
-                uint8_t *row = pc + es * (y + PH) * Wph;
-                memset(row, 0, (size_t)(es * PW));
-                memset(row + es * (PW + W), 0, (size_t)(es * (Wph - PW - W)));
-            }
-            memset(pc + es * (PH + H) * Wph, 0, (size_t)(es * (Hph - PH - H) * Wph));
-        }
-        memset(planes + es * C * NB * plane, 0, (size_t)(es * (total - C * NB * plane)));
-    } else {
-        memset(planes, 0, (size_t)(total * es));
-    }
+    LutTab tb;
+    if (lut) FN(lut_tab)(&tb, lut, L_A, es);
+    memset(planes, 0, (size_t)(total * es)); /* borders and slack (one pass: cheap) */
     for (int64_t b = 0; b < NB; b++)
     for (int64_t c = 0; c < C; c++)
         for (int64_t y = 0; y < H; y++) {
@@ -170,7 +202,7 @@ __attribute__((noinline)) static void FN(prep)(const int64_t *f, const Grp *g, c
             if (SW == 1) {
                 const int64_t d0 = rbase + PW;
                 if (lut) {
-                    FN(lut_row)(planes + es * d0, sb + ib, W, lut, L_A, es);
+                    FN(lut_row)(planes + es * d0, sb + ib, W, &tb);
                 } else if (in16) {
                     memcpy(planes + 2 * d0, (const int16_t *)sb + ib, (size_t)(2 * W));
                 } else if (es == 1) {
@@ -777,6 +809,56 @@ static void FN(k_shift_add8)(const int64_t *f, const Grp *g, const int64_t *plan
 #endif
 }
 
+#if ISA_AVX512
+/* small maps, one image: 32 output channels across the int16 lanes; each input tap is
+ * broadcast, shifted left by every lane's weight exponent (vpsllvw) and added or
+ * subtracted by the sign masks (no multiply); int16 sums widen to int32 every f[60] taps,
+ * the period proven offline (netplan._chan_taps).  Four positions at a time. */
+static void FN(k_chan)(const int64_t *f, const Grp *g, const int64_t *plan, const int16_t *x,
+                       int32_t *acc) {
+    const int32_t *boff = L_PTR(int32_t, 58), *ent = L_PTR(int32_t, 59);
+    const int64_t O = L_O, P = g->P, pst = g->pst, period = f[60];
+    for (int64_t bk = 0; bk * 32 < O; bk++) {
+        const int64_t lanes = O - 32 * bk < 32 ? O - 32 * bk : 32;
+        for (int64_t p0 = 0; p0 < P; p0 += 4) {
+            __m512i s[4], a[8];
+            for (int q = 0; q < 4; q++) s[q] = _mm512_setzero_si512();
+            for (int q = 0; q < 8; q++) a[q] = _mm512_setzero_si512();
+            int64_t cnt = 0;
+            for (int32_t t = boff[bk]; t < boff[bk + 1]; t++) {
+                const int32_t *en = ent + 20 * t;
+                const __m512i ex = _mm512_loadu_si512((const void *)(en + 4));
+                const __mmask32 mp = (__mmask32)(uint32_t)en[1], mn = (__mmask32)(uint32_t)en[2];
+                const int16_t *xp = x + en[0] + p0;
+                for (int q = 0; q < 4; q++) {
+                    const __m512i v = _mm512_sllv_epi16(_mm512_set1_epi16(xp[q]), ex);
+                    s[q] = _mm512_mask_sub_epi16(_mm512_mask_add_epi16(s[q], mp, s[q], v), mn,
+                                                 s[q], v);
+                }
+                if (++cnt == period) {
+                    cnt = 0;
+                    for (int q = 0; q < 4; q++) {
+                        a[2 * q] = _mm512_add_epi32(a[2 * q], _mm512_cvtepi16_epi32(_mm512_castsi512_si256(s[q])));
+                        a[2 * q + 1] = _mm512_add_epi32(a[2 * q + 1], _mm512_cvtepi16_epi32(_mm512_extracti64x4_epi64(s[q], 1)));
+                        s[q] = _mm512_setzero_si512();
+                    }
+                }
+            }
+            int32_t out[4][32];
+            for (int q = 0; q < 4; q++) {
+                a[2 * q] = _mm512_add_epi32(a[2 * q], _mm512_cvtepi16_epi32(_mm512_castsi512_si256(s[q])));
+                a[2 * q + 1] = _mm512_add_epi32(a[2 * q + 1], _mm512_cvtepi16_epi32(_mm512_extracti64x4_epi64(s[q], 1)));
+                _mm512_storeu_si512((void *)out[q], a[2 * q]);
+                _mm512_storeu_si512((void *)(out[q] + 16), a[2 * q + 1]);
+            }
+            const int64_t np = P - p0 < 4 ? P - p0 : 4;
+            for (int64_t l = 0; l < lanes; l++)
+                for (int64_t q = 0; q < np; q++) acc[(32 * bk + l) * pst + p0 + q] = out[q][l];
+        }
+    }
+}
+#endif
+
 static int FN(pick)(const int64_t *f, int64_t policy) {
     if (L_MODE == 1) return K_INT8;
     if (f[47] && policy != 1) return f[47] == 2 ? K_SHIFTADD8 : K_SHIFTADD;
@@ -809,6 +891,9 @@ static void FN(layer_acc)(const int64_t *f, const Grp *g, const int64_t *plan, i
     case K_INT8: FN(k_int8)(f, g, plan, o0, o1, (const int16_t *)x, acc); return;
     case K_SHIFTADD: FN(k_shift_add)(f, g, plan, o0, o1, (const int16_t *)x, acc); return;
     case K_SHIFTADD8: FN(k_shift_add8)(f, g, plan, o0, o1, (const int8_t *)x, acc); return;
+#if ISA_AVX512
+    case K_CHAN: FN(k_chan)(f, g, plan, (const int16_t *)x, acc); return;
+#endif
 #if ISA_AVX2
     case K_SHUF16: BLOCKED(FN(shuf16_block), L_PTR(uint8_t, 28), uint8_t, 32, 2); return;
     case K_SHUF8: BLOCKED(FN(shuf8_block), L_PTR(int8_t, 27), uint8_t, 32, 2); return;
@@ -835,41 +920,36 @@ __attribute__((noinline)) static void FN(layer_out)(const int64_t *f, const Grp 
     if (f[39]) { /* thresholds on the accumulator (program.AccThresholds) */
         const int32_t *flip = L_PTR(int32_t, 40), *up = L_PTR(int32_t, 41);
         const int32_t *wn = f[42] >= 0 ? L_PTR(int32_t, 42) : NULL;
-        int32_t *c0 = tmp, *c1 = tmp + pst;
+        int32_t *c0 = tmp;
+        const int32_t sb = 1 << kbits;
         for (int64_t o = o0; o < o1; o++) {
-            int32_t *a = acc + o * pst;
-            if (flip[o])
-                for (int64_t p = 0; p < P; p++) a[p] = -a[p];
-            for (int64_t p = 0; p < P; p++) c0[p] = 0;
-            for (int64_t j = 0; j < n; j++) {
-                const int32_t u = up[o * n + j];
-                for (int64_t p = 0; p < P; p++) c0[p] += a[p] > u;
-            }
-            if (wn) {
-                for (int64_t p = 0; p < P; p++) c1[p] = 0;
-                for (int64_t j = 0; j < n; j++) {
-                    const int32_t w = wn[o * n + j];
-                    for (int64_t p = 0; p < P; p++) c1[p] += a[p] <= w;
+            /* every accumulator position's code, VL at a time (P rounds up within pst) */
+            const int32_t *a = acc + o * pst, *u = up + o * n, *w = wn ? wn + o * n : NULL;
+            const int fl = flip[o] != 0;
+            for (int64_t p = 0; p < P; p += VL) {
+                VI32 v, k0 = {0}, k1 = {0}, code;
+                memcpy(&v, a + p, sizeof v);
+                if (fl) v = (VI32)(-(VU32)v);
+                for (int64_t j = 0; j < n; j++) k0 -= v > VB(u[j]);
+                if (w) {
+                    for (int64_t j = 0; j < n; j++) k1 -= v <= VB(w[j]);
+                    code = fmt == 0 ? ((k0 + k1) | ((k1 > VB(0)) & VB(sb))) : k0 - k1;
+                } else {
+                    code = k0;
                 }
+                memcpy(c0 + p, &code, sizeof code);
             }
             for (int64_t b = 0; b < g->B; b++) {
                 uint8_t *outc = (uint8_t *)BUF(arena + b * g->istride, plan, f[1]);
                 for (int64_t oy = 0; oy < OH; oy++) {
-                    const int32_t *r0 = c0 + b * pimg + oy * Wph, *r1 = c1 + b * pimg + oy * Wph;
+                    const int32_t *r0 = c0 + b * pimg + oy * Wph;
                     const int64_t base = o * OHW + oy * OW;
                     if (fmt == 0) {
                         uint8_t *d = outc + base;
-                        if (wn) {
-                            const uint8_t sb = (uint8_t)(1u << kbits);
-                            for (int64_t p = 0; p < OW; p++)
-                                d[p] = (uint8_t)(r0[p] + r1[p]) | (r1[p] > 0 ? sb : 0);
-                        } else {
-                            for (int64_t p = 0; p < OW; p++) d[p] = (uint8_t)r0[p];
-                        }
+                        for (int64_t p = 0; p < OW; p++) d[p] = (uint8_t)r0[p];
                     } else {
                         int16_t *d = (int16_t *)outc + base;
-                        for (int64_t p = 0; p < OW; p++)
-                            d[p] = (int16_t)(wn ? r0[p] - r1[p] : r0[p]);
+                        for (int64_t p = 0; p < OW; p++) d[p] = (int16_t)r0[p];
                     }
                 }
             }
@@ -912,9 +992,8 @@ __attribute__((noinline)) static void FN(layer_out)(const int64_t *f, const Grp 
  * planes so that small feature maps still fill whole vectors */
 static void FN(op_layer)(const int64_t *f, const int64_t *plan, uint8_t *arena, uint8_t *scr,
                          int64_t B, int64_t istride) {
-    const int kern = FN(pick)(f, plan[12]);
-    const int64_t es = (kern == K_PERMW || kern == K_INT8 || kern == K_SHIFTADD) ? 2 : 1;
-    const int sa = kern == K_SHIFTADD || kern == K_SHIFTADD8;
+    const int kern0 = FN(pick)(f, plan[12]);
+    const int sa = kern0 == K_SHIFTADD || kern0 == K_SHIFTADD8;
     const int64_t plane = L_HPH * L_WPH, T = L_PTR(int32_t, 22)[L_O];
     const int32_t *within = L_PTR(int32_t, 23), *cp = L_PTR(int32_t, 53);
     const int32_t *order = L_PTR(int32_t, 50);
@@ -925,6 +1004,11 @@ static void FN(op_layer)(const int64_t *f, const int64_t *plan, uint8_t *arena, 
         g.P = (g.B - 1) * plane + f[45];
         g.pst = (g.P + 255) / 256 * 256;
         const int64_t pst = g.pst;
+        /* one image on a small map: output channels across the lanes */
+        const int kern = ISA_AVX512 && g.B == 1 && sa && f[60] > 0 && g.P <= CHAN_MAX_P ? K_CHAN
+                                                                                    : kern0;
+        const int64_t es =
+            (kern == K_PERMW || kern == K_INT8 || kern == K_SHIFTADD || kern == K_CHAN) ? 2 : 1;
         const int64_t planes_b = AL64((L_C * L_SH * L_SW * g.B * plane + pst + 64) * 2);
         uint8_t *x = scr;
         int32_t *acc = (int32_t *)(scr + planes_b);
