@@ -5,10 +5,13 @@ option-A shortcuts, global pooling: the fixed-point stream that once put up to 8
 images in another class) in every mode the engine runs, signed activations at 2..5 bits and
 unsigned at 2..4 (5-bit unsigned levels span 2^30: refused), gives the engine's logits
 exactly: the same integers in units of 2^-F on every validation image. Short schedule
-(FP32 3 epochs, QAT 1 epoch per mode) to keep CI time down.
+(FP32 3 epochs, then per mode one QAT epoch on 640 training images) to keep CI time down:
+agreement does not need a converged model, only codes that sit near thresholds.
 """
 
 from __future__ import annotations
+
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -40,7 +43,8 @@ def test_engine_gives_the_fake_quantized_logits(cifar, resnet8, bits, signed,  #
                                                 tmp_path) -> None:
     qmodel = convert(resnet8, QuantSpec(bits=bits, act_signed=signed))
     calibrate(qmodel, cifar.calibration_batch())
-    fit(qmodel, cifar, TrainConfig(epochs=1, seed=0), stage="qat", progress=False)
+    few = replace(cifar, train=torch.utils.data.Subset(cifar.train, range(640)))
+    fit(qmodel, few, TrainConfig(epochs=1, seed=0), stage="qat", progress=False)
     qmodel.eval()
     path = tmp_path / "m.potlut"
     compress_model(qmodel, cifar.in_shape, path)
@@ -51,7 +55,7 @@ def test_engine_gives_the_fake_quantized_logits(cifar, resnet8, bits, signed,  #
         fq = qmodel(x)
     assert fq.dtype == torch.float64 and len(labels) == 761
     top1 = 100.0 * float((fq.argmax(1).numpy() == labels).mean())
-    assert top1 > 25.0  # trained, not chance (10 %)
+    assert top1 > 18.0  # trained, not chance (10 %)
     # the fake-quantized logits lie on the 2^-F grid and are the engine's integers: the
     # tolerance is zero units, so the class is the same on every image
     units = fq.numpy() * 2.0**engine.program.frac_bits
