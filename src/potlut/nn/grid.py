@@ -23,7 +23,7 @@ import torch
 from torch import nn
 
 from potlut import schemes
-from potlut.infer.plut import accumulator_shift, fixed_codebook
+from potlut.infer.plut import UnsupportedModelError, accumulator_shift, fixed_codebook
 from potlut.infer.program import frac_bits_for
 from potlut.nn.layers import QUANT_LAYERS, quantizers
 
@@ -123,11 +123,26 @@ def set_grid(model: nn.Module, frac_bits: int | None) -> None:
             m.frac_bits = frac_bits
 
 
+def _check_weight_codebooks(model: nn.Module) -> None:
+    """Raise UnsupportedModelError where a weight codebook is one the engine refuses."""
+    for m in model.modules():
+        if isinstance(m, QUANT_LAYERS) and m.weight_quant is not None:
+            wq = m.weight_quant
+            cb = np.asarray(wq.export(m.normalized_weight()).codebook, np.float64)
+            fixed_codebook(cb.astype(np.float32), wq.scheme, "weight")
+
+
 @torch.no_grad()
 def _engage(model: nn.Module, args) -> None:
     """Forward pre-hook: in eval mode, the engine's ``F`` for the current quantizers."""
     cbs = None if model.training else _act_codebooks(model)
-    set_grid(model, None if cbs is None else frac_bits_for(cbs))
+    try:
+        frac_bits = None if cbs is None else frac_bits_for(cbs)
+        if frac_bits is not None:
+            _check_weight_codebooks(model)
+    except UnsupportedModelError:  # levels the engine cannot hold (IOS-PoT above 5 bits)
+        frac_bits = None
+    set_grid(model, frac_bits)
 
 
 def _floor_output(model: nn.Module, args, out):
