@@ -31,6 +31,7 @@ from torch.utils.data import DataLoader, Dataset, Sampler, Subset
 
 from potlut.errors import PotlutConfigError
 from potlut.metrics.accuracy import topk_correct
+from potlut.nn.grid import GridBatchNorm2d
 
 
 def _active() -> bool:
@@ -218,18 +219,20 @@ def _like(cls, bn: nn.modules.batchnorm._BatchNorm) -> nn.Module:
 
 def sync_batchnorm(model: nn.Module, device: torch.device) -> int:
     """Make every BatchNorm2d of ``model`` synchronized (in place); returns how many."""
+    plain = (nn.BatchNorm2d, GridBatchNorm2d)  # the grid twin is a BatchNorm2d in training
     if device.type == "cuda":
-        return _swap_batchnorm(model, lambda m: type(m) is nn.BatchNorm2d,
+        return _swap_batchnorm(model, lambda m: type(m) in plain,
                                lambda m: _like(nn.SyncBatchNorm, m).to(device))
-    return _swap_batchnorm(model, lambda m: type(m) is nn.BatchNorm2d,
+    return _swap_batchnorm(model, lambda m: type(m) in plain,
                            lambda m: _like(GlobalBatchNorm2d, m).to(device))
 
 
 def unsync_batchnorm(model: nn.Module) -> int:
-    """Undo :func:`sync_batchnorm`: plain ``nn.BatchNorm2d`` again, same tensors."""
+    """Undo :func:`sync_batchnorm`: grid-aware ``BatchNorm2d`` again (its eval forward is
+    the engine's where the model runs exactly, :mod:`potlut.nn.grid`), same tensors."""
     return _swap_batchnorm(
         model, lambda m: isinstance(m, (nn.SyncBatchNorm, GlobalBatchNorm2d)),
-        lambda m: _like(nn.BatchNorm2d, m).to(m.weight.device if m.affine else "cpu"),
+        lambda m: _like(GridBatchNorm2d, m).to(m.weight.device if m.affine else "cpu"),
     )
 
 
