@@ -379,13 +379,23 @@ def _optimizer_step(run: _Run, total: torch.Tensor) -> None:
     run.opt.zero_grad(set_to_none=True)
     if run.scaler is not None:
         run.scaler.scale(total).backward()
-        run.dist.end_step()
+        _end_step(run)
         run.scaler.step(run.opt)
         run.scaler.update()
     else:
         total.backward()
-        run.dist.end_step()
+        _end_step(run)
         run.opt.step()
+
+
+def _end_step(run: _Run) -> None:
+    """Every distribution loss of the step (the run's and a ``step_loss`` module's, e.g. one per
+    width) turns the task gradients its hooks saw into its checkpointed ``pending`` buffer."""
+    losses = [run.dist]
+    if isinstance(run.step_loss, nn.Module):
+        losses += [m for m in run.step_loss.modules() if isinstance(m, DistributionLoss)]
+    for loss in losses:
+        loss.end_step()
 
 
 def _check_finite(loss_value: float, stage: str, epoch: int) -> None:

@@ -115,16 +115,14 @@ class DistributionLoss(nn.Module):
 
         def hook(grad: torch.Tensor) -> None:
             with torch.no_grad():
-                if pdist.world_size() > 1:  # averaged over the ranks in end_step
-                    self._task_grads.append(grad - own)
-                else:  # one process: straight into the buffer, so a checkpoint holds it
-                    self.pending.add_(((grad - own) ** 2).sum())
+                self._task_grads.append(grad - own)  # into ``pending`` by end_step
 
         return hook
 
     def end_step(self) -> None:
         """After a backward: ``pending = |g_task|^2`` of the step, ``g_task`` averaged over the
-        ranks (as DDP averages the weights' gradients); every rank must call it."""
+        ranks (as DDP averages the weights' gradients); every rank must call it. The training
+        loop calls it after every backward, so a checkpoint's ``pending`` holds the last step."""
         if not self._task_grads:
             return
         grads, world = list(self._task_grads), pdist.world_size()
