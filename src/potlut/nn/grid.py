@@ -23,7 +23,8 @@ import torch
 from torch import nn
 
 from potlut import schemes
-from potlut.infer.plut import UnsupportedModelError, accumulator_shift, fixed_codebook
+from potlut.errors import PotlutError
+from potlut.infer.plut import accumulator_shift, fixed_codebook
 from potlut.infer.program import frac_bits_for
 from potlut.nn.layers import QUANT_LAYERS, quantizers
 
@@ -140,7 +141,8 @@ def _engage(model: nn.Module, args) -> None:
         frac_bits = None if cbs is None else frac_bits_for(cbs)
         if frac_bits is not None:
             _check_weight_codebooks(model)
-    except UnsupportedModelError:  # levels the engine cannot hold (IOS-PoT above 5 bits)
+    except PotlutError:  # levels the engine cannot hold (IOS-PoT above 5 bits), or weights
+        # that cannot be exported yet (SQ part way through its schedule)
         frac_bits = None
     set_grid(model, frac_bits)
 
