@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import fcntl
 import json
 import sys
 import time
@@ -36,8 +37,10 @@ DEFAULT_DATA = "cifar10:" + str(next(
     (p / SAMPLE for p in Path(__file__).resolve().parents[1:] if (p / SAMPLE).is_dir()),
     Path("..") / SAMPLE))
 
-# the recipe: unsigned post-ReLU activations, cosine schedule, gradient-ratio distribution loss
-RECIPE = {"act_signed": False, "schedule": "cosine", "dist_loss": "learnable"}
+# the recipe: unsigned post-ReLU activations, cosine schedule, distribution loss with its ratio
+# learned by the hypergradient, weights normalized per output channel
+RECIPE = {"act_signed": False, "schedule": "cosine", "dist_loss": "learnable",
+          "weight_norm": "channel"}
 # ablation rows at 3 bits: (label, overrides of RECIPE)
 ABLATION = {
     "issue": ("as filed: signed, paper steps, exp(-s)·ΣD+s",
@@ -50,10 +53,14 @@ ABLATION = {
     "uncertainty": ("recipe, old exp(-s)·ΣD+s", {"dist_loss": "uncertainty"}),
     "qat-lr": ("recipe, QAT lr 0.01 (FP32 0.04)", {"lr": 0.01}),
     "qat-lr2": ("recipe, QAT lr 0.02 (FP32 0.04)", {"lr": 0.02}),
-    "ratio-0.01": ("recipe, learnable ratio 1 %", {"dist_ratio": 0.01}),
-    "ramp-0.1": ("recipe, learnable ratio ramped 0 -> 10 % (late pull)",
-                 {"dist_ratio": 0.1, "dist_ramp": True}),
-    "ratio-0.001": ("recipe, learnable ratio 0.1 %", {"dist_ratio": 0.001}),
+    "ratio-0.01": ("recipe, fixed ratio 1 %", {"dist_loss": "ratio", "dist_ratio": 0.01}),
+    "ramp-0.1": ("recipe, fixed ratio ramped 0 -> 10 % (late pull)",
+                 {"dist_loss": "ratio", "dist_ratio": 0.1, "dist_ramp": True}),
+    "ratio-0.001": ("recipe, fixed ratio 0.1 %", {"dist_loss": "ratio", "dist_ratio": 0.001}),
+    "ratio": ("recipe, fixed ratio 1 % (the learnable form of session 4)",
+              {"dist_loss": "ratio"}),
+    "wn-layer": ("recipe, weights normalized per layer (METHODS §1.1)", {"weight_norm": "layer"}),
+    "kd": ("recipe + distillation from the FP32 start (0.5, T=4)", {"kd": 0.5}),
 }
 
 
@@ -75,15 +82,18 @@ def fp32_model(bundle, seed: int, epochs: int, cache: Path, base: TrainConfig):
 
 def qat(fp32, bundle, bits: int, seed: int, epochs: int, base: TrainConfig, opts: dict):
     """QAT from a copy of ``fp32`` with the options ``opts``; returns the test Top-1 history."""
-    spec = QuantSpec(bits=bits, act_signed=opts["act_signed"])
+    spec = QuantSpec(bits=bits, act_signed=opts["act_signed"],
+                     weight_norm=opts["weight_norm"])
     qmodel = convert(copy.deepcopy(fp32), spec)
     calibrate(qmodel, bundle.calibration_batch())
     cfg = replace(base, epochs=epochs, seed=seed, schedule=opts["schedule"],
                   dist_loss=opts["dist_loss"], lr=opts.get("lr", base.lr),
                   dist_ratio=opts.get("dist_ratio", base.dist_ratio),
-                  dist_ramp=opts.get("dist_ramp", False))
-    hist = fit(qmodel, bundle, cfg, stage="qat", progress=False)
-    return qmodel, [e.test_top1 for e in hist.epochs], [e.dist_lambda for e in hist.epochs]
+                  dist_ramp=opts.get("dist_ramp", False), kd=opts.get("kd", 0.0))
+    hist = fit(qmodel, bundle, cfg, stage="qat", progress=False, teacher=fp32)
+    lam = [e.dist_lambda if e.dist_ratio is None else [e.dist_lambda, e.dist_ratio]
+           for e in hist.epochs]
+    return qmodel, [e.test_top1 for e in hist.epochs], lam
 
 
 def fp32_continued(fp32, bundle, seed: int, epochs: int, base: TrainConfig, opts: dict):
@@ -91,8 +101,8 @@ def fp32_continued(fp32, bundle, seed: int, epochs: int, base: TrainConfig, opts
     FP32 reference): same start, epochs, schedule and batch order, so Δ is quantization alone."""
     ref = copy.deepcopy(fp32)
     cfg = replace(base, epochs=epochs, seed=seed, schedule=opts["schedule"], dist_loss="off",
-                  lr=opts.get("lr", base.lr))
-    hist = fit(ref, bundle, cfg, stage="fp32_ref", progress=False)
+                  lr=opts.get("lr", base.lr), kd=opts.get("kd", 0.0))
+    hist = fit(ref, bundle, cfg, stage="fp32_ref", progress=False, teacher=fp32)
     return [e.test_top1 for e in hist.epochs]
 
 
@@ -106,7 +116,10 @@ def run_row(row: str, seed: int, args, bundle, results: dict, cache: Path) -> No
         return
     base = TrainConfig(schedule="cosine")
     t0 = time.time()
-    if row == "fp32":  # the reference: FP32 for the same total epochs as FP32 + QAT
+    if row == "fp32-start":  # only the FP32 model QAT starts from (to fill the cache first)
+        _, hist = fp32_model(bundle, seed, args.epochs, cache, base)
+        lam = None
+    elif row == "fp32":  # the reference: FP32 for the same total epochs as FP32 + QAT
         _, hist = fp32_model(bundle, seed, args.epochs + args.qat_epochs, cache, base)
         lam = None
     elif row.startswith("fp32-cont"):  # "fp32-cont" or "fp32-cont+ABLATION" (its schedule)
@@ -142,6 +155,8 @@ def _label(row: str, args) -> str:
     name, _, over = row.partition("+")
     if row == "fp32":
         return f"FP32, {args.epochs + args.qat_epochs} epochs"
+    if row == "fp32-start":
+        return f"FP32, {args.epochs} epochs (QAT's start)"
     if name == "fp32-cont":
         return (f"FP32 continued {args.epochs} + {args.qat_epochs} epochs"
                 + (f" ({ABLATION[over][0]})" if over else ""))
@@ -190,8 +205,13 @@ def main(argv: list[str] | None = None) -> None:
         for seed in args.seeds:
             for row in args.rows:
                 run_row(row, seed, args, bundle, results, cache)
-                fresh = json.loads(res_path.read_text()) if res_path.exists() else {}
-                res_path.write_text(json.dumps({**fresh, **results}, indent=1))
+                with open(cache / "results.lock", "w") as lock:  # parallel runs share the file
+                    fcntl.flock(lock, fcntl.LOCK_EX)
+                    fresh = json.loads(res_path.read_text()) if res_path.exists() else {}
+                    results = {**fresh, **results}
+                    tmp = res_path.with_suffix(".tmp")
+                    tmp.write_text(json.dumps(results, indent=1))
+                    tmp.replace(res_path)
     print(table(results, args))
 
 

@@ -102,7 +102,7 @@ def layer_weights(fp32: nn.Module, qmodel: nn.Module) -> list[LayerWeights]:
         if layer.weight_quant is None:
             continue
         w = plain[name].weight
-        wn = normalize_weight(w) if layer.weight_norm else w
+        wn = normalize_weight(w, layer.wn_per_channel) if layer.weight_norm else w
         out.append(LayerWeights(name, layer.bits_w, wn.flatten().numpy(),
                                 layer.quantized_weight().flatten().numpy()))
     return out

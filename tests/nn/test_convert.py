@@ -70,3 +70,32 @@ def test_all_iospot_weights_and_activations_are_powers_of_two(bits):
             mags = torch.unique(layer.quantized_weight().detach().abs())
             assert mags.numel() <= 2 ** (bits - 1)
 
+
+
+def test_weight_normalization_per_channel_for_convolutions_per_layer_for_the_classifier():
+    """Default: each conv filter normalized alone (zero mean, unit std), the classifier (no
+    BatchNorm after it) as one tensor; ``weight_norm="layer"`` is METHODS §1.1 everywhere."""
+    torch.manual_seed(0)
+    fp = build("resnet20", 10, 3)
+    for spec, per_channel in ((QuantSpec(bits=4), True), (QuantSpec(bits=4, weight_norm="layer"),
+                                                          False)):
+        layers = [m for _, m in quant_layers(convert(fp, spec)) if m.weight_norm]
+        convs = [m for m in layers if isinstance(m, torch.nn.Conv2d)]
+        assert len(convs) == 18  # the first conv is 8-bit fixed point, not normalized
+        for m in convs:
+            flat = m.normalized_weight().detach().reshape(m.out_channels, -1).double()
+            assert m.wn_per_channel is per_channel
+            raw = m.weight.detach().reshape(m.out_channels, -1).double()
+            dim = (1,) if per_channel else (0, 1)
+            mean, std = flat.mean(dim), flat.std(dim)
+            sd = raw.std(dim)
+            assert torch.allclose(mean, torch.zeros_like(mean), atol=1e-6)
+            assert torch.allclose(std, sd / (sd + 1e-5), atol=1e-6)  # (w - mean) / (std + eps)
+    nn = torch.nn
+    mlp = nn.Sequential(nn.Conv2d(1, 4, 3), nn.ReLU(), nn.Flatten(), nn.Linear(144, 32), nn.ReLU(),
+                        nn.Linear(32, 10))
+    linears = [m for _, m in quant_layers(convert(mlp, QuantSpec()))
+               if m.weight_norm and isinstance(m, nn.Linear)]
+    assert linears and not any(m.wn_per_channel for m in linears)
+    with pytest.raises(PotlutConfigError, match="weight_norm"):
+        convert(fp, QuantSpec(weight_norm="row"))

@@ -10,7 +10,7 @@ from potlut.errors import PotlutConfigError
 from potlut.models import build
 from potlut.nn import QuantSpec, calibrate, convert, quant_layers
 from potlut.train import DistributionLoss, TrainConfig, fit
-from potlut.train.losses import RATIO, layer_mismatch
+from potlut.train.losses import HYPER_LR, HYPER_MAX, RATIO, layer_mismatch
 
 
 def test_layer_mismatch_hand_computed():
@@ -18,7 +18,7 @@ def test_layer_mismatch_hand_computed():
     code): normalized values d / (std + 1e-5) with d = (-0.1, 0.7, -0.6, 0), projected onto
     3-bit IOS-PoT levels {0, 1/4, 1/2, 1} at alpha = 1."""
     torch.manual_seed(0)
-    q = convert(build("small_cnn", 10, 1), QuantSpec(bits=3))
+    q = convert(build("small_cnn", 10, 1), QuantSpec(bits=3, weight_norm="layer"))
     _, layer = quant_layers(q)[1]
     n = layer.weight.numel()
     assert n == 4608
@@ -62,16 +62,17 @@ def test_learnable_coefficient_moves_during_training():
     calibrate(q, bundle.calibration_batch())
     hist = fit(q, bundle, TrainConfig(epochs=3, seed=0), stage="qat", progress=False)
     lams = [e.dist_lambda for e in hist.epochs]
-    assert lams[0] != 1.0 and all(math.isfinite(v) and v > 0 for v in lams)
-    assert abs(lams[-1] - 1.0) > 1e-3
+    ratios = [e.dist_ratio for e in hist.epochs]
+    assert all(math.isfinite(v) and v >= 0 for v in lams)
+    assert all(0.0 <= r <= HYPER_MAX for r in ratios) and ratios[-1] < RATIO  # on digits it fades
 
 
-def test_learnable_coefficient_is_a_fixed_fraction_of_the_task_gradient():
+def test_ratio_coefficient_is_a_fixed_fraction_of_the_task_gradient():
     """lambda = RATIO * |grad L_task| / |grad sum D| on the normalized weights of the step."""
     torch.manual_seed(0)
     q = convert(build("small_cnn", 10, 1), QuantSpec(bits=3)).train()
     x, y = torch.randn(16, 1, 8, 8), torch.arange(16) % 10
-    dist = DistributionLoss("learnable")
+    dist = DistributionLoss("ratio")
     ce = torch.nn.CrossEntropyLoss()
     (ce(q(x), y) + dist(q)).backward()  # step 1: lambda 0, the hooks record |grad L_task|
     assert dist.lam == 0.0
@@ -84,3 +85,21 @@ def test_learnable_coefficient_is_a_fixed_fraction_of_the_task_gradient():
     assert dist.lam > 0
     assert norm(g_reg) == pytest.approx(RATIO * norm(g_task), rel=1e-5)
     assert float(dist.task_norm) == pytest.approx(norm(g_task), rel=1e-5)
+
+
+def test_learnable_ratio_follows_the_agreement_of_task_and_regularizer_gradients():
+    """A task gradient along the regularizer's raises the fraction by HYPER_LR (cos = 1); one
+    against it lowers it by HYPER_LR (cos = -1), never below 0."""
+    torch.manual_seed(0)
+    q = convert(build("small_cnn", 10, 1), QuantSpec(bits=3)).train()
+    x = torch.randn(16, 1, 8, 8)
+    dist = DistributionLoss("learnable")
+    layers = [m for _, m in quant_layers(q) if m.weight_quant is not None]
+    seen = []
+    for sign in (1.0, -1.0, -1.0):  # the "task loss" is +-sum D itself: cos(g_task, g_D) = sign
+        q(x)
+        task = sign * torch.stack([layer_mismatch(m) for m in layers]).sum()
+        (task + dist(q)).backward()
+        dist.end_step()
+        seen.append(float(dist.ratio_now))
+    assert seen == pytest.approx([RATIO + HYPER_LR, RATIO, 0.0], abs=1e-6)

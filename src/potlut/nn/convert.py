@@ -47,6 +47,7 @@ class QuantSpec:
     first_last_scheme: str = "fixedpoint"
     quantize_first_last: bool = True
     act_signed: bool = True
+    weight_norm: str = "channel"  # "channel" (convolutions; measured better) or "layer" (§1.1)
     overrides: dict[str, LayerSpec] = field(default_factory=dict)
 
     def validate(self) -> None:
@@ -55,6 +56,9 @@ class QuantSpec:
         check_bits(self.bits)
         check_bits(self.act_bits if self.act_bits is not None else self.bits)
         check_bits(self.first_last_bits)
+        if self.weight_norm not in ("layer", "channel"):
+            raise PotlutConfigError(
+                f"weight_norm must be 'layer' or 'channel', got {self.weight_norm!r}")
 
     def layer(self, name: str, position: str) -> LayerSpec | None:
         """Spec of the layer called ``name`` at ``position`` (first / middle / last)."""
@@ -102,6 +106,8 @@ def convert(model: nn.Module, spec: QuantSpec | None = None) -> nn.Module:
         old = qmodel.get_submodule(name)
         cls = QuantConv2d if isinstance(old, nn.Conv2d) else QuantLinear
         new = cls.from_float(old, wq, aq, info.weight_norm)
+        # per channel only where a BatchNorm absorbs the scale (not the classifier)
+        new.wn_per_channel = spec.weight_norm == "channel" and cls is QuantConv2d
         _set_submodule(qmodel, name, new)
     return engine_grid(qmodel)
 

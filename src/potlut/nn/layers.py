@@ -17,9 +17,17 @@ from potlut.quant.base import Quantizer
 WN_EPS = 1e-5
 
 
-def normalize_weight(w: torch.Tensor) -> torch.Tensor:
-    """Per-layer weight normalization ``(w - mean) / (std + 1e-5)``."""
-    return (w - w.mean()) / (w.std() + WN_EPS)
+def normalize_weight(w: torch.Tensor, per_channel: bool = False) -> torch.Tensor:
+    """Weight normalization ``(w - mean) / (std + 1e-5)``, per layer (METHODS §1.1) or per
+    output channel. Per channel, every filter fills the one power-of-two clipping range
+    alike; the per-channel scale it removes is absorbed by the BatchNorm that follows, so
+    the integer program is unchanged (it stores the normalized, quantized weights)."""
+    if not per_channel:
+        return (w - w.mean()) / (w.std() + WN_EPS)
+    flat = w.reshape(w.shape[0], -1)
+    mean, std = flat.mean(1), flat.std(1)
+    shape = (-1,) + (1,) * (w.dim() - 1)
+    return (w - mean.view(shape)) / (std.view(shape) + WN_EPS)
 
 
 class QuantLayerMixin:
@@ -29,6 +37,7 @@ class QuantLayerMixin:
     weight_quant: Quantizer | None
     act_quant: Quantizer | None
     weight_norm: bool
+    wn_per_channel: bool = False  # normalize per output channel (convolutions before a BN)
     frac_bits: int | None = None  # eval on the engine's grid: float64 (potlut.nn.grid)
 
     def _init_quant(
@@ -47,7 +56,9 @@ class QuantLayerMixin:
 
     def normalized_weight(self) -> torch.Tensor:
         """The weight the quantizer sees (normalized when the scheme wants it)."""
-        return normalize_weight(self.weight) if self.weight_norm else self.weight
+        if not self.weight_norm:
+            return self.weight
+        return normalize_weight(self.weight, self.wn_per_channel)
 
     def quantized_weight(self) -> torch.Tensor:
         """The fake-quantized weight used in forward.

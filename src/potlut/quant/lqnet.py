@@ -146,7 +146,7 @@ class LQNetQuantizer(Quantizer):
             vals, enc = self._values(basis)
             idx = self._nearest(rows, vals)  # [C, M]
             b = enc.gather(1, idx.unsqueeze(-1).expand(-1, -1, self.k))  # [C, M, K]
-            eye = torch.eye(self.k, dtype=b.dtype)
+            eye = torch.eye(self.k, dtype=b.dtype, device=b.device)
             gram = b.transpose(1, 2) @ b + QEM_EPS * eye
             rhs = (b.transpose(1, 2) @ rows.unsqueeze(-1)).squeeze(-1) + QEM_EPS * basis
             return torch.linalg.solve(gram, rhs).abs().clamp_min(1e-8)

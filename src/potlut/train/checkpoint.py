@@ -65,12 +65,15 @@ def rng_state() -> dict[str, Any]:
 
 
 def restore_rng(state: dict[str, Any]) -> None:
-    """Put back what :func:`rng_state` saved (the inverse; CUDA only where it was saved)."""
-    torch.set_rng_state(state["torch"])
+    """Put back what :func:`rng_state` saved (the inverse; CUDA only where it was saved).
+
+    A checkpoint loaded onto a GPU (``map_location``) brings these tensors there too; the
+    generators take their states as CPU byte tensors."""
+    torch.set_rng_state(state["torch"].cpu())
     n = state["numpy"]
-    np.random.set_state((n["kind"], n["keys"].numpy().astype(np.uint32), n["pos"],
+    np.random.set_state((n["kind"], n["keys"].cpu().numpy().astype(np.uint32), n["pos"],
                          n["has_gauss"], n["gauss"]))
     p = state["python"]
-    random.setstate((p["version"], tuple(int(v) for v in p["internal"]), p["gauss_next"]))
+    random.setstate((p["version"], tuple(p["internal"].tolist()), p["gauss_next"]))
     if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
+        torch.cuda.set_rng_state_all([s.cpu() for s in state["cuda"]])

@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader
 
@@ -62,6 +63,8 @@ class TrainConfig:
     amp: bool = False  # mixed precision for the FP32 stage on CUDA (never for QAT)
     schedule: str = "cosine"  # "cosine" (default) or "paper" (the scaled step decays)
     dist_ramp: bool = False  # learnable: ramp dist_ratio from 0 over the stage (late pull)
+    kd: float = 0.0  # with a teacher: weight of the distillation term (Hinton et al. 2015)
+    kd_temperature: float = 4.0
 
     def validate(self) -> None:
         if self.epochs < 1:
@@ -70,6 +73,10 @@ class TrainConfig:
             raise PotlutConfigError(f"batch size must be >= 1, got {self.batch_size}")
         if not self.lr > 0:
             raise PotlutConfigError(f"learning rate must be > 0, got {self.lr}")
+        if not 0.0 <= self.kd <= 1.0:
+            raise PotlutConfigError(f"kd weight must be in [0, 1], got {self.kd}")
+        if not self.kd_temperature > 0:
+            raise PotlutConfigError(f"kd temperature must be > 0, got {self.kd_temperature}")
         if not self.dist_ratio > 0:
             raise PotlutConfigError(f"dist_ratio must be > 0, got {self.dist_ratio}")
         if self.schedule not in SCHEDULES:
@@ -91,6 +98,7 @@ class EpochLog:
     test_top5: float
     lr: float
     dist_lambda: float | None = None
+    dist_ratio: float | None = None  # learnable: the learned ratio at the end of the epoch
 
 
 @dataclass
@@ -199,6 +207,7 @@ class _Run:
     opt: torch.optim.Optimizer
     sched: Any
     step_loss: StepLoss | None = None
+    teacher: nn.Module | None = None
 
 
 def fit(
@@ -213,6 +222,7 @@ def fit(
     on_epoch_end: EpochCallback | None = None,
     meta: dict[str, Any] | None = None,
     step_loss: StepLoss | None = None,
+    teacher: nn.Module | None = None,
 ) -> History:
     """Train ``model`` in place for ``cfg.epochs`` epochs and return the per-epoch history.
 
@@ -221,6 +231,8 @@ def fit(
     ``meta`` (model, data, scheme, bits, ...) is stored with it, and a checkpoint whose
     meta or recipe differs from this run's is refused rather than silently mixed in.
     ``step_loss`` replaces the step's loss (cross-entropy + distribution loss + aux losses).
+    ``teacher`` (e.g. the FP32 model QAT starts from), with ``cfg.kd > 0``, turns the task
+    loss into ``(1 - kd)·CE + kd·T²·KL(teacher/T || student/T)``; it runs in eval mode.
     """
     cfg.validate()
     device, world, train_model = _place_model(model, cfg)
@@ -230,8 +242,12 @@ def fit(
     scaler = torch.amp.GradScaler("cuda") if amp_dtype == torch.float16 else None
     aux_losses = [m for m in model.modules() if callable(getattr(m, "aux_loss", None))]
     dist, opt, sched = _build_optimizer(model, cfg, stage, device)
+    if teacher is not None and cfg.kd > 0:
+        teacher = teacher.to(device).eval()
+    else:
+        teacher = None
     run = _Run(model, train_model, device, world, amp_dtype, scaler, aux_losses, dist, opt, sched,
-               step_loss)
+               step_loss, teacher)
     history, start = History(stage), 0
     if checkpoint is not None and resume and Path(checkpoint).exists():
         history, start = _restore_checkpoint(run, checkpoint, stage, cfg, meta or {})
@@ -245,6 +261,7 @@ def fit(
         log = EpochLog(
             epoch + 1, tot_loss / tot_n, 100 * tot_correct / tot_n, t1, t5,
             opt.param_groups[0]["lr"], dist.lam if dist.mode != "off" else None,
+            float(dist.ratio_now) if dist.mode == "learnable" else None,
         )
         history.epochs.append(log)
         history.done = epoch + 1 == cfg.epochs
@@ -338,7 +355,7 @@ def _train_epoch(
             if run.step_loss is not None:
                 total, loss, logits = run.step_loss(run.train_model, x, y, epoch, step)
             else:
-                total, loss, logits = _default_loss(run, x, y, ce, global_sizes, step)
+                total, loss, logits = _default_loss(run, x, y, ce, global_sizes, step, cfg)
             _optimizer_step(run, total)
             loss_value = float(loss.detach())
             _check_finite(loss_value, stage, epoch)
@@ -355,7 +372,7 @@ def _train_epoch(
 
 
 def _default_loss(run: _Run, x: torch.Tensor, y: torch.Tensor, ce: nn.Module,
-                  global_sizes: list[int] | None, step: int
+                  global_sizes: list[int] | None, step: int, cfg: TrainConfig
                   ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Cross-entropy + distribution loss + the model's aux losses: (total, task loss, logits).
 
@@ -365,6 +382,9 @@ def _default_loss(run: _Run, x: torch.Tensor, y: torch.Tensor, ce: nn.Module,
           else contextlib.nullcontext()):
         logits = run.train_model(x)
         loss = ce(logits, y)
+        if run.teacher is not None:
+            loss = (1 - cfg.kd) * loss + cfg.kd * distillation(
+                logits, _teacher_logits(run.teacher, x), cfg.kd_temperature)
     if global_sizes is None:
         total = loss + run.dist(run.model)
     else:  # weight this rank's share so DDP's mean is the global-batch mean
@@ -372,6 +392,19 @@ def _default_loss(run: _Run, x: torch.Tensor, y: torch.Tensor, ce: nn.Module,
     for m in run.aux_losses:  # model-defined extra terms (e.g. SCN's rank loss)
         total = total + m.aux_loss()
     return total, loss, logits
+
+
+@torch.no_grad()
+def _teacher_logits(teacher: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    return teacher(x)
+
+
+def distillation(student: torch.Tensor, teacher: torch.Tensor, temperature: float) -> torch.Tensor:
+    """``T²·KL(softmax(teacher/T) || softmax(student/T))``, batch mean: the T² keeps its
+    gradient on the scale of the cross-entropy's whatever T is."""
+    t = temperature
+    return F.kl_div(F.log_softmax(student.float() / t, 1), F.log_softmax(teacher.float() / t, 1),
+                    reduction="batchmean", log_target=True) * (t * t)
 
 
 def _optimizer_step(run: _Run, total: torch.Tensor) -> None:
