@@ -210,7 +210,8 @@ def _run_scheme(base, scheme, bits, fp32, bundle, fp_row, out, resume, progress,
             return saved["row"]
     t0 = time.time()
     torch.manual_seed(base.seed)
-    spec = QuantSpec(scheme=method.scheme.name, bits=bits, act_signed=base.act_signed)
+    spec = QuantSpec(scheme=method.scheme.name, bits=bits, act_signed=base.act_signed,
+                     weight_norm=base.weight_norm)
     tcfg = replace(base.train_config("qat"), dist_loss=dist_loss)
     if progress:
         print(f"compare: {method.label} {bits}-bit", file=sys.stderr)

@@ -45,6 +45,7 @@ class RunConfig:
     scheme: str = "iospot"
     bits: int | list[int] = 4  # several widths: one switchable model (train/switchable.py)
     act_signed: bool = True
+    weight_norm: str = "channel"  # "channel" (convolutions) or "layer" (METHODS §1.1)
     epochs: int = 40
     qat_epochs: int | None = None  # default: same as epochs
     batch_size: int = 128
@@ -97,7 +98,8 @@ class RunConfig:
     def quant_spec(self) -> QuantSpec:
         """The conversion spec; ``profit[:SCHEME]`` quantizes with SCHEME (default IOS-PoT)."""
         scheme = parse_method(self.scheme).scheme.name
-        return QuantSpec(scheme=scheme, bits=self.widths()[0], act_signed=self.act_signed)
+        return QuantSpec(scheme=scheme, bits=self.widths()[0], act_signed=self.act_signed,
+                         weight_norm=self.weight_norm)
 
 
 def pretrain(cfg: RunConfig, bundle, out: Path, resume: bool, progress: bool,

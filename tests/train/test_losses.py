@@ -103,3 +103,15 @@ def test_learnable_ratio_follows_the_agreement_of_task_and_regularizer_gradients
         dist.end_step()
         seen.append(float(dist.ratio_now))
     assert seen == pytest.approx([RATIO + HYPER_LR, RATIO, 0.0], abs=1e-6)
+
+
+def test_distillation_is_t_squared_kl_of_softened_outputs():
+    """Two classes, logits (0, 0) against a teacher's (2, 0) at T = 2: p_t = softmax(1, 0)."""
+    from potlut.train.loop import distillation
+
+    pt1 = math.exp(1) / (math.exp(1) + 1)
+    kl = pt1 * math.log(pt1 / 0.5) + (1 - pt1) * math.log((1 - pt1) / 0.5)
+    got = distillation(torch.zeros(1, 2), torch.tensor([[2.0, 0.0]]), 2.0)
+    assert float(got) == pytest.approx(4 * kl, rel=1e-6)
+    same = torch.randn(8, 10)
+    assert float(distillation(same, same.clone(), 4.0)) == pytest.approx(0.0, abs=1e-6)

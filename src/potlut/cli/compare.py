@@ -33,13 +33,16 @@ def compare_cmd(
     batch_size: int = typer.Option(None, help="batch size (default 128)"),
     lr: float = typer.Option(None, help="initial learning rate (default 0.04)"),
     seed: int = typer.Option(None, help="random seed (default 0)"),
-    dist_loss: str = typer.Option(None, help="IOS-PoT's distribution loss: off, fixed, learnable"),
+    dist_loss: str = typer.Option(
+        None, help="IOS-PoT's distribution loss: off, fixed, learnable, ratio"),
     baseline_dist_loss: str = typer.Option(
         None, help="distribution loss of the baselines (default off, as in their papers)"),
     device: str = typer.Option(None, help="auto, cpu, cuda, cuda:N"),
     unsigned_acts: bool = typer.Option(
         None, "--unsigned-acts/--signed-acts", help="every scheme spends all activation bits "
         "on the magnitude (default: signed, a sign bit and b-1 magnitude bits)"),
+    weight_norm: str = typer.Option(
+        None, help="channel (default: convolutions per output channel) or layer (METHODS §1.1)"),
     fp32_ref: bool = typer.Option(
         None, "--fp32-ref/--no-fp32-ref", help="also train FP32 as long as the quantized "
         "rows (default on): ΔTop-1 against it is quantization alone"),
@@ -52,7 +55,7 @@ def compare_cmd(
     """Train FP32 once, QAT every scheme x bit-width alike, write compare.{md,csv,json}."""
     given = {"model": model, "data": data, "epochs": epochs, "qat_epochs": qat_epochs,
              "batch_size": batch_size, "lr": lr, "seed": seed, "dist_loss": dist_loss,
-             "device": device, "fp32_ref": fp32_ref,
+             "device": device, "fp32_ref": fp32_ref, "weight_norm": weight_norm,
              "act_signed": None if unsigned_acts is None else not unsigned_acts}
     section: dict = {}
     if config is not None:
