@@ -115,3 +115,14 @@ def test_distillation_is_t_squared_kl_of_softened_outputs():
     assert float(got) == pytest.approx(4 * kl, rel=1e-6)
     same = torch.randn(8, 10)
     assert float(distillation(same, same.clone(), 4.0)) == pytest.approx(0.0, abs=1e-6)
+
+
+def test_ramp_is_a_half_cosine_over_the_stage():
+    """``set_ramp``: the share of the ratio in force at the middle of each epoch."""
+    dist = DistributionLoss("ratio")
+    got = []
+    for epoch in range(4):
+        dist.set_ramp(epoch, 4)
+        got.append(dist.ramp)
+    # (1 - cos(pi (e + 1/2) / 4)) / 2: cos(pi/8) = 0.92388, cos(3 pi/8) = 0.38268
+    assert got == pytest.approx([0.03806, 0.30866, 0.69134, 0.96194], abs=1e-5)
