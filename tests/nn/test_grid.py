@@ -95,3 +95,30 @@ def test_five_bit_layer_rounds_its_products_as_the_table_does() -> None:
     with torch.no_grad():
         plain = layer._conv_forward(x, w, None).numpy().reshape(acc.shape)
     assert not np.array_equal(plain * 2.0**-st.acc_exp, acc)
+
+
+def test_training_evaluates_early_epochs_in_float32_and_the_last_on_the_grid():
+    """``fit`` scores epochs before the last with the grid off (fast float32) and the last
+    on it: the last epoch's Top-1 is the one the engine gives; ``grid_off`` nests and restores."""
+    from potlut.data import load
+    from potlut.metrics.accuracy import evaluate
+    from potlut.models import build
+    from potlut.nn.grid import grid_off
+    from potlut.nn.layers import quant_layers
+
+    torch.manual_seed(0)
+    bundle = load("digits")
+    q = convert(build("small_cnn", 10, 1), QuantSpec(bits=3))
+    calibrate(q, bundle.calibration_batch())
+    seen = []
+    hist = fit(q, bundle, TrainConfig(epochs=2, seed=0), stage="qat", progress=False,
+               on_epoch_end=lambda e, log: seen.append(
+                   [m.frac_bits for _, m in quant_layers(q)]))
+    assert all(f is None for f in seen[0])  # epoch 1 scored in float32
+    assert all(isinstance(f, int) for f in seen[1])  # the last epoch on the grid
+    assert hist.epochs[-1].test_top1 == evaluate(q, bundle.test)[0]
+    with grid_off(q), grid_off(q):
+        evaluate(q, bundle.test)
+        assert all(m.frac_bits is None for _, m in quant_layers(q))
+    evaluate(q, bundle.test)
+    assert all(isinstance(m.frac_bits, int) for _, m in quant_layers(q))

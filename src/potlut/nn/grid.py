@@ -18,6 +18,8 @@ the residual adds, see it, exactly as in the engine. Training stays float32.
 
 from __future__ import annotations
 
+import contextlib
+
 import numpy as np
 import torch
 from torch import nn
@@ -137,10 +139,24 @@ def _check_weight_codebooks(model: nn.Module) -> None:
             fixed_codebook(cb.astype(np.float32), wq.scheme, "weight")
 
 
+@contextlib.contextmanager
+def grid_off(model: nn.Module):
+    """Evaluate ``model`` in float32 inside the block (the grid's float64 convolutions cost
+    about 9x a float32 eval of ResNet20): for progress numbers during training, never for the
+    numbers that must equal the engine's."""
+    before = getattr(model, "_grid_disabled", False)
+    model._grid_disabled = True
+    try:
+        yield model
+    finally:
+        model._grid_disabled = before
+
+
 @torch.no_grad()
 def _engage(model: nn.Module, args) -> None:
     """Forward pre-hook: in eval mode, the engine's ``F`` for the current quantizers."""
-    cbs = None if model.training else _act_codebooks(model)
+    off = model.training or getattr(model, "_grid_disabled", False)
+    cbs = None if off else _act_codebooks(model)
     try:
         frac_bits = None if cbs is None else frac_bits_for(cbs)
         if frac_bits is not None:
