@@ -37,10 +37,10 @@ DEFAULT_DATA = "cifar10:" + str(next(
     (p / SAMPLE for p in Path(__file__).resolve().parents[1:] if (p / SAMPLE).is_dir()),
     Path("..") / SAMPLE))
 
-# the recipe: unsigned post-ReLU activations, cosine schedule, distribution loss with its ratio
-# learned by the hypergradient, weights normalized per output channel
+# the recipe: unsigned post-ReLU activations, cosine schedule, distribution loss with its share
+# of the task gradient learned, weights normalized per output channel at >= 4 bits (auto)
 RECIPE = {"act_signed": False, "schedule": "cosine", "dist_loss": "learnable",
-          "weight_norm": "channel"}
+          "weight_norm": "auto"}
 # ablation rows at 3 bits: (label, overrides of RECIPE)
 ABLATION = {
     "issue": ("as filed: signed, paper steps, exp(-s)·ΣD+s",
@@ -60,6 +60,8 @@ ABLATION = {
     "ratio": ("recipe, fixed ratio 1 % (the learnable form of session 4)",
               {"dist_loss": "ratio"}),
     "wn-layer": ("recipe, weights normalized per layer (METHODS §1.1)", {"weight_norm": "layer"}),
+    "wn-channel": ("recipe, weights normalized per output channel",
+                   {"weight_norm": "channel"}),
     "kd": ("recipe + distillation from the FP32 start (0.5, T=4)", {"kd": 0.5}),
 }
 

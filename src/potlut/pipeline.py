@@ -45,7 +45,7 @@ class RunConfig:
     scheme: str = "iospot"
     bits: int | list[int] = 4  # several widths: one switchable model (train/switchable.py)
     act_signed: bool = True
-    weight_norm: str = "channel"  # "channel" (convolutions) or "layer" (METHODS §1.1)
+    weight_norm: str = "auto"  # auto (channel at >= 4 bits, else layer), channel, layer
     epochs: int = 40
     qat_epochs: int | None = None  # default: same as epochs
     batch_size: int = 128

@@ -73,12 +73,14 @@ def test_all_iospot_weights_and_activations_are_powers_of_two(bits):
 
 
 def test_weight_normalization_per_channel_for_convolutions_per_layer_for_the_classifier():
-    """Default: each conv filter normalized alone (zero mean, unit std), the classifier (no
-    BatchNorm after it) as one tensor; ``weight_norm="layer"`` is METHODS §1.1 everywhere."""
+    """Default ("auto") at 4 bits: each conv filter normalized alone (zero mean, unit std),
+    the classifier (no BatchNorm after it) as one tensor; at 3 bits, and with
+    ``weight_norm="layer"`` at any width, METHODS §1.1 per layer."""
     torch.manual_seed(0)
     fp = build("resnet20", 10, 3)
-    for spec, per_channel in ((QuantSpec(bits=4), True), (QuantSpec(bits=4, weight_norm="layer"),
-                                                          False)):
+    for spec, per_channel in ((QuantSpec(bits=4), True), (QuantSpec(bits=3), False),
+                              (QuantSpec(bits=3, weight_norm="channel"), True),
+                              (QuantSpec(bits=4, weight_norm="layer"), False)):
         layers = [m for _, m in quant_layers(convert(fp, spec)) if m.weight_norm]
         convs = [m for m in layers if isinstance(m, torch.nn.Conv2d)]
         assert len(convs) == 18  # the first conv is 8-bit fixed point, not normalized

@@ -42,7 +42,8 @@ def compare_cmd(
         None, "--unsigned-acts/--signed-acts", help="every scheme spends all activation bits "
         "on the magnitude (default: signed, a sign bit and b-1 magnitude bits)"),
     weight_norm: str = typer.Option(
-        None, help="channel (default: convolutions per output channel) or layer (METHODS §1.1)"),
+        None, help="auto (default: per output channel at >= 4 bits, per layer below), "
+        "channel or layer (METHODS §1.1)"),
     fp32_ref: bool = typer.Option(
         None, "--fp32-ref/--no-fp32-ref", help="also train FP32 as long as the quantized "
         "rows (default on): ΔTop-1 against it is quantization alone"),
