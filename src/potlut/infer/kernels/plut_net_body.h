@@ -178,52 +178,63 @@ static inline void FN(lut_row)(void *dst, const uint8_t *src, int64_t n, const L
         for (; x < n; x++) ((int16_t *)dst)[x] = lut[src[x]];
 }
 
-/* codes [C][H][W] -> zero-padded stride-phase planes [C][SH*SW][Hph][Wph] (+ zero slack),
- * element es bytes (1: u8 codes or int8 values, 2: u16 codes or int16 values), so that
- * every tap of a direct convolution reads a contiguous run: plane + pix[t] + p,
- * p = oy * Wph + ox.  lut (shift-add): codes become their signed values. */
+/* codes [C][H][W] -> input copies [C][KW*SH][NB][R][OW] (copy q = kx * SH + row phase,
+ * R = L_HPH rows of OW = L_WPH, NB images a copy_stride apart; zero where the padding is,
+ * and zero slack), element es bytes (1: u8 codes or int8 values, 2: u16 codes or int16
+ * values): copy (kx, ph) holds input (r * SH + ph - PH, ox * SW + kx * DW - PW) at [r][ox],
+ * so tap (ky, kx) of output position p = oy * OW + ox reads copy + pix[t] + p.
+ * lut (shift-add): codes become their signed values. */
 __attribute__((noinline)) static void FN(prep)(const int64_t *f, const Grp *g, const void *src,
                                                uint8_t *planes, int64_t es,
                                                const int16_t *lut) {
     const int64_t C = L_C, H = L_H, W = L_W, SH = L_SH, SW = L_SW, PH = L_PH, PW = L_PW;
-    const int64_t Hph = L_HPH, Wph = L_WPH, plane = Hph * Wph, NB = g->B;
-    const int64_t total = C * SH * SW * NB * plane + PST(f) + 64;
+    const int64_t KW = f[10], DW = f[16], R = L_HPH, OW = L_WPH, NB = g->B;
+    const int64_t plane = R * OW, cs = copy_stride(NB, plane), nq = KW * SH;
+    const int64_t total = C * nq * cs + PST(f) + 64;
     const int in16 = L_MODE == 1;
     LutTab tb;
     if (lut) FN(lut_tab)(&tb, lut, L_A, es);
-    memset(planes, 0, (size_t)(total * es)); /* borders and slack (one pass: cheap) */
-    for (int64_t b = 0; b < NB; b++)
+    memset(planes, 0, (size_t)(total * es)); /* padding and slack (one pass: cheap) */
     for (int64_t c = 0; c < C; c++)
-        for (int64_t y = 0; y < H; y++) {
-            const int64_t yy = y + PH;
-            const int64_t rbase = ((c * SH * SW + (yy % SH) * SW) * NB + b) * plane + (yy / SH) * Wph;
-            const int64_t ib = (c * H + y) * W;
+    for (int64_t kx = 0; kx < KW; kx++) {
+        const int64_t d = kx * DW - PW; /* input column of ox: ox * SW + d */
+        const int64_t lo = d >= 0 ? 0 : (-d + SW - 1) / SW;
+        const int64_t hi0 = W - 1 - d < 0 ? 0 : (W - 1 - d) / SW + 1;
+        const int64_t hi = hi0 < OW ? hi0 : OW, n = hi - lo;
+        if (n <= 0) continue;
+        for (int64_t ph = 0; ph < SH; ph++)
+        for (int64_t b = 0; b < NB; b++) {
             const uint8_t *sb = (const uint8_t *)src + b * g->istride;
-            if (SW == 1) {
-                const int64_t d0 = rbase + PW;
-                if (lut) {
-                    FN(lut_row)(planes + es * d0, sb + ib, W, &tb);
-                } else if (in16) {
-                    memcpy(planes + 2 * d0, (const int16_t *)sb + ib, (size_t)(2 * W));
-                } else if (es == 1) {
-                    memcpy(planes + d0, sb + ib, (size_t)W);
-                } else {
-                    uint16_t *d = (uint16_t *)planes + d0;
-                    const uint8_t *s = sb + ib;
-                    for (int64_t x = 0; x < W; x++) d[x] = s[x];
+            const int64_t q0 = (c * nq + kx * SH + ph) * cs + b * plane;
+            for (int64_t r = 0; r < R; r++) {
+                const int64_t iy = r * SH + ph - PH;
+                if (iy < 0 || iy >= H) continue;
+                const int64_t d0 = q0 + r * OW + lo, ib = (c * H + iy) * W + lo * SW + d;
+                if (SW == 1) {
+                    if (lut) {
+                        FN(lut_row)(planes + es * d0, sb + ib, n, &tb);
+                    } else if (in16) {
+                        memcpy(planes + 2 * d0, (const int16_t *)sb + ib, (size_t)(2 * n));
+                    } else if (es == 1) {
+                        memcpy(planes + d0, sb + ib, (size_t)n);
+                    } else {
+                        uint16_t *dd = (uint16_t *)planes + d0;
+                        const uint8_t *s = sb + ib;
+                        for (int64_t x = 0; x < n; x++) dd[x] = s[x];
+                    }
+                    continue;
                 }
-            } else {
-                for (int64_t x = 0, ph = PW % SW, q = PW / SW; x < W; x++) {
-                    const int64_t d = rbase + ph * NB * plane + q;
-                    if (++ph == SW) { ph = 0; q++; }
-                    if (lut && es == 1) ((int8_t *)planes)[d] = (int8_t)lut[sb[ib + x]];
-                    else if (lut) ((int16_t *)planes)[d] = lut[sb[ib + x]];
-                    else if (in16) ((int16_t *)planes)[d] = ((const int16_t *)sb)[ib + x];
-                    else if (es == 1) planes[d] = sb[ib + x];
-                    else ((uint16_t *)planes)[d] = sb[ib + x];
+                for (int64_t x = 0; x < n; x++) {
+                    const int64_t i = ib + x * SW, dx = d0 + x;
+                    if (lut && es == 1) ((int8_t *)planes)[dx] = (int8_t)lut[sb[i]];
+                    else if (lut) ((int16_t *)planes)[dx] = lut[sb[i]];
+                    else if (in16) ((int16_t *)planes)[dx] = ((const int16_t *)sb)[i];
+                    else if (es == 1) planes[dx] = sb[i];
+                    else ((uint16_t *)planes)[dx] = sb[i];
                 }
             }
         }
+    }
 }
 
 /* ---------------------------------------------------------------- layer: kernels */
@@ -1009,7 +1020,7 @@ static void FN(op_layer)(const int64_t *f, const int64_t *plan, uint8_t *arena, 
                                                                                     : kern0;
         const int64_t es =
             (kern == K_PERMW || kern == K_INT8 || kern == K_SHIFTADD || kern == K_CHAN) ? 2 : 1;
-        const int64_t planes_b = AL64((L_C * L_SH * L_SW * g.B * plane + pst + 64) * 2);
+        const int64_t planes_b = AL64((L_C * f[10] * L_SH * copy_stride(g.B, plane) + pst + 64) * 2);
         uint8_t *x = scr;
         int32_t *acc = (int32_t *)(scr + planes_b);
         int32_t *tmp = acc + AL64(L_O * pst * 4) / 4;
@@ -1019,7 +1030,8 @@ static void FN(op_layer)(const int64_t *f, const int64_t *plan, uint8_t *arena, 
             g.spix = sa ? L_PTR(int32_t, k + 1) : NULL;
         } else { /* the ragged last sub-batch */
             int32_t *pix = tmp + 2 * pst, *spix = pix + T;
-            for (int64_t t = 0; t < T; t++) pix[t] = (int32_t)(cp[t] * g.B * plane + within[t]);
+            const int64_t cs = copy_stride(g.B, plane);
+            for (int64_t t = 0; t < T; t++) pix[t] = (int32_t)(cp[t] * cs + within[t]);
             if (sa)
                 for (int64_t t = 0; t < T; t++) spix[t] = pix[order[t]];
             g.pix = pix;
