@@ -921,6 +921,29 @@ static void FN(layer_acc)(const int64_t *f, const Grp *g, const int64_t *plan, i
     }
 }
 
+#if ISA_AVX512
+/* out = [relu](sat(sat((a * m + bb) >> r) + res)) of n contiguous positions, eight int64
+ * lanes at a time (m fits int32: vpmuldq); the scalar loop below computes the same */
+static void FN(requant_run)(const int32_t *a, const int32_t *res, int64_t n, int64_t m,
+                            int64_t bb, int64_t r, int relu, int32_t *out) {
+    const __m512i vm = _mm512_set1_epi64(m), vb = _mm512_set1_epi64(bb);
+    const __m512i hi = _mm512_set1_epi64(I32MAX), lo = _mm512_set1_epi64(-I32MAX);
+    const __m128i vr = _mm_cvtsi64_si128(r);
+    for (int64_t i = 0; i < n; i += 8) {
+        const __mmask8 k = n - i >= 8 ? 0xFF : (__mmask8)((1u << (n - i)) - 1);
+        __m512i v = _mm512_cvtepi32_epi64(_mm256_maskz_loadu_epi32(k, a + i));
+        v = _mm512_sra_epi64(_mm512_add_epi64(_mm512_mul_epi32(v, vm), vb), vr);
+        v = _mm512_min_epi64(_mm512_max_epi64(v, lo), hi);
+        if (res) {
+            v = _mm512_add_epi64(v, _mm512_cvtepi32_epi64(_mm256_maskz_loadu_epi32(k, res + i)));
+            v = _mm512_min_epi64(_mm512_max_epi64(v, lo), hi);
+        }
+        if (relu) v = _mm512_max_epi64(v, _mm512_setzero_si512());
+        _mm512_mask_cvtepi64_storeu_epi32(out + i, k, v);
+    }
+}
+#endif
+
 /* requant / residual / ReLU / codes of channels o0..o1 from their accumulators */
 __attribute__((noinline)) static void FN(layer_out)(const int64_t *f, const Grp *g, const int64_t *plan, uint8_t *arena, int64_t o0,
                           int64_t o1, int32_t *acc, int32_t *tmp) {
@@ -978,6 +1001,14 @@ __attribute__((noinline)) static void FN(layer_out)(const int64_t *f, const Grp 
         for (int64_t o = o0; o < o1; o++) {
             const int32_t *a = acc + o * pst + b * pimg;
             const int64_t m = M[o], bb = Bq[o], r = R[o], base = o * OHW;
+#if ISA_AVX512
+            if (Wph == OW && m >= INT32_MIN && m <= INT32_MAX && r >= 0 && r < 64) {
+                int32_t *y = outy ? outy + base : tmp; /* the stream itself, no copy */
+                FN(requant_run)(a, res ? res + base : NULL, OHW, m, bb, r, (int)relu, y);
+                if (outc) FN(codes_of)(y, OHW, outc + es * base, fmt, thr, n, kbits, sgn);
+                continue;
+            }
+#endif
             for (int64_t oy = 0; oy < OH; oy++) {
                 const int32_t *ar = a + oy * Wph;
                 int32_t *tr = tmp + oy * OW;
