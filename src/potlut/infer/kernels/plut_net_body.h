@@ -194,21 +194,29 @@ __attribute__((noinline)) static void FN(prep)(const int64_t *f, const Grp *g, c
     const int in16 = L_MODE == 1;
     LutTab tb;
     if (lut) FN(lut_tab)(&tb, lut, L_A, es);
-    memset(planes, 0, (size_t)(total * es)); /* padding and slack (one pass: cheap) */
+    /* zeros only where no input lands: padding rows and columns, gaps, the slack */
+    memset(planes + es * C * nq * cs, 0, (size_t)((total - C * nq * cs) * es));
     for (int64_t c = 0; c < C; c++)
     for (int64_t kx = 0; kx < KW; kx++) {
         const int64_t d = kx * DW - PW; /* input column of ox: ox * SW + d */
         const int64_t lo = d >= 0 ? 0 : (-d + SW - 1) / SW;
         const int64_t hi0 = W - 1 - d < 0 ? 0 : (W - 1 - d) / SW + 1;
         const int64_t hi = hi0 < OW ? hi0 : OW, n = hi - lo;
-        if (n <= 0) continue;
         for (int64_t ph = 0; ph < SH; ph++)
         for (int64_t b = 0; b < NB; b++) {
             const uint8_t *sb = (const uint8_t *)src + b * g->istride;
             const int64_t q0 = (c * nq + kx * SH + ph) * cs + b * plane;
+            if (b == NB - 1) /* the gap up to the next copy */
+                memset(planes + es * (q0 + plane), 0, (size_t)(es * (cs - NB * plane)));
             for (int64_t r = 0; r < R; r++) {
                 const int64_t iy = r * SH + ph - PH;
-                if (iy < 0 || iy >= H) continue;
+                uint8_t *row = planes + es * (q0 + r * OW);
+                if (iy < 0 || iy >= H || n <= 0) {
+                    memset(row, 0, (size_t)(es * OW));
+                    continue;
+                }
+                if (lo > 0) memset(row, 0, (size_t)(es * lo));
+                if (hi < OW) memset(row + es * hi, 0, (size_t)(es * (OW - hi)));
                 const int64_t d0 = q0 + r * OW + lo, ib = (c * H + iy) * W + lo * SW + d;
                 if (SW == 1) {
                     if (lut) {
