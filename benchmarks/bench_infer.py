@@ -19,7 +19,9 @@ all of them alike; ratios are what to read.
     python benchmarks/bench_infer.py [--rounds 7] [--bits 4 3] [--profile] [--json out.json]
 
 ``--profile`` adds a per-layer profile (CPU time of each step of the fastest engine,
-batch of ``--batch`` images, one thread) to say where the time goes.
+batch of ``--batch`` images, one thread) to say where the time goes. The scaling from one
+thread to two is measured apart, in wall clock and process CPU time (``--cpu-time`` counts
+only the calling thread).
 """
 
 from __future__ import annotations
@@ -202,7 +204,31 @@ def bench_model(label: str, name: str, graph: ModelGraph, rounds: int, big: int,
            "table_reads": counts["table_reads"], "rows": rows}
     if profile and isas:
         out["profile"] = layer_profile(prog, isas[0], xs[big])
+    if isas:
+        out["threads"] = thread_scaling(prog, isas[0], xs[big], rounds)
     return out
+
+
+def thread_scaling(prog, isa: str, x: np.ndarray, rounds: int, reps: int = 5) -> list[dict]:
+    """The C runner on 1 and 2 threads at one batch: wall seconds per call (median of the
+    rounds' medians) and process CPU seconds per image (every thread counted), interleaved."""
+    nets = {t: NativeNet(prog, isa, threads=t) for t in (1, 2)}
+    wall: dict[int, list[float]] = {t: [] for t in nets}
+    cpu: dict[int, list[float]] = {t: [] for t in nets}
+    for net in nets.values():
+        net.run(x)
+    for _ in range(rounds):
+        for t, net in nets.items():
+            ws, cs = [], []
+            for _ in range(reps):
+                w0, c0 = time.perf_counter(), time.process_time()
+                net.run(x)
+                ws.append(time.perf_counter() - w0)
+                cs.append(time.process_time() - c0)
+            wall[t].append(statistics.median(ws))
+            cpu[t].append(statistics.median(cs) / len(x))
+    return [{"threads": t, "wall_ms": 1e3 * statistics.median(wall[t]),
+             "cpu_us_per_image": 1e6 * statistics.median(cpu[t])} for t in nets]
 
 
 def layer_profile(prog, isa: str, x: np.ndarray, reps: int = 5) -> list[dict]:
@@ -266,6 +292,21 @@ def cpu_flags() -> str:
     return f"{model}: " + " ".join(k for k in want if k in flags)
 
 
+def print_threads(res: dict, big: int) -> list[str]:
+    rows = res.get("threads")
+    if not rows:
+        return []
+    one = rows[0]
+    lines = [f"Threads, {res['model']}, C runner, batch {big} (wall clock per call and "
+             "process CPU time per image, all threads):", "",
+             "| threads | wall ms / batch | x 1 thread (wall) | CPU us / image |",
+             "|---:|---:|---:|---:|"]
+    for r in rows:
+        lines.append(f"| {r['threads']} | {r['wall_ms']:.2f} | "
+                     f"{one['wall_ms'] / r['wall_ms']:.2f} | {r['cpu_us_per_image']:.0f} |")
+    return lines + [""]
+
+
 def print_table(res: dict, big: int) -> list[str]:
     rows = res["rows"]
     eager, onnx = rows["PyTorch FP32 eager"], rows.get("onnxruntime FP32")
@@ -317,7 +358,8 @@ def main() -> None:
     load1 = os.getloadavg()
     out = []
     for r in results:
-        out += print_table(r, args.batch) + [""] + print_profile(r)
+        out += print_table(r, args.batch) + [""] + print_threads(r, args.batch) \
+            + print_profile(r)
     out.append(f"One thread each (but the 2-thread row); {args.rounds} interleaved rounds, "
                + ("thread CPU time, " if args.cpu_time else "")
                +

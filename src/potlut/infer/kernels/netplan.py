@@ -43,7 +43,7 @@ LAYER_WORDS = 61
 CHAN_LANES = 32  # output channels per vector of the small-map kernel (int16 lanes)
 GROUP_MAX = 32  # images run through a layer together when its feature map is small
 GROUP_PIXELS = 512  # ... until they fill about this many accumulator positions
-PLANES_L1 = 24 << 10  # ... and their input planes fit in L1 (bytes, int16 elements)
+PLANES_L1 = 24 << 10  # ... and their input copies fit in L1 (bytes, int16 elements)
 
 
 @dataclass
@@ -252,7 +252,7 @@ def _chan_taps(st: Layer, lp, sa, per_k: tuple[np.ndarray, np.ndarray], plane: i
     val = wv[mag]
     e = np.round(np.log2(np.maximum(val, 1))).astype(np.int64)
     cp, within = per_k
-    off = cp * plane + within  # one image's planes
+    off = cp * plane + within  # one image's input copies (plane: their stride)
     starts, rows = [0], []
     for b0 in range(0, n_out, CHAN_LANES):
         v = val[b0:b0 + CHAN_LANES]
@@ -282,21 +282,21 @@ def _layer_words(st: Layer, w: _Writer, ids: dict[str, int], bufs: list[Buf]) ->
     n_out, G = st.out_channels, st.groups
     (KH, KW), (SH, SW), (PH, PW), (DH, DW) = st.kernel, st.stride, st.padding, st.dilation
     OH, OW = (st.out_shape[1], st.out_shape[2]) if len(st.out_shape) == 3 else (1, 1)
-    Hp, Wp = H + 2 * PH, W + 2 * PW
-    Hph, Wph = -(-Hp // SH), -(-Wp // SW)
+    # input copies: one per (kernel column, row phase) of each channel, [rows][OW] each,
+    # so a tap reads its output row's run at an offset that is a whole number of rows
+    Hph, Wph = OH + ((KH - 1) * DH) // SH, OW
     P = OH * Wph
     Cg = C // G
     Og = n_out // G
     K = Cg * KH * KW
-    # non-zero taps: channel-local k -> offset in the stride-phase planes of the padded input
+    # non-zero taps: channel-local k -> its copy and the offset of its first row there
     ks = lp.nz_k.astype(np.int64)
     o_of_t = np.repeat(np.arange(n_out), np.diff(lp.nz_off))
     c = (o_of_t // Og) * Cg + ks // (KH * KW)
     i, j = (ks // KW) % KH, ks % KW
     plane = Hph * Wph
-    phase = ((i * DH) % SH) * SW + (j * DW) % SW
-    cp = c * SH * SW + phase  # plane of the tap; planes hold a sub-batch of images each
-    pix = ((i * DH) // SH) * Wph + (j * DW) // SW
+    cp = c * KW * SH + j * SH + (i * DH) % SH  # copy of the tap (a sub-batch of images each)
+    pix = ((i * DH) // SH) * Wph
     code = lp.wq[o_of_t, ks].astype(np.int32)
     if st.mode == "plut":
         rows = lp.rows.astype(np.int64)
@@ -321,8 +321,8 @@ def _layer_words(st: Layer, w: _Writer, ids: dict[str, int], bufs: list[Buf]) ->
         sa_fields = [sa[0], *(w.add(a) for a in sa[1])]
     kk = np.arange(K)
     kc, ki, kj = kk // (KH * KW), (kk // KW) % KH, kk % KW
-    chan = _chan_taps(st, lp, sa, (kc * SH * SW + ((ki * DH) % SH) * SW + (kj * DW) % SW,
-                                   ((ki * DH) // SH) * Wph + (kj * DW) // SW), plane)
+    chan = _chan_taps(st, lp, sa, (kc * KW * SH + kj * SH + (ki * DH) % SH,
+                                   ((ki * DH) // SH) * Wph), copy_stride(1, plane))
     chan_fields = [-1, -1, 0] if chan is None else [w.add(chan[0]), w.add(chan[1]), chan[2]]
     n_thr = int(lp.thr.size)
     wn = w.add(lp.wn.astype(np.int32)) if lp.wn is not None else -1
@@ -341,7 +341,7 @@ def _layer_words(st: Layer, w: _Writer, ids: dict[str, int], bufs: list[Buf]) ->
     ]  # 52: images per sub-batch, 54-57: tap offsets (set by build_plan), 58-60: _chan_taps
     assert len(fields) == LAYER_WORDS, len(fields)
     taps = (pix.astype(np.int64), cp.astype(np.int64), None if sa is None else sa[1][2])
-    return fields, taps, plane, P, C * SH * SW, n_out, int(pix.size)
+    return fields, taps, plane, P, C * KW * SH, n_out, int(pix.size)
 
 
 def _tap_offsets(w: _Writer, within: np.ndarray, cp: np.ndarray, order: np.ndarray | None,
@@ -350,15 +350,22 @@ def _tap_offsets(w: _Writer, within: np.ndarray, cp: np.ndarray, order: np.ndarr
     (planes hold ``nb`` images each), in tap order and in shift-add order (or -1)."""
     out = []
     for n in (nb, 1):
-        pix = (cp.astype(np.int64) * n * plane + within).astype(np.int32)
+        pix = (cp.astype(np.int64) * copy_stride(n, plane) + within).astype(np.int32)
         out += [w.add(pix), w.add(pix[order]) if order is not None else -1]
     return out
+
+
+def copy_stride(nb: int, plane: int) -> int:
+    """Elements from one input copy of ``nb`` images to the next: rounded up to 64 (so the
+    kernels' vector loads are aligned) unless the copy is shorter than a vector (as in C)."""
+    n = nb * plane
+    return n if n < 32 else -(-n // 64) * 64
 
 
 def _layer_scratch(nb: int, plane: int, P: int, planes: int, n_out: int, T: int) -> int:
     """Scratch bytes of a layer run on ``nb`` images at once (plut_net.c op_layer)."""
     pst = -(-((nb - 1) * plane + P) // BLOCK) * BLOCK
-    return (_al((planes * nb * plane + pst + 64) * 2) + _al(n_out * pst * 4)
+    return (_al((planes * copy_stride(nb, plane) + pst + 64) * 2) + _al(n_out * pst * 4)
             + 2 * pst * 4 + 2 * T * 4)
 
 

@@ -7,10 +7,12 @@
  *   buffers:    [dtype (0 u8, 1 i16, 2 i32), elements, byte offset in the arena, 0]
  *   ops:        [type, words, fields...]; array fields are word offsets into the plan
  *
- * Convolutions are direct (no im2col): the layer's input codes are copied into zero-padded
- * stride-phase planes, so every non-zero weight tap reads one contiguous run of codes and
- * the kernels compute output pixels in padded coordinates (the few extra columns are
- * dropped).  P-LUT products are table reads, never multiplications:
+ * Convolutions are direct (no im2col): each input channel is copied once per kernel column
+ * and row phase, shifted and strided so that column kx of output row oy sits at [r][ox]
+ * (zero where the padding is), so every non-zero weight tap reads one contiguous run of
+ * output positions at a whole number of rows (aligned loads on wide maps), and the kernels
+ * compute exactly the OH x OW outputs (rows of OW, no padding columns).  P-LUT products
+ * are table reads, never multiplications:
  *   AVX-512 (F, BW, VBMI): vpermb (64 int8 products per instruction: 3-bit IOS-PoT) and
  *            vpermw (32 int16 products: 4-bit)
  *   AVX2:    vpshufb on 16-entry rows (8-bit products directly; 16-bit as low/high bytes)
@@ -62,6 +64,13 @@
 #define L_WPH f[44]
 #define L_P (g->P)
 #define PST(f) (g->pst)
+
+/* elements from one input copy of nb images to the next (netplan.copy_stride): a multiple
+ * of 64, so vector loads at whole rows of a 32- or 64-wide map are aligned */
+static inline int64_t copy_stride(int64_t nb, int64_t plane) {
+    const int64_t n = nb * plane;
+    return n < 32 ? n : (n + 63) / 64 * 64;
+}
 
 /* a layer's sub-batch: images, accumulator positions, tap offsets in its planes */
 typedef struct {

@@ -178,52 +178,71 @@ static inline void FN(lut_row)(void *dst, const uint8_t *src, int64_t n, const L
         for (; x < n; x++) ((int16_t *)dst)[x] = lut[src[x]];
 }
 
-/* codes [C][H][W] -> zero-padded stride-phase planes [C][SH*SW][Hph][Wph] (+ zero slack),
- * element es bytes (1: u8 codes or int8 values, 2: u16 codes or int16 values), so that
- * every tap of a direct convolution reads a contiguous run: plane + pix[t] + p,
- * p = oy * Wph + ox.  lut (shift-add): codes become their signed values. */
+/* codes [C][H][W] -> input copies [C][KW*SH][NB][R][OW] (copy q = kx * SH + row phase,
+ * R = L_HPH rows of OW = L_WPH, NB images a copy_stride apart; zero where the padding is,
+ * and zero slack), element es bytes (1: u8 codes or int8 values, 2: u16 codes or int16
+ * values): copy (kx, ph) holds input (r * SH + ph - PH, ox * SW + kx * DW - PW) at [r][ox],
+ * so tap (ky, kx) of output position p = oy * OW + ox reads copy + pix[t] + p.
+ * lut (shift-add): codes become their signed values. */
 __attribute__((noinline)) static void FN(prep)(const int64_t *f, const Grp *g, const void *src,
                                                uint8_t *planes, int64_t es,
                                                const int16_t *lut) {
     const int64_t C = L_C, H = L_H, W = L_W, SH = L_SH, SW = L_SW, PH = L_PH, PW = L_PW;
-    const int64_t Hph = L_HPH, Wph = L_WPH, plane = Hph * Wph, NB = g->B;
-    const int64_t total = C * SH * SW * NB * plane + PST(f) + 64;
+    const int64_t KW = f[10], DW = f[16], R = L_HPH, OW = L_WPH, NB = g->B;
+    const int64_t plane = R * OW, cs = copy_stride(NB, plane), nq = KW * SH;
+    const int64_t total = C * nq * cs + PST(f) + 64;
     const int in16 = L_MODE == 1;
     LutTab tb;
     if (lut) FN(lut_tab)(&tb, lut, L_A, es);
-    memset(planes, 0, (size_t)(total * es)); /* borders and slack (one pass: cheap) */
-    for (int64_t b = 0; b < NB; b++)
+    /* zeros only where no input lands: padding rows and columns, gaps, the slack */
+    memset(planes + es * C * nq * cs, 0, (size_t)((total - C * nq * cs) * es));
     for (int64_t c = 0; c < C; c++)
-        for (int64_t y = 0; y < H; y++) {
-            const int64_t yy = y + PH;
-            const int64_t rbase = ((c * SH * SW + (yy % SH) * SW) * NB + b) * plane + (yy / SH) * Wph;
-            const int64_t ib = (c * H + y) * W;
+    for (int64_t kx = 0; kx < KW; kx++) {
+        const int64_t d = kx * DW - PW; /* input column of ox: ox * SW + d */
+        const int64_t lo = d >= 0 ? 0 : (-d + SW - 1) / SW;
+        const int64_t hi0 = W - 1 - d < 0 ? 0 : (W - 1 - d) / SW + 1;
+        const int64_t hi = hi0 < OW ? hi0 : OW, n = hi - lo;
+        for (int64_t ph = 0; ph < SH; ph++)
+        for (int64_t b = 0; b < NB; b++) {
             const uint8_t *sb = (const uint8_t *)src + b * g->istride;
-            if (SW == 1) {
-                const int64_t d0 = rbase + PW;
-                if (lut) {
-                    FN(lut_row)(planes + es * d0, sb + ib, W, &tb);
-                } else if (in16) {
-                    memcpy(planes + 2 * d0, (const int16_t *)sb + ib, (size_t)(2 * W));
-                } else if (es == 1) {
-                    memcpy(planes + d0, sb + ib, (size_t)W);
-                } else {
-                    uint16_t *d = (uint16_t *)planes + d0;
-                    const uint8_t *s = sb + ib;
-                    for (int64_t x = 0; x < W; x++) d[x] = s[x];
+            const int64_t q0 = (c * nq + kx * SH + ph) * cs + b * plane;
+            if (b == NB - 1) /* the gap up to the next copy */
+                memset(planes + es * (q0 + plane), 0, (size_t)(es * (cs - NB * plane)));
+            for (int64_t r = 0; r < R; r++) {
+                const int64_t iy = r * SH + ph - PH;
+                uint8_t *row = planes + es * (q0 + r * OW);
+                if (iy < 0 || iy >= H || n <= 0) {
+                    memset(row, 0, (size_t)(es * OW));
+                    continue;
                 }
-            } else {
-                for (int64_t x = 0, ph = PW % SW, q = PW / SW; x < W; x++) {
-                    const int64_t d = rbase + ph * NB * plane + q;
-                    if (++ph == SW) { ph = 0; q++; }
-                    if (lut && es == 1) ((int8_t *)planes)[d] = (int8_t)lut[sb[ib + x]];
-                    else if (lut) ((int16_t *)planes)[d] = lut[sb[ib + x]];
-                    else if (in16) ((int16_t *)planes)[d] = ((const int16_t *)sb)[ib + x];
-                    else if (es == 1) planes[d] = sb[ib + x];
-                    else ((uint16_t *)planes)[d] = sb[ib + x];
+                if (lo > 0) memset(row, 0, (size_t)(es * lo));
+                if (hi < OW) memset(row + es * hi, 0, (size_t)(es * (OW - hi)));
+                const int64_t d0 = q0 + r * OW + lo, ib = (c * H + iy) * W + lo * SW + d;
+                if (SW == 1) {
+                    if (lut) {
+                        FN(lut_row)(planes + es * d0, sb + ib, n, &tb);
+                    } else if (in16) {
+                        memcpy(planes + 2 * d0, (const int16_t *)sb + ib, (size_t)(2 * n));
+                    } else if (es == 1) {
+                        memcpy(planes + d0, sb + ib, (size_t)n);
+                    } else {
+                        uint16_t *dd = (uint16_t *)planes + d0;
+                        const uint8_t *s = sb + ib;
+                        for (int64_t x = 0; x < n; x++) dd[x] = s[x];
+                    }
+                    continue;
+                }
+                for (int64_t x = 0; x < n; x++) {
+                    const int64_t i = ib + x * SW, dx = d0 + x;
+                    if (lut && es == 1) ((int8_t *)planes)[dx] = (int8_t)lut[sb[i]];
+                    else if (lut) ((int16_t *)planes)[dx] = lut[sb[i]];
+                    else if (in16) ((int16_t *)planes)[dx] = ((const int16_t *)sb)[i];
+                    else if (es == 1) planes[dx] = sb[i];
+                    else ((uint16_t *)planes)[dx] = sb[i];
                 }
             }
         }
+    }
 }
 
 /* ---------------------------------------------------------------- layer: kernels */
@@ -910,6 +929,29 @@ static void FN(layer_acc)(const int64_t *f, const Grp *g, const int64_t *plan, i
     }
 }
 
+#if ISA_AVX512
+/* out = [relu](sat(sat((a * m + bb) >> r) + res)) of n contiguous positions, eight int64
+ * lanes at a time (m fits int32: vpmuldq); the scalar loop below computes the same */
+static void FN(requant_run)(const int32_t *a, const int32_t *res, int64_t n, int64_t m,
+                            int64_t bb, int64_t r, int relu, int32_t *out) {
+    const __m512i vm = _mm512_set1_epi64(m), vb = _mm512_set1_epi64(bb);
+    const __m512i hi = _mm512_set1_epi64(I32MAX), lo = _mm512_set1_epi64(-I32MAX);
+    const __m128i vr = _mm_cvtsi64_si128(r);
+    for (int64_t i = 0; i < n; i += 8) {
+        const __mmask8 k = n - i >= 8 ? 0xFF : (__mmask8)((1u << (n - i)) - 1);
+        __m512i v = _mm512_cvtepi32_epi64(_mm256_maskz_loadu_epi32(k, a + i));
+        v = _mm512_sra_epi64(_mm512_add_epi64(_mm512_mul_epi32(v, vm), vb), vr);
+        v = _mm512_min_epi64(_mm512_max_epi64(v, lo), hi);
+        if (res) {
+            v = _mm512_add_epi64(v, _mm512_cvtepi32_epi64(_mm256_maskz_loadu_epi32(k, res + i)));
+            v = _mm512_min_epi64(_mm512_max_epi64(v, lo), hi);
+        }
+        if (relu) v = _mm512_max_epi64(v, _mm512_setzero_si512());
+        _mm512_mask_cvtepi64_storeu_epi32(out + i, k, v);
+    }
+}
+#endif
+
 /* requant / residual / ReLU / codes of channels o0..o1 from their accumulators */
 __attribute__((noinline)) static void FN(layer_out)(const int64_t *f, const Grp *g, const int64_t *plan, uint8_t *arena, int64_t o0,
                           int64_t o1, int32_t *acc, int32_t *tmp) {
@@ -967,6 +1009,14 @@ __attribute__((noinline)) static void FN(layer_out)(const int64_t *f, const Grp 
         for (int64_t o = o0; o < o1; o++) {
             const int32_t *a = acc + o * pst + b * pimg;
             const int64_t m = M[o], bb = Bq[o], r = R[o], base = o * OHW;
+#if ISA_AVX512
+            if (Wph == OW && m >= INT32_MIN && m <= INT32_MAX && r >= 0 && r < 64) {
+                int32_t *y = outy ? outy + base : tmp; /* the stream itself, no copy */
+                FN(requant_run)(a, res ? res + base : NULL, OHW, m, bb, r, (int)relu, y);
+                if (outc) FN(codes_of)(y, OHW, outc + es * base, fmt, thr, n, kbits, sgn);
+                continue;
+            }
+#endif
             for (int64_t oy = 0; oy < OH; oy++) {
                 const int32_t *ar = a + oy * Wph;
                 int32_t *tr = tmp + oy * OW;
@@ -1009,7 +1059,7 @@ static void FN(op_layer)(const int64_t *f, const int64_t *plan, uint8_t *arena, 
                                                                                     : kern0;
         const int64_t es =
             (kern == K_PERMW || kern == K_INT8 || kern == K_SHIFTADD || kern == K_CHAN) ? 2 : 1;
-        const int64_t planes_b = AL64((L_C * L_SH * L_SW * g.B * plane + pst + 64) * 2);
+        const int64_t planes_b = AL64((L_C * f[10] * L_SH * copy_stride(g.B, plane) + pst + 64) * 2);
         uint8_t *x = scr;
         int32_t *acc = (int32_t *)(scr + planes_b);
         int32_t *tmp = acc + AL64(L_O * pst * 4) / 4;
@@ -1019,7 +1069,8 @@ static void FN(op_layer)(const int64_t *f, const int64_t *plan, uint8_t *arena, 
             g.spix = sa ? L_PTR(int32_t, k + 1) : NULL;
         } else { /* the ragged last sub-batch */
             int32_t *pix = tmp + 2 * pst, *spix = pix + T;
-            for (int64_t t = 0; t < T; t++) pix[t] = (int32_t)(cp[t] * g.B * plane + within[t]);
+            const int64_t cs = copy_stride(g.B, plane);
+            for (int64_t t = 0; t < T; t++) pix[t] = (int32_t)(cp[t] * cs + within[t]);
             if (sa)
                 for (int64_t t = 0; t < T; t++) spix[t] = pix[order[t]];
             g.pix = pix;
