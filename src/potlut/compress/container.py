@@ -306,7 +306,8 @@ def build_body(graph: ModelGraph, coder: str = "shuff", skip_weights: bool = Fal
             codes = graph.arrays[f"{s.name}.codes"]
             cbname = f"{s.name}.codebook"
             sw = SharedWeights(codes, graph.arrays[f"{s.name}.negative"], graph.arrays[cbname])
-            blob = wc.encode(sw)
+            old = version < 4 and coder == "shuff"  # (no truncated binary tables before v4)
+            blob = shuff.encode_weights(sw, truncated=False) if old else wc.encode(sw)
             if skip_weights:
                 blob = blob[: wc.side_bytes(blob, sw.n_codes) if keep_tables else 0]
             enc, dtype, shape, cb = coder, _dtype_name(codes), list(codes.shape), cbname

@@ -273,19 +273,20 @@ def side_bytes(blob: bytes, n_codes: int) -> int:
     return decode_table(blob, n_codes)[1]
 
 
-def encode_weights(sw: SharedWeights) -> bytes:
+def encode_weights(sw: SharedWeights, truncated: bool = True) -> bytes:
     """S-Huff blob of one layer: code-length table, code stream, sign stream.
 
     The table is the Huffman code's lengths, or, where that is fewer bytes in all (small
     layers over many codes, e.g. the 8-bit ends: the table outweighs what Huffman saves),
-    the 5-byte truncated binary code of codes ``0 .. max used``.
+    the 5-byte truncated binary code of codes ``0 .. max used`` (format v4; not with
+    ``truncated=False``, for files of older versions).
     """
     codes = sw.codes.reshape(-1)
     counts = code_counts(codes, sw.n_codes)
     lengths = code_lengths(counts)
     table = encode_table(lengths)
     m = int(np.flatnonzero(counts)[-1]) + 1 if counts.any() else 0
-    if m >= 2:
+    if m >= 2 and truncated:
         flat = truncated_binary(m, sw.n_codes)
         cost = lambda ln: -(-int(counts @ ln) // 8)  # noqa: E731  (stream bytes)
         if TABLE.size + cost(flat) < len(table) + cost(lengths):
