@@ -55,6 +55,11 @@ def test_resnet20_architecture_shrinks_and_comes_back(resnet) -> None:
     old, old_info = encode(g, version=3)
     assert (info.arch_bytes, old_info.arch_bytes) == (9211, 14167)
     assert (len(data), len(old)) == (123983, 124396)
+    # S-Huff table kinds (first byte): the 432-weight 8-bit conv1 over 128 codes takes the
+    # truncated binary table in v4 (0x80), its Huffman lengths in 4 bits in v3
+    for inf, first in ((info, 0x80), (old_info, 4)):
+        kinds = [inf.data[e.offset] for e in inf.arrays if e.encoding == "shuff"]
+        assert kinds == [first] + [3] * 18 + [4]
     back, back_info = decode(data)
     assert back_info.version == 4 and back.architecture() == _json(g.architecture())
     old_back, old_back_info = decode(old)
