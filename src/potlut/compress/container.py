@@ -6,7 +6,8 @@ Layout (all integers little-endian; full description in docs/format.md)::
                        compressed payload, CRC32 of the header itself
     payload:           raw LZMA2 stream of the body
     body:              u32 section count, (tag, u64 length) per section, sections:
-                       ARCH = UTF-8 JSON (the graph), ARRS = binary array table in the
+                       ARCH = UTF-8 JSON (the graph; compact from version 4, see
+                       :mod:`potlut.compress.archjson`), ARRS = binary array table in the
                        order the graph fixes, DATA = array payloads (raw, derived from
                        attributes, scaled integers, or a weight stream)
 
