@@ -5,8 +5,8 @@ A v4 writer omits a node's name when it is the default name, its inputs when the
 previous node, and attributes that other attributes give (layer widths from the weight
 shape, code counts from the bit-width, ``quantized: true``); other inputs are written as
 "k nodes back". The reader puts them back before any check, so the checks see the full
-graph of docs/format.md §1 (the rules are in §2). On the ResNet20 of issue 17 this takes
-the architecture from 992 to about 620 bytes after LZMA (14,530 to 8,450 as JSON).
+graph of docs/format.md §1 (the rules are in §2). On the CIFAR ResNet20 of issue 17 the
+JSON goes from 14,204 to 9,230 bytes and the file's overhead from 2,718 to 2,308 bytes.
 """
 
 from __future__ import annotations
