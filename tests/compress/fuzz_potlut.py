@@ -246,7 +246,7 @@ def largest_layers() -> list[bytes]:
         arch, entries, blobs = copy(coder)
         node = arch["graph"]["nodes"][-2]["attrs"]
         node["weight"]["shape"], node["out_channels"], node["shape"] = [n, 1, 1, 1], n, [n, 4, 4]
-        node["in_channels"], node["bias"] = 3, False
+        node["in_channels"], node["bias"] = 1, False
         entries = [e for e in entries if e["name"] != "c1.bias"]
         blobs["c1.weight"] = zero_stream(coder, n)[: 25 if coder == "rans" else None]
         out.append(file_of(body_of(arch, entries, blobs, True)))

@@ -18,14 +18,13 @@ from potlut.nn.export import block_round, fold_batchnorm, to_torch
 from potlut.pipeline import RunConfig, load_quantized, run
 from potlut.train.checkpoint import load_checkpoint
 
-# measured 0.0356 with the code tables counted as coded weights (0.0245 without): S-Huff
-# misses the 3 % bar by 0.56 points on this 23,824-weight model. The compact tables (format
-# v2: w bits per length, unused top codes dropped) took it from 0.0427; what is left is
-# mostly the two 128-code tables of the 8-bit first/last layers (144 and 640 weights).
-# Format v3 (8-bit BatchNorm): 0.0342 (0.0231 without). A delta code for the lengths (1 bit
-# for "same as the previous", 2-4 for +1 / -1 / unused, 9 for a literal) measured 0.0326:
-# not enough for 3 %, so not adopted
-GAP_WITH_TABLES = 0.036
+# measured 0.0356 with the code tables counted as coded weights (0.0245 without) in format
+# v1, 0.0342 in v3 (compact w-bit length tables; a delta code for the lengths measured
+# 0.0326). What was left were the 128-code tables of the 8-bit first/last layers (144 and
+# 640 weights): v4 gives such layers the 5-byte truncated binary table where that is fewer
+# bytes in all, which measured 0.0298 (0.0273 without the tables, which now cost 10 bytes
+# instead of 109). The bar:
+GAP_WITH_TABLES = 0.03
 
 
 @pytest.fixture(scope="module")
@@ -55,7 +54,8 @@ def test_file_is_within_3_percent_of_the_entropy_bound(trained, compressed) -> N
     assert tot["final_bytes"] <= 1.03 * tot["entropy_bound_bytes"] + st["overhead_bytes"]
     assert st["bound_gap"] <= 0.03
     # with the Huffman code-length tables counted as coded weights, not overhead
-    assert st["bound_gap"] < st["bound_gap_with_tables"] <= GAP_WITH_TABLES
+    gap = st["bound_gap_with_tables"]
+    assert st["bound_gap"] < gap <= GAP_WITH_TABLES, gap
     assert st["header_bytes"] == 80
     # the overhead (architecture, BN, bias, codebooks, code tables) stays small
     assert st["overhead_bytes"] < 0.3 * tot["final_bytes"]

@@ -50,14 +50,17 @@ def test_shuff_round_trip_is_exact(sw: SharedWeights) -> None:
     np.testing.assert_array_equal(back.codes, sw.codes)
     np.testing.assert_array_equal(back.negative, sw.negative)
     # size: lengths table (w bits for each code up to the last used one) + exactly sum(len)
-    # bits + one bit per non-zero weight
+    # bits, or the truncated binary code where shorter, + one bit per non-zero weight
     counts = np.bincount(sw.codes.astype(np.int64), minlength=sw.n_codes)
     lengths = shuff.code_lengths(counts)
     nbits = int((counts * lengths).sum())
     nnz = int(sw.nonzero().sum())
     m = int(np.flatnonzero(counts)[-1]) + 1 if counts.any() else 0
     table = 5 + (m * int(lengths.max(initial=0)).bit_length() + 7) // 8
-    assert len(blob) == table + (nbits + 7) // 8 + (nnz + 7) // 8
+    coded = table + (nbits + 7) // 8
+    if m >= 2:  # or the 5-byte truncated binary table where that is fewer bytes
+        coded = min(coded, 5 + (int(counts @ shuff.truncated_binary(m, sw.n_codes)) + 7) // 8)
+    assert len(blob) == coded + (nnz + 7) // 8
 
 
 @settings(max_examples=60, deadline=None)
@@ -159,3 +162,52 @@ def test_vectorized_decoder_handles_a_large_layer() -> None:
     back = shuff.decode_weights(shuff.encode_weights(sw), (n,), sw.codebook)
     np.testing.assert_array_equal(back.codes, codes)
     np.testing.assert_array_equal(back.negative, sw.negative)
+
+
+def test_truncated_binary_code_is_complete() -> None:
+    lengths = shuff.truncated_binary(91, 128)  # L = 7: 128 - 91 = 37 codes of 6 bits
+    assert lengths[:37].tolist() == [6] * 37 and lengths[37:91].tolist() == [7] * 54
+    assert not lengths[91:].any()
+    assert shuff.truncated_binary(128, 128).tolist() == [7] * 128
+    assert shuff.truncated_binary(2, 8).tolist() == [1, 1] + [0] * 6
+    for m in range(2, 300):  # Kraft sum exactly 1
+        ln = shuff.truncated_binary(m, 300)
+        assert sum(2.0 ** -int(x) for x in ln if x) == 1.0, m
+
+
+def _huffman_bytes(sw: SharedWeights) -> int:
+    codes = sw.codes.reshape(-1)
+    lengths = shuff.code_lengths(np.bincount(codes, minlength=sw.n_codes))
+    table = shuff.encode_table(lengths)
+    return len(table) + len(shuff.encode_symbols(codes, lengths)[0])
+
+
+def test_small_layer_over_many_codes_takes_the_5_byte_table() -> None:
+    """640 weights spread over 120 of 128 codes (like the digits model's 8-bit fc): the
+    Huffman table (4 bits a code) outweighs what it saves over 7 bits a weight."""
+    rng = np.random.default_rng(0)
+    codes = rng.integers(0, 120, 640).astype(np.uint8)
+    sw = SharedWeights(codes, (rng.random(640) < 0.5) & (codes > 0), _pot_codebook(128))
+    blob = shuff.encode_weights(sw)
+    assert blob[0] == shuff.TRUNCATED and shuff.side_bytes(blob, 128) == 5
+    lengths, _ = shuff.decode_table(blob, 128)
+    assert lengths[:8].tolist() == [6] * 8 and lengths[8:120].tolist() == [7] * 112
+    stream = -(-int(np.bincount(codes, minlength=128) @ lengths) // 8)
+    signs = -(-int((codes > 0).sum()) // 8)
+    assert len(blob) == 5 + stream + signs
+    assert 5 + stream < _huffman_bytes(sw)
+    back = shuff.decode_weights(blob, (640,), sw.codebook)
+    np.testing.assert_array_equal(back.codes, codes)
+    np.testing.assert_array_equal(back.negative, sw.negative)
+    # a large skewed 8-code layer keeps its Huffman table (w = 3 bits a length)
+    big = rng.choice(8, 5000, p=[0.4, 0.3, 0.1, 0.1, 0.04, 0.03, 0.02, 0.01]).astype(np.uint8)
+    blob = shuff.encode_weights(SharedWeights(big, np.zeros(5000, bool), _pot_codebook(8)))
+    assert blob[0] == 3 and shuff.side_bytes(blob, 8) == 8
+
+
+@pytest.mark.parametrize(("m", "n_codes"), [(0, 8), (1, 8), (9, 8), (1 << 31, 8)])
+def test_truncated_table_outside_2_to_n_codes_is_refused(m, n_codes) -> None:
+    import struct
+    blob = struct.pack("<BI", shuff.TRUNCATED, m) + b"\0" * 16
+    with pytest.raises(PotlutFormatError, match="truncated binary code"):
+        shuff.decode_weights(blob, (8,), _pot_codebook(n_codes))

@@ -19,6 +19,7 @@ from potlut.compress.container import (
     CODERS,
     HEADER_SIZE,
     SECTION,
+    VERSION,
     FileInfo,
     build_body,
     compress_body,
@@ -104,8 +105,8 @@ def file_stats(graph: ModelGraph, info: FileInfo) -> dict:
     fp32 = sum(r.fp32_bytes for r in rows) + other_fp32
     bound = sum(r.entropy_bound_bytes for r in rows if r.bits < 32)
     coder = info.coder if info.coder in CODERS else "shuff"
-    overhead = overhead_bytes(graph, coder)
-    bare = overhead_bytes(graph, coder, tables=False)
+    overhead = overhead_bytes(graph, coder, version=info.version)
+    bare = overhead_bytes(graph, coder, tables=False, version=info.version)
     total = {
         "params": sum(r.params for r in rows),
         "fp32_bytes": fp32,
@@ -136,13 +137,14 @@ def file_stats(graph: ModelGraph, info: FileInfo) -> dict:
     }
 
 
-def overhead_bytes(graph: ModelGraph, coder: str = "shuff", tables: bool = True) -> int:
+def overhead_bytes(graph: ModelGraph, coder: str = "shuff", tables: bool = True,
+                   version: int = VERSION) -> int:
     """File size of ``graph`` without its weight streams: header, JSON, BN, bias, codebooks.
 
     Code tables (Huffman code lengths) count as overhead: they describe the code, they
     are not coded weights; ``tables=False`` leaves them out too (so they count as coded
-    weights, as in ``bound_gap_with_tables``).
+    weights, as in ``bound_gap_with_tables``). ``version``: the layout of that file version.
     """
-    body = build_body(graph, coder, skip_weights=True, keep_tables=tables).body
+    body = build_body(graph, coder, skip_weights=True, keep_tables=tables, version=version).body
     return HEADER_SIZE + len(compress_body(body)[0])
 

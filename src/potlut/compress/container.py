@@ -6,7 +6,8 @@ Layout (all integers little-endian; full description in docs/format.md)::
                        compressed payload, CRC32 of the header itself
     payload:           raw LZMA2 stream of the body
     body:              u32 section count, (tag, u64 length) per section, sections:
-                       ARCH = UTF-8 JSON (the graph), ARRS = binary array table in the
+                       ARCH = UTF-8 JSON (the graph; compact from version 4, see
+                       :mod:`potlut.compress.archjson`), ARRS = binary array table in the
                        order the graph fixes, DATA = array payloads (raw, derived from
                        attributes, scaled integers, or a weight stream)
 
@@ -34,7 +35,7 @@ from typing import Any
 
 import numpy as np
 
-from potlut.compress import rans, shuff
+from potlut.compress import archjson, rans, shuff
 from potlut.compress.codebooks import derived_codebook
 from potlut.compress.graph import ModelGraph, Node
 from potlut.compress.schema import ArraySpec, required_arrays
@@ -43,8 +44,8 @@ from potlut.errors import PotlutFormatError
 from potlut.fileio import atomic_write_bytes
 
 MAGIC = b"\x89POTLUT\n"
-VERSION = 3
-READS = (2, 3)  # version 2 is version 3 without the ``scaled`` encoding
+VERSION = 4
+READS = (2, 3, 4)  # 3 is 4 with the full architecture JSON; 2 is 3 without ``scaled``
 HEADER = struct.Struct("<8sHHIQQII32sII")  # see docs/format.md §2
 HEADER_SIZE = HEADER.size  # 80
 CODEC_LZMA2 = 1
@@ -287,13 +288,16 @@ def _sections(parts: list[tuple[bytes, bytes]]) -> bytes:
 
 
 def build_body(graph: ModelGraph, coder: str = "shuff", skip_weights: bool = False,
-               keep_tables: bool = True) -> Body:
+               keep_tables: bool = True, version: int = VERSION) -> Body:
     """Stage 1: the uncompressed body (section table, ARCH JSON, ARRS table, DATA).
 
     ``skip_weights`` keeps only each weight stream's side information (code tables), or
     nothing of it with ``keep_tables=False``: the rest of the file is the measured
-    overhead of :mod:`potlut.compress.bounds`.
+    overhead of :mod:`potlut.compress.bounds`. ``version`` < 4 writes the full
+    architecture JSON, and 2 no ``scaled`` arrays (for files older readers take).
     """
+    if version not in READS:
+        raise PotlutFormatError(f"cannot write format version {version}; writes {READS}")
     if coder not in CODERS:
         raise PotlutFormatError(f"unknown weight coder {coder!r}; known: {sorted(CODERS)}")
     wc = CODERS[coder]
@@ -303,7 +307,8 @@ def build_body(graph: ModelGraph, coder: str = "shuff", skip_weights: bool = Fal
             codes = graph.arrays[f"{s.name}.codes"]
             cbname = f"{s.name}.codebook"
             sw = SharedWeights(codes, graph.arrays[f"{s.name}.negative"], graph.arrays[cbname])
-            blob = wc.encode(sw)
+            old = version < 4 and coder == "shuff"  # (no truncated binary tables before v4)
+            blob = shuff.encode_weights(sw, truncated=False) if old else wc.encode(sw)
             if skip_weights:
                 blob = blob[: wc.side_bytes(blob, sw.n_codes) if keep_tables else 0]
             enc, dtype, shape, cb = coder, _dtype_name(codes), list(codes.shape), cbname
@@ -312,7 +317,7 @@ def build_body(graph: ModelGraph, coder: str = "shuff", skip_weights: bool = Fal
             a = graph.arrays[s.name]
             derived = (s.codebook is not None and a.dtype == np.float32
                        and np.array_equal(a, s.codebook))
-            scaled = None if derived else scaled_bytes(a)
+            scaled = None if derived or version < 3 else scaled_bytes(a)
             if derived:
                 enc, blob = DERIVED, b""
             elif scaled is not None and len(scaled) < a.nbytes:
@@ -329,12 +334,24 @@ def build_body(graph: ModelGraph, coder: str = "shuff", skip_weights: bool = Fal
     offset = 0  # DATA: the non-coded arrays in table order, then the weight streams
     for e in sorted(entries, key=lambda e: e.encoding in CODERS):
         e.offset, offset = offset, offset + e.length
-    arch = {"format": "potlut", "graph": graph.architecture()}
+    arch = {"format": "potlut", "graph": _arch_graph(graph, version)}
     arch_bytes = json.dumps(arch, separators=(",", ":"), allow_nan=False).encode()
     arrs = struct.pack("<I", len(table)) + b"".join(table)
     data = b"".join(raw_parts + coded_parts)
     body = _sections([(b"ARCH", arch_bytes), (b"ARRS", arrs), (b"DATA", data)])
     return Body(body, entries, len(arch_bytes), data)
+
+
+def _arch_graph(graph: ModelGraph, version: int) -> dict[str, Any]:
+    """The ``graph`` member of ARCH: compact from version 4 on (checked to expand back)."""
+    full = graph.architecture()
+    if version < 4:
+        return full
+    small = archjson.compact(full)
+    as_json = lambda x: json.loads(json.dumps(x, allow_nan=False))  # noqa: E731
+    if archjson.expand(as_json(small)) != as_json(full):
+        raise PotlutFormatError("architecture does not survive its compact form (a bug)")
+    return small
 
 
 def compress_body(body: bytes) -> tuple[bytes, int]:
@@ -343,10 +360,12 @@ def compress_body(body: bytes) -> tuple[bytes, int]:
     return lzma.compress(body, format=lzma.FORMAT_RAW, filters=filters), filters[0]["dict_size"]
 
 
-def encode(graph: ModelGraph, coder: str = "shuff") -> tuple[bytes, FileInfo]:
-    """The complete file as bytes, plus its :class:`FileInfo`."""
+def encode(graph: ModelGraph, coder: str = "shuff",
+           version: int = VERSION) -> tuple[bytes, FileInfo]:
+    """The complete file as bytes, plus its :class:`FileInfo` (``version``: see
+    :func:`build_body`)."""
     graph.validate()
-    b = build_body(graph, coder)
+    b = build_body(graph, coder, version=version)
     if len(b.body) > MAX_BODY:
         raise PotlutFormatError(f"model body of {len(b.body)} bytes exceeds the {MAX_BODY} limit")
     payload, dict_size = compress_body(b.body)
@@ -356,11 +375,11 @@ def encode(graph: ModelGraph, coder: str = "shuff") -> tuple[bytes, FileInfo]:
         raise PotlutFormatError(f"model exceeds the format's limits ({weights} coded weights, "
                                 f"{b.arch_bytes} B architecture, body {len(b.body)} B for "
                                 f"{len(payload)} B compressed); see docs/format.md")
-    head = HEADER.pack(MAGIC, VERSION, HEADER_SIZE, 0, len(b.body), len(payload), dict_size,
+    head = HEADER.pack(MAGIC, version, HEADER_SIZE, 0, len(b.body), len(payload), dict_size,
                        CODEC_LZMA2, hashlib.sha256(payload).digest(), 0, 0)
     head = head[:-4] + struct.pack("<I", zlib.crc32(head[:-4]))
     data = head + payload
-    info = FileInfo(VERSION, len(data), len(payload), len(b.body), b.arch_bytes, dict_size,
+    info = FileInfo(version, len(data), len(payload), len(b.body), b.arch_bytes, dict_size,
                     coder, b.arrays, b.data)
     return data, info
 
@@ -631,7 +650,10 @@ def decode(data: bytes) -> tuple[ModelGraph, FileInfo]:
     body_size, payload_size, dict_size, version = _parse_header(data)
     body = _decompress(data[HEADER_SIZE:], body_size, dict_size)
     sections = _split_sections(body)
-    graph = _graph_from_arch(_parse_arch(sections[b"ARCH"]))
+    arch = _parse_arch(sections[b"ARCH"])
+    if version >= 4:
+        archjson.expand(arch.get("graph"))
+    graph = _graph_from_arch(arch)
     table = _checked(lambda: slots(graph, required_arrays(graph)))
     entries = _read_table(sections[b"ARRS"], table, len(sections[b"DATA"]), version)
     graph.arrays = _decode_arrays(entries, table, sections[b"DATA"])

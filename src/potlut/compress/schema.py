@@ -128,10 +128,11 @@ def _validate_layer(specs: Specs, n: Node) -> None:
                 _fail(f"node {n.name}: attrs.{k} must be two integers")
         if not isinstance(a.get("groups"), int) or a["groups"] < 1:
             _fail(f"node {n.name}: attrs.groups must be a positive integer")
-        if shape[0] != a.get("out_channels"):
-            _fail(f"node {n.name}: weight shape {shape} does not match out_channels")
-    elif shape[0] != a.get("out_features"):
-        _fail(f"node {n.name}: weight shape {shape} does not match out_features")
+        if shape[0] != a.get("out_channels") or shape[1] * a["groups"] != a.get("in_channels"):
+            _fail(f"node {n.name}: weight shape {shape} does not match out_channels / "
+                  "in_channels / groups")
+    elif shape[0] != a.get("out_features") or shape[1] != a.get("in_features"):
+        _fail(f"node {n.name}: weight shape {shape} does not match out_features / in_features")
     if w.get("quantized") is True:
         _check_attrs(f"node {n.name} weight", w, QUANT_ATTRS)
         nc = w.get("n_codes")

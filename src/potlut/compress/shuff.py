@@ -214,6 +214,18 @@ def decode_symbols(data: bytes, nbits: int, lengths: np.ndarray, count: int) -> 
 
 
 TABLE = struct.Struct("<BI")  # bits per code length, number of listed codes
+TRUNCATED = 0x80  # ``w`` of a table that lists no lengths: the truncated binary code of m
+
+
+def truncated_binary(m: int, n_codes: int) -> np.ndarray:
+    """Code lengths of the truncated binary code of codes ``0 .. m-1`` (m >= 2): with
+    ``L = bit_length(m - 1)``, the first ``2^L - m`` codes take ``L - 1`` bits, the rest
+    ``L`` (a complete code; ``L`` bits each when m is a power of two)."""
+    big = (m - 1).bit_length()
+    lengths = np.zeros(n_codes, np.int64)
+    lengths[:m] = big
+    lengths[: (1 << big) - m] = big - 1
+    return lengths
 
 
 def encode_table(lengths: np.ndarray) -> bytes:
@@ -235,6 +247,11 @@ def decode_table(blob: bytes, n_codes: int) -> tuple[np.ndarray, int]:
     if len(blob) < TABLE.size:
         raise PotlutFormatError("S-Huff blob shorter than its code-length table")
     w, m = TABLE.unpack_from(blob)
+    if w == TRUNCATED:
+        if not 2 <= m <= n_codes:
+            raise PotlutFormatError(f"S-Huff truncated binary code of {m} codes does not fit "
+                                    f"2..{n_codes}")
+        return truncated_binary(m, n_codes), TABLE.size
     size = TABLE.size + (m * w + 7) // 8
     if w > MAX_LEN.bit_length() or m > n_codes or size > len(blob):
         raise PotlutFormatError(f"S-Huff code-length table ({m} codes of {w} bits) does not "
@@ -256,13 +273,26 @@ def side_bytes(blob: bytes, n_codes: int) -> int:
     return decode_table(blob, n_codes)[1]
 
 
-def encode_weights(sw: SharedWeights) -> bytes:
-    """S-Huff blob of one layer: code-length table, code stream, sign stream."""
+def encode_weights(sw: SharedWeights, truncated: bool = True) -> bytes:
+    """S-Huff blob of one layer: code-length table, code stream, sign stream.
+
+    The table is the Huffman code's lengths, or, where that is fewer bytes in all (small
+    layers over many codes, e.g. the 8-bit ends: the table outweighs what Huffman saves),
+    the 5-byte truncated binary code of codes ``0 .. max used`` (format v4; not with
+    ``truncated=False``, for files of older versions).
+    """
     codes = sw.codes.reshape(-1)
     counts = code_counts(codes, sw.n_codes)
     lengths = code_lengths(counts)
+    table = encode_table(lengths)
+    m = int(np.flatnonzero(counts)[-1]) + 1 if counts.any() else 0
+    if m >= 2 and truncated:
+        flat = truncated_binary(m, sw.n_codes)
+        cost = lambda ln: -(-int(counts @ ln) // 8)  # noqa: E731  (stream bytes)
+        if TABLE.size + cost(flat) < len(table) + cost(lengths):
+            lengths, table = flat, TABLE.pack(TRUNCATED, m)
     stream, _ = encode_symbols(codes, lengths)
-    return encode_table(lengths) + stream + pack_signs(sw)
+    return table + stream + pack_signs(sw)
 
 
 def split_blob(blob: bytes, count: int, n_codes: int) -> tuple[np.ndarray, np.ndarray, int, int]:

@@ -23,6 +23,7 @@ import torch.nn.functional as F
 from torch import fx, nn
 from torch.fx.passes.shape_prop import ShapeProp
 
+from potlut.compress.archjson import default_names
 from potlut.compress.bounds import file_stats
 from potlut.compress.container import save
 from potlut.compress.graph import ModelGraph, Node, dequantized_weights
@@ -374,10 +375,21 @@ def export_graph(
             continue
         attrs["shape"] = shape[1:] if shape else None
         nodes.append(Node(n.name, op, [ref(a) for a in inputs], attrs))
-    graph = ModelGraph(in_shape, nodes, arrays, dict(meta or {}))
+    graph = ModelGraph(in_shape, _default_named(nodes), arrays, dict(meta or {}))
     graph.validate()
     return graph
 
+
+
+def _default_named(nodes: list[Node]) -> list[Node]:
+    """The nodes under the format's default names (module path, else op, numbered from the
+    second use; docs/format.md §2), which the file then need not store; fx's names where
+    those would repeat."""
+    names = default_names([(n.op, n.attrs) for n in nodes])
+    if len(set(names)) < len(names):
+        return nodes
+    new = {n.name: name for n, name in zip(nodes, names, strict=True)}
+    return [Node(new[n.name], n.op, [new[i] for i in n.inputs], n.attrs) for n in nodes]
 
 
 def compress_model(
