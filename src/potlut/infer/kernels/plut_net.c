@@ -87,18 +87,15 @@ static int64_t now_ns(void) {
 
 /* int32 lanes as GCC vectors, as wide as each copy's registers (VL lanes: 16 under AVX-512,
  * 8 under AVX2, 4 for SSE2 / NEON), for the threshold counting written once for all */
-typedef int32_t vi32x16 __attribute__((vector_size(64)));
-typedef uint32_t vu32x16 __attribute__((vector_size(64)));
-typedef int16_t vi16x16 __attribute__((vector_size(32)));
-typedef uint8_t vu8x16 __attribute__((vector_size(16)));
-typedef int32_t vi32x8 __attribute__((vector_size(32)));
-typedef uint32_t vu32x8 __attribute__((vector_size(32)));
-typedef int16_t vi16x8 __attribute__((vector_size(16)));
-typedef uint8_t vu8x8 __attribute__((vector_size(8)));
-typedef int32_t vi32x4 __attribute__((vector_size(16)));
-typedef uint32_t vu32x4 __attribute__((vector_size(16)));
-typedef int16_t vi16x4 __attribute__((vector_size(8)));
-typedef uint8_t vu8x4 __attribute__((vector_size(4)));
+#define LANE_TYPES(n)                                                   \
+    typedef int32_t vi32x##n __attribute__((vector_size(4 * (n))));    \
+    typedef uint32_t vu32x##n __attribute__((vector_size(4 * (n))));   \
+    typedef int16_t vi16x##n __attribute__((vector_size(2 * (n))));    \
+    typedef uint8_t vu8x##n __attribute__((vector_size(n)));
+LANE_TYPES(16)
+LANE_TYPES(8)
+LANE_TYPES(4)
+#undef LANE_TYPES
 #define VB(x) ((VI32){0} + (int32_t)(x))
 
 enum { OP_INPUTQ = 1, OP_QUANT, OP_LAYER, OP_AFFINE, OP_RELU, OP_ADD, OP_POOL, OP_SHORTCUT,
