@@ -142,10 +142,10 @@ class DistributionLoss(nn.Module):
         loop calls it after every backward, so a checkpoint's ``pending`` holds the last step."""
         if not self._task_grads:
             return
-        grads, world = [g for _, g in sorted(self._task_grads, key=lambda t: t[0])], \
-            pdist.world_size()
+        ordered = sorted(self._task_grads, key=lambda t: t[0])  # layer order, as ``reg_dir``
         self._task_grads.clear()
-        flat = torch.cat([g.reshape(-1) for g in grads])  # in layer order, as ``reg_dir``
+        flat = torch.cat([g.reshape(-1) for _, g in ordered])
+        world = pdist.world_size()
         if world > 1:
             torch.distributed.all_reduce(flat)
             flat = flat / world
