@@ -100,13 +100,9 @@ def test_digits_engine_agrees_with_fake_quantized_model(scheme, tmp_path) -> Non
           f"{100 * np.mean(logits.argmax(1) == labels):.2f}, agreement {100 * agree:.2f}%")
     assert fq_top1 > 80  # trained, not chance
     assert agree == 1.0  # exact schemes: the same class on every test image
-    if scheme in ("apot", "pact"):  # open: a real clipping scale times the BatchNorm scale
-        # (8-bit since format v3) needs more than the requantization multiplier's 24 bits; the
-        # rounded M moves a few values across a threshold (3-4 of 540 images' logits differ,
-        # argmax equal)
-        pytest.xfail(f"{scheme}: real scale x BatchNorm scale rounded to a 24-bit multiplier")
     # the eval forward computes the engine's numbers (nn/grid.py): the same integers in
     # units of 2^-F (DeepShift once had one image 15,616 units off: a float32 BatchNorm
-    # output landed exactly on a midpoint that the exact value lies below)
+    # output landed exactly on a midpoint that the exact value lies below; APoT and PACT
+    # 3-4 of 540 images while their real steps and the 24-bit multiplier rounded)
     np.testing.assert_array_equal(logits, fq / engine.scale)
     assert report["int_top1"] == pytest.approx(100 * np.mean(logits.argmax(1) == labels), abs=1e-3)

@@ -53,15 +53,32 @@ def test_apot_levels_3_and_4_bits():
 def test_apot_forward_and_rcf_gradient():
     q = APoTQuantizer(4)
     with torch.no_grad():
-        q.a.fill_(2.0)
-    x = t(0.15, -0.5, 0.9, 1.3, 3.0).requires_grad_()
+        q.a.fill_(2.5)  # step alpha / 10 = 1/4: already 11 significant bits
+    x = t(0.1875, -0.625, 1.125, 1.625, 3.75).requires_grad_()
     y = q(x)
     # x/alpha = .075, -.25, .45, .65, 1.5 -> levels .1, .3 (tie -> larger), .4, .6, 1
-    assert close(y, [0.2, -0.6, 0.8, 1.2, 2.0])
+    assert y.tolist() == [0.25, -0.75, 1.0, 1.5, 2.5]
     y.sum().backward()
     # RCF: (q - x)/alpha inside = .025, -.05, -.05, -.05; sign(x) = 1 outside -> 0.875
     assert q.a.grad.item() == pytest.approx(0.875, abs=1e-6)
     assert close(x.grad, [1, 1, 1, 1, 0])
+
+
+def test_real_steps_keep_11_significant_bits_and_levels_are_exact_multiples():
+    # alpha 2 -> step 0.2 = 0.8 * 2^-2 -> round(0.8 * 2^11) = 1638 -> 1638 * 2^-13
+    q = APoTQuantizer(4)
+    with torch.no_grad():
+        q.a.fill_(2.0)
+    assert q.step().item() == 1638 * 2.0**-13 and q.alpha().item() == 10 * 1638 * 2.0**-13
+    cb = q.export(t(0.3, -1.9)).codebook
+    assert (cb / (1638 * 2.0**-13)).tolist() == [0, 1, 2, 3, 4, 6, 8, 10]
+    p = PACTQuantizer(4)  # m = 7: step 3 / 7 = 0.428571... -> 1755 * 2^-12
+    with torch.no_grad():
+        p.a.fill_(3.0)
+    assert p.step().item() == 1755 * 2.0**-12
+    assert (p.export(t(1.0)).codebook / (1755 * 2.0**-12)).tolist() == list(range(8))
+    x = t(0.3, 2.0, -5.0)  # the forward's values are the exported codebook's, sign included
+    assert p(x).tolist() == p.export(x).values().tolist()
 
 
 def test_apot_calibration_minimizes_mse_and_export_matches():
@@ -102,8 +119,9 @@ def test_pact_forward_and_alpha_gradient():
         q.a.fill_(7.0)  # step alpha / (2^3 - 1) = 1
     x = t(-3.0, 1.5, 2.5, 3.49, 10.0).requires_grad_()
     y = q(x)
-    # clip to [0, 7], round half to even: 0, 2, 2, 3, 7
-    assert close(y, [0, 2, 2, 3, 7])
+    # clip to [0, 7], round to nearest with ties up (the engine's thresholds; the paper
+    # rounds half to even): 0, 2, 3, 3, 7
+    assert y.tolist() == [0, 2, 3, 3, 7]
     y.sum().backward()
     assert q.a.grad.item() == 1.0  # PACT Eq. 3: 1 only where x >= alpha
     assert close(x.grad, [0, 1, 1, 1, 0])
@@ -113,8 +131,9 @@ def test_dorefa_forward_by_hand():
     w = t(0.0, 0.05, -0.1, 0.2).requires_grad_()
     y = DoReFaWeightQuantizer(2)(w)
     # r = tanh(w) / (2 tanh(.2)) + .5 = .5, .6266, .2475, 1; *3 -> round 2, 2, 1, 3;
-    # 2c/3 - 1 = 1/3, 1/3, -1/3, 1; times max|w| = .2
-    assert close(y, [0.2 / 3, 0.2 / 3, -0.2 / 3, 0.2])
+    # 2c - 3 = 1, 1, -1, 3; times the step max|w| / 3 = .0667 on 11 bits: 1092 * 2^-14
+    assert y.tolist() == [v * 1092 * 2.0**-14 for v in (1, 1, -1, 3)]
+    assert abs(1092 * 2.0**-14 - 0.2 / 3) < 2**-12 * 0.2 / 3
     y.sum().backward()
     assert w.grad is not None and torch.isfinite(w.grad).all() and w.grad.abs().sum() > 0
 

@@ -128,6 +128,7 @@ def fixed_codebook(codebook: np.ndarray, scheme: str, where: str) -> FixedCodebo
     if facts is not None and facts.engine == schemes.REFUSED:
         raise UnsupportedModelError(f"{where}: scheme {scheme!r} cannot run integer-only: "
                                     f"{facts.engine_note}")
+    shifted = None
     try:
         if pot:  # levels 2^-j: the integers are 2^(span), too wide above 5 bits (IOS-PoT)
             _check_pot_span(codebook, where)
@@ -135,8 +136,10 @@ def fixed_codebook(codebook: np.ndarray, scheme: str, where: str) -> FixedCodebo
         # any float32 list is integers times a power of two; for real-scale schemes that
         # form is only useful when small (else the one-real-step form below is the codebook)
         small = 2**8 if facts is not None and facts.engine == schemes.INT8 else 2**POT_VALUE_BITS
-        if pot or int(values.max(initial=0)) < small:  # int8 path: weights must fit 8 bits
+        if pot:
             return FixedCodebook(values, unit, 1.0, True, 0.0)
+        if int(values.max(initial=0)) < small:  # int8 path: weights must fit 8 bits
+            shifted = FixedCodebook(values, unit, 1.0, True, 0.0)
     except UnsupportedModelError:
         if pot:
             raise
@@ -150,8 +153,14 @@ def fixed_codebook(codebook: np.ndarray, scheme: str, where: str) -> FixedCodebo
     for den in range(1, RATIONAL_MAX_DEN + 1):
         v = np.round(ratio * den)
         if np.all(np.abs(ratio * den - v) <= 2.5e-7 * den + 1e-12):
+            if shifted is not None and int(shifted.values.max(initial=0)) <= den:
+                break  # the shift form is no wider: no multiplier needed
+            # a real step of STEP_BITS bits (potlut.quant.real_step: APoT, PACT) is also
+            # integers times a power of two, but k times wider than the k-step form
             err = float(np.abs(v * (top / den) - cb).max())
             return FixedCodebook(v.astype(np.int64), 0, top / den, True, err)
+    if shifted is not None:
+        return shifted
     if facts is None or facts.engine != schemes.APPROXIMATE:
         raise UnsupportedModelError(
             f"{where}: codebook of scheme {scheme!r} is not integers times one scale; the "

@@ -17,7 +17,7 @@ Numbers in the program (docs in README "Integer inference"):
   int8 x int8 products (8-bit fixed point first/last layers).
 - Requantization (BatchNorm, bias, accumulator scale folded per channel, Jacob et al.
   2018): ``Y = sat(floor((acc * M + B) / 2^r))`` with an integer multiplier ``M`` (24
-  significant bits) — or ``M = 2^k`` / ``M = 1``, a shift alone, where every scale is a
+  significant bits, up to 31 where they hold the scale exactly) — or ``M = 2^k`` / ``M = 1``, a shift alone, where every scale is a
   power of two (layers without BatchNorm).
 - Projection of a fixed tensor onto a quantizer's codes: ``code = #{j : theta_j <= |Y|}``
   with integer thresholds ``theta_j = ceil(mid_j * 2^F)`` at the midpoints of the
@@ -56,6 +56,7 @@ from potlut.infer.plut import (
 
 F_DEFAULT, F_MAX = 20, 22
 MULT_BITS = 24  # significant bits of a requantization multiplier: a float32 scale, exactly
+EXACT_MULT_BITS = 31  # ... or up to this many where that holds m exactly (fits int32)
 R_MAX = 30
 
 
@@ -115,13 +116,15 @@ def make_requant(m: np.ndarray, b: np.ndarray) -> Requant:
     """Integer form of ``y = m * x + b`` per channel (``m``, ``b`` float64, output units).
 
     ``M`` keeps 24 significant bits of ``m``, so a float32 scale (times the accumulator's
-    power of two) is exact; ``B = floor(b * 2^r)``, so ``Y = floor(m * x + b)`` exactly
+    power of two) is exact, or up to 31 where those hold ``m`` exactly (a BatchNorm scale
+    times two real steps of :mod:`potlut.quant.real_step`: APoT, PACT);
+    ``B = floor(b * 2^r)``, so ``Y = floor(m * x + b)`` exactly
     (``floor(floor(z) / 2^r) = floor(z / 2^r)``). Floor, not nearest: the thresholds of the
     next codes lie on the grid, so ``Y >= theta`` exactly when ``m * x + b >= theta``
     (nearest put values up to half a unit below a midpoint on it, a larger code; ResNet20
     on CIFAR images), and the fake-quantized model's eval forward floors the same way
-    (:mod:`potlut.nn.grid`). ``r <= 30`` and ``|b| <= 2^32`` bound every intermediate
-    below 2^63 for int32 ``x``.
+    (:mod:`potlut.nn.grid`). ``r <= 30``, ``|M| < 2^31`` and ``|b| <= 2^32`` bound every
+    intermediate below 2^63 for int32 ``x``.
     """
     m = np.asarray(m, dtype=np.float64)
     b_real = np.asarray(b, dtype=np.float64)
@@ -140,6 +143,10 @@ def make_requant(m: np.ndarray, b: np.ndarray) -> Requant:
         else:
             e = math.floor(math.log2(abs(mc)))
             rc = int(np.clip(MULT_BITS - 1 - e, 0, R_MAX))
+            num, den = mc.as_integer_ratio()
+            r_exact = den.bit_length() - 1
+            if r_exact > rc and r_exact <= R_MAX and abs(num) < 2**EXACT_MULT_BITS:
+                rc = r_exact  # a real step x a BatchNorm scale (potlut.quant.real_step)
         M[c] = round(mc * 2.0**rc)
         B[c] = math.floor(float(b[c]) * 2.0**rc)
         r[c] = rc

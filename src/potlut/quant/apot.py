@@ -35,7 +35,8 @@ import torch
 from potlut.errors import PotlutConfigError
 from potlut.quant import registry
 from potlut.quant.base import Exported, Quantizer
-from potlut.quant.iospot import _FakeQuant, midpoints, project
+from potlut.quant.iospot import _FakeQuant, midpoints
+from potlut.quant.real_step import StepFakeQuant, integer_levels, snap_step, step_codes
 
 # Exponents j of the non-zero choices 2^-j of every additive term, by magnitude bits B.
 _APOT_TERMS: dict[int, list[list[int]]] = {
@@ -98,23 +99,30 @@ def best_real_scale(
 class RealScaleQuantizer(Quantizer):
     """Fixed level set times a learnable real clipping threshold ``alpha = |a|``.
 
-    Shared by APoT (RCF gradient) and any scheme whose levels are fixed fractions of a
-    real scale; forward is :class:`~potlut.quant.iospot._FakeQuant`.
+    Shared by APoT (RCF gradient) and any scheme whose levels are fixed fractions
+    ``v / den`` of a real scale. The levels in use are ``v * step`` with ``step = alpha /
+    den`` kept to :data:`~potlut.quant.real_step.STEP_BITS` bits, so the integer engine
+    runs them exactly (:mod:`potlut.quant.real_step`).
     """
 
     def __init__(self, bits: int, levels: torch.Tensor, signed: bool) -> None:
         super().__init__(bits)
         self.signed = signed
         self.a = torch.nn.Parameter(torch.tensor(1.0))
+        ints, self._den = integer_levels(levels)
         self.register_buffer("_levels", levels.float(), persistent=False)
-        self.register_buffer("_mids", midpoints(levels.float()), persistent=False)
+        self.register_buffer("_ints", ints.float(), persistent=False)
 
     def levels(self) -> torch.Tensor:
         return self._levels.clone()
 
     def alpha(self) -> torch.Tensor:
-        """The clipping threshold in use (kept away from 0)."""
-        return self.a.abs().clamp_min(1e-8)
+        """The clipping threshold in use (kept away from 0): ``den`` steps."""
+        return self.step() * self._den
+
+    def step(self) -> torch.Tensor:
+        """The real step between integer levels, on STEP_BITS significant bits."""
+        return snap_step(self.a.abs().clamp_min(1e-8) / self._den)
 
     def calibrate_from(self, x: torch.Tensor) -> None:
         with torch.no_grad():
@@ -124,20 +132,20 @@ class RealScaleQuantizer(Quantizer):
         if self.calibrating:
             self.calibrate_from(x)
             return x
-        alpha = self.alpha().to(x.dtype)
-        return _FakeQuant.apply(x, alpha, self._levels, self._mids, self.signed)
+        return StepFakeQuant.apply(x, self.alpha().to(x.dtype), self._ints, self._den,
+                                   self.signed)
 
     @torch.no_grad()
     def export(self, x: torch.Tensor) -> Exported:
-        alpha = float(self.alpha())
+        step = self.step().double().cpu()
         xd = x.detach().double().cpu()
         mag = xd.abs() if self.signed else xd.clamp_min(0)
-        lv = self._levels.cpu().double()
-        codes = project((mag / alpha).clamp(0, 1), lv, midpoints(lv))
+        ints = self._ints.cpu().double()
+        codes = step_codes(mag, step, ints)
         negative = (xd < 0) & (codes > 0) if self.signed else torch.zeros_like(codes, dtype=bool)
         return Exported(
             scheme=self.scheme, bits=self.bits, codes=codes.numpy().astype(np.uint8),
-            negative=negative.numpy(), codebook=(lv * alpha).numpy(), exponent=None,
+            negative=negative.numpy(), codebook=(ints * step).numpy(), exponent=None,
         )
 
     def extra_repr(self) -> str:

@@ -18,8 +18,10 @@ Departures: a signed activation (the project's default, METHODS §1.3) clips to
 ``[-alpha, alpha]`` and spends one bit on the sign (``k = b - 1``), with
 ``dy_q/dalpha = sign(x)`` outside; ``signed=False`` is the paper's post-ReLU form with
 ``k = b``. ``alpha`` starts at the MSE-optimal value on a calibration batch rather than
-10, and its L2 regularizer is not applied. DoReFa's output is multiplied by the constant
-``max|w|`` (no gradient) so the quantized weight stays on the scale of the weight, as
+10, and its L2 regularizer is not applied. The step ``alpha / m`` (and DoReFa's
+``max|w| / m``) keeps 11 significant bits and the round breaks ties upward, not to even
+(:mod:`potlut.quant.real_step`: so the integer engine computes the same numbers).
+DoReFa's output is a multiple of the constant ``max|w| / m`` (no gradient) so the quantized weight stays on the scale of the weight, as
 for every other quantizer (the distribution loss compares the two); the BatchNorm after
 the layer absorbs that constant, so the network function class is the paper's.
 
@@ -35,6 +37,7 @@ import torch
 from potlut.quant import registry
 from potlut.quant.apot import best_real_scale
 from potlut.quant.base import Exported, Quantizer
+from potlut.quant.real_step import snap_step, step_codes
 
 
 def pact_levels(bits: int, signed: bool = True) -> torch.Tensor:
@@ -55,13 +58,15 @@ def _ste_round(x: torch.Tensor) -> torch.Tensor:
 
 
 class _PACT(torch.autograd.Function):
-    """``alpha * round(clip(x/alpha) * m) / m`` with PACT's gradients (Eq. 3)."""
+    """``step * round(clip(x, alpha) / step)``, ``step = alpha / m``, with PACT's gradients
+    (Eq. 3); the round is to the nearest level on exact midpoints, ties up (the engine's)."""
 
     @staticmethod
     def forward(ctx, x, alpha, m: int, signed: bool):  # noqa: D401
-        lo = -alpha if signed else torch.zeros_like(alpha)
-        y = torch.minimum(torch.maximum(x, lo), alpha)
-        q = torch.round(y * (m / alpha)) * (alpha / m)
+        step = alpha / m  # exact: alpha is m times a STEP_BITS step
+        mag = x.abs() if signed else x.clamp_min(0)
+        q = step_codes(torch.minimum(mag, alpha), step, torch.arange(m + 1)).to(x.dtype) * step
+        q = torch.where(x < 0, -q, q) if signed else q
         ctx.save_for_backward(x, alpha)
         ctx.signed = signed
         return q
@@ -94,7 +99,11 @@ class PACTQuantizer(Quantizer):
         return pact_levels(self.bits, self.signed).float()
 
     def alpha(self) -> torch.Tensor:
-        return self.a.abs().clamp_min(1e-8)
+        """The clipping threshold in use: ``m`` real steps of STEP_BITS bits each."""
+        return self.step() * self.m
+
+    def step(self) -> torch.Tensor:
+        return snap_step(self.a.abs().clamp_min(1e-8) / self.m)
 
     def calibrate_from(self, x: torch.Tensor) -> None:
         with torch.no_grad():
@@ -108,15 +117,15 @@ class PACTQuantizer(Quantizer):
 
     @torch.no_grad()
     def export(self, x: torch.Tensor) -> Exported:
-        alpha = float(self.alpha())
+        step = self.step().double().cpu()
         xd = x.detach().double().cpu()
         mag = xd.abs() if self.signed else xd.clamp_min(0)
-        codes = torch.round((mag / alpha).clamp(0, 1) * self.m).long()
+        ints = torch.arange(self.m + 1, dtype=torch.float64)
+        codes = step_codes(mag, step, ints)
         negative = (xd < 0) & (codes > 0) if self.signed else torch.zeros_like(codes, dtype=bool)
         return Exported(
             scheme=self.scheme, bits=self.bits, codes=codes.numpy().astype(np.uint8),
-            negative=negative.numpy(),
-            codebook=(pact_levels(self.bits, self.signed) * alpha).numpy(), exponent=None,
+            negative=negative.numpy(), codebook=(ints * step).numpy(), exponent=None,
         )
 
     def extra_repr(self) -> str:
@@ -137,30 +146,35 @@ class DoReFaWeightQuantizer(Quantizer):
         vals = dorefa_levels(self.bits)
         return vals[vals > 0].float()
 
-    def _unit(self, w: torch.Tensor) -> torch.Tensor:
+    def _odd(self, w: torch.Tensor) -> torch.Tensor:
+        """The integer ``2c - m`` of every weight (odd, ``-m..m``; STE through the round)."""
         t = torch.tanh(w)
         r = t / (2 * t.abs().max().clamp_min(1e-12)) + 0.5
-        # (2c - m) / m with an exact integer numerator: one rounding, so w and -w quantize
-        # to values of equal magnitude in float32 (a sign plus a codebook entry, as exported)
-        return (2 * _ste_round(r * self.m) - self.m) / self.m
+        return 2 * _ste_round(r * self.m) - self.m
+
+    def step(self, w: torch.Tensor) -> torch.Tensor:
+        """``max|w| / m`` on STEP_BITS bits (a constant: DoReFa has no scale to learn); the
+        weight is ``(2c - m) * step``, exact, so the engine's integer form is the weight."""
+        return snap_step(w.detach().abs().max().clamp_min(1e-30) / self.m)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.calibrating:
             return x
-        return self._unit(x) * x.detach().abs().max()
+        return self._odd(x) * self.step(x)
 
     @torch.no_grad()
     def export(self, x: torch.Tensor) -> Exported:
         # in the forward's own dtype: float64 rounded r * m differently where it sits within
         # float32 error of a half step (7 bits: one code then held two weight values)
         xd = x.detach().cpu()
-        c = torch.round(self._unit(xd).double() * self.m)  # odd integers -m..m
-        scale = float(xd.double().abs().max())
+        c = self._odd(xd).double()  # odd integers -m..m
+        step = float(self.step(xd))
         return Exported(
             scheme=self.scheme, bits=self.bits,
             codes=((c.abs() - 1) // 2).long().numpy().astype(np.uint8),
             negative=(c < 0).numpy(),
-            codebook=(self.levels().double() * scale).numpy(), exponent=None,
+            codebook=(torch.arange(1, self.m + 1, 2, dtype=torch.float64) * step).numpy(),
+            exponent=None,
         )
 
 
