@@ -17,8 +17,8 @@ Numbers in the program (docs in README "Integer inference"):
   int8 x int8 products (8-bit fixed point first/last layers).
 - Requantization (BatchNorm, bias, accumulator scale folded per channel, Jacob et al.
   2018): ``Y = sat(floor((acc * M + B) / 2^r))`` with an integer multiplier ``M`` (24
-  significant bits, up to 31 where they hold the scale exactly) — or ``M = 2^k`` / ``M = 1``, a shift alone, where every scale is a
-  power of two (layers without BatchNorm).
+  significant bits, up to 31 where they hold the scale exactly) — or ``M = 2^k`` /
+  ``M = 1``, a shift alone, where every scale is a power of two (layers without BatchNorm).
 - Projection of a fixed tensor onto a quantizer's codes: ``code = #{j : theta_j <= |Y|}``
   with integer thresholds ``theta_j = ceil(mid_j * 2^F)`` at the midpoints of the
   codebook: nearest level, ties to the larger (METHODS §1.4); negative values keep their
