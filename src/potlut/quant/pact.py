@@ -22,8 +22,9 @@ Departures: a signed activation (the project's default, METHODS §1.3) clips to
 ``max|w| / m``) keeps 11 significant bits and the round breaks ties upward, not to even
 (:mod:`potlut.quant.real_step`: so the integer engine computes the same numbers).
 DoReFa's output is a multiple of the constant ``max|w| / m`` (no gradient) so the
-quantized weight stays on the scale of the weight, as for every other quantizer (the distribution loss compares the two); the BatchNorm after
-the layer absorbs that constant, so the network function class is the paper's.
+quantized weight stays on the scale of the weight, as for every other quantizer (the
+distribution loss compares the two); the BatchNorm after the layer absorbs that
+constant, so the network function class is the paper's.
 
 Integer-only: the activation scale ``alpha / m`` and the weight scale are real; both fold
 into the per-channel integer requantization multiplier (Jacob et al. 2018).
