@@ -2,26 +2,31 @@
 
 Bodies are mutated at the level of the format (binary array table, graph attributes,
 weight blobs, JSON text) and then given a valid section table, SHA-256 and header, so the
-format checks themselves are what must hold. The process caps its address space at its
-size after warm-up plus ``BUDGET`` bytes: a decode that allocates more dies with
-MemoryError instead of swapping, and the test fails. Prints ``ok <cases> <accepted>``.
+format checks themselves are what must hold; multi-bit files (docs/format.md §4) are
+mutated the same way in their delta JSON and data around a valid single-model base. The
+process caps its address space at its size after warm-up plus ``BUDGET`` bytes: a decode
+that allocates more dies with MemoryError instead of swapping, and the test fails. Prints
+``largest <bytes> <elements> <cpu s>`` per limit file, then ``ok <cases> <accepted>
+<multi-bit cases> <multi-bit accepted> <slowest case's cpu s>``.
 """
 
 from __future__ import annotations
 
+import copy as deep
 import hashlib
 import json
 import lzma
 import resource
 import struct
 import sys
+import time
 import zlib
 
 import numpy as np
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from potlut.compress import container, file_stats, shuff
+from potlut.compress import container, file_stats, multibit, shuff
 from potlut.compress.graph import ModelGraph, Node
 from potlut.compress.sharing import SharedWeights
 from potlut.errors import PotlutFormatError
@@ -253,37 +258,167 @@ def largest_layers() -> list[bytes]:
     return out
 
 
-OUTCOME = {"cases": 0, "accepted": 0}
+def narrow(g: ModelGraph) -> ModelGraph:
+    """``g`` with every code halved (a 2-bit-like width of the same architecture)."""
+    arrays = {k: v.copy() for k, v in g.arrays.items()}
+    for n in g.quantized_layers():
+        w = f"{n.attrs['module']}.weight"
+        arrays[f"{w}.codes"] >>= 1
+        arrays[f"{w}.negative"] &= arrays[f"{w}.codes"] > 0
+    return ModelGraph(g.in_shape, [Node(n.name, n.op, list(n.inputs), deep.deepcopy(n.attrs))
+                                   for n in g.nodes], arrays, dict(g.meta))
+
+
+def multi_parts(graphs: dict[int, ModelGraph]) -> tuple[bytes, dict, bytes]:
+    """(base file, delta JSON document, delta data) of the multi-bit file of ``graphs``."""
+    base_file, doc, data = multibit._parse(multibit.encode_multi(graphs)[0])
+    return base_file, doc, data
+
+
+def multi_file_of(base_file: bytes, doc: dict, data: bytes, nan: bool = False) -> bytes:
+    """A multi-bit file around the parts: valid sizes, dictionary, SHA-256 and header CRC."""
+    js = json.dumps(doc, separators=(",", ":")).encode()
+    if nan:
+        js = js.replace(b'"model":"fuzz"', b'"model":NaN', 1)
+    body = struct.pack("<I", len(js)) + js + data
+    dict_size = container.lzma_filters(len(body))[0]["dict_size"]
+    payload = lzma.compress(body, format=lzma.FORMAT_RAW, filters=[
+        {"id": lzma.FILTER_LZMA2, "preset": 0, "dict_size": dict_size}])
+    head = multibit.HEADER.pack(multibit.MAGIC, multibit.VERSION, multibit.HEADER_SIZE,
+                                len(base_file), len(body), len(payload), dict_size,
+                                hashlib.sha256(base_file + payload).digest(), 0)
+    return head[:-4] + struct.pack("<I", zlib.crc32(head[:-4])) + base_file + payload
+
+
+def nested_everywhere(base_file: bytes, widths: list[int]) -> bytes:
+    """A multi-bit file whose every narrow width repeats the base's codes as nested layers
+    of zero data bytes: the most weights a few hundred bytes of deltas can declare."""
+    base, _ = container.decode(base_file)
+    entries = [{"name": f"{n.attrs['module']}.weight", "encoding": "nested", "dtype": "uint8",
+                "shape": list(base.arrays[f"{n.attrs['module']}.weight.codes"].shape),
+                "candidates": [[c] for c in range(8)], "offset": 0, "length": 0,
+                "crc32": 0} for n in base.quantized_layers()]
+    deltas = {str(w): {"meta": {"model": "fuzz"}, "nodes": {}, "drop": [], "arrays": entries}
+              for w in widths}
+    doc = {"format": "potlut-multibit", "base": 4, "widths": [*widths, 4], "deltas": deltas}
+    return multi_file_of(base_file, doc, b"")
+
+
+MULTI = multi_parts({2: narrow(GRAPH), 4: GRAPH})
+ENTRY_VALUES = {
+    "name": st.sampled_from(["c0.weight", "c1.weight", "c0.bias", "bn.scale", "nope",
+                             "c1.weight.codebook", "c1.weight.codes"]),
+    "encoding": st.sampled_from(["raw", "shuff", "rans", "packed", "nested", "zip", 3]),
+    "dtype": st.sampled_from(["uint8", "uint16", "float32", "bool", "int64", None]),
+    "shape": st.lists(st.sampled_from(BIG[:-1] + [1, 3, 4]), max_size=9),
+    "offset": st.sampled_from(BIG + [24, 66]), "length": st.sampled_from(BIG + [24, 42]),
+    "crc32": st.sampled_from(BIG),
+    "candidates": st.one_of(
+        st.lists(st.lists(st.integers(0, 9), max_size=4), max_size=10),
+        st.sampled_from([[[c] for c in range(8)], [[0, 1]] * 8, [[1, 0]] * 8,
+                         [list(range(8))] * 70000, [[0]] * 70000])),
+}
+
+
+@st.composite
+def crafted_multi(draw) -> bytes:
+    big = draw(st.integers(0, 3)) == 0
+    if big:  # the 2^24-weight rANS base: what a lax width check would multiply
+        return nested_everywhere(LARGEST[0], draw(st.sampled_from([[2], [2, 3], [1, 2, 3]])))
+    base_file, doc, data = deep.deepcopy(MULTI)
+    entries = doc["deltas"]["2"]["arrays"]
+    blobs = [data[e["offset"] : e["offset"] + e["length"]] for e in entries]
+    for kind in draw(st.lists(st.integers(0, 4), min_size=1, max_size=3)):
+        i = draw(st.integers(0, len(entries) - 1)) if entries else 0
+        if kind <= 1 and entries:  # change one field of an entry
+            key = draw(st.sampled_from(sorted(ENTRY_VALUES)))
+            entries[i][key] = draw(ENTRY_VALUES[key])
+        elif kind == 2 and entries:  # a second entry for the same array
+            entries.append(dict(entries[i]))
+            blobs.append(blobs[i])
+        elif kind == 3 and entries:  # a weight stream declaring many weights
+            n = draw(st.sampled_from([1 << 16, 1 << 20, 1 << 23]))
+            coder = draw(st.sampled_from(["shuff", "rans", "packed"]))
+            entries[i].update(encoding=coder, shape=[n, 1, 1, 1])
+            blobs[i] = zero_stream(coder, n)
+        else:  # the JSON outside the entries
+            target = draw(st.sampled_from(["widths", "base", "nodes", "drop", "meta"]))
+            value = draw(VALUES)
+            if target in ("widths", "base"):
+                doc[target] = value
+            else:
+                doc["deltas"]["2"][target] = value
+    if draw(st.integers(0, 4)) > 0:  # keep offsets and lengths consistent with the blobs
+        offset = 0
+        for e, b in zip(entries, blobs, strict=True):
+            if isinstance(e, dict):
+                e.update(offset=offset, length=len(b), crc32=zlib.crc32(b))
+            offset += len(b)
+    return multi_file_of(base_file, doc, b"".join(blobs), nan=draw(st.integers(0, 9)) == 0)
+
+
+LARGEST = largest_layers()
+OUTCOME = {"cases": 0, "accepted": 0, "multi": 0, "multi_accepted": 0, "slowest": 0.0}
+
+
+def open_file(data: bytes) -> None:
+    """What loading and ``potlut inspect`` do with a file, up to its acceptance."""
+    if multibit.is_multibit(data):
+        graphs, _ = multibit.decode_multi(data)
+        for graph in graphs.values():
+            graph.validate()
+        return
+    graph, info = container.decode(data)
+    graph.validate()
+    file_stats(graph, info)
 
 
 def check(data: bytes) -> None:
     assert len(data) <= 1 << 20
     OUTCOME["cases"] += 1
+    OUTCOME["multi"] += multibit.is_multibit(data)
+    start = time.process_time()
     try:
-        graph, info = container.decode(data)
+        open_file(data)
+        OUTCOME["accepted"] += 1
+        OUTCOME["multi_accepted"] += multibit.is_multibit(data)
     except PotlutFormatError:
-        return
-    graph.validate()
-    file_stats(graph, info)  # what `potlut inspect` computes on an accepted file
-    OUTCOME["accepted"] += 1
+        pass
+    OUTCOME["slowest"] = max(OUTCOME["slowest"], time.process_time() - start)
+
+
+def limit_files() -> list[bytes]:
+    """The largest single files, and multi-bit files with the most weights their deltas can
+    declare: base + one width (at the limit, accepted) and base + two widths (refused)."""
+    return LARGEST + [nested_everywhere(LARGEST[0], [2]), nested_everywhere(LARGEST[0], [2, 3])]
 
 
 def main() -> None:
     for coder in BASE:  # warm-up: numba compiled, every code path imported
         graph, info = container.decode(file_of(body_of(*copy(coder), True)))
         file_stats(graph, info)
+    multibit.decode_multi(multi_file_of(*MULTI))
     with open("/proc/self/status") as f:
         vm = next(int(line.split()[1]) * 1024 for line in f if line.startswith("VmSize"))
     resource.setrlimit(resource.RLIMIT_AS, (vm + BUDGET, vm + BUDGET))
-    for data in largest_layers():
-        graph, info = container.decode(data)
-        file_stats(graph, info)
-        print("largest", len(data), sum(a.size for a in graph.arrays.values()))
+    for data in limit_files():
+        start = time.process_time()
+        try:
+            open_file(data)
+        except PotlutFormatError:
+            print("largest", len(data), 0, round(time.process_time() - start, 3))
+            continue
+        seconds = time.process_time() - start
+        graphs = (multibit.decode_multi(data)[0].values() if multibit.is_multibit(data)
+                  else [container.decode(data)[0]])
+        elements = sum(a.size for g in graphs for a in g.arrays.values())
+        print("largest", len(data), elements, round(seconds, 3))
     run = settings(max_examples=int(sys.argv[1]), deadline=None, database=None,
                    derandomize=True, suppress_health_check=list(HealthCheck))(
-        given(crafted())(check))
+        given(st.one_of(crafted(), crafted_multi()))(check))
     run()
-    print("ok", OUTCOME["cases"], OUTCOME["accepted"])
+    print("ok", OUTCOME["cases"], OUTCOME["accepted"], OUTCOME["multi"],
+          OUTCOME["multi_accepted"], round(OUTCOME["slowest"], 3))
 
 
 if __name__ == "__main__":

@@ -35,7 +35,14 @@ from typing import Any
 
 import numpy as np
 
-from potlut.compress.container import CODERS, DTYPES, decode, encode, lzma_filters
+from potlut.compress.container import (
+    CODERS,
+    DTYPES,
+    MAX_WEIGHTS,
+    decode,
+    encode,
+    lzma_filters,
+)
 from potlut.compress.graph import ModelGraph, Node
 from potlut.compress.sharing import SharedWeights
 from potlut.errors import PotlutFormatError
@@ -48,6 +55,7 @@ HEADER_SIZE = HEADER.size  # 76
 MAX_DELTA = 1 << 28  # delta body bytes; widths beyond the base are small next to it
 MAX_JSON = 1 << 20
 MAX_WIDTHS = 16
+MAX_MULTI_WEIGHTS = 2 * MAX_WEIGHTS  # coded weights one read decodes, base and widths together
 
 
 def is_multibit(data: bytes) -> bool:
@@ -124,36 +132,52 @@ def _nest(base_codes: np.ndarray, base_neg: np.ndarray, codes: np.ndarray,
     return cands, np.packbits(bits.reshape(-1), bitorder="little").tobytes()
 
 
+NEST_CHUNK = 1 << 20  # weights per step of _unnest: its temporaries stay ~30 MB at any size
+
+
 def _unnest(cands: list[list[int]], blob: bytes, base_codes: np.ndarray,
             base_neg: np.ndarray, codebook: np.ndarray, dtype: np.dtype
             ) -> tuple[np.ndarray, np.ndarray]:
-    bc = base_codes.reshape(-1).astype(np.int64)
-    if bc.size and int(bc.max()) >= len(cands):
+    """Codes and signs of a nested layer, decoded in chunks of :data:`NEST_CHUNK` weights
+    (never an int64 copy of the whole layer)."""
+    src = base_codes.reshape(-1)
+    if src.size and int(src.max()) >= len(cands):
         raise PotlutFormatError("nested codes: a base code has no candidate list")
     if any(not c for c in cands) or any(x >= len(codebook) for c in cands for x in c):
         raise PotlutFormatError("nested codes: candidate outside the codebook")
-    k = max((len(c) for c in cands), default=1)
-    width = _bits_for(k)
-    first = np.array([c[0] for c in cands], np.int64)
-    out = first[bc]
-    ambiguous = np.array([len(c) > 1 for c in cands])[bc]
-    n_amb = int(ambiguous.sum())
+    if any(a >= b for c in cands for a, b in zip(c[:-1], c[1:], strict=True)):
+        raise PotlutFormatError("nested codes: a candidate list is not strictly ascending")
+    width = _bits_for(max((len(c) for c in cands), default=1))
+    lens = np.array([len(c) for c in cands], np.int64)
+    starts = np.cumsum(lens) - lens
+    flat = np.array([x for c in cands for x in c], np.int64)
+    first, ambiguous, nonzero = flat[starts], lens > 1, codebook != 0
+    chunks = range(0, src.size, NEST_CHUNK)
+    n_amb = sum(int(ambiguous[src[i : i + NEST_CHUNK]].sum()) for i in chunks)
     if len(blob) != (n_amb * width + 7) // 8:
         raise PotlutFormatError(f"nested codes: {len(blob)} bytes of selections, expected "
                                 f"{(n_amb * width + 7) // 8}")
-    if n_amb:
-        bits = np.unpackbits(np.frombuffer(blob, np.uint8), bitorder="little")[: n_amb * width]
-        sel = (bits.reshape(n_amb, width).astype(np.int64) << np.arange(width)).sum(1)
-        table = np.full((len(cands), k), -1, np.int64)
-        for c, lst in enumerate(cands):
-            table[c, : len(lst)] = lst
-        picked = table[bc[ambiguous], sel]
-        if (picked < 0).any():
-            raise PotlutFormatError("nested codes: selection index outside its candidate list")
-        out[ambiguous] = picked
-    codes = out.reshape(base_codes.shape).astype(dtype)
-    nonzero = (codebook != 0)[out].reshape(base_codes.shape)
-    return codes, base_neg & nonzero
+    codes, neg = np.empty(src.size, dtype), np.empty(src.size, bool)
+    pos = 0  # bit position of the next selection index
+    for i in chunks:
+        bc = src[i : i + NEST_CHUNK].astype(np.int64)
+        out = first[bc]
+        amb = ambiguous[bc]
+        m = int(amb.sum())
+        if m:
+            lo = pos // 8
+            raw = np.frombuffer(blob[lo : (pos + m * width + 7) // 8], np.uint8)
+            bits = np.unpackbits(raw, bitorder="little")[pos - 8 * lo :][: m * width]
+            sel = (bits.reshape(m, width).astype(np.int64) << np.arange(width)).sum(1)
+            which = bc[amb]
+            if (sel >= lens[which]).any():
+                raise PotlutFormatError("nested codes: selection index outside its "
+                                        "candidate list")
+            out[amb] = flat[starts[which] + sel]
+            pos += m * width
+        codes[i : i + NEST_CHUNK] = out
+        neg[i : i + NEST_CHUNK] = base_neg.reshape(-1)[i : i + NEST_CHUNK] & nonzero[out]
+    return codes.reshape(base_codes.shape), neg.reshape(base_codes.shape)
 
 
 def _patch(base: ModelGraph, g: ModelGraph, bits: int) -> dict[str, Any]:
@@ -284,6 +308,10 @@ def _bad(msg: str) -> PotlutFormatError:
     return PotlutFormatError(msg)
 
 
+def _no_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")
+
+
 def _parse(data: bytes) -> tuple[bytes, dict[str, Any], bytes]:
     """Check header and payload; return (base file, JSON document, delta data)."""
     if not is_multibit(data):
@@ -318,8 +346,8 @@ def _parse(data: bytes) -> tuple[bytes, dict[str, Any], bytes]:
     if jlen is None or jlen > MAX_JSON or 4 + jlen > len(body):
         raise _bad("delta body too short for its JSON")
     try:
-        doc = json.loads(body[4 : 4 + jlen].decode("utf-8"))
-    except (UnicodeDecodeError, ValueError, RecursionError):
+        doc = json.loads(body[4 : 4 + jlen].decode("utf-8"), parse_constant=_no_constant)
+    except (UnicodeDecodeError, ValueError, RecursionError):  # NaN/Infinity too, as written
         raise _bad("multi-bit JSON is malformed") from None
     if not isinstance(doc, dict) or doc.get("format") != "potlut-multibit":
         raise _bad("multi-bit JSON is not a potlut multi-bit document")
@@ -336,7 +364,16 @@ def _widths(doc: dict[str, Any]) -> tuple[list[int], int]:
     return widths, base
 
 
-def _apply(base: ModelGraph, delta: Any, data: bytes, bits: int) -> ModelGraph:
+def _coded_count(g: ModelGraph) -> int:
+    return sum(int(a.size) for k, a in g.arrays.items() if k.endswith(".codes"))
+
+
+def _apply(base: ModelGraph, delta: Any, data: bytes, bits: int, budget: list[int]
+           ) -> ModelGraph:
+    """The graph of width ``bits``. Every coded entry must name a coded layer of the base
+    with the same shape, at most once, and ``budget[0]`` (coded weights this read may still
+    decode) pays for it: all checked *before* a weight stream is decoded, so a small file
+    cannot declare more weights than its architecture holds."""
     if not isinstance(delta, dict) or not all(
             isinstance(delta.get(k), t) for k, t in
             (("meta", dict), ("nodes", dict), ("drop", list), ("arrays", list))):
@@ -354,6 +391,7 @@ def _apply(base: ModelGraph, delta: Any, data: bytes, bits: int) -> ModelGraph:
     arrays = {k: v for k, v in base.arrays.items() if k not in set(delta["drop"])}
     g = ModelGraph(tuple(base.in_shape), nodes, arrays, delta["meta"])
     end = 0
+    seen: set[str] = set()
     for i, e in enumerate(delta["arrays"]):
         where = f"width {bits} array {i}"
         if not isinstance(e, dict) or not all(
@@ -364,6 +402,9 @@ def _apply(base: ModelGraph, delta: Any, data: bytes, bits: int) -> ModelGraph:
                 or not all(type(s) is int and 0 <= s < 1 << 31 for s in shape)
                 or len(shape) > 8):
             raise _bad(f"{where}: malformed entry")
+        if name in seen:
+            raise _bad(f"{where} ({name}): a second entry for the same array")
+        seen.add(name)
         if e["offset"] != end or e["length"] < 0 or end + e["length"] > len(data):
             raise _bad(f"{where} ({name}): outside the delta data or not contiguous")
         blob = data[end : end + e["length"]]
@@ -383,13 +424,21 @@ def _apply(base: ModelGraph, delta: Any, data: bytes, bits: int) -> ModelGraph:
             continue
         if dt not in ("uint8", "uint16"):
             raise _bad(f"{where} ({name}): weight codes must be uint8 or uint16")
+        bcodes = base.arrays.get(f"{name}.codes")
+        if bcodes is None or list(bcodes.shape) != shape:
+            raise _bad(f"{where} ({name}): the base graph has no coded layer {name} of "
+                       f"shape {shape}")
+        budget[0] -= int(bcodes.size)
+        if budget[0] < 0:
+            raise _bad(f"{where} ({name}): more than {MAX_MULTI_WEIGHTS} coded weights "
+                       "in one read of the file")
         codebook = g.arrays.get(f"{name}.codebook")
         if codebook is None or codebook.ndim != 1 or codebook.dtype.kind != "f":
             raise _bad(f"{where} ({name}): no float codebook {name}.codebook")
         if enc == "nested":
             cands = e.get("candidates")
-            bcodes, bneg = base.arrays.get(f"{name}.codes"), base.arrays.get(f"{name}.negative")
-            if (not isinstance(cands, list) or bcodes is None or list(bcodes.shape) != shape
+            bneg = base.arrays.get(f"{name}.negative")
+            if (not isinstance(cands, list) or bneg is None or len(cands) > 1 << 16
                     or not all(isinstance(c, list) and all(type(x) is int and x >= 0 for x in c)
                                for c in cands)):
                 raise _bad(f"{where} ({name}): nested codes without a matching base layer")
@@ -415,11 +464,19 @@ def _apply(base: ModelGraph, delta: Any, data: bytes, bits: int) -> ModelGraph:
 def decode_multi(data: bytes, bits: int | None = None
                  ) -> tuple[dict[int, ModelGraph], MultiInfo]:
     """The graphs of a multi-bit file (all widths, or only ``bits``) and its sizes."""
+    graphs, info, _ = _read(data, bits)
+    return graphs, info
+
+
+def _read(data: bytes, bits: int | None
+          ) -> tuple[dict[int, ModelGraph], MultiInfo, tuple[Any, dict[str, Any], bytes]]:
+    """:func:`decode_multi` and what :func:`multibit_stats` needs besides: (the base file's
+    info, the JSON document, the delta data)."""
     base_file, doc, delta_data = _parse(data)
     widths, base_bits = _widths(doc)
     if bits is not None and bits not in widths:
         raise _bad(f"the file holds bit-widths {','.join(map(str, widths))}, not {bits}")
-    base, _ = decode(base_file)
+    base, base_info = decode(base_file)
     lengths = {}
     for w in widths[:-1]:
         entries = doc["deltas"][str(w)].get("arrays")
@@ -428,18 +485,20 @@ def decode_multi(data: bytes, bits: int | None = None
     if sum(lengths.values()) != len(delta_data):
         raise _bad(f"delta arrays cover {sum(lengths.values())} of {len(delta_data)} bytes")
     graphs: dict[int, ModelGraph] = {}
+    budget = [MAX_MULTI_WEIGHTS - _coded_count(base)]
     start = 0
     for w in widths[:-1]:
         if bits is None or bits == w:
             rel = _rebase(doc["deltas"][str(w)], start)
-            graphs[w] = _apply(base, rel, delta_data[start : start + lengths[w]], w)
+            graphs[w] = _apply(base, rel, delta_data[start : start + lengths[w]], w,
+                               budget)
         start += lengths[w]
     if bits is None or bits == base_bits:
         graphs[base_bits] = base
     info = MultiInfo(widths, base_bits, len(data), len(base_file),
                      len(data) - HEADER_SIZE - len(base_file), len(delta_data) + 4,
                      {w: lengths[w] for w in widths[:-1]})
-    return graphs, info
+    return graphs, info, (base_info, doc, delta_data)
 
 
 def _rebase(delta: Any, start: int) -> Any:
@@ -505,10 +564,12 @@ def multibit_stats(path: str | Path) -> dict[str, Any]:
     """What ``potlut inspect`` shows of a multi-bit file: per width the stage-1 bytes only it
     holds (and those LZMA-compressed alone), the shared bytes, and every width encoded as a
     separate single-width file for comparison."""
-    data = Path(path).read_bytes()
-    graphs, info = read_multi(path)
-    base_file, doc, delta = _parse(data)
-    _, base_info = decode(base_file)
+    try:
+        graphs, info, (base_info, doc, delta) = _read(Path(path).read_bytes(), None)
+    except OSError as exc:
+        raise PotlutFormatError(f"{path}: cannot read ({exc.strerror})") from None
+    except PotlutFormatError as exc:
+        raise PotlutFormatError(f"{path}: {exc}") from None
     coder = base_info.coder if base_info.coder in CODERS else "shuff"
     base = graphs[info.base_bits]
     differs = _differing_base_arrays(base, [graphs[w] for w in info.widths[:-1]])
