@@ -58,7 +58,7 @@ def test_default_run_meets_accuracy_floors(run4):
     # the compressed file and the integer-only engine on it
     assert (out / "model.potlut").stat().st_size == rep["file_bytes"]
     assert rep["entropy_bound_bytes"] < rep["file_bytes"] < rep["weight_bytes_quant"] * 1.2
-    assert abs(rep["int_top1"] - rep["quant_top1"]) <= 0.5
+    assert rep["int_top1"] == rep["quant_top1"]  # same prediction on every test image
     saved = json.loads((out / "report.json").read_text())
     assert saved["quant_top1"] == rep["quant_top1"]
     md = (out / "report.md").read_text()

@@ -52,6 +52,48 @@ def test_report_writes_three_pngs_and_markdown(short_run):
         assert f"]({png})" in md
 
 
+def test_plots_draw_the_run_s_numbers(short_run, tmp_path):
+    """Each figure's drawn data read back: the history's losses and accuracies, each
+    quantized value's share of the layer's weights, and the file's per-layer bytes."""
+    from potlut.report import (
+        layer_weights,
+        plot_convergence,
+        plot_sizes,
+        plot_weights,
+        read_run,
+        rebuild,
+    )
+
+    report, cfg = read_run(short_run)
+    h = report["history"]
+    fig = plot_convergence(h, tmp_path / "c.png")
+    loss, acc = ([line for line in a.lines if not line.get_label().startswith("_")]
+                 for a in fig.axes)  # the labelled series; the stage divider is unlabelled
+    assert [list(line.get_xdata()) for line in loss] == [[1, 2], [3]]  # QAT after FP32
+    assert [list(line.get_ydata()) for line in loss] == [
+        [e["train_loss"] for e in h["fp32"]["epochs"]],
+        [e["train_loss"] for e in h["qat"]["epochs"]]]
+    assert [list(line.get_ydata()) for line in acc] == [
+        [e[k] for e in h[stage]["epochs"]]
+        for stage in ("fp32", "qat") for k in ("test_top1", "test_top5")]
+    layers = layer_weights(*rebuild(short_run, cfg))
+    fig = plot_weights(layers, tmp_path / "w.png")
+    for a, lw in zip(fig.axes, layers, strict=True):
+        values, counts = np.unique(lw.quant, return_counts=True)
+        segs = a.collections[0].get_segments()  # one vertical line per quantized value
+        assert [s[0][0] for s in segs] == pytest.approx(values.tolist(), abs=0)
+        assert [s[1][1] for s in segs] == pytest.approx((counts / lw.quant.size).tolist())
+        assert sum(p.get_height() for p in a.patches) == pytest.approx(1.0)  # FP32 histogram
+    graph, info = read(short_run / "model.potlut")
+    rows = [r for r in file_stats(graph, info)["layers"] if r["bits"] < 32]
+    fig = plot_sizes(rows, tmp_path / "s.png")
+    bars = fig.axes[0].containers
+    assert [b.get_label() for b in bars][:2] == ["FP32", "raw b-bit"]
+    assert [p.get_height() for p in bars[0]] == [r["fp32_bytes"] for r in rows]
+    assert [p.get_height() for p in bars[-1]] == [max(r["entropy_bound_bytes"], 1.0)
+                                                 for r in rows]
+
+
 def test_sizes_come_from_the_potlut_file_and_match_the_entropy_bound(short_run, tmp_path):
     result = make_report(short_run, tmp_path / "r")
     assert result["sizes_measured"] and result["layers"] == 4
@@ -111,3 +153,12 @@ def test_model_dims_from_state_dict():
     for name, classes, chans in (("small_cnn", 10, 1), ("squeezenet1_1", 7, 3),
                                  ("scn", 7, 3), ("shufflenet_v2_x1_0", 100, 3)):
         assert model_dims(models.build(name, classes, chans).state_dict()) == (classes, chans)
+
+
+def test_compress_json_describes_the_file_it_wrote(short_run, tmp_path):
+    res = CliRunner().invoke(app, ["compress", str(short_run), "-o", str(tmp_path / "m.potlut"),
+                                   "--json"])
+    assert res.exit_code == 0, res.output
+    made = json.loads(res.output)
+    assert made["file_bytes"] == (tmp_path / "m.potlut").stat().st_size
+    assert (tmp_path / "m.potlut").read_bytes() == (short_run / "model.potlut").read_bytes()

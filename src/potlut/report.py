@@ -126,8 +126,9 @@ def _save(fig, path: Path) -> None:
     atomic_write_bytes(path, buf.getvalue())
 
 
-def plot_convergence(history: dict, path: Path) -> None:
-    """Train loss (left) and test Top-1/Top-5 (right) per epoch; QAT continues FP32's axis."""
+def plot_convergence(history: dict, path: Path) -> Any:
+    """Train loss (left) and test Top-1/Top-5 (right) per epoch; QAT continues FP32's axis.
+    Returns the figure (what was drawn can be read back from it)."""
     fig, ax = _canvas(1, 2, 6, 4)
     offset = 0
     for stage, style in (("fp32", "-"), ("qat", "--")):
@@ -149,10 +150,12 @@ def plot_convergence(history: dict, path: Path) -> None:
         a.grid(alpha=0.3)
         a.legend(fontsize=8)
     _save(fig, path)
+    return fig
 
 
-def plot_weights(layers: list[LayerWeights], path: Path) -> None:
-    """Fig. 4 style: histogram of normalized FP32 weights vs frequency of each quantized value."""
+def plot_weights(layers: list[LayerWeights], path: Path) -> Any:
+    """Fig. 4 style: histogram of normalized FP32 weights vs frequency of each quantized value
+    (returns the figure)."""
     n = max(len(layers), 1)
     cols = min(4, n)
     rows = math.ceil(n / cols)
@@ -172,6 +175,7 @@ def plot_weights(layers: list[LayerWeights], path: Path) -> None:
     for j in range(len(layers), rows * cols):
         ax[j // cols, j % cols].axis("off")
     _save(fig, path)
+    return fig
 
 
 SIZE_KEYS = (
@@ -221,8 +225,9 @@ def file_sizes(qmodel: nn.Module, run_dir: Path, out_dir: Path, cfg: RunConfig,
                   f"{total['compression_rate']}x smaller than FP32)")
 
 
-def plot_sizes(rows: list[dict[str, Any]], path: Path) -> None:
-    """Fig. 6 style: grouped bars per layer, log scale, one bar per size measure present."""
+def plot_sizes(rows: list[dict[str, Any]], path: Path) -> Any:
+    """Fig. 6 style: grouped bars per layer, log scale, one bar per size measure present
+    (returns the figure)."""
     keys = [(k, label) for k, label in SIZE_KEYS if rows and k in rows[0]]
     fig, ax = _canvas(1, 1, min(18.0, max(6.0, 2.0 + 0.5 * len(rows))), 4.5)
     a = ax[0, 0]
@@ -238,6 +243,7 @@ def plot_sizes(rows: list[dict[str, Any]], path: Path) -> None:
     a.legend(fontsize=7)
     a.grid(axis="y", alpha=0.3)
     _save(fig, path)
+    return fig
 
 
 def make_report(run_dir: str | Path, out_dir: str | Path | None = None) -> dict[str, Any]:

@@ -13,7 +13,7 @@ def test_run_infer_inspect_compress_several_widths(tmp_path):
     assert rep["widths"] == [2, 3] and set(rep["per_width"]) == {"2", "3"}
     assert rep["file_bytes"] < rep["separate_bytes"]
     for b in ("2", "3"):  # the engine on the file agrees with the fake-quantized model
-        assert abs(rep["int_top1"][b] - rep["per_width"][b]["quant_top1"]) <= 1.0
+        assert rep["int_top1"][b] == rep["per_width"][b]["quant_top1"]
         assert rep["per_width"][b]["quant_top1"] > 50.0
     model = out / "model.potlut"
     got = json.loads(potlut("infer", str(model), "--bits", "2", "--json").stdout)
@@ -22,7 +22,8 @@ def test_run_infer_inspect_compress_several_widths(tmp_path):
     assert st["file_bytes"] == model.stat().st_size and st["widths"] == [2, 3]
     assert st["separate_bytes"] == rep["separate_bytes"]
     again = tmp_path / "again.potlut"
-    potlut("compress", str(out), "-o", str(again))
+    made = json.loads(potlut("compress", str(out), "-o", str(again), "--json").stdout)
+    assert made["file"] == str(again) and made["file_bytes"] == again.stat().st_size
     assert again.read_bytes() == model.read_bytes()  # the checkpoint gives the same file
     bad = potlut("infer", str(model), "--bits", "4", check=False)
     assert bad.returncode == 2 and len(bad.stderr.strip().splitlines()) == 1

@@ -49,6 +49,7 @@ def compress_cmd(
     coder: str = typer.Option(
         "shuff", help="weight coder: shuff (S-Huff, default), rans (nearer the bound) or packed"
     ),
+    as_json: bool = typer.Option(False, "--json", help="print one JSON object (the sizes)"),
 ) -> None:
     """Write the trained quantized model of a run as a .potlut file (S-Huff + LZMA)."""
     from potlut import data as data_mod
@@ -68,6 +69,9 @@ def compress_cmd(
 
         meta = {"model": cfg.model, "dataset": bundle.name, "scheme": cfg.scheme}
         st = export_multibit(load_switchable(folder, cfg), bundle.in_shape, out, meta, coder)
+        if as_json:
+            print(json.dumps({"file": str(out), **st}))
+            return
         print(f"{out}: {st['file_bytes']:,} bytes, bit-widths "
               f"{','.join(map(str, cfg.widths()))} (as separate files "
               f"{st['separate_bytes']:,} bytes)")
@@ -75,6 +79,9 @@ def compress_cmd(
     qmodel = load_quantized(folder, cfg)
     meta = {"model": cfg.model, "dataset": bundle.name, "scheme": cfg.scheme, "bits": cfg.bits}
     st = compress_model(qmodel, bundle.in_shape, out, meta=meta, coder=coder)
+    if as_json:
+        print(json.dumps({"file": str(out), **st}))
+        return
     print(f"{out}: {st['file_bytes']:,} bytes (FP32 {st['fp32_bytes']:,}, rate "
           f"{st['compression_rate']:.2f}x; entropy bound {st['entropy_bound_bytes']:,.0f} + "
           f"overhead {st['overhead_bytes']:,})")
