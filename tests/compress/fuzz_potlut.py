@@ -26,7 +26,7 @@ import numpy as np
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from potlut.compress import container, file_stats, multibit, shuff
+from potlut.compress import archjson, container, file_stats, multibit, shuff
 from potlut.compress.graph import ModelGraph, Node
 from potlut.compress.sharing import SharedWeights
 from potlut.errors import PotlutFormatError
@@ -141,7 +141,8 @@ def _path(arch: dict, entries: list[dict], draw) -> tuple[dict, str]:
     """A random (container, key) inside the graph's nodes or the array table."""
     pools = []
     for n in arch["graph"]["nodes"]:
-        pools.append(n["attrs"])
+        pools.append(n)
+        pools.append(n.setdefault("attrs", {}))  # (a compact node without attrs: the same)
         for k in ("weight", "act"):
             if isinstance(n["attrs"].get(k), dict):
                 pools.append(n["attrs"][k])
@@ -151,6 +152,8 @@ def _path(arch: dict, entries: list[dict], draw) -> tuple[dict, str]:
         keys = ["in_shape", "meta"]
     elif target in entries:
         keys = ["encoding", "dtype", "length", "shape"]
+    elif target in arch["graph"]["nodes"]:
+        keys = ["name", "op", "inputs"]
     else:
         keys = sorted(target) or ["x"]
     return target, draw(st.sampled_from(keys))
@@ -170,10 +173,20 @@ TABLE_VALUES = {  # what the binary table's fields can hold
 }
 
 
+def _layer(arch: dict) -> dict:
+    """The last conv's attrs, with a ``weight`` object (either ARCH form)."""
+    node = arch["graph"]["nodes"][-2].setdefault("attrs", {})
+    if not isinstance(node.get("weight"), dict):
+        node["weight"] = {}
+    return node
+
+
 @st.composite
 def crafted(draw) -> bytes:
     coder = draw(st.sampled_from(sorted(BASE)))
     arch, entries, blobs = copy(coder)
+    if draw(st.booleans()):  # the v4 compact ARCH form the writer uses (defaults left out)
+        arch["graph"] = archjson.compact(arch["graph"])
     kinds = draw(st.lists(st.integers(0, 5), min_size=1, max_size=3))
     retile = draw(st.integers(0, 4)) > 0
     for kind in sorted(kinds, reverse=True):  # field changes last: the others need structure
@@ -213,7 +226,7 @@ def crafted(draw) -> bytes:
                 blobs[e["name"]] = b"" if e["encoding"] == 1 else np.zeros(8, np.float32).tobytes()
         elif kind == 4:  # a huge coded layer, declared by the graph (shapes live there)
             n = draw(st.sampled_from(BIG[:12]))
-            node = arch["graph"]["nodes"][-2]["attrs"]
+            node = _layer(arch)
             node["weight"]["shape"], node["out_channels"] = [n, 3, 1, 1], n
             node["kernel_size"], node["padding"] = [1, 1], [0, 0]
             if draw(st.booleans()):
@@ -221,7 +234,7 @@ def crafted(draw) -> bytes:
         else:  # an all-zero / one-code stream declaring many weights
             n = draw(st.sampled_from([1 << 16, 1 << 20, 1 << 23]))
             blobs["c1.weight"] = zero_stream(coder, n)
-            node = arch["graph"]["nodes"][-2]["attrs"]
+            node = _layer(arch)
             node["weight"]["shape"], node["out_channels"] = [n, 1, 1, 1], n
             node["in_channels"], node["kernel_size"], node["padding"] = 1, [1, 1], [0, 0]
             node["shape"], node["bias"] = [n, 4, 4], False
