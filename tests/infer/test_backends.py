@@ -103,11 +103,13 @@ def test_native_equals_reference(isa, kernels, name, in_shape, bits) -> None:
 
 
 @pytest.mark.parametrize("bits", BITS)
-def test_one_image_small_maps_equal_reference(bits) -> None:
-    """Calls on one image: AVX-512 runs the small maps (digits' 4x4 and 2x2 layers) with
-    output channels across the lanes (shift-add-oc), and still equals the reference."""
+@pytest.mark.parametrize("in_shape", [(1, 8, 8), (1, 6, 6), (1, 4, 4)])
+def test_one_image_small_maps_equal_reference(bits, in_shape) -> None:
+    """Calls on one image: AVX-512 runs the small maps (digits' 4x4 and 2x2 layers; 3x3,
+    2x2 and 1x1 on smaller inputs: position counts that are not whole blocks) with output
+    channels across the lanes (shift-add-oc), and still equals the reference."""
     require("avx512")
-    prog, x, ref = case("small_cnn", (1, 8, 8), bits)
+    prog, x, ref = case("small_cnn", in_shape, bits)
     net = NativeNet(prog, "avx512", threads=1)
     for i in range(len(x)):
         env = net.run(x[i:i + 1], keep=True)

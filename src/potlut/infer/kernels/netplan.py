@@ -39,7 +39,7 @@ _ITEM = {DT_U8: 1, DT_I16: 2, DT_I32: 4}
 _NP = {DT_U8: np.uint8, DT_I16: np.int16, DT_I32: np.int32}
 BLOCK = 256  # largest pixel block a kernel computes at once (accumulator rows are padded to it)
 INT8_MAX, INT16_MAX = 127, 32767
-LAYER_WORDS = 61
+LAYER_WORDS = 64
 CHAN_LANES = 32  # output channels per vector of the small-map kernel (int16 lanes)
 GROUP_MAX = 32  # images run through a layer together when its feature map is small
 GROUP_PIXELS = 512  # ... until they fill about this many accumulator positions
@@ -229,14 +229,26 @@ def _shift_add(st: Layer, lp, pix: np.ndarray, code: np.ndarray
                   np.array(order, np.int32), avals)
 
 
-def _chan_taps(st: Layer, lp, sa, per_k: tuple[np.ndarray, np.ndarray], plane: int
-               ) -> tuple[np.ndarray, np.ndarray, int] | None:
+def chan_pad(st: Layer) -> tuple[int, int]:
+    """Rows and columns of the zero-padded input image the small-map kernel reads: every
+    input (iy, ix) at [iy + PH][ix + PW], zeros around, as far as any tap reaches."""
+    _, H, W = st.in_shape
+    OH, OW = (st.out_shape[1], st.out_shape[2]) if len(st.out_shape) == 3 else (1, 1)
+    (KH, KW), (SH, SW), (PH, PW), (DH, DW) = st.kernel, st.stride, st.padding, st.dilation
+    return (max(PH + H, (OH - 1) * SH + (KH - 1) * DH + 1),
+            max(PW + W, (OW - 1) * SW + (KW - 1) * DW + 1))
+
+
+def _chan_taps(st: Layer, lp, sa) -> tuple[np.ndarray, np.ndarray, int, np.ndarray] | None:
     """Output-channel-vector form of a shift-add layer, for maps too small to fill vectors
     along the pixels (one image, a few positions): per block of 32 output channels, every
     input tap with a non-zero weight in the block as ``[offset, add mask, subtract mask,
     0, 32 int16 exponents]`` (int32 words). A tap adds ``a << e`` to each lane's int16 sum,
     which widens to int32 every ``period`` taps (``period * max|a| * max|w| <= 32767``).
-    Returns the block starts, the entries and the period; None where it does not apply.
+    The kernel reads the zero-padded input image (:func:`chan_pad`, signed values): tap
+    (c, ky, kx) of output position p at offset + pos[p]. Returns the block starts, the
+    entries, the period and pos (padded to a multiple of 8 with zeros); None where it
+    does not apply.
     """
     if sa is None or st.groups != 1:
         return None
@@ -251,8 +263,15 @@ def _chan_taps(st: Layer, lp, sa, per_k: tuple[np.ndarray, np.ndarray], plane: i
     mag, neg = wq & ((1 << kw) - 1), (wq >> kw) & 1
     val = wv[mag]
     e = np.round(np.log2(np.maximum(val, 1))).astype(np.int64)
-    cp, within = per_k
-    off = cp * plane + within  # one image's input copies (plane: their stride)
+    KH, KW = st.kernel
+    (SH, SW), (DH, DW) = st.stride, st.dilation
+    Hp, Wp = chan_pad(st)
+    OH, OW = (st.out_shape[1], st.out_shape[2]) if len(st.out_shape) == 3 else (1, 1)
+    kk = np.arange(K)
+    off = (kk // (KH * KW)) * Hp * Wp + ((kk // KW) % KH) * DH * Wp + (kk % KW) * DW
+    oy, ox = np.divmod(np.arange(OH * OW), OW)
+    pos = np.zeros(-(-(OH * OW) // 8) * 8, np.int32)
+    pos[:OH * OW] = oy * SH * Wp + ox * SW
     starts, rows = [0], []
     for b0 in range(0, n_out, CHAN_LANES):
         v = val[b0:b0 + CHAN_LANES]
@@ -272,7 +291,7 @@ def _chan_taps(st: Layer, lp, sa, per_k: tuple[np.ndarray, np.ndarray], plane: i
             rows.append(row)
         starts.append(len(rows))
     ent = np.array(rows, np.int64).reshape(-1, 20).astype(np.uint32).view(np.int32)
-    return np.array(starts, np.int32), ent, INT16_MAX // (amax * wmax)
+    return np.array(starts, np.int32), ent, INT16_MAX // (amax * wmax), pos
 
 
 def _layer_words(st: Layer, w: _Writer, ids: dict[str, int], bufs: list[Buf]) -> tuple:
@@ -319,11 +338,11 @@ def _layer_words(st: Layer, w: _Writer, ids: dict[str, int], bufs: list[Buf]) ->
         sa_fields = [0, -1, -1, -1, -1]
     else:
         sa_fields = [sa[0], *(w.add(a) for a in sa[1])]
-    kk = np.arange(K)
-    kc, ki, kj = kk // (KH * KW), (kk // KW) % KH, kk % KW
-    chan = _chan_taps(st, lp, sa, (kc * KW * SH + kj * SH + (ki * DH) % SH,
-                                   ((ki * DH) // SH) * Wph), copy_stride(1, plane))
-    chan_fields = [-1, -1, 0] if chan is None else [w.add(chan[0]), w.add(chan[1]), chan[2]]
+    chan = _chan_taps(st, lp, sa)
+    if chan is None:
+        chan_fields = [-1, -1, 0, -1, 0, 0]
+    else:
+        chan_fields = [w.add(chan[0]), w.add(chan[1]), chan[2], w.add(chan[3]), *chan_pad(st)]
     n_thr = int(lp.thr.size)
     wn = w.add(lp.wn.astype(np.int32)) if lp.wn is not None else -1
     fields = [
@@ -338,10 +357,12 @@ def _layer_words(st: Layer, w: _Writer, ids: dict[str, int], bufs: list[Buf]) ->
         w.add(lp.up.astype(np.int32)) if lp.acc_thr else -1, wn if lp.acc_thr else -1,
         Hph, Wph, P, K, *sa_fields, 0, w.add(cp.astype(np.int32)), -1, -1, -1, -1,
         *chan_fields,
-    ]  # 52: images per sub-batch, 54-57: tap offsets (set by build_plan), 58-60: _chan_taps
+    ]  # 52: images per sub-batch, 54-57: tap offsets (set by build_plan), 58-63: _chan_taps
+    # (block starts, entries, period, positions) and chan_pad
     assert len(fields) == LAYER_WORDS, len(fields)
     taps = (pix.astype(np.int64), cp.astype(np.int64), None if sa is None else sa[1][2])
-    return fields, taps, plane, P, C * KW * SH, n_out, int(pix.size)
+    chan_elems = 0 if chan is None else C * chan_pad(st)[0] * chan_pad(st)[1]
+    return fields, taps, plane, P, C * KW * SH, n_out, int(pix.size), chan_elems
 
 
 def _tap_offsets(w: _Writer, within: np.ndarray, cp: np.ndarray, order: np.ndarray | None,
@@ -362,11 +383,13 @@ def copy_stride(nb: int, plane: int) -> int:
     return n if n < 32 else -(-n // 64) * 64
 
 
-def _layer_scratch(nb: int, plane: int, P: int, planes: int, n_out: int, T: int) -> int:
-    """Scratch bytes of a layer run on ``nb`` images at once (plut_net.c op_layer)."""
+def _layer_scratch(nb: int, plane: int, P: int, planes: int, n_out: int, T: int,
+                   chan_elems: int = 0) -> int:
+    """Scratch bytes of a layer run on ``nb`` images at once (plut_net.c op_layer); the
+    input copies' room also holds one padded image (``chan_elems``) for the small-map kernel."""
     pst = -(-((nb - 1) * plane + P) // BLOCK) * BLOCK
-    return (_al((planes * copy_stride(nb, plane) + pst + 64) * 2) + _al(n_out * pst * 4)
-            + 2 * pst * 4 + 2 * T * 4)
+    el = max(planes * copy_stride(nb, plane), chan_elems)
+    return _al((el + pst + 64) * 2) + _al(n_out * pst * 4) + 2 * pst * 4 + 2 * T * 4
 
 
 def _al(n: int) -> int:
@@ -503,7 +526,7 @@ def build_plan(prog: Program) -> NetPlan:
 _ARRAYS = {
     OP_INPUTQ: {2}, OP_QUANT: {3}, OP_AFFINE: {4, 5, 6},
     OP_LAYER: {22, 23, 24, 25, 26, 27, 28, 29, 30, 31, 32, 35, 40, 41, 42, 48, 49, 50, 51, 53,
-               54, 55, 56, 57, 58, 59},
+               54, 55, 56, 57, 58, 59, 61},
 }
 
 

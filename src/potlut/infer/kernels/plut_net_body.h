@@ -829,50 +829,79 @@ static void FN(k_shift_add8)(const int64_t *f, const Grp *g, const int64_t *plan
 }
 
 #if ISA_AVX512
+/* the small-map kernel's input: one image's codes as signed values (the layer's table),
+ * zero-padded to [C][f[62]][f[63]] (input (iy, ix) at [iy + PH][ix + PW]) */
+static void FN(prep_chan)(const int64_t *f, const int64_t *plan, const uint8_t *src,
+                          int16_t *xp) {
+    const int64_t C = L_C, H = L_H, W = L_W, Hp = f[62], Wp = f[63];
+    LutTab tb;
+    FN(lut_tab)(&tb, L_PTR(int16_t, 51), L_A, 2);
+    memset(xp, 0, (size_t)(2 * C * Hp * Wp));
+    for (int64_t c = 0; c < C; c++)
+        for (int64_t iy = 0; iy < H; iy++)
+            FN(lut_row)(xp + (c * Hp + iy + L_PH) * Wp + L_PW, src + (c * H + iy) * W, W, &tb);
+}
+
+/* Q positions of one block of 32 output channels (see k_chan) */
+static inline __attribute__((always_inline)) void FN(chan_block)(
+    const int32_t *ent, int32_t t0, int32_t t1, const int16_t *x, const int32_t *pos,
+    int64_t period, int32_t *acc, int64_t pst, int64_t lanes, int64_t np, const int Q) {
+    __m512i s[8], a[16];
+    for (int q = 0; q < Q; q++) s[q] = _mm512_setzero_si512();
+    for (int q = 0; q < 2 * Q; q++) a[q] = _mm512_setzero_si512();
+    int64_t cnt = 0;
+    for (int32_t t = t0; t < t1; t++) {
+        const int32_t *en = ent + 20 * t;
+        const __m512i ex = _mm512_loadu_si512((const void *)(en + 4));
+        const __mmask32 mp = (__mmask32)(uint32_t)en[1], mn = (__mmask32)(uint32_t)en[2];
+        const int16_t *xt = x + en[0];
+        for (int q = 0; q < Q; q++) {
+            const __m512i v = _mm512_sllv_epi16(_mm512_set1_epi16(xt[pos[q]]), ex);
+            s[q] = _mm512_mask_sub_epi16(_mm512_mask_add_epi16(s[q], mp, s[q], v), mn, s[q], v);
+        }
+        if (++cnt == period) {
+            cnt = 0;
+            for (int q = 0; q < Q; q++) {
+                a[2 * q] = _mm512_add_epi32(a[2 * q], _mm512_cvtepi16_epi32(_mm512_castsi512_si256(s[q])));
+                a[2 * q + 1] = _mm512_add_epi32(a[2 * q + 1], _mm512_cvtepi16_epi32(_mm512_extracti64x4_epi64(s[q], 1)));
+                s[q] = _mm512_setzero_si512();
+            }
+        }
+    }
+    int32_t out[8][32];
+    for (int q = 0; q < Q; q++) {
+        a[2 * q] = _mm512_add_epi32(a[2 * q], _mm512_cvtepi16_epi32(_mm512_castsi512_si256(s[q])));
+        a[2 * q + 1] = _mm512_add_epi32(a[2 * q + 1], _mm512_cvtepi16_epi32(_mm512_extracti64x4_epi64(s[q], 1)));
+        _mm512_storeu_si512((void *)out[q], a[2 * q]);
+        _mm512_storeu_si512((void *)(out[q] + 16), a[2 * q + 1]);
+    }
+    for (int64_t l = 0; l < lanes; l++)
+        for (int64_t q = 0; q < np; q++) acc[l * pst + q] = out[q][l];
+}
+
 /* small maps, one image: 32 output channels across the int16 lanes; each input tap is
  * broadcast, shifted left by every lane's weight exponent (vpsllvw) and added or
  * subtracted by the sign masks (no multiply); int16 sums widen to int32 every f[60] taps,
- * the period proven offline (netplan._chan_taps).  Four positions at a time. */
+ * the period proven offline (netplan._chan_taps).  Eight positions at a time (four for a
+ * short tail), read from the padded image (prep_chan) at the positions' offsets f[61]. */
 static void FN(k_chan)(const int64_t *f, const Grp *g, const int64_t *plan, const int16_t *x,
                        int32_t *acc) {
     const int32_t *boff = L_PTR(int32_t, 58), *ent = L_PTR(int32_t, 59);
-    const int64_t O = L_O, P = g->P, pst = g->pst, period = f[60];
+    const int32_t *pos = L_PTR(int32_t, 61);
+    const int64_t O = L_O, P = L_OH * L_OW, pst = g->pst, period = f[60];
     for (int64_t bk = 0; bk * 32 < O; bk++) {
         const int64_t lanes = O - 32 * bk < 32 ? O - 32 * bk : 32;
-        for (int64_t p0 = 0; p0 < P; p0 += 4) {
-            __m512i s[4], a[8];
-            for (int q = 0; q < 4; q++) s[q] = _mm512_setzero_si512();
-            for (int q = 0; q < 8; q++) a[q] = _mm512_setzero_si512();
-            int64_t cnt = 0;
-            for (int32_t t = boff[bk]; t < boff[bk + 1]; t++) {
-                const int32_t *en = ent + 20 * t;
-                const __m512i ex = _mm512_loadu_si512((const void *)(en + 4));
-                const __mmask32 mp = (__mmask32)(uint32_t)en[1], mn = (__mmask32)(uint32_t)en[2];
-                const int16_t *xp = x + en[0] + p0;
-                for (int q = 0; q < 4; q++) {
-                    const __m512i v = _mm512_sllv_epi16(_mm512_set1_epi16(xp[q]), ex);
-                    s[q] = _mm512_mask_sub_epi16(_mm512_mask_add_epi16(s[q], mp, s[q], v), mn,
-                                                 s[q], v);
-                }
-                if (++cnt == period) {
-                    cnt = 0;
-                    for (int q = 0; q < 4; q++) {
-                        a[2 * q] = _mm512_add_epi32(a[2 * q], _mm512_cvtepi16_epi32(_mm512_castsi512_si256(s[q])));
-                        a[2 * q + 1] = _mm512_add_epi32(a[2 * q + 1], _mm512_cvtepi16_epi32(_mm512_extracti64x4_epi64(s[q], 1)));
-                        s[q] = _mm512_setzero_si512();
-                    }
-                }
+        int32_t *ab = acc + 32 * bk * pst;
+        for (int64_t p0 = 0; p0 < P;) {
+            const int64_t np = P - p0 < 8 ? P - p0 : 8;
+            if (np > 4) {
+                FN(chan_block)(ent, boff[bk], boff[bk + 1], x, pos + p0, period, ab + p0, pst,
+                               lanes, np, 8);
+            } else {
+                FN(chan_block)(ent, boff[bk], boff[bk + 1], x, pos + p0, period, ab + p0, pst,
+                               lanes, np, 4);
             }
-            int32_t out[4][32];
-            for (int q = 0; q < 4; q++) {
-                a[2 * q] = _mm512_add_epi32(a[2 * q], _mm512_cvtepi16_epi32(_mm512_castsi512_si256(s[q])));
-                a[2 * q + 1] = _mm512_add_epi32(a[2 * q + 1], _mm512_cvtepi16_epi32(_mm512_extracti64x4_epi64(s[q], 1)));
-                _mm512_storeu_si512((void *)out[q], a[2 * q]);
-                _mm512_storeu_si512((void *)(out[q] + 16), a[2 * q + 1]);
-            }
-            const int64_t np = P - p0 < 4 ? P - p0 : 4;
-            for (int64_t l = 0; l < lanes; l++)
-                for (int64_t q = 0; q < np; q++) acc[(32 * bk + l) * pst + p0 + q] = out[q][l];
+            p0 += np;
         }
     }
 }
@@ -1059,7 +1088,9 @@ static void FN(op_layer)(const int64_t *f, const int64_t *plan, uint8_t *arena, 
                                                                                     : kern0;
         const int64_t es =
             (kern == K_PERMW || kern == K_INT8 || kern == K_SHIFTADD || kern == K_CHAN) ? 2 : 1;
-        const int64_t planes_b = AL64((L_C * f[10] * L_SH * copy_stride(g.B, plane) + pst + 64) * 2);
+        int64_t pel = L_C * f[10] * L_SH * copy_stride(g.B, plane);
+        if (kern == K_CHAN && L_C * f[62] * f[63] > pel) pel = L_C * f[62] * f[63];
+        const int64_t planes_b = AL64((pel + pst + 64) * 2);
         uint8_t *x = scr;
         int32_t *acc = (int32_t *)(scr + planes_b);
         int32_t *tmp = acc + AL64(L_O * pst * 4) / 4;
@@ -1077,7 +1108,12 @@ static void FN(op_layer)(const int64_t *f, const int64_t *plan, uint8_t *arena, 
             g.spix = spix;
         }
         uint8_t *ab = arena + b0 * istride;
-        FN(prep)(f, &g, BUF(ab, plan, f[0]), x, es, sa ? L_PTR(int16_t, 51) : NULL);
+#if ISA_AVX512
+        if (kern == K_CHAN)
+            FN(prep_chan)(f, plan, (const uint8_t *)BUF(ab, plan, f[0]), (int16_t *)x);
+        else
+#endif
+            FN(prep)(f, &g, BUF(ab, plan, f[0]), x, es, sa ? L_PTR(int16_t, 51) : NULL);
         FN(layer_acc)(f, &g, plan, kern, 0, L_O, x, acc);
         FN(layer_out)(f, &g, plan, ab, 0, L_O, acc, tmp);
     }
