@@ -14,13 +14,14 @@ static inline int64_t FN(count_le)(const int64_t *thr, int64_t n, int64_t mag) {
 }
 
 /* codes of n fixed values y: #{thresholds <= |y|} (sign as the format wants).  Up to 32
- * thresholds: counted by VL-lane compares in int32 (a threshold above 2^31 - 1 is never
+ * thresholds (256 with 16 lanes): counted by VL-lane compares in int32 (a threshold above 2^31 - 1 is never
  * reached, one below 0 always; |y| <= 2^31 - 1); more: a binary search per value */
 static void FN(codes_of)(const int32_t *y, int64_t n, void *out, int64_t fmt, const int64_t *thr,
                          int64_t n_thr, int64_t kbits, int64_t sgn) {
     const uint8_t sb = (uint8_t)(1u << kbits);
-    if (n_thr <= 32) {
-        int32_t t32[32];
+    /* wide vectors count up to 256 thresholds faster than a branchy search per value */
+    if (n_thr <= 32 || (VL >= 16 && n_thr <= 256)) {
+        int32_t t32[256];
         int64_t nt = 0;
         for (int64_t j = 0; j < n_thr; j++)
             if (thr[j] <= I32MAX) t32[nt++] = (int32_t)(thr[j] > 0 ? thr[j] : 0);
@@ -270,6 +271,22 @@ static void FN(k_int8)(const int64_t *f, const Grp *g, const int64_t *plan, int6
     const int32_t *nz_off = L_PTR(int32_t, 22), *pix = g->pix;
     const int32_t *code = L_PTR(int32_t, 24);
     const int64_t P = L_P, pst = PST(f);
+    if (P == 1) { /* linear layers: dot products in registers (four partial sums) */
+        for (int64_t o = o0; o < o1; o++) {
+            int32_t s0 = 0, s1 = 0, s2 = 0, s3 = 0, t = nz_off[o];
+            const int32_t t1 = nz_off[o + 1];
+            for (; t + 4 <= t1; t += 4) {
+                s0 += code[t] * (int32_t)x[pix[t]];
+                s1 += code[t + 1] * (int32_t)x[pix[t + 1]];
+                s2 += code[t + 2] * (int32_t)x[pix[t + 2]];
+                s3 += code[t + 3] * (int32_t)x[pix[t + 3]];
+            }
+            for (; t < t1; t++) s0 += code[t] * (int32_t)x[pix[t]];
+            /* int32 wrap-around as the loop below (sums of products fit: offline bounds) */
+            acc[o * pst] = (int32_t)((uint32_t)s0 + (uint32_t)s1 + (uint32_t)s2 + (uint32_t)s3);
+        }
+        return;
+    }
     for (int64_t o = o0; o < o1; o++) {
         int32_t *a = acc + o * pst;
         for (int64_t p = 0; p < P; p++) a[p] = 0;
@@ -1108,11 +1125,17 @@ static void FN(op_layer)(const int64_t *f, const int64_t *plan, uint8_t *arena, 
             g.spix = spix;
         }
         uint8_t *ab = arena + b0 * istride;
+        /* a 1x1 int8 layer on one image's 1x1 map (linear): the copies would be the input */
+        const int direct = kern == K_INT8 && g.B == 1 && L_H == 1 && L_W == 1 && L_HPH == 1 &&
+                           L_WPH == 1 && f[10] == 1 && L_SH == 1 && L_PH == 0 && L_PW == 0;
 #if ISA_AVX512
         if (kern == K_CHAN)
             FN(prep_chan)(f, plan, (const uint8_t *)BUF(ab, plan, f[0]), (int16_t *)x);
         else
 #endif
+        if (direct)
+            x = (uint8_t *)BUF(ab, plan, f[0]);
+        else
             FN(prep)(f, &g, BUF(ab, plan, f[0]), x, es, sa ? L_PTR(int16_t, 51) : NULL);
         FN(layer_acc)(f, &g, plan, kern, 0, L_O, x, acc);
         FN(layer_out)(f, &g, plan, ab, 0, L_O, acc, tmp);
@@ -1138,6 +1161,22 @@ static void FN(op_pool)(const int64_t *f, const int64_t *plan, uint8_t *arena) {
     const int64_t C = f[2], H = f[3], W = f[4], mx = f[5], kh = f[6], kw = f[7], sh = f[8];
     const int64_t sw = f[9], ph = f[10], pw = f[11], dh = f[12], dw = f[13], OH = f[14];
     const int64_t OW = f[15], dv = f[16];
+    /* non-overlapping windows inside the map (global pooling of small maps): no bounds
+     * tests; a power-of-two divisor is an arithmetic shift (floor division, exactly) */
+    if (!mx && ph == 0 && pw == 0 && dh == 1 && dw == 1 && (OH - 1) * sh + kh <= H &&
+        (OW - 1) * sw + kw <= W && dv > 0 && (dv & (dv - 1)) == 0) {
+        const int sh2 = __builtin_ctzll((unsigned long long)dv);
+        for (int64_t c = 0; c < C; c++)
+            for (int64_t oy = 0; oy < OH; oy++)
+                for (int64_t ox = 0; ox < OW; ox++) {
+                    const int32_t *sp = s + (c * H + oy * sh) * W + ox * sw;
+                    int64_t acc = 0;
+                    for (int64_t i = 0; i < kh; i++)
+                        for (int64_t j = 0; j < kw; j++) acc += sp[i * W + j];
+                    d[(c * OH + oy) * OW + ox] = (int32_t)(acc >> sh2);
+                }
+        return;
+    }
     for (int64_t c = 0; c < C; c++)
         for (int64_t oy = 0; oy < OH; oy++)
             for (int64_t ox = 0; ox < OW; ox++) {
