@@ -287,6 +287,30 @@ static void FN(k_int8)(const int64_t *f, const Grp *g, const int64_t *plan, int6
         }
         return;
     }
+#if ISA_AVX512
+    /* 64 positions in four int32 registers across a channel's taps: each int16 input is
+     * sign-extended into the low half of an int32 lane and vpmaddwd multiplies it by the
+     * weight (high halves 0 x 0), exact int16 products; blocks may run past P (the planes
+     * have zero slack, the accumulator rows room up to pst) */
+    for (int64_t p0 = 0; p0 < P; p0 += 64)
+        for (int64_t o = o0; o < o1; o++) {
+            __m512i s0 = _mm512_setzero_si512(), s1 = s0, s2 = s0, s3 = s0;
+            for (int32_t t = nz_off[o]; t < nz_off[o + 1]; t++) {
+                const __m512i w = _mm512_set1_epi32(code[t] & 0xFFFF);
+                const int16_t *xp = x + pix[t] + p0;
+                s0 = _mm512_add_epi32(s0, _mm512_madd_epi16(_mm512_cvtepi16_epi32(_mm256_loadu_si256((const __m256i *)xp)), w));
+                s1 = _mm512_add_epi32(s1, _mm512_madd_epi16(_mm512_cvtepi16_epi32(_mm256_loadu_si256((const __m256i *)(xp + 16))), w));
+                s2 = _mm512_add_epi32(s2, _mm512_madd_epi16(_mm512_cvtepi16_epi32(_mm256_loadu_si256((const __m256i *)(xp + 32))), w));
+                s3 = _mm512_add_epi32(s3, _mm512_madd_epi16(_mm512_cvtepi16_epi32(_mm256_loadu_si256((const __m256i *)(xp + 48))), w));
+            }
+            int32_t *a = acc + o * pst + p0;
+            _mm512_storeu_si512((void *)a, s0);
+            _mm512_storeu_si512((void *)(a + 16), s1);
+            _mm512_storeu_si512((void *)(a + 32), s2);
+            _mm512_storeu_si512((void *)(a + 48), s3);
+        }
+    return;
+#endif
     for (int64_t o = o0; o < o1; o++) {
         int32_t *a = acc + o * pst;
         for (int64_t p = 0; p < P; p++) a[p] = 0;
@@ -1008,36 +1032,36 @@ __attribute__((noinline)) static void FN(layer_out)(const int64_t *f, const Grp 
     if (f[39]) { /* thresholds on the accumulator (program.AccThresholds) */
         const int32_t *flip = L_PTR(int32_t, 40), *up = L_PTR(int32_t, 41);
         const int32_t *wn = f[42] >= 0 ? L_PTR(int32_t, 42) : NULL;
-        int32_t *c0 = tmp;
         const int32_t sb = 1 << kbits;
+        (void)tmp;
+        /* rows of an image's accumulator are whole output rows (Wph == OW: the map is
+         * contiguous), so each image's codes are VL-wide runs stored straight to the output
+         * (loads may run past OH * OW within the padded accumulator; those codes are not
+         * stored) */
         for (int64_t o = o0; o < o1; o++) {
-            /* every accumulator position's code, VL at a time (P rounds up within pst) */
-            const int32_t *a = acc + o * pst, *u = up + o * n, *w = wn ? wn + o * n : NULL;
+            const int32_t *u = up + o * n, *w = wn ? wn + o * n : NULL;
             const int fl = flip[o] != 0;
-            for (int64_t p = 0; p < P; p += VL) {
-                VI32 v, k0 = {0}, k1 = {0}, code;
-                memcpy(&v, a + p, sizeof v);
-                if (fl) v = (VI32)(-(VU32)v);
-                for (int64_t j = 0; j < n; j++) k0 -= v > VB(u[j]);
-                if (w) {
-                    for (int64_t j = 0; j < n; j++) k1 -= v <= VB(w[j]);
-                    code = fmt == 0 ? ((k0 + k1) | ((k1 > VB(0)) & VB(sb))) : k0 - k1;
-                } else {
-                    code = k0;
-                }
-                memcpy(c0 + p, &code, sizeof code);
-            }
             for (int64_t b = 0; b < g->B; b++) {
                 uint8_t *outc = (uint8_t *)BUF(arena + b * g->istride, plan, f[1]);
-                for (int64_t oy = 0; oy < OH; oy++) {
-                    const int32_t *r0 = c0 + b * pimg + oy * Wph;
-                    const int64_t base = o * OHW + oy * OW;
-                    if (fmt == 0) {
-                        uint8_t *d = outc + base;
-                        for (int64_t p = 0; p < OW; p++) d[p] = (uint8_t)r0[p];
+                const int32_t *a = acc + o * pst + b * pimg;
+                for (int64_t p = 0; p < OHW; p += VL) {
+                    VI32 v, k0 = {0}, k1 = {0}, code;
+                    memcpy(&v, a + p, sizeof v);
+                    if (fl) v = (VI32)(-(VU32)v);
+                    for (int64_t j = 0; j < n; j++) k0 -= v > VB(u[j]);
+                    if (w) {
+                        for (int64_t j = 0; j < n; j++) k1 -= v <= VB(w[j]);
+                        code = fmt == 0 ? ((k0 + k1) | ((k1 > VB(0)) & VB(sb))) : k0 - k1;
                     } else {
-                        int16_t *d = (int16_t *)outc + base;
-                        for (int64_t p = 0; p < OW; p++) d[p] = (int16_t)r0[p];
+                        code = k0;
+                    }
+                    const int64_t m = OHW - p < VL ? OHW - p : VL;
+                    if (fmt == 0) {
+                        const VU8 c8 = __builtin_convertvector(code, VU8);
+                        memcpy(outc + o * OHW + p, &c8, (size_t)m);
+                    } else {
+                        const VI16 c16 = __builtin_convertvector(code, VI16);
+                        memcpy((int16_t *)outc + o * OHW + p, &c16, (size_t)(2 * m));
                     }
                 }
             }
