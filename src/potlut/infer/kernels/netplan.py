@@ -39,7 +39,7 @@ _ITEM = {DT_U8: 1, DT_I16: 2, DT_I32: 4}
 _NP = {DT_U8: np.uint8, DT_I16: np.int16, DT_I32: np.int32}
 BLOCK = 256  # largest pixel block a kernel computes at once (accumulator rows are padded to it)
 INT8_MAX, INT16_MAX = 127, 32767
-LAYER_WORDS = 64
+LAYER_WORDS = 65
 CHAN_LANES = 32  # output channels per vector of the small-map kernel (int16 lanes)
 GROUP_MAX = 32  # images run through a layer together when its feature map is small
 GROUP_PIXELS = 512  # ... until they fill about this many accumulator positions
@@ -239,30 +239,34 @@ def chan_pad(st: Layer) -> tuple[int, int]:
             max(PW + W, (OW - 1) * SW + (KW - 1) * DW + 1))
 
 
-def _chan_taps(st: Layer, lp, sa) -> tuple[np.ndarray, np.ndarray, int, np.ndarray] | None:
-    """Output-channel-vector form of a shift-add layer, for maps too small to fill vectors
+def _chan_taps(st: Layer, lp, sa) -> tuple[np.ndarray, ...] | None:
+    """Output-channel-vector form of a P-LUT layer, for maps too small to fill vectors
     along the pixels (one image, a few positions): per block of 32 output channels, every
-    input tap with a non-zero weight in the block as ``[offset, add mask, subtract mask,
-    0, 32 int16 exponents]`` (int32 words). A tap adds ``a << e`` to each lane's int16 sum,
-    which widens to int32 every ``period`` taps (``period * max|a| * max|w| <= 32767``).
-    The kernel reads the zero-padded input image (:func:`chan_pad`, signed values): tap
-    (c, ky, kx) of output position p at offset + pos[p]. Returns the block starts, the
-    entries, the period and pos (padded to a multiple of 8 with zeros); None where it
-    does not apply.
+    input tap with a non-zero weight in the block as ``[offset, 0, 0, widen, 32 int16
+    weight codes]`` (int32 words; 31 in lanes without a weight). The kernel reads the
+    zero-padded codes image (:func:`chan_pad`): tap (c, ky, kx) of output position p at
+    offset + pos[p]; the activation code there selects a row of ``tab`` ([A][32] int16:
+    the P-LUT's products by weight code, 0 at 31) and one vpermw reads the 32 lanes'
+    products from it (a table read, no multiply). int16 sums widen to int32 after the
+    entries marked ``widen``: where the next entry's largest products could overflow some
+    lane's int16 sum. Returns the block starts, the entries, 1 (the form applies), pos
+    (padded to a multiple of 8 with zeros) and tab; None where it does not apply (taken
+    where the shift-add form applies: power-of-two weights, exact products).
     """
     if sa is None or st.groups != 1:
         return None
-    wv = st.w_values.astype(np.int64)
-    amax = int(np.abs(sa[1][3].astype(np.int64)).max(initial=0))
-    wmax = int(wv.max(initial=0))
-    if amax == 0 or wmax == 0 or amax * wmax > INT16_MAX:
+    rows = lp.rows.astype(np.int64)  # [S, A]: product of weight code s and activation code a
+    S, A = rows.shape
+    if S > 31 or A > 256 or np.abs(rows).max(initial=0) > INT16_MAX:
         return None
-    kw = _code_bits(int(st.w_values.size))
-    wq = lp.wq.astype(np.int64)  # [O, K] codes
+    tab = np.zeros((A, 32), np.int16)
+    tab[:, :S] = rows.T
+    bnd = np.abs(rows).max(axis=1)  # largest |product| of each weight code
+    wq = lp.wq.astype(np.int64)  # [O, K] signed weight codes (row indices)
     n_out, K = wq.shape
-    mag, neg = wq & ((1 << kw) - 1), (wq >> kw) & 1
-    val = wv[mag]
-    e = np.round(np.log2(np.maximum(val, 1))).astype(np.int64)
+    nzm = np.zeros((n_out, K), bool)
+    for o in range(n_out):
+        nzm[o, lp.nz_k[lp.nz_off[o]:lp.nz_off[o + 1]]] = True
     KH, KW = st.kernel
     (SH, SW), (DH, DW) = st.stride, st.dilation
     Hp, Wp = chan_pad(st)
@@ -272,26 +276,28 @@ def _chan_taps(st: Layer, lp, sa) -> tuple[np.ndarray, np.ndarray, int, np.ndarr
     oy, ox = np.divmod(np.arange(OH * OW), OW)
     pos = np.zeros(-(-(OH * OW) // 8) * 8, np.int32)
     pos[:OH * OW] = oy * SH * Wp + ox * SW
-    starts, rows = [0], []
+    starts, rows_out = [0], []
     for b0 in range(0, n_out, CHAN_LANES):
-        v = val[b0:b0 + CHAN_LANES]
+        nzb, wqb = nzm[b0:b0 + CHAN_LANES], wq[b0:b0 + CHAN_LANES]
+        run = np.zeros(nzb.shape[0], np.int64)  # worst |int16 sum| of each lane since a widening
         for k in range(K):
-            nz = v[:, k] != 0
+            nz = nzb[:, k]
             if not nz.any():
                 continue
-            lanes = np.flatnonzero(nz)
-            ng = neg[b0:b0 + CHAN_LANES, k][lanes]
+            bound = np.where(nz, bnd[wqb[:, k]], 0)
+            if np.any(run + bound > INT16_MAX):  # widen after the previous entry
+                rows_out[-1][3] = 1
+                run[:] = 0
+            run += bound
             row = np.zeros(20, np.int64)
             row[0] = off[k]
-            row[1] = int(sum(1 << int(q) for q in lanes[ng == 0]))
-            row[2] = int(sum(1 << int(q) for q in lanes[ng == 1]))
-            ex = np.zeros(CHAN_LANES, np.int16)
-            ex[lanes] = e[b0:b0 + CHAN_LANES, k][lanes]
-            row[4:] = ex.view(np.uint16).reshape(16, 2).astype(np.int64) @ np.array([1, 1 << 16])
-            rows.append(row)
-        starts.append(len(rows))
-    ent = np.array(rows, np.int64).reshape(-1, 20).astype(np.uint32).view(np.int32)
-    return np.array(starts, np.int32), ent, INT16_MAX // (amax * wmax), pos
+            idx = np.full(CHAN_LANES, 31, np.int64)
+            idx[:nz.size] = np.where(nz, wqb[:, k], 31)
+            row[4:] = idx.reshape(16, 2) @ np.array([1, 1 << 16])
+            rows_out.append(row)
+        starts.append(len(rows_out))
+    ent = np.array(rows_out, np.int64).reshape(-1, 20).astype(np.uint32).view(np.int32)
+    return np.array(starts, np.int32), ent, 1, pos, tab
 
 
 def _layer_words(st: Layer, w: _Writer, ids: dict[str, int], bufs: list[Buf]) -> tuple:
@@ -340,9 +346,10 @@ def _layer_words(st: Layer, w: _Writer, ids: dict[str, int], bufs: list[Buf]) ->
         sa_fields = [sa[0], *(w.add(a) for a in sa[1])]
     chan = _chan_taps(st, lp, sa)
     if chan is None:
-        chan_fields = [-1, -1, 0, -1, 0, 0]
+        chan_fields = [-1, -1, 0, -1, 0, 0, -1]
     else:
-        chan_fields = [w.add(chan[0]), w.add(chan[1]), chan[2], w.add(chan[3]), *chan_pad(st)]
+        chan_fields = [w.add(chan[0]), w.add(chan[1]), chan[2], w.add(chan[3]), *chan_pad(st),
+                       w.add(chan[4])]
     n_thr = int(lp.thr.size)
     wn = w.add(lp.wn.astype(np.int32)) if lp.wn is not None else -1
     fields = [
@@ -357,11 +364,11 @@ def _layer_words(st: Layer, w: _Writer, ids: dict[str, int], bufs: list[Buf]) ->
         w.add(lp.up.astype(np.int32)) if lp.acc_thr else -1, wn if lp.acc_thr else -1,
         Hph, Wph, P, K, *sa_fields, 0, w.add(cp.astype(np.int32)), -1, -1, -1, -1,
         *chan_fields,
-    ]  # 52: images per sub-batch, 54-57: tap offsets (set by build_plan), 58-63: _chan_taps
-    # (block starts, entries, period, positions) and chan_pad
+    ]  # 52: images per sub-batch, 54-57: tap offsets (set by build_plan), 58-64: _chan_taps
+    # (block starts, entries, 1, positions), chan_pad, the product table
     assert len(fields) == LAYER_WORDS, len(fields)
     taps = (pix.astype(np.int64), cp.astype(np.int64), None if sa is None else sa[1][2])
-    chan_elems = 0 if chan is None else C * chan_pad(st)[0] * chan_pad(st)[1]
+    chan_elems = 0 if chan is None else -(-C * chan_pad(st)[0] * chan_pad(st)[1] // 2)
     return fields, taps, plane, P, C * KW * SH, n_out, int(pix.size), chan_elems
 
 
@@ -526,7 +533,7 @@ def build_plan(prog: Program) -> NetPlan:
 _ARRAYS = {
     OP_INPUTQ: {2}, OP_QUANT: {3}, OP_AFFINE: {4, 5, 6},
     OP_LAYER: {22, 23, 24, 25, 26, 27, 28, 29, 30, 31, 32, 35, 40, 41, 42, 48, 49, 50, 51, 53,
-               54, 55, 56, 57, 58, 59, 61},
+               54, 55, 56, 57, 58, 59, 61, 64},
 }
 
 

@@ -870,42 +870,41 @@ static void FN(k_shift_add8)(const int64_t *f, const Grp *g, const int64_t *plan
 }
 
 #if ISA_AVX512
-/* the small-map kernel's input: one image's codes as signed values (the layer's table),
- * zero-padded to [C][f[62]][f[63]] (input (iy, ix) at [iy + PH][ix + PW]) */
-static void FN(prep_chan)(const int64_t *f, const int64_t *plan, const uint8_t *src,
-                          int16_t *xp) {
+/* the small-map kernel's input: one image's activation codes, zero-padded (code 0, as the
+ * input copies of the table kernels) to [C][f[62]][f[63]] (input (iy, ix) at
+ * [iy + PH][ix + PW]) */
+static void FN(prep_chan)(const int64_t *f, const uint8_t *src, uint8_t *xp) {
     const int64_t C = L_C, H = L_H, W = L_W, Hp = f[62], Wp = f[63];
-    LutTab tb;
-    FN(lut_tab)(&tb, L_PTR(int16_t, 51), L_A, 2);
-    memset(xp, 0, (size_t)(2 * C * Hp * Wp));
+    memset(xp, 0, (size_t)(C * Hp * Wp));
     for (int64_t c = 0; c < C; c++)
         for (int64_t iy = 0; iy < H; iy++)
-            FN(lut_row)(xp + (c * Hp + iy + L_PH) * Wp + L_PW, src + (c * H + iy) * W, W, &tb);
+            memcpy(xp + (c * Hp + iy + L_PH) * Wp + L_PW, src + (c * H + iy) * W, (size_t)W);
 }
 
 /* Q positions of one block of 32 output channels (see k_chan) */
 static inline __attribute__((always_inline)) void FN(chan_block)(
-    const int32_t *ent, int32_t t0, int32_t t1, const int16_t *x, const int32_t *pos,
-    int64_t period, int32_t *acc, int64_t pst, int64_t lanes, int64_t np, const int Q) {
+    const int32_t *ent, int32_t t0, int32_t t1, const uint8_t *x, const int16_t *tab,
+    const int32_t *pos, int32_t *acc, int64_t pst, int64_t lanes, int64_t np, const int Q) {
     __m512i s[8], a[16];
-    for (int q = 0; q < Q; q++) s[q] = _mm512_setzero_si512();
-    for (int q = 0; q < 2 * Q; q++) a[q] = _mm512_setzero_si512();
-    int64_t cnt = 0;
+    const __m512i zero = _mm512_setzero_si512();
+    int64_t po[8];
+    for (int q = 0; q < Q; q++) po[q] = pos[q];
+    for (int q = 0; q < Q; q++) s[q] = zero;
+    for (int q = 0; q < 2 * Q; q++) a[q] = zero;
     for (int32_t t = t0; t < t1; t++) {
         const int32_t *en = ent + 20 * t;
-        const __m512i ex = _mm512_loadu_si512((const void *)(en + 4));
-        const __mmask32 mp = (__mmask32)(uint32_t)en[1], mn = (__mmask32)(uint32_t)en[2];
-        const int16_t *xt = x + en[0];
+        const __m512i idx = _mm512_loadu_si512((const void *)(en + 4));
+        const uint8_t *xt = x + en[0];
         for (int q = 0; q < Q; q++) {
-            const __m512i v = _mm512_sllv_epi16(_mm512_set1_epi16(xt[pos[q]]), ex);
-            s[q] = _mm512_mask_sub_epi16(_mm512_mask_add_epi16(s[q], mp, s[q], v), mn, s[q], v);
+            /* the activation's row of products, read at each lane's weight code */
+            const __m512i row = _mm512_loadu_si512((const void *)(tab + 32 * (int64_t)xt[po[q]]));
+            s[q] = _mm512_add_epi16(s[q], _mm512_permutexvar_epi16(idx, row));
         }
-        if (++cnt == period) {
-            cnt = 0;
+        if (en[3]) { /* widen: the next entry could overflow an int16 sum (offline) */
             for (int q = 0; q < Q; q++) {
                 a[2 * q] = _mm512_add_epi32(a[2 * q], _mm512_cvtepi16_epi32(_mm512_castsi512_si256(s[q])));
                 a[2 * q + 1] = _mm512_add_epi32(a[2 * q + 1], _mm512_cvtepi16_epi32(_mm512_extracti64x4_epi64(s[q], 1)));
-                s[q] = _mm512_setzero_si512();
+                s[q] = zero;
             }
         }
     }
@@ -920,28 +919,32 @@ static inline __attribute__((always_inline)) void FN(chan_block)(
         for (int64_t q = 0; q < np; q++) acc[l * pst + q] = out[q][l];
 }
 
-/* small maps, one image: 32 output channels across the int16 lanes; each input tap is
- * broadcast, shifted left by every lane's weight exponent (vpsllvw) and added or
- * subtracted by the sign masks (no multiply); int16 sums widen to int32 every f[60] taps,
- * the period proven offline (netplan._chan_taps).  Eight positions at a time (four for a
- * short tail), read from the padded image (prep_chan) at the positions' offsets f[61]. */
-static void FN(k_chan)(const int64_t *f, const Grp *g, const int64_t *plan, const int16_t *x,
+/* small maps, one image: 32 output channels across the int16 lanes; each input tap's
+ * activation code selects its row of the product table and one vpermw reads every lane's
+ * product at the lane's weight code (no multiply); int16 sums widen to int32 after the
+ * entries netplan._chan_taps marks (where the next one could overflow).  Eight positions
+ * at a time (four for a short tail), read from the padded codes image (prep_chan) at the
+ * positions' offsets f[61]. */
+static void FN(k_chan)(const int64_t *f, const Grp *g, const int64_t *plan, const uint8_t *x,
                        int32_t *acc) {
     const int32_t *boff = L_PTR(int32_t, 58), *ent = L_PTR(int32_t, 59);
     const int32_t *pos = L_PTR(int32_t, 61);
-    const int64_t O = L_O, P = L_OH * L_OW, pst = g->pst, period = f[60];
+    const int64_t O = L_O, P = L_OH * L_OW, pst = g->pst, A = L_A;
+    /* the table rows cache-line aligned (the plan's arrays are 8-byte aligned: a row read
+     * across two lines costs a split load in the innermost loop) */
+    int16_t tab[256 * 32] __attribute__((aligned(64)));
+    memcpy(tab, L_PTR(int16_t, 64), (size_t)(64 * A));
     for (int64_t bk = 0; bk * 32 < O; bk++) {
         const int64_t lanes = O - 32 * bk < 32 ? O - 32 * bk : 32;
         int32_t *ab = acc + 32 * bk * pst;
         for (int64_t p0 = 0; p0 < P;) {
             const int64_t np = P - p0 < 8 ? P - p0 : 8;
-            if (np > 4) {
-                FN(chan_block)(ent, boff[bk], boff[bk + 1], x, pos + p0, period, ab + p0, pst,
+            if (np > 4)
+                FN(chan_block)(ent, boff[bk], boff[bk + 1], x, tab, pos + p0, ab + p0, pst,
                                lanes, np, 8);
-            } else {
-                FN(chan_block)(ent, boff[bk], boff[bk + 1], x, pos + p0, period, ab + p0, pst,
+            else
+                FN(chan_block)(ent, boff[bk], boff[bk + 1], x, tab, pos + p0, ab + p0, pst,
                                lanes, np, 4);
-            }
             p0 += np;
         }
     }
@@ -981,7 +984,7 @@ static void FN(layer_acc)(const int64_t *f, const Grp *g, const int64_t *plan, i
     case K_SHIFTADD: FN(k_shift_add)(f, g, plan, o0, o1, (const int16_t *)x, acc); return;
     case K_SHIFTADD8: FN(k_shift_add8)(f, g, plan, o0, o1, (const int8_t *)x, acc); return;
 #if ISA_AVX512
-    case K_CHAN: FN(k_chan)(f, g, plan, (const int16_t *)x, acc); return;
+    case K_CHAN: FN(k_chan)(f, g, plan, x, acc); return;
 #endif
 #if ISA_AVX2
     case K_SHUF16: BLOCKED(FN(shuf16_block), L_PTR(uint8_t, 28), uint8_t, 32, 2); return;
@@ -1130,7 +1133,8 @@ static void FN(op_layer)(const int64_t *f, const int64_t *plan, uint8_t *arena, 
         const int64_t es =
             (kern == K_PERMW || kern == K_INT8 || kern == K_SHIFTADD || kern == K_CHAN) ? 2 : 1;
         int64_t pel = L_C * f[10] * L_SH * copy_stride(g.B, plane);
-        if (kern == K_CHAN && L_C * f[62] * f[63] > pel) pel = L_C * f[62] * f[63];
+        /* the small-map kernel's padded codes image (bytes) in the copies' room */
+        if (kern == K_CHAN && (L_C * f[62] * f[63] + 1) / 2 > pel) pel = (L_C * f[62] * f[63] + 1) / 2;
         const int64_t planes_b = AL64((pel + pst + 64) * 2);
         uint8_t *x = scr;
         int32_t *acc = (int32_t *)(scr + planes_b);
@@ -1154,7 +1158,7 @@ static void FN(op_layer)(const int64_t *f, const int64_t *plan, uint8_t *arena, 
                            L_WPH == 1 && f[10] == 1 && L_SH == 1 && L_PH == 0 && L_PW == 0;
 #if ISA_AVX512
         if (kern == K_CHAN)
-            FN(prep_chan)(f, plan, (const uint8_t *)BUF(ab, plan, f[0]), (int16_t *)x);
+            FN(prep_chan)(f, (const uint8_t *)BUF(ab, plan, f[0]), x);
         else
 #endif
         if (direct)
