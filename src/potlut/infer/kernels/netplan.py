@@ -368,7 +368,7 @@ def _layer_words(st: Layer, w: _Writer, ids: dict[str, int], bufs: list[Buf]) ->
     # (block starts, entries, 1, positions), chan_pad, the product table
     assert len(fields) == LAYER_WORDS, len(fields)
     taps = (pix.astype(np.int64), cp.astype(np.int64), None if sa is None else sa[1][2])
-    chan_elems = 0 if chan is None else -(-C * chan_pad(st)[0] * chan_pad(st)[1] // 2)
+    chan_elems = 0 if chan is None else C * chan_pad(st)[0] * chan_pad(st)[1]
     return fields, taps, plane, P, C * KW * SH, n_out, int(pix.size), chan_elems
 
 

@@ -870,48 +870,62 @@ static void FN(k_shift_add8)(const int64_t *f, const Grp *g, const int64_t *plan
 }
 
 #if ISA_AVX512
-/* the small-map kernel's input: one image's activation codes, zero-padded (code 0, as the
- * input copies of the table kernels) to [C][f[62]][f[63]] (input (iy, ix) at
- * [iy + PH][ix + PW]) */
-static void FN(prep_chan)(const int64_t *f, const uint8_t *src, uint8_t *xp) {
+/* the small-map kernel's input: one image's activation codes times 64 (the byte offset of
+ * their row of the product table), uint16, zero-padded (code 0, as the input copies of the
+ * table kernels) to [C][f[62]][f[63]] (input (iy, ix) at [iy + PH][ix + PW]) */
+static void FN(prep_chan)(const int64_t *f, const uint8_t *src, uint16_t *xp) {
     const int64_t C = L_C, H = L_H, W = L_W, Hp = f[62], Wp = f[63];
-    memset(xp, 0, (size_t)(C * Hp * Wp));
+    memset(xp, 0, (size_t)(2 * C * Hp * Wp));
+    if (W <= 32) { /* short rows: one masked load and store each */
+        const __mmask32 m = W == 32 ? ~0U : ((1U << W) - 1);
+        for (int64_t c = 0; c < C; c++)
+            for (int64_t iy = 0; iy < H; iy++)
+                _mm512_mask_storeu_epi16(xp + (c * Hp + iy + L_PH) * Wp + L_PW, m,
+                    _mm512_slli_epi16(_mm512_cvtepu8_epi16(
+                        _mm256_maskz_loadu_epi8(m, src + (c * H + iy) * W)), 6));
+        return;
+    }
     for (int64_t c = 0; c < C; c++)
         for (int64_t iy = 0; iy < H; iy++)
-            memcpy(xp + (c * Hp + iy + L_PH) * Wp + L_PW, src + (c * H + iy) * W, (size_t)W);
+            for (int64_t ix = 0; ix < W; ix++)
+                xp[(c * Hp + iy + L_PH) * Wp + L_PW + ix] =
+                    (uint16_t)(src[(c * H + iy) * W + ix] << 6);
 }
 
 /* Q positions of one block of 32 output channels (see k_chan) */
 static inline __attribute__((always_inline)) void FN(chan_block)(
-    const int32_t *ent, int32_t t0, int32_t t1, const uint8_t *x, const int16_t *tab,
+    const int32_t *ent, int32_t t0, int32_t t1, const uint16_t *x, const int16_t *tab,
     const int32_t *pos, int32_t *acc, int64_t pst, int64_t lanes, int64_t np, const int Q) {
     __m512i s[8], a[16];
     const __m512i zero = _mm512_setzero_si512();
     int64_t po[8];
     for (int q = 0; q < Q; q++) po[q] = pos[q];
-    for (int q = 0; q < Q; q++) s[q] = zero;
     for (int q = 0; q < 2 * Q; q++) a[q] = zero;
-    for (int32_t t = t0; t < t1; t++) {
-        const int32_t *en = ent + 20 * t;
-        const __m512i idx = _mm512_loadu_si512((const void *)(en + 4));
-        const uint8_t *xt = x + en[0];
-        for (int q = 0; q < Q; q++) {
-            /* the activation's row of products, read at each lane's weight code */
-            const __m512i row = _mm512_loadu_si512((const void *)(tab + 32 * (int64_t)xt[po[q]]));
-            s[q] = _mm512_add_epi16(s[q], _mm512_permutexvar_epi16(idx, row));
-        }
-        if (en[3]) { /* widen: the next entry could overflow an int16 sum (offline) */
+    for (int32_t t = t0; t < t1;) {
+        /* a run of entries whose int16 sums cannot overflow (it ends at a widen mark) */
+        for (int q = 0; q < Q; q++) s[q] = zero;
+        int32_t more;
+        do {
+            const int32_t *en = ent + 20 * t;
+            const __m512i idx = _mm512_loadu_si512((const void *)(en + 4));
+            const char *xt = (const char *)tab;
+            const uint16_t *xe = x + en[0];
             for (int q = 0; q < Q; q++) {
-                a[2 * q] = _mm512_add_epi32(a[2 * q], _mm512_cvtepi16_epi32(_mm512_castsi512_si256(s[q])));
-                a[2 * q + 1] = _mm512_add_epi32(a[2 * q + 1], _mm512_cvtepi16_epi32(_mm512_extracti64x4_epi64(s[q], 1)));
-                s[q] = zero;
+                /* the activation's row of products (x holds code * 64: the row's byte
+                 * offset), read at each lane's weight code */
+                const __m512i row = _mm512_load_si512((const void *)(xt + xe[po[q]]));
+                s[q] = _mm512_add_epi16(s[q], _mm512_permutexvar_epi16(idx, row));
             }
+            more = !en[3];
+            t++;
+        } while (more && t < t1);
+        for (int q = 0; q < Q; q++) {
+            a[2 * q] = _mm512_add_epi32(a[2 * q], _mm512_cvtepi16_epi32(_mm512_castsi512_si256(s[q])));
+            a[2 * q + 1] = _mm512_add_epi32(a[2 * q + 1], _mm512_cvtepi16_epi32(_mm512_extracti64x4_epi64(s[q], 1)));
         }
     }
     int32_t out[8][32];
     for (int q = 0; q < Q; q++) {
-        a[2 * q] = _mm512_add_epi32(a[2 * q], _mm512_cvtepi16_epi32(_mm512_castsi512_si256(s[q])));
-        a[2 * q + 1] = _mm512_add_epi32(a[2 * q + 1], _mm512_cvtepi16_epi32(_mm512_extracti64x4_epi64(s[q], 1)));
         _mm512_storeu_si512((void *)out[q], a[2 * q]);
         _mm512_storeu_si512((void *)(out[q] + 16), a[2 * q + 1]);
     }
@@ -925,7 +939,7 @@ static inline __attribute__((always_inline)) void FN(chan_block)(
  * entries netplan._chan_taps marks (where the next one could overflow).  Eight positions
  * at a time (four for a short tail), read from the padded codes image (prep_chan) at the
  * positions' offsets f[61]. */
-static void FN(k_chan)(const int64_t *f, const Grp *g, const int64_t *plan, const uint8_t *x,
+static void FN(k_chan)(const int64_t *f, const Grp *g, const int64_t *plan, const uint16_t *x,
                        int32_t *acc) {
     const int32_t *boff = L_PTR(int32_t, 58), *ent = L_PTR(int32_t, 59);
     const int32_t *pos = L_PTR(int32_t, 61);
@@ -984,7 +998,7 @@ static void FN(layer_acc)(const int64_t *f, const Grp *g, const int64_t *plan, i
     case K_SHIFTADD: FN(k_shift_add)(f, g, plan, o0, o1, (const int16_t *)x, acc); return;
     case K_SHIFTADD8: FN(k_shift_add8)(f, g, plan, o0, o1, (const int8_t *)x, acc); return;
 #if ISA_AVX512
-    case K_CHAN: FN(k_chan)(f, g, plan, x, acc); return;
+    case K_CHAN: FN(k_chan)(f, g, plan, (const uint16_t *)x, acc); return;
 #endif
 #if ISA_AVX2
     case K_SHUF16: BLOCKED(FN(shuf16_block), L_PTR(uint8_t, 28), uint8_t, 32, 2); return;
@@ -1133,8 +1147,8 @@ static void FN(op_layer)(const int64_t *f, const int64_t *plan, uint8_t *arena, 
         const int64_t es =
             (kern == K_PERMW || kern == K_INT8 || kern == K_SHIFTADD || kern == K_CHAN) ? 2 : 1;
         int64_t pel = L_C * f[10] * L_SH * copy_stride(g.B, plane);
-        /* the small-map kernel's padded codes image (bytes) in the copies' room */
-        if (kern == K_CHAN && (L_C * f[62] * f[63] + 1) / 2 > pel) pel = (L_C * f[62] * f[63] + 1) / 2;
+        /* the small-map kernel's padded codes image (uint16) in the copies' room */
+        if (kern == K_CHAN && L_C * f[62] * f[63] > pel) pel = L_C * f[62] * f[63];
         const int64_t planes_b = AL64((pel + pst + 64) * 2);
         uint8_t *x = scr;
         int32_t *acc = (int32_t *)(scr + planes_b);
@@ -1158,7 +1172,7 @@ static void FN(op_layer)(const int64_t *f, const int64_t *plan, uint8_t *arena, 
                            L_WPH == 1 && f[10] == 1 && L_SH == 1 && L_PH == 0 && L_PW == 0;
 #if ISA_AVX512
         if (kern == K_CHAN)
-            FN(prep_chan)(f, (const uint8_t *)BUF(ab, plan, f[0]), x);
+            FN(prep_chan)(f, (const uint8_t *)BUF(ab, plan, f[0]), (uint16_t *)x);
         else
 #endif
         if (direct)
