@@ -71,7 +71,50 @@ static void FN(op_inputq)(const int64_t *f, const int64_t *plan, const float *x,
     /* guess from the mean spacing of the thresholds, then step to the exact count */
     const double m0 = nm ? mids[0] : 0.0;
     const double inv = nm > 1 && mids[nm - 1] > m0 ? (double)(nm - 1) / (mids[nm - 1] - m0) : 0.0;
-    for (int64_t i = 0; i < n; i++) {
+    int64_t i = 0;
+#if ISA_AVX512
+    /* eight values at a time: the same guess, then masked steps (gathers of mids) down and
+     * up until every lane holds the exact count */
+    if (nm > 0) {
+        const __m512d vm0 = _mm512_set1_pd(m0), vinv = _mm512_set1_pd(inv);
+        const __m512d one = _mm512_set1_pd(1.0), vnm = _mm512_set1_pd((double)nm);
+        const __m512i inm = _mm512_set1_epi64(nm), i1 = _mm512_set1_epi64(1);
+        for (; i + 8 <= n; i += 8) {
+            const __m512d v = _mm512_cvtps_pd(_mm256_loadu_ps(x + i));
+            const __m512d mag = sgn ? _mm512_abs_pd(v) : _mm512_max_pd(v, _mm512_setzero_pd());
+            __m512d g = _mm512_add_pd(_mm512_mul_pd(_mm512_sub_pd(mag, vm0), vinv), one);
+            g = _mm512_min_pd(_mm512_max_pd(g, _mm512_setzero_pd()), vnm);
+            __m512i lo = _mm512_cvttpd_epi64(g);
+            for (;;) { /* while lo > 0 and mids[lo - 1] > mag: lo-- */
+                __mmask8 k = _mm512_cmpgt_epi64_mask(lo, _mm512_setzero_si512());
+                const __m512i lm1 = _mm512_sub_epi64(lo, i1);
+                const __m512d mv = _mm512_mask_i64gather_pd(mag, k, lm1, mids, 8);
+                k = _mm512_mask_cmp_pd_mask(k, mv, mag, _CMP_GT_OQ);
+                if (!k) break;
+                lo = _mm512_mask_mov_epi64(lo, k, lm1);
+            }
+            for (;;) { /* while lo < nm and mids[lo] <= mag: lo++ */
+                __mmask8 k = _mm512_cmplt_epi64_mask(lo, inm);
+                const __m512d mv = _mm512_mask_i64gather_pd(mag, k, lo, mids, 8);
+                k = _mm512_mask_cmp_pd_mask(k, mv, mag, _CMP_LE_OQ);
+                if (!k) break;
+                lo = _mm512_mask_add_epi64(lo, k, lo, i1);
+            }
+            const __mmask8 neg = sgn ? _mm512_mask_cmp_pd_mask(
+                _mm512_cmpgt_epi64_mask(lo, _mm512_setzero_si512()), v, _mm512_setzero_pd(),
+                _CMP_LT_OQ) : 0;
+            if (fmt == 0) {
+                const __m512i c = _mm512_mask_or_epi64(lo, neg, lo,
+                                                       _mm512_set1_epi64(1LL << kbits));
+                _mm512_mask_cvtepi64_storeu_epi8((uint8_t *)dst + i, 0xFF, c);
+            } else {
+                const __m512i c = _mm512_mask_sub_epi64(lo, neg, _mm512_setzero_si512(), lo);
+                _mm512_mask_cvtepi64_storeu_epi16((int16_t *)dst + i, 0xFF, c);
+            }
+        }
+    }
+#endif
+    for (; i < n; i++) {
         const double v = x[i];
         const double mag = sgn ? (v < 0 ? -v : v) : (v > 0 ? v : 0);
         double g = (mag - m0) * inv + 1.0;
@@ -1208,6 +1251,16 @@ static void FN(op_pool)(const int64_t *f, const int64_t *plan, uint8_t *arena) {
     if (!mx && ph == 0 && pw == 0 && dh == 1 && dw == 1 && (OH - 1) * sh + kh <= H &&
         (OW - 1) * sw + kw <= W && dv > 0 && (dv & (dv - 1)) == 0) {
         const int sh2 = __builtin_ctzll((unsigned long long)dv);
+        if (OH == 1 && OW == 1 && kh == H && kw == W) { /* global: one contiguous run each */
+            const int64_t n = H * W;
+            for (int64_t c = 0; c < C; c++) {
+                const int32_t *sp = s + c * n;
+                int64_t acc = 0;
+                for (int64_t i = 0; i < n; i++) acc += sp[i];
+                d[c] = (int32_t)(acc >> sh2);
+            }
+            return;
+        }
         for (int64_t c = 0; c < C; c++)
             for (int64_t oy = 0; oy < OH; oy++)
                 for (int64_t ox = 0; ox < OW; ox++) {
