@@ -209,3 +209,23 @@ def test_neon_under_qemu_equals_reference(neon_harness, tmp_path, kernels, name,
                    timeout=600)
     got = np.fromfile(tmp_path / "y.bin", np.int32).reshape(len(x), -1)
     np.testing.assert_array_equal(got, ref[prog.outputs[0]].reshape(len(x), -1))
+
+
+@pytest.mark.parametrize("isa", ["avx512", "avx2", "scalar"])
+def test_input_codes_at_thresholds(isa) -> None:
+    """Pixels exactly on the input quantizer's midpoints (either sign, and just beside them)
+    get the reference's codes on every instruction set (AVX-512: eight at a time)."""
+    require(isa)
+    prog, _, _ = case("small_cnn", (1, 8, 8), 4)
+    mids = np.asarray(prog.steps[0].act.mids, np.float64)
+    vals = np.concatenate([mids, -mids, np.nextafter(mids.astype(np.float32), 0),
+                           np.nextafter(mids.astype(np.float32), 9), [0.0, -0.0, 1e9, -1e9]])
+    vals = vals.astype(np.float32)
+    n = -(-vals.size // 64)
+    x = np.resize(vals, n * 64).reshape(n, 1, 8, 8)
+    ref = run_reference(prog, x, keep=True)
+    net = NativeNet(prog, isa, threads=1)
+    for i in range(n):
+        env = net.run(x[i:i + 1], keep=True)
+        k = prog.steps[0].dst
+        np.testing.assert_array_equal(env[k], np.asarray(ref[k])[i:i + 1])
