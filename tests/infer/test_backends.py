@@ -213,11 +213,21 @@ def test_neon_under_qemu_equals_reference(neon_harness, tmp_path, kernels, name,
 
 @pytest.mark.parametrize("isa", ["avx512", "avx2", "scalar"])
 def test_input_codes_at_thresholds(isa) -> None:
-    """Pixels exactly on the input quantizer's midpoints (either sign, and just beside them)
-    get the reference's codes on every instruction set (AVX-512: eight at a time)."""
+    """Pixels exactly on the input quantizer's midpoints (either sign, and just beside them;
+    uneven midpoints) get the reference's codes on every instruction set (AVX-512: eight at
+    a time)."""
+    import copy
+    import dataclasses
+
     require(isa)
-    prog, _, _ = case("small_cnn", (1, 8, 8), 4)
-    mids = np.asarray(prog.steps[0].act.mids, np.float64)
+    prog = copy.deepcopy(case("small_cnn", (1, 8, 8), 4)[0])
+    # uneven midpoints (same count), so that the first guess misses and the steps run
+    m = np.asarray(prog.steps[0].act.mids, np.float64)
+    mids = m[0] + (m - m[0]) ** 2 / (m[-1] - m[0]) + np.arange(m.size) * 1e-3
+    mids = mids.astype(np.float32).astype(np.float64)  # float32 pixels can equal them
+    assert np.all(np.diff(mids) > 0)
+    prog.steps[0] = dataclasses.replace(
+        prog.steps[0], act=dataclasses.replace(prog.steps[0].act, mids=mids))
     vals = np.concatenate([mids, -mids, np.nextafter(mids.astype(np.float32), 0),
                            np.nextafter(mids.astype(np.float32), 9), [0.0, -0.0, 1e9, -1e9]])
     vals = vals.astype(np.float32)
