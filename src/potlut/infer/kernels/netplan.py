@@ -241,15 +241,16 @@ def chan_pad(st: Layer) -> tuple[int, int]:
 
 def _chan_taps(st: Layer, lp, sa) -> tuple[np.ndarray, ...] | None:
     """Output-channel-vector form of a P-LUT layer, for maps too small to fill vectors
-    along the pixels (one image, a few positions): per block of 32 output channels, every
-    input tap with a non-zero weight in the block as ``[offset, 0, 0, widen, 32 int16
-    weight codes]`` (int32 words; 31 in lanes without a weight). The kernel reads the
+    along the pixels (one image, a few positions): per block of ``32 H`` output channels
+    (``H`` = 2 halves where there are more than 32, else 1), every input tap with a
+    non-zero weight in the block as ``[offset, 0, 0, widen, 32 H int16 weight codes]``
+    (int32 words; 31 in lanes without a weight). The kernel reads the
     zero-padded codes image (:func:`chan_pad`): tap (c, ky, kx) of output position p at
     offset + pos[p]; the activation code there selects a row of ``tab`` ([A][32] int16:
-    the P-LUT's products by weight code, 0 at 31) and one vpermw reads the 32 lanes'
-    products from it (a table read, no multiply). int16 sums widen to int32 after the
+    the P-LUT's products by weight code, 0 at 31) and one vpermw per half reads its 32
+    lanes' products from it (a table read, no multiply). int16 sums widen to int32 after the
     entries marked ``widen``: where the next entry's largest products could overflow some
-    lane's int16 sum. Returns the block starts, the entries, 1 (the form applies), pos
+    lane's int16 sum. Returns the block starts, the entries, H (> 0: the form applies), pos
     (padded to a multiple of 8 with zeros) and tab; None where it does not apply (taken
     where the shift-add form applies: power-of-two weights, exact products).
     """
@@ -276,9 +277,11 @@ def _chan_taps(st: Layer, lp, sa) -> tuple[np.ndarray, ...] | None:
     oy, ox = np.divmod(np.arange(OH * OW), OW)
     pos = np.zeros(-(-(OH * OW) // 8) * 8, np.int32)
     pos[:OH * OW] = oy * SH * Wp + ox * SW
+    H = 2 if n_out > CHAN_LANES else 1  # 32-lane halves per block (and per entry)
+    lanes_b, words = CHAN_LANES * H, 4 + 16 * H
     starts, rows_out = [0], []
-    for b0 in range(0, n_out, CHAN_LANES):
-        nzb, wqb = nzm[b0:b0 + CHAN_LANES], wq[b0:b0 + CHAN_LANES]
+    for b0 in range(0, n_out, lanes_b):
+        nzb, wqb = nzm[b0:b0 + lanes_b], wq[b0:b0 + lanes_b]
         run = np.zeros(nzb.shape[0], np.int64)  # worst |int16 sum| of each lane since a widening
         for k in range(K):
             nz = nzb[:, k]
@@ -289,15 +292,15 @@ def _chan_taps(st: Layer, lp, sa) -> tuple[np.ndarray, ...] | None:
                 rows_out[-1][3] = 1
                 run[:] = 0
             run += bound
-            row = np.zeros(20, np.int64)
+            row = np.zeros(words, np.int64)
             row[0] = off[k]
-            idx = np.full(CHAN_LANES, 31, np.int64)
+            idx = np.full(lanes_b, 31, np.int64)
             idx[:nz.size] = np.where(nz, wqb[:, k], 31)
-            row[4:] = idx.reshape(16, 2) @ np.array([1, 1 << 16])
+            row[4:] = idx.reshape(-1, 2) @ np.array([1, 1 << 16])
             rows_out.append(row)
         starts.append(len(rows_out))
-    ent = np.array(rows_out, np.int64).reshape(-1, 20).astype(np.uint32).view(np.int32)
-    return np.array(starts, np.int32), ent, 1, pos, tab
+    ent = np.array(rows_out, np.int64).reshape(-1, words).astype(np.uint32).view(np.int32)
+    return np.array(starts, np.int32), ent, H, pos, tab
 
 
 def _layer_words(st: Layer, w: _Writer, ids: dict[str, int], bufs: list[Buf]) -> tuple:

@@ -935,74 +935,89 @@ static void FN(prep_chan)(const int64_t *f, const uint8_t *src, uint16_t *xp) {
                     (uint16_t)(src[(c * H + iy) * W + ix] << 6);
 }
 
-/* Q positions of one block of 32 output channels (see k_chan) */
+/* Q positions of one block of 32 H output channels (see k_chan) */
 static inline __attribute__((always_inline)) void FN(chan_block)(
     const int32_t *ent, int32_t t0, int32_t t1, const uint16_t *x, const int16_t *tab,
-    const int32_t *pos, int32_t *acc, int64_t pst, int64_t lanes, int64_t np, const int Q) {
+    const int32_t *pos, int32_t *acc, int64_t pst, int64_t lanes, int64_t np, const int Q,
+    const int H) {
     __m512i s[8], a[16];
     const __m512i zero = _mm512_setzero_si512();
+    const int64_t es = 4 + 16 * H; /* entry words */
     int64_t po[8];
     for (int q = 0; q < Q; q++) po[q] = pos[q];
-    for (int q = 0; q < 2 * Q; q++) a[q] = zero;
+    for (int q = 0; q < 2 * Q * H; q++) a[q] = zero;
     for (int32_t t = t0; t < t1;) {
         /* a run of entries whose int16 sums cannot overflow (it ends at a widen mark) */
-        for (int q = 0; q < Q; q++) s[q] = zero;
+        for (int q = 0; q < Q * H; q++) s[q] = zero;
         int32_t more;
         do {
-            const int32_t *en = ent + 20 * t;
-            const __m512i idx = _mm512_loadu_si512((const void *)(en + 4));
+            const int32_t *en = ent + es * t;
+            __m512i idx[2];
+            for (int h = 0; h < H; h++)
+                idx[h] = _mm512_loadu_si512((const void *)(en + 4 + 16 * h));
             const char *xt = (const char *)tab;
             const uint16_t *xe = x + en[0];
             for (int q = 0; q < Q; q++) {
                 /* the activation's row of products (x holds code * 64: the row's byte
                  * offset), read at each lane's weight code */
                 const __m512i row = _mm512_load_si512((const void *)(xt + xe[po[q]]));
-                s[q] = _mm512_add_epi16(s[q], _mm512_permutexvar_epi16(idx, row));
+                for (int h = 0; h < H; h++)
+                    s[H * q + h] = _mm512_add_epi16(s[H * q + h],
+                                                    _mm512_permutexvar_epi16(idx[h], row));
             }
             more = !en[3];
             t++;
         } while (more && t < t1);
-        for (int q = 0; q < Q; q++) {
+        for (int q = 0; q < Q * H; q++) {
             a[2 * q] = _mm512_add_epi32(a[2 * q], _mm512_cvtepi16_epi32(_mm512_castsi512_si256(s[q])));
             a[2 * q + 1] = _mm512_add_epi32(a[2 * q + 1], _mm512_cvtepi16_epi32(_mm512_extracti64x4_epi64(s[q], 1)));
         }
     }
-    int32_t out[8][32];
-    for (int q = 0; q < Q; q++) {
-        _mm512_storeu_si512((void *)out[q], a[2 * q]);
-        _mm512_storeu_si512((void *)(out[q] + 16), a[2 * q + 1]);
-    }
+    int32_t out[8][64];
+    for (int q = 0; q < Q; q++)
+        for (int h = 0; h < H; h++) {
+            _mm512_storeu_si512((void *)(out[q] + 32 * h), a[2 * (H * q + h)]);
+            _mm512_storeu_si512((void *)(out[q] + 32 * h + 16), a[2 * (H * q + h) + 1]);
+        }
     for (int64_t l = 0; l < lanes; l++)
         for (int64_t q = 0; q < np; q++) acc[l * pst + q] = out[q][l];
 }
 
-/* small maps, one image: 32 output channels across the int16 lanes; each input tap's
- * activation code selects its row of the product table and one vpermw reads every lane's
+/* small maps, one image: 32 output channels across the int16 lanes of a vector (two
+ * vectors per tap where there are more than 32: f[60] halves); each input tap's activation
+ * code selects its row of the product table and one vpermw per half reads every lane's
  * product at the lane's weight code (no multiply); int16 sums widen to int32 after the
  * entries netplan._chan_taps marks (where the next one could overflow).  Eight positions
- * at a time (four for a short tail), read from the padded codes image (prep_chan) at the
- * positions' offsets f[61]. */
+ * at a time (four for a short tail or with two halves), read from the padded codes image
+ * (prep_chan) at the positions' offsets f[61]. */
 static void FN(k_chan)(const int64_t *f, const Grp *g, const int64_t *plan, const uint16_t *x,
                        int32_t *acc) {
     const int32_t *boff = L_PTR(int32_t, 58), *ent = L_PTR(int32_t, 59);
     const int32_t *pos = L_PTR(int32_t, 61);
-    const int64_t O = L_O, P = L_OH * L_OW, pst = g->pst, A = L_A;
+    const int64_t O = L_O, P = L_OH * L_OW, pst = g->pst, A = L_A, H = f[60], BW = 32 * H;
     /* the table rows cache-line aligned (the plan's arrays are 8-byte aligned: a row read
      * across two lines costs a split load in the innermost loop) */
     int16_t tab[256 * 32] __attribute__((aligned(64)));
     memcpy(tab, L_PTR(int16_t, 64), (size_t)(64 * A));
-    for (int64_t bk = 0; bk * 32 < O; bk++) {
-        const int64_t lanes = O - 32 * bk < 32 ? O - 32 * bk : 32;
-        int32_t *ab = acc + 32 * bk * pst;
+    for (int64_t bk = 0; bk * BW < O; bk++) {
+        const int64_t lanes = O - BW * bk < BW ? O - BW * bk : BW;
+        int32_t *ab = acc + BW * bk * pst;
         for (int64_t p0 = 0; p0 < P;) {
             const int64_t np = P - p0 < 8 ? P - p0 : 8;
-            if (np > 4)
+            const int64_t n4 = np < 4 ? np : 4;
+            if (H == 2) {
                 FN(chan_block)(ent, boff[bk], boff[bk + 1], x, tab, pos + p0, ab + p0, pst,
-                               lanes, np, 8);
-            else
+                               lanes, n4, 4, 2);
+                p0 += n4;
+            } else if (np > 4) {
                 FN(chan_block)(ent, boff[bk], boff[bk + 1], x, tab, pos + p0, ab + p0, pst,
-                               lanes, np, 4);
-            p0 += np;
+                               lanes, np, 8, 1);
+                p0 += np;
+            } else {
+                FN(chan_block)(ent, boff[bk], boff[bk + 1], x, tab, pos + p0, ab + p0, pst,
+                               lanes, np, 4, 1);
+                p0 += np;
+            }
         }
     }
 }
