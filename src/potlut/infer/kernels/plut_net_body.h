@@ -250,8 +250,26 @@ __attribute__((noinline)) static void FN(prep)(const int64_t *f, const Grp *g, c
         for (int64_t b = 0; b < NB; b++) {
             const uint8_t *sb = (const uint8_t *)src + b * g->istride;
             const int64_t q0 = (c * nq + kx * SH + ph) * cs + b * plane;
-            if (b == NB - 1) /* the gap up to the next copy */
+            if (b == NB - 1 && cs > NB * plane) /* the gap up to the next copy */
                 memset(planes + es * (q0 + plane), 0, (size_t)(es * (cs - NB * plane)));
+#if ISA_AVX512
+            /* short rows of plain copies: each row (zeros, the input run, zeros) is one
+             * masked load (lanes outside the run neither read nor kept) and one store */
+            if (SW == 1 && !lut && (in16 || es == 1) && es * OW <= 64) {
+                const __mmask64 mrow = es * OW == 64 ? ~0ULL : ((1ULL << (es * OW)) - 1);
+                const __mmask64 mrun = n <= 0 ? 0 : es * n >= 64 ? ~0ULL
+                                       : (((1ULL << (es * n)) - 1) << (es * lo));
+                for (int64_t r = 0; r < R; r++) {
+                    const int64_t iy = r * SH + ph - PH;
+                    uint8_t *row = planes + es * (q0 + r * OW);
+                    __m512i v = _mm512_setzero_si512();
+                    if (iy >= 0 && iy < H && n > 0)
+                        v = _mm512_maskz_loadu_epi8(mrun, sb + es * ((c * H + iy) * W + d));
+                    _mm512_mask_storeu_epi8(row, mrow, v);
+                }
+                continue;
+            }
+#endif
             for (int64_t r = 0; r < R; r++) {
                 const int64_t iy = r * SH + ph - PH;
                 uint8_t *row = planes + es * (q0 + r * OW);
