@@ -39,7 +39,17 @@ static void FN(codes_of)(const int32_t *y, int64_t n, void *out, int64_t fmt, co
             v = (low & VB(-I32MAX)) | (~low & v);
             const VI32 neg = sgn ? v < VB(0) : VB(0);
             const VI32 mag = (neg & -v) | (~neg & v & ~(v < VB(0)));
+#if ISA_AVX512
+            {
+                const __m512i mg = (__m512i)mag, m1 = _mm512_set1_epi32(-1);
+                __m512i cc = _mm512_setzero_si512();
+                for (int64_t j = 0; j < nt; j++)
+                    cc = _mm512_mask_sub_epi32(cc, _mm512_cmpge_epi32_mask(mg, _mm512_set1_epi32(t32[j])), cc, m1);
+                c = (VI32)cc;
+            }
+#else
             for (int64_t j = 0; j < nt; j++) c -= VB(t32[j]) <= mag;
+#endif
             if (fmt == 0) {
                 const VU8 code = __builtin_convertvector(c | (neg & (c > VB(0)) & VB(sb)),
                                                             VU8);
@@ -1141,7 +1151,17 @@ __attribute__((noinline)) static void FN(layer_out)(const int64_t *f, const Grp 
                     VI32 v, k0 = {0}, k1 = {0}, code;
                     memcpy(&v, a + p, sizeof v);
                     if (fl) v = (VI32)(-(VU32)v);
+#if ISA_AVX512
+                    /* compare against a broadcast threshold into a mask, count by a masked
+                     * subtract of -1 (two instructions per threshold) */
+                    const __m512i vv = (__m512i)v, m1 = _mm512_set1_epi32(-1);
+                    __m512i c0 = _mm512_setzero_si512();
+                    for (int64_t j = 0; j < n; j++)
+                        c0 = _mm512_mask_sub_epi32(c0, _mm512_cmpgt_epi32_mask(vv, _mm512_set1_epi32(u[j])), c0, m1);
+                    k0 = (VI32)c0;
+#else
                     for (int64_t j = 0; j < n; j++) k0 -= v > VB(u[j]);
+#endif
                     if (w) {
                         for (int64_t j = 0; j < n; j++) k1 -= v <= VB(w[j]);
                         code = fmt == 0 ? ((k0 + k1) | ((k1 > VB(0)) & VB(sb))) : k0 - k1;
