@@ -103,11 +103,13 @@ def test_native_equals_reference(isa, kernels, name, in_shape, bits) -> None:
 
 
 @pytest.mark.parametrize("bits", BITS)
-def test_one_image_small_maps_equal_reference(bits) -> None:
-    """Calls on one image: AVX-512 runs the small maps (digits' 4x4 and 2x2 layers) with
-    output channels across the lanes (shift-add-oc), and still equals the reference."""
+@pytest.mark.parametrize("in_shape", [(1, 8, 8), (1, 6, 6), (1, 4, 4)])
+def test_one_image_small_maps_equal_reference(bits, in_shape) -> None:
+    """Calls on one image: AVX-512 runs the small maps (digits' 4x4 and 2x2 layers; 3x3,
+    2x2 and 1x1 on smaller inputs: position counts that are not whole blocks) with output
+    channels across the lanes (shift-add-oc), and still equals the reference."""
     require("avx512")
-    prog, x, ref = case("small_cnn", (1, 8, 8), bits)
+    prog, x, ref = case("small_cnn", in_shape, bits)
     net = NativeNet(prog, "avx512", threads=1)
     for i in range(len(x)):
         env = net.run(x[i:i + 1], keep=True)
@@ -207,3 +209,33 @@ def test_neon_under_qemu_equals_reference(neon_harness, tmp_path, kernels, name,
                    timeout=600)
     got = np.fromfile(tmp_path / "y.bin", np.int32).reshape(len(x), -1)
     np.testing.assert_array_equal(got, ref[prog.outputs[0]].reshape(len(x), -1))
+
+
+@pytest.mark.parametrize("isa", ["avx512", "avx2", "scalar"])
+def test_input_codes_at_thresholds(isa) -> None:
+    """Pixels exactly on the input quantizer's midpoints (either sign, and just beside them;
+    uneven midpoints) get the reference's codes on every instruction set (AVX-512: eight at
+    a time)."""
+    import copy
+    import dataclasses
+
+    require(isa)
+    prog = copy.deepcopy(case("small_cnn", (1, 8, 8), 4)[0])
+    # uneven midpoints (same count), so that the first guess misses and the steps run
+    m = np.asarray(prog.steps[0].act.mids, np.float64)
+    mids = m[0] + (m - m[0]) ** 2 / (m[-1] - m[0]) + np.arange(m.size) * 1e-3
+    mids = mids.astype(np.float32).astype(np.float64)  # float32 pixels can equal them
+    assert np.all(np.diff(mids) > 0)
+    prog.steps[0] = dataclasses.replace(
+        prog.steps[0], act=dataclasses.replace(prog.steps[0].act, mids=mids))
+    vals = np.concatenate([mids, -mids, np.nextafter(mids.astype(np.float32), 0),
+                           np.nextafter(mids.astype(np.float32), 9), [0.0, -0.0, 1e9, -1e9]])
+    vals = vals.astype(np.float32)
+    n = -(-vals.size // 64)
+    x = np.resize(vals, n * 64).reshape(n, 1, 8, 8)
+    ref = run_reference(prog, x, keep=True)
+    net = NativeNet(prog, isa, threads=1)
+    for i in range(n):
+        env = net.run(x[i:i + 1], keep=True)
+        k = prog.steps[0].dst
+        np.testing.assert_array_equal(env[k], np.asarray(ref[k])[i:i + 1])

@@ -39,7 +39,7 @@ _ITEM = {DT_U8: 1, DT_I16: 2, DT_I32: 4}
 _NP = {DT_U8: np.uint8, DT_I16: np.int16, DT_I32: np.int32}
 BLOCK = 256  # largest pixel block a kernel computes at once (accumulator rows are padded to it)
 INT8_MAX, INT16_MAX = 127, 32767
-LAYER_WORDS = 61
+LAYER_WORDS = 65
 CHAN_LANES = 32  # output channels per vector of the small-map kernel (int16 lanes)
 GROUP_MAX = 32  # images run through a layer together when its feature map is small
 GROUP_PIXELS = 512  # ... until they fill about this many accumulator positions
@@ -229,50 +229,78 @@ def _shift_add(st: Layer, lp, pix: np.ndarray, code: np.ndarray
                   np.array(order, np.int32), avals)
 
 
-def _chan_taps(st: Layer, lp, sa, per_k: tuple[np.ndarray, np.ndarray], plane: int
-               ) -> tuple[np.ndarray, np.ndarray, int] | None:
-    """Output-channel-vector form of a shift-add layer, for maps too small to fill vectors
-    along the pixels (one image, a few positions): per block of 32 output channels, every
-    input tap with a non-zero weight in the block as ``[offset, add mask, subtract mask,
-    0, 32 int16 exponents]`` (int32 words). A tap adds ``a << e`` to each lane's int16 sum,
-    which widens to int32 every ``period`` taps (``period * max|a| * max|w| <= 32767``).
-    Returns the block starts, the entries and the period; None where it does not apply.
+def chan_pad(st: Layer) -> tuple[int, int]:
+    """Rows and columns of the zero-padded input image the small-map kernel reads: every
+    input (iy, ix) at [iy + PH][ix + PW], zeros around, as far as any tap reaches."""
+    _, H, W = st.in_shape
+    OH, OW = (st.out_shape[1], st.out_shape[2]) if len(st.out_shape) == 3 else (1, 1)
+    (KH, KW), (SH, SW), (PH, PW), (DH, DW) = st.kernel, st.stride, st.padding, st.dilation
+    return (max(PH + H, (OH - 1) * SH + (KH - 1) * DH + 1),
+            max(PW + W, (OW - 1) * SW + (KW - 1) * DW + 1))
+
+
+def _chan_taps(st: Layer, lp, sa) -> tuple[np.ndarray, ...] | None:
+    """Output-channel-vector form of a P-LUT layer, for maps too small to fill vectors
+    along the pixels (one image, a few positions): per block of ``32 H`` output channels
+    (``H`` = 2 halves where there are more than 32, else 1), every input tap with a
+    non-zero weight in the block as ``[offset, 0, 0, widen, 32 H int16 weight codes]``
+    (int32 words; 31 in lanes without a weight). The kernel reads the
+    zero-padded codes image (:func:`chan_pad`): tap (c, ky, kx) of output position p at
+    offset + pos[p]; the activation code there selects a row of ``tab`` ([A][32] int16:
+    the P-LUT's products by weight code, 0 at 31) and one vpermw per half reads its 32
+    lanes' products from it (a table read, no multiply). int16 sums widen to int32 after the
+    entries marked ``widen``: where the next entry's largest products could overflow some
+    lane's int16 sum. Returns the block starts, the entries, H (> 0: the form applies), pos
+    (padded to a multiple of 8 with zeros) and tab; None where it does not apply (taken
+    where the shift-add form applies: power-of-two weights, exact products).
     """
     if sa is None or st.groups != 1:
         return None
-    wv = st.w_values.astype(np.int64)
-    amax = int(np.abs(sa[1][3].astype(np.int64)).max(initial=0))
-    wmax = int(wv.max(initial=0))
-    if amax == 0 or wmax == 0 or amax * wmax > INT16_MAX:
+    rows = lp.rows.astype(np.int64)  # [S, A]: product of weight code s and activation code a
+    S, A = rows.shape
+    if S > 31 or A > 256 or np.abs(rows).max(initial=0) > INT16_MAX:
         return None
-    kw = _code_bits(int(st.w_values.size))
-    wq = lp.wq.astype(np.int64)  # [O, K] codes
+    tab = np.zeros((A, 32), np.int16)
+    tab[:, :S] = rows.T
+    bnd = np.abs(rows).max(axis=1)  # largest |product| of each weight code
+    wq = lp.wq.astype(np.int64)  # [O, K] signed weight codes (row indices)
     n_out, K = wq.shape
-    mag, neg = wq & ((1 << kw) - 1), (wq >> kw) & 1
-    val = wv[mag]
-    e = np.round(np.log2(np.maximum(val, 1))).astype(np.int64)
-    cp, within = per_k
-    off = cp * plane + within  # one image's input copies (plane: their stride)
-    starts, rows = [0], []
-    for b0 in range(0, n_out, CHAN_LANES):
-        v = val[b0:b0 + CHAN_LANES]
+    nzm = np.zeros((n_out, K), bool)
+    for o in range(n_out):
+        nzm[o, lp.nz_k[lp.nz_off[o]:lp.nz_off[o + 1]]] = True
+    KH, KW = st.kernel
+    (SH, SW), (DH, DW) = st.stride, st.dilation
+    Hp, Wp = chan_pad(st)
+    OH, OW = (st.out_shape[1], st.out_shape[2]) if len(st.out_shape) == 3 else (1, 1)
+    kk = np.arange(K)
+    off = (kk // (KH * KW)) * Hp * Wp + ((kk // KW) % KH) * DH * Wp + (kk % KW) * DW
+    oy, ox = np.divmod(np.arange(OH * OW), OW)
+    pos = np.zeros(-(-(OH * OW) // 8) * 8, np.int32)
+    pos[:OH * OW] = oy * SH * Wp + ox * SW
+    H = 2 if n_out > CHAN_LANES else 1  # 32-lane halves per block (and per entry)
+    lanes_b, words = CHAN_LANES * H, 4 + 16 * H
+    starts, rows_out = [0], []
+    for b0 in range(0, n_out, lanes_b):
+        nzb, wqb = nzm[b0:b0 + lanes_b], wq[b0:b0 + lanes_b]
+        run = np.zeros(nzb.shape[0], np.int64)  # worst |int16 sum| of each lane since a widening
         for k in range(K):
-            nz = v[:, k] != 0
+            nz = nzb[:, k]
             if not nz.any():
                 continue
-            lanes = np.flatnonzero(nz)
-            ng = neg[b0:b0 + CHAN_LANES, k][lanes]
-            row = np.zeros(20, np.int64)
+            bound = np.where(nz, bnd[wqb[:, k]], 0)
+            if np.any(run + bound > INT16_MAX):  # widen after the previous entry
+                rows_out[-1][3] = 1
+                run[:] = 0
+            run += bound
+            row = np.zeros(words, np.int64)
             row[0] = off[k]
-            row[1] = int(sum(1 << int(q) for q in lanes[ng == 0]))
-            row[2] = int(sum(1 << int(q) for q in lanes[ng == 1]))
-            ex = np.zeros(CHAN_LANES, np.int16)
-            ex[lanes] = e[b0:b0 + CHAN_LANES, k][lanes]
-            row[4:] = ex.view(np.uint16).reshape(16, 2).astype(np.int64) @ np.array([1, 1 << 16])
-            rows.append(row)
-        starts.append(len(rows))
-    ent = np.array(rows, np.int64).reshape(-1, 20).astype(np.uint32).view(np.int32)
-    return np.array(starts, np.int32), ent, INT16_MAX // (amax * wmax)
+            idx = np.full(lanes_b, 31, np.int64)
+            idx[:nz.size] = np.where(nz, wqb[:, k], 31)
+            row[4:] = idx.reshape(-1, 2) @ np.array([1, 1 << 16])
+            rows_out.append(row)
+        starts.append(len(rows_out))
+    ent = np.array(rows_out, np.int64).reshape(-1, words).astype(np.uint32).view(np.int32)
+    return np.array(starts, np.int32), ent, H, pos, tab
 
 
 def _layer_words(st: Layer, w: _Writer, ids: dict[str, int], bufs: list[Buf]) -> tuple:
@@ -319,11 +347,12 @@ def _layer_words(st: Layer, w: _Writer, ids: dict[str, int], bufs: list[Buf]) ->
         sa_fields = [0, -1, -1, -1, -1]
     else:
         sa_fields = [sa[0], *(w.add(a) for a in sa[1])]
-    kk = np.arange(K)
-    kc, ki, kj = kk // (KH * KW), (kk // KW) % KH, kk % KW
-    chan = _chan_taps(st, lp, sa, (kc * KW * SH + kj * SH + (ki * DH) % SH,
-                                   ((ki * DH) // SH) * Wph), copy_stride(1, plane))
-    chan_fields = [-1, -1, 0] if chan is None else [w.add(chan[0]), w.add(chan[1]), chan[2]]
+    chan = _chan_taps(st, lp, sa)
+    if chan is None:
+        chan_fields = [-1, -1, 0, -1, 0, 0, -1]
+    else:
+        chan_fields = [w.add(chan[0]), w.add(chan[1]), chan[2], w.add(chan[3]), *chan_pad(st),
+                       w.add(chan[4])]
     n_thr = int(lp.thr.size)
     wn = w.add(lp.wn.astype(np.int32)) if lp.wn is not None else -1
     fields = [
@@ -338,10 +367,12 @@ def _layer_words(st: Layer, w: _Writer, ids: dict[str, int], bufs: list[Buf]) ->
         w.add(lp.up.astype(np.int32)) if lp.acc_thr else -1, wn if lp.acc_thr else -1,
         Hph, Wph, P, K, *sa_fields, 0, w.add(cp.astype(np.int32)), -1, -1, -1, -1,
         *chan_fields,
-    ]  # 52: images per sub-batch, 54-57: tap offsets (set by build_plan), 58-60: _chan_taps
+    ]  # 52: images per sub-batch, 54-57: tap offsets (set by build_plan), 58-64: _chan_taps
+    # (block starts, entries, 1, positions), chan_pad, the product table
     assert len(fields) == LAYER_WORDS, len(fields)
     taps = (pix.astype(np.int64), cp.astype(np.int64), None if sa is None else sa[1][2])
-    return fields, taps, plane, P, C * KW * SH, n_out, int(pix.size)
+    chan_elems = 0 if chan is None else C * chan_pad(st)[0] * chan_pad(st)[1]
+    return fields, taps, plane, P, C * KW * SH, n_out, int(pix.size), chan_elems
 
 
 def _tap_offsets(w: _Writer, within: np.ndarray, cp: np.ndarray, order: np.ndarray | None,
@@ -362,11 +393,13 @@ def copy_stride(nb: int, plane: int) -> int:
     return n if n < 32 else -(-n // 64) * 64
 
 
-def _layer_scratch(nb: int, plane: int, P: int, planes: int, n_out: int, T: int) -> int:
-    """Scratch bytes of a layer run on ``nb`` images at once (plut_net.c op_layer)."""
+def _layer_scratch(nb: int, plane: int, P: int, planes: int, n_out: int, T: int,
+                   chan_elems: int = 0) -> int:
+    """Scratch bytes of a layer run on ``nb`` images at once (plut_net.c op_layer); the
+    input copies' room also holds one padded image (``chan_elems``) for the small-map kernel."""
     pst = -(-((nb - 1) * plane + P) // BLOCK) * BLOCK
-    return (_al((planes * copy_stride(nb, plane) + pst + 64) * 2) + _al(n_out * pst * 4)
-            + 2 * pst * 4 + 2 * T * 4)
+    el = max(planes * copy_stride(nb, plane), chan_elems)
+    return _al((el + pst + 64) * 2) + _al(n_out * pst * 4) + 2 * pst * 4 + 2 * T * 4
 
 
 def _al(n: int) -> int:
@@ -503,7 +536,7 @@ def build_plan(prog: Program) -> NetPlan:
 _ARRAYS = {
     OP_INPUTQ: {2}, OP_QUANT: {3}, OP_AFFINE: {4, 5, 6},
     OP_LAYER: {22, 23, 24, 25, 26, 27, 28, 29, 30, 31, 32, 35, 40, 41, 42, 48, 49, 50, 51, 53,
-               54, 55, 56, 57, 58, 59},
+               54, 55, 56, 57, 58, 59, 61, 64},
 }
 
 

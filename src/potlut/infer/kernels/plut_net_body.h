@@ -14,13 +14,14 @@ static inline int64_t FN(count_le)(const int64_t *thr, int64_t n, int64_t mag) {
 }
 
 /* codes of n fixed values y: #{thresholds <= |y|} (sign as the format wants).  Up to 32
- * thresholds: counted by VL-lane compares in int32 (a threshold above 2^31 - 1 is never
+ * thresholds (256 with 16 lanes): counted by VL-lane compares in int32 (a threshold above 2^31 - 1 is never
  * reached, one below 0 always; |y| <= 2^31 - 1); more: a binary search per value */
 static void FN(codes_of)(const int32_t *y, int64_t n, void *out, int64_t fmt, const int64_t *thr,
                          int64_t n_thr, int64_t kbits, int64_t sgn) {
     const uint8_t sb = (uint8_t)(1u << kbits);
-    if (n_thr <= 32) {
-        int32_t t32[32];
+    /* wide vectors count up to 256 thresholds faster than a branchy search per value */
+    if (n_thr <= 32 || (VL >= 16 && n_thr <= 256)) {
+        int32_t t32[256];
         int64_t nt = 0;
         for (int64_t j = 0; j < n_thr; j++)
             if (thr[j] <= I32MAX) t32[nt++] = (int32_t)(thr[j] > 0 ? thr[j] : 0);
@@ -38,7 +39,17 @@ static void FN(codes_of)(const int32_t *y, int64_t n, void *out, int64_t fmt, co
             v = (low & VB(-I32MAX)) | (~low & v);
             const VI32 neg = sgn ? v < VB(0) : VB(0);
             const VI32 mag = (neg & -v) | (~neg & v & ~(v < VB(0)));
+#if ISA_AVX512
+            {
+                const __m512i mg = (__m512i)mag, m1 = _mm512_set1_epi32(-1);
+                __m512i cc = _mm512_setzero_si512();
+                for (int64_t j = 0; j < nt; j++)
+                    cc = _mm512_mask_sub_epi32(cc, _mm512_cmpge_epi32_mask(mg, _mm512_set1_epi32(t32[j])), cc, m1);
+                c = (VI32)cc;
+            }
+#else
             for (int64_t j = 0; j < nt; j++) c -= VB(t32[j]) <= mag;
+#endif
             if (fmt == 0) {
                 const VU8 code = __builtin_convertvector(c | (neg & (c > VB(0)) & VB(sb)),
                                                             VU8);
@@ -70,7 +81,50 @@ static void FN(op_inputq)(const int64_t *f, const int64_t *plan, const float *x,
     /* guess from the mean spacing of the thresholds, then step to the exact count */
     const double m0 = nm ? mids[0] : 0.0;
     const double inv = nm > 1 && mids[nm - 1] > m0 ? (double)(nm - 1) / (mids[nm - 1] - m0) : 0.0;
-    for (int64_t i = 0; i < n; i++) {
+    int64_t i = 0;
+#if ISA_AVX512
+    /* eight values at a time: the same guess, then masked steps (gathers of mids) down and
+     * up until every lane holds the exact count */
+    if (nm > 0) {
+        const __m512d vm0 = _mm512_set1_pd(m0), vinv = _mm512_set1_pd(inv);
+        const __m512d one = _mm512_set1_pd(1.0), vnm = _mm512_set1_pd((double)nm);
+        const __m512i inm = _mm512_set1_epi64(nm), i1 = _mm512_set1_epi64(1);
+        for (; i + 8 <= n; i += 8) {
+            const __m512d v = _mm512_cvtps_pd(_mm256_loadu_ps(x + i));
+            const __m512d mag = sgn ? _mm512_abs_pd(v) : _mm512_max_pd(v, _mm512_setzero_pd());
+            __m512d g = _mm512_add_pd(_mm512_mul_pd(_mm512_sub_pd(mag, vm0), vinv), one);
+            g = _mm512_min_pd(_mm512_max_pd(g, _mm512_setzero_pd()), vnm);
+            __m512i lo = _mm512_cvttpd_epi64(g);
+            for (;;) { /* while lo > 0 and mids[lo - 1] > mag: lo-- */
+                __mmask8 k = _mm512_cmpgt_epi64_mask(lo, _mm512_setzero_si512());
+                const __m512i lm1 = _mm512_sub_epi64(lo, i1);
+                const __m512d mv = _mm512_mask_i64gather_pd(mag, k, lm1, mids, 8);
+                k = _mm512_mask_cmp_pd_mask(k, mv, mag, _CMP_GT_OQ);
+                if (!k) break;
+                lo = _mm512_mask_mov_epi64(lo, k, lm1);
+            }
+            for (;;) { /* while lo < nm and mids[lo] <= mag: lo++ */
+                __mmask8 k = _mm512_cmplt_epi64_mask(lo, inm);
+                const __m512d mv = _mm512_mask_i64gather_pd(mag, k, lo, mids, 8);
+                k = _mm512_mask_cmp_pd_mask(k, mv, mag, _CMP_LE_OQ);
+                if (!k) break;
+                lo = _mm512_mask_add_epi64(lo, k, lo, i1);
+            }
+            const __mmask8 neg = sgn ? _mm512_mask_cmp_pd_mask(
+                _mm512_cmpgt_epi64_mask(lo, _mm512_setzero_si512()), v, _mm512_setzero_pd(),
+                _CMP_LT_OQ) : 0;
+            if (fmt == 0) {
+                const __m512i c = _mm512_mask_or_epi64(lo, neg, lo,
+                                                       _mm512_set1_epi64(1LL << kbits));
+                _mm512_mask_cvtepi64_storeu_epi8((uint8_t *)dst + i, 0xFF, c);
+            } else {
+                const __m512i c = _mm512_mask_sub_epi64(lo, neg, _mm512_setzero_si512(), lo);
+                _mm512_mask_cvtepi64_storeu_epi16((int16_t *)dst + i, 0xFF, c);
+            }
+        }
+    }
+#endif
+    for (; i < n; i++) {
         const double v = x[i];
         const double mag = sgn ? (v < 0 ? -v : v) : (v > 0 ? v : 0);
         double g = (mag - m0) * inv + 1.0;
@@ -206,8 +260,26 @@ __attribute__((noinline)) static void FN(prep)(const int64_t *f, const Grp *g, c
         for (int64_t b = 0; b < NB; b++) {
             const uint8_t *sb = (const uint8_t *)src + b * g->istride;
             const int64_t q0 = (c * nq + kx * SH + ph) * cs + b * plane;
-            if (b == NB - 1) /* the gap up to the next copy */
+            if (b == NB - 1 && cs > NB * plane) /* the gap up to the next copy */
                 memset(planes + es * (q0 + plane), 0, (size_t)(es * (cs - NB * plane)));
+#if ISA_AVX512
+            /* short rows of plain copies: each row (zeros, the input run, zeros) is one
+             * masked load (lanes outside the run neither read nor kept) and one store */
+            if (SW == 1 && !lut && (in16 || es == 1) && es * OW <= 64) {
+                const __mmask64 mrow = es * OW == 64 ? ~0ULL : ((1ULL << (es * OW)) - 1);
+                const __mmask64 mrun = n <= 0 ? 0 : es * n >= 64 ? ~0ULL
+                                       : (((1ULL << (es * n)) - 1) << (es * lo));
+                for (int64_t r = 0; r < R; r++) {
+                    const int64_t iy = r * SH + ph - PH;
+                    uint8_t *row = planes + es * (q0 + r * OW);
+                    __m512i v = _mm512_setzero_si512();
+                    if (iy >= 0 && iy < H && n > 0)
+                        v = _mm512_maskz_loadu_epi8(mrun, sb + es * ((c * H + iy) * W + d));
+                    _mm512_mask_storeu_epi8(row, mrow, v);
+                }
+                continue;
+            }
+#endif
             for (int64_t r = 0; r < R; r++) {
                 const int64_t iy = r * SH + ph - PH;
                 uint8_t *row = planes + es * (q0 + r * OW);
@@ -270,6 +342,46 @@ static void FN(k_int8)(const int64_t *f, const Grp *g, const int64_t *plan, int6
     const int32_t *nz_off = L_PTR(int32_t, 22), *pix = g->pix;
     const int32_t *code = L_PTR(int32_t, 24);
     const int64_t P = L_P, pst = PST(f);
+    if (P == 1) { /* linear layers: dot products in registers (four partial sums) */
+        for (int64_t o = o0; o < o1; o++) {
+            int32_t s0 = 0, s1 = 0, s2 = 0, s3 = 0, t = nz_off[o];
+            const int32_t t1 = nz_off[o + 1];
+            for (; t + 4 <= t1; t += 4) {
+                s0 += code[t] * (int32_t)x[pix[t]];
+                s1 += code[t + 1] * (int32_t)x[pix[t + 1]];
+                s2 += code[t + 2] * (int32_t)x[pix[t + 2]];
+                s3 += code[t + 3] * (int32_t)x[pix[t + 3]];
+            }
+            for (; t < t1; t++) s0 += code[t] * (int32_t)x[pix[t]];
+            /* int32 wrap-around as the loop below (sums of products fit: offline bounds) */
+            acc[o * pst] = (int32_t)((uint32_t)s0 + (uint32_t)s1 + (uint32_t)s2 + (uint32_t)s3);
+        }
+        return;
+    }
+#if ISA_AVX512
+    /* 64 positions in four int32 registers across a channel's taps: each int16 input is
+     * sign-extended into the low half of an int32 lane and vpmaddwd multiplies it by the
+     * weight (high halves 0 x 0), exact int16 products; blocks may run past P (the planes
+     * have zero slack, the accumulator rows room up to pst) */
+    for (int64_t p0 = 0; p0 < P; p0 += 64)
+        for (int64_t o = o0; o < o1; o++) {
+            __m512i s0 = _mm512_setzero_si512(), s1 = s0, s2 = s0, s3 = s0;
+            for (int32_t t = nz_off[o]; t < nz_off[o + 1]; t++) {
+                const __m512i w = _mm512_set1_epi32(code[t] & 0xFFFF);
+                const int16_t *xp = x + pix[t] + p0;
+                s0 = _mm512_add_epi32(s0, _mm512_madd_epi16(_mm512_cvtepi16_epi32(_mm256_loadu_si256((const __m256i *)xp)), w));
+                s1 = _mm512_add_epi32(s1, _mm512_madd_epi16(_mm512_cvtepi16_epi32(_mm256_loadu_si256((const __m256i *)(xp + 16))), w));
+                s2 = _mm512_add_epi32(s2, _mm512_madd_epi16(_mm512_cvtepi16_epi32(_mm256_loadu_si256((const __m256i *)(xp + 32))), w));
+                s3 = _mm512_add_epi32(s3, _mm512_madd_epi16(_mm512_cvtepi16_epi32(_mm256_loadu_si256((const __m256i *)(xp + 48))), w));
+            }
+            int32_t *a = acc + o * pst + p0;
+            _mm512_storeu_si512((void *)a, s0);
+            _mm512_storeu_si512((void *)(a + 16), s1);
+            _mm512_storeu_si512((void *)(a + 32), s2);
+            _mm512_storeu_si512((void *)(a + 48), s3);
+        }
+    return;
+#endif
     for (int64_t o = o0; o < o1; o++) {
         int32_t *a = acc + o * pst;
         for (int64_t p = 0; p < P; p++) a[p] = 0;
@@ -829,50 +941,111 @@ static void FN(k_shift_add8)(const int64_t *f, const Grp *g, const int64_t *plan
 }
 
 #if ISA_AVX512
-/* small maps, one image: 32 output channels across the int16 lanes; each input tap is
- * broadcast, shifted left by every lane's weight exponent (vpsllvw) and added or
- * subtracted by the sign masks (no multiply); int16 sums widen to int32 every f[60] taps,
- * the period proven offline (netplan._chan_taps).  Four positions at a time. */
-static void FN(k_chan)(const int64_t *f, const Grp *g, const int64_t *plan, const int16_t *x,
+/* the small-map kernel's input: one image's activation codes times 64 (the byte offset of
+ * their row of the product table), uint16, zero-padded (code 0, as the input copies of the
+ * table kernels) to [C][f[62]][f[63]] (input (iy, ix) at [iy + PH][ix + PW]) */
+static void FN(prep_chan)(const int64_t *f, const uint8_t *src, uint16_t *xp) {
+    const int64_t C = L_C, H = L_H, W = L_W, Hp = f[62], Wp = f[63];
+    memset(xp, 0, (size_t)(2 * C * Hp * Wp));
+    if (W <= 32) { /* short rows: one masked load and store each */
+        const __mmask32 m = W == 32 ? ~0U : ((1U << W) - 1);
+        for (int64_t c = 0; c < C; c++)
+            for (int64_t iy = 0; iy < H; iy++)
+                _mm512_mask_storeu_epi16(xp + (c * Hp + iy + L_PH) * Wp + L_PW, m,
+                    _mm512_slli_epi16(_mm512_cvtepu8_epi16(
+                        _mm256_maskz_loadu_epi8(m, src + (c * H + iy) * W)), 6));
+        return;
+    }
+    for (int64_t c = 0; c < C; c++)
+        for (int64_t iy = 0; iy < H; iy++)
+            for (int64_t ix = 0; ix < W; ix++)
+                xp[(c * Hp + iy + L_PH) * Wp + L_PW + ix] =
+                    (uint16_t)(src[(c * H + iy) * W + ix] << 6);
+}
+
+/* Q positions of one block of 32 H output channels (see k_chan) */
+static inline __attribute__((always_inline)) void FN(chan_block)(
+    const int32_t *ent, int32_t t0, int32_t t1, const uint16_t *x, const int16_t *tab,
+    const int32_t *pos, int32_t *acc, int64_t pst, int64_t lanes, int64_t np, const int Q,
+    const int H) {
+    __m512i s[8], a[16];
+    const __m512i zero = _mm512_setzero_si512();
+    const int64_t es = 4 + 16 * H; /* entry words */
+    int64_t po[8];
+    for (int q = 0; q < Q; q++) po[q] = pos[q];
+    for (int q = 0; q < 2 * Q * H; q++) a[q] = zero;
+    for (int32_t t = t0; t < t1;) {
+        /* a run of entries whose int16 sums cannot overflow (it ends at a widen mark) */
+        for (int q = 0; q < Q * H; q++) s[q] = zero;
+        int32_t more;
+        do {
+            const int32_t *en = ent + es * t;
+            __m512i idx[2];
+            for (int h = 0; h < H; h++)
+                idx[h] = _mm512_loadu_si512((const void *)(en + 4 + 16 * h));
+            const char *xt = (const char *)tab;
+            const uint16_t *xe = x + en[0];
+            for (int q = 0; q < Q; q++) {
+                /* the activation's row of products (x holds code * 64: the row's byte
+                 * offset), read at each lane's weight code */
+                const __m512i row = _mm512_load_si512((const void *)(xt + xe[po[q]]));
+                for (int h = 0; h < H; h++)
+                    s[H * q + h] = _mm512_add_epi16(s[H * q + h],
+                                                    _mm512_permutexvar_epi16(idx[h], row));
+            }
+            more = !en[3];
+            t++;
+        } while (more && t < t1);
+        for (int q = 0; q < Q * H; q++) {
+            a[2 * q] = _mm512_add_epi32(a[2 * q], _mm512_cvtepi16_epi32(_mm512_castsi512_si256(s[q])));
+            a[2 * q + 1] = _mm512_add_epi32(a[2 * q + 1], _mm512_cvtepi16_epi32(_mm512_extracti64x4_epi64(s[q], 1)));
+        }
+    }
+    int32_t out[8][64];
+    for (int q = 0; q < Q; q++)
+        for (int h = 0; h < H; h++) {
+            _mm512_storeu_si512((void *)(out[q] + 32 * h), a[2 * (H * q + h)]);
+            _mm512_storeu_si512((void *)(out[q] + 32 * h + 16), a[2 * (H * q + h) + 1]);
+        }
+    for (int64_t l = 0; l < lanes; l++)
+        for (int64_t q = 0; q < np; q++) acc[l * pst + q] = out[q][l];
+}
+
+/* small maps, one image: 32 output channels across the int16 lanes of a vector (two
+ * vectors per tap where there are more than 32: f[60] halves); each input tap's activation
+ * code selects its row of the product table and one vpermw per half reads every lane's
+ * product at the lane's weight code (no multiply); int16 sums widen to int32 after the
+ * entries netplan._chan_taps marks (where the next one could overflow).  Eight positions
+ * at a time (four for a short tail or with two halves), read from the padded codes image
+ * (prep_chan) at the positions' offsets f[61]. */
+static void FN(k_chan)(const int64_t *f, const Grp *g, const int64_t *plan, const uint16_t *x,
                        int32_t *acc) {
     const int32_t *boff = L_PTR(int32_t, 58), *ent = L_PTR(int32_t, 59);
-    const int64_t O = L_O, P = g->P, pst = g->pst, period = f[60];
-    for (int64_t bk = 0; bk * 32 < O; bk++) {
-        const int64_t lanes = O - 32 * bk < 32 ? O - 32 * bk : 32;
-        for (int64_t p0 = 0; p0 < P; p0 += 4) {
-            __m512i s[4], a[8];
-            for (int q = 0; q < 4; q++) s[q] = _mm512_setzero_si512();
-            for (int q = 0; q < 8; q++) a[q] = _mm512_setzero_si512();
-            int64_t cnt = 0;
-            for (int32_t t = boff[bk]; t < boff[bk + 1]; t++) {
-                const int32_t *en = ent + 20 * t;
-                const __m512i ex = _mm512_loadu_si512((const void *)(en + 4));
-                const __mmask32 mp = (__mmask32)(uint32_t)en[1], mn = (__mmask32)(uint32_t)en[2];
-                const int16_t *xp = x + en[0] + p0;
-                for (int q = 0; q < 4; q++) {
-                    const __m512i v = _mm512_sllv_epi16(_mm512_set1_epi16(xp[q]), ex);
-                    s[q] = _mm512_mask_sub_epi16(_mm512_mask_add_epi16(s[q], mp, s[q], v), mn,
-                                                 s[q], v);
-                }
-                if (++cnt == period) {
-                    cnt = 0;
-                    for (int q = 0; q < 4; q++) {
-                        a[2 * q] = _mm512_add_epi32(a[2 * q], _mm512_cvtepi16_epi32(_mm512_castsi512_si256(s[q])));
-                        a[2 * q + 1] = _mm512_add_epi32(a[2 * q + 1], _mm512_cvtepi16_epi32(_mm512_extracti64x4_epi64(s[q], 1)));
-                        s[q] = _mm512_setzero_si512();
-                    }
-                }
+    const int32_t *pos = L_PTR(int32_t, 61);
+    const int64_t O = L_O, P = L_OH * L_OW, pst = g->pst, A = L_A, H = f[60], BW = 32 * H;
+    /* the table rows cache-line aligned (the plan's arrays are 8-byte aligned: a row read
+     * across two lines costs a split load in the innermost loop) */
+    int16_t tab[256 * 32] __attribute__((aligned(64)));
+    memcpy(tab, L_PTR(int16_t, 64), (size_t)(64 * A));
+    for (int64_t bk = 0; bk * BW < O; bk++) {
+        const int64_t lanes = O - BW * bk < BW ? O - BW * bk : BW;
+        int32_t *ab = acc + BW * bk * pst;
+        for (int64_t p0 = 0; p0 < P;) {
+            const int64_t np = P - p0 < 8 ? P - p0 : 8;
+            const int64_t n4 = np < 4 ? np : 4;
+            if (H == 2) {
+                FN(chan_block)(ent, boff[bk], boff[bk + 1], x, tab, pos + p0, ab + p0, pst,
+                               lanes, n4, 4, 2);
+                p0 += n4;
+            } else if (np > 4) {
+                FN(chan_block)(ent, boff[bk], boff[bk + 1], x, tab, pos + p0, ab + p0, pst,
+                               lanes, np, 8, 1);
+                p0 += np;
+            } else {
+                FN(chan_block)(ent, boff[bk], boff[bk + 1], x, tab, pos + p0, ab + p0, pst,
+                               lanes, np, 4, 1);
+                p0 += np;
             }
-            int32_t out[4][32];
-            for (int q = 0; q < 4; q++) {
-                a[2 * q] = _mm512_add_epi32(a[2 * q], _mm512_cvtepi16_epi32(_mm512_castsi512_si256(s[q])));
-                a[2 * q + 1] = _mm512_add_epi32(a[2 * q + 1], _mm512_cvtepi16_epi32(_mm512_extracti64x4_epi64(s[q], 1)));
-                _mm512_storeu_si512((void *)out[q], a[2 * q]);
-                _mm512_storeu_si512((void *)(out[q] + 16), a[2 * q + 1]);
-            }
-            const int64_t np = P - p0 < 4 ? P - p0 : 4;
-            for (int64_t l = 0; l < lanes; l++)
-                for (int64_t q = 0; q < np; q++) acc[(32 * bk + l) * pst + p0 + q] = out[q][l];
         }
     }
 }
@@ -911,7 +1084,7 @@ static void FN(layer_acc)(const int64_t *f, const Grp *g, const int64_t *plan, i
     case K_SHIFTADD: FN(k_shift_add)(f, g, plan, o0, o1, (const int16_t *)x, acc); return;
     case K_SHIFTADD8: FN(k_shift_add8)(f, g, plan, o0, o1, (const int8_t *)x, acc); return;
 #if ISA_AVX512
-    case K_CHAN: FN(k_chan)(f, g, plan, (const int16_t *)x, acc); return;
+    case K_CHAN: FN(k_chan)(f, g, plan, (const uint16_t *)x, acc); return;
 #endif
 #if ISA_AVX2
     case K_SHUF16: BLOCKED(FN(shuf16_block), L_PTR(uint8_t, 28), uint8_t, 32, 2); return;
@@ -962,36 +1135,46 @@ __attribute__((noinline)) static void FN(layer_out)(const int64_t *f, const Grp 
     if (f[39]) { /* thresholds on the accumulator (program.AccThresholds) */
         const int32_t *flip = L_PTR(int32_t, 40), *up = L_PTR(int32_t, 41);
         const int32_t *wn = f[42] >= 0 ? L_PTR(int32_t, 42) : NULL;
-        int32_t *c0 = tmp;
         const int32_t sb = 1 << kbits;
+        (void)tmp;
+        /* rows of an image's accumulator are whole output rows (Wph == OW: the map is
+         * contiguous), so each image's codes are VL-wide runs stored straight to the output
+         * (loads may run past OH * OW within the padded accumulator; those codes are not
+         * stored) */
         for (int64_t o = o0; o < o1; o++) {
-            /* every accumulator position's code, VL at a time (P rounds up within pst) */
-            const int32_t *a = acc + o * pst, *u = up + o * n, *w = wn ? wn + o * n : NULL;
+            const int32_t *u = up + o * n, *w = wn ? wn + o * n : NULL;
             const int fl = flip[o] != 0;
-            for (int64_t p = 0; p < P; p += VL) {
-                VI32 v, k0 = {0}, k1 = {0}, code;
-                memcpy(&v, a + p, sizeof v);
-                if (fl) v = (VI32)(-(VU32)v);
-                for (int64_t j = 0; j < n; j++) k0 -= v > VB(u[j]);
-                if (w) {
-                    for (int64_t j = 0; j < n; j++) k1 -= v <= VB(w[j]);
-                    code = fmt == 0 ? ((k0 + k1) | ((k1 > VB(0)) & VB(sb))) : k0 - k1;
-                } else {
-                    code = k0;
-                }
-                memcpy(c0 + p, &code, sizeof code);
-            }
             for (int64_t b = 0; b < g->B; b++) {
                 uint8_t *outc = (uint8_t *)BUF(arena + b * g->istride, plan, f[1]);
-                for (int64_t oy = 0; oy < OH; oy++) {
-                    const int32_t *r0 = c0 + b * pimg + oy * Wph;
-                    const int64_t base = o * OHW + oy * OW;
-                    if (fmt == 0) {
-                        uint8_t *d = outc + base;
-                        for (int64_t p = 0; p < OW; p++) d[p] = (uint8_t)r0[p];
+                const int32_t *a = acc + o * pst + b * pimg;
+                for (int64_t p = 0; p < OHW; p += VL) {
+                    VI32 v, k0 = {0}, k1 = {0}, code;
+                    memcpy(&v, a + p, sizeof v);
+                    if (fl) v = (VI32)(-(VU32)v);
+#if ISA_AVX512
+                    /* compare against a broadcast threshold into a mask, count by a masked
+                     * subtract of -1 (two instructions per threshold) */
+                    const __m512i vv = (__m512i)v, m1 = _mm512_set1_epi32(-1);
+                    __m512i c0 = _mm512_setzero_si512();
+                    for (int64_t j = 0; j < n; j++)
+                        c0 = _mm512_mask_sub_epi32(c0, _mm512_cmpgt_epi32_mask(vv, _mm512_set1_epi32(u[j])), c0, m1);
+                    k0 = (VI32)c0;
+#else
+                    for (int64_t j = 0; j < n; j++) k0 -= v > VB(u[j]);
+#endif
+                    if (w) {
+                        for (int64_t j = 0; j < n; j++) k1 -= v <= VB(w[j]);
+                        code = fmt == 0 ? ((k0 + k1) | ((k1 > VB(0)) & VB(sb))) : k0 - k1;
                     } else {
-                        int16_t *d = (int16_t *)outc + base;
-                        for (int64_t p = 0; p < OW; p++) d[p] = (int16_t)r0[p];
+                        code = k0;
+                    }
+                    const int64_t m = OHW - p < VL ? OHW - p : VL;
+                    if (fmt == 0) {
+                        const VU8 c8 = __builtin_convertvector(code, VU8);
+                        memcpy(outc + o * OHW + p, &c8, (size_t)m);
+                    } else {
+                        const VI16 c16 = __builtin_convertvector(code, VI16);
+                        memcpy((int16_t *)outc + o * OHW + p, &c16, (size_t)(2 * m));
                     }
                 }
             }
@@ -1059,7 +1242,10 @@ static void FN(op_layer)(const int64_t *f, const int64_t *plan, uint8_t *arena, 
                                                                                     : kern0;
         const int64_t es =
             (kern == K_PERMW || kern == K_INT8 || kern == K_SHIFTADD || kern == K_CHAN) ? 2 : 1;
-        const int64_t planes_b = AL64((L_C * f[10] * L_SH * copy_stride(g.B, plane) + pst + 64) * 2);
+        int64_t pel = L_C * f[10] * L_SH * copy_stride(g.B, plane);
+        /* the small-map kernel's padded codes image (uint16) in the copies' room */
+        if (kern == K_CHAN && L_C * f[62] * f[63] > pel) pel = L_C * f[62] * f[63];
+        const int64_t planes_b = AL64((pel + pst + 64) * 2);
         uint8_t *x = scr;
         int32_t *acc = (int32_t *)(scr + planes_b);
         int32_t *tmp = acc + AL64(L_O * pst * 4) / 4;
@@ -1077,7 +1263,18 @@ static void FN(op_layer)(const int64_t *f, const int64_t *plan, uint8_t *arena, 
             g.spix = spix;
         }
         uint8_t *ab = arena + b0 * istride;
-        FN(prep)(f, &g, BUF(ab, plan, f[0]), x, es, sa ? L_PTR(int16_t, 51) : NULL);
+        /* a 1x1 int8 layer on one image's 1x1 map (linear): the copies would be the input */
+        const int direct = kern == K_INT8 && g.B == 1 && L_H == 1 && L_W == 1 && L_HPH == 1 &&
+                           L_WPH == 1 && f[10] == 1 && L_SH == 1 && L_PH == 0 && L_PW == 0;
+#if ISA_AVX512
+        if (kern == K_CHAN)
+            FN(prep_chan)(f, (const uint8_t *)BUF(ab, plan, f[0]), (uint16_t *)x);
+        else
+#endif
+        if (direct)
+            x = (uint8_t *)BUF(ab, plan, f[0]);
+        else
+            FN(prep)(f, &g, BUF(ab, plan, f[0]), x, es, sa ? L_PTR(int16_t, 51) : NULL);
         FN(layer_acc)(f, &g, plan, kern, 0, L_O, x, acc);
         FN(layer_out)(f, &g, plan, ab, 0, L_O, acc, tmp);
     }
@@ -1102,6 +1299,32 @@ static void FN(op_pool)(const int64_t *f, const int64_t *plan, uint8_t *arena) {
     const int64_t C = f[2], H = f[3], W = f[4], mx = f[5], kh = f[6], kw = f[7], sh = f[8];
     const int64_t sw = f[9], ph = f[10], pw = f[11], dh = f[12], dw = f[13], OH = f[14];
     const int64_t OW = f[15], dv = f[16];
+    /* non-overlapping windows inside the map (global pooling of small maps): no bounds
+     * tests; a power-of-two divisor is an arithmetic shift (floor division, exactly) */
+    if (!mx && ph == 0 && pw == 0 && dh == 1 && dw == 1 && (OH - 1) * sh + kh <= H &&
+        (OW - 1) * sw + kw <= W && dv > 0 && (dv & (dv - 1)) == 0) {
+        const int sh2 = __builtin_ctzll((unsigned long long)dv);
+        if (OH == 1 && OW == 1 && kh == H && kw == W) { /* global: one contiguous run each */
+            const int64_t n = H * W;
+            for (int64_t c = 0; c < C; c++) {
+                const int32_t *sp = s + c * n;
+                int64_t acc = 0;
+                for (int64_t i = 0; i < n; i++) acc += sp[i];
+                d[c] = (int32_t)(acc >> sh2);
+            }
+            return;
+        }
+        for (int64_t c = 0; c < C; c++)
+            for (int64_t oy = 0; oy < OH; oy++)
+                for (int64_t ox = 0; ox < OW; ox++) {
+                    const int32_t *sp = s + (c * H + oy * sh) * W + ox * sw;
+                    int64_t acc = 0;
+                    for (int64_t i = 0; i < kh; i++)
+                        for (int64_t j = 0; j < kw; j++) acc += sp[i * W + j];
+                    d[(c * OH + oy) * OW + ox] = (int32_t)(acc >> sh2);
+                }
+        return;
+    }
     for (int64_t c = 0; c < C; c++)
         for (int64_t oy = 0; oy < OH; oy++)
             for (int64_t ox = 0; ox < OW; ox++) {
