@@ -13,6 +13,30 @@ static inline int64_t FN(count_le)(const int64_t *thr, int64_t n, int64_t mag) {
     return lo;
 }
 
+/* per lane, how many of the n thresholds t lie below v (strict: t < v) or at most v (t <= v);
+ * under AVX-512 a compare into a mask and a masked subtract of -1 per threshold (GCC makes
+ * three instructions of the generic vector form) */
+static inline VI32 FN(count_thr)(VI32 v, const int32_t *t, int64_t n, int strict) {
+#if ISA_AVX512
+    const __m512i vv = (__m512i)v, m1 = _mm512_set1_epi32(-1);
+    __m512i c = _mm512_setzero_si512();
+    if (strict)
+        for (int64_t j = 0; j < n; j++)
+            c = _mm512_mask_sub_epi32(c, _mm512_cmpgt_epi32_mask(vv, _mm512_set1_epi32(t[j])), c, m1);
+    else
+        for (int64_t j = 0; j < n; j++)
+            c = _mm512_mask_sub_epi32(c, _mm512_cmpge_epi32_mask(vv, _mm512_set1_epi32(t[j])), c, m1);
+    return (VI32)c;
+#else
+    VI32 c = {0};
+    if (strict)
+        for (int64_t j = 0; j < n; j++) c -= v > VB(t[j]);
+    else
+        for (int64_t j = 0; j < n; j++) c -= VB(t[j]) <= v;
+    return c;
+#endif
+}
+
 /* codes of n fixed values y: #{thresholds <= |y|} (sign as the format wants).  Up to 32
  * thresholds (256 with 16 lanes): counted by VL-lane compares in int32 (a threshold above 2^31 - 1 is never
  * reached, one below 0 always; |y| <= 2^31 - 1); more: a binary search per value */
@@ -39,17 +63,7 @@ static void FN(codes_of)(const int32_t *y, int64_t n, void *out, int64_t fmt, co
             v = (low & VB(-I32MAX)) | (~low & v);
             const VI32 neg = sgn ? v < VB(0) : VB(0);
             const VI32 mag = (neg & -v) | (~neg & v & ~(v < VB(0)));
-#if ISA_AVX512
-            {
-                const __m512i mg = (__m512i)mag, m1 = _mm512_set1_epi32(-1);
-                __m512i cc = _mm512_setzero_si512();
-                for (int64_t j = 0; j < nt; j++)
-                    cc = _mm512_mask_sub_epi32(cc, _mm512_cmpge_epi32_mask(mg, _mm512_set1_epi32(t32[j])), cc, m1);
-                c = (VI32)cc;
-            }
-#else
-            for (int64_t j = 0; j < nt; j++) c -= VB(t32[j]) <= mag;
-#endif
+            c = FN(count_thr)(mag, t32, nt, 0);
             if (fmt == 0) {
                 const VU8 code = __builtin_convertvector(c | (neg & (c > VB(0)) & VB(sb)),
                                                             VU8);
@@ -1151,17 +1165,7 @@ __attribute__((noinline)) static void FN(layer_out)(const int64_t *f, const Grp 
                     VI32 v, k0 = {0}, k1 = {0}, code;
                     memcpy(&v, a + p, sizeof v);
                     if (fl) v = (VI32)(-(VU32)v);
-#if ISA_AVX512
-                    /* compare against a broadcast threshold into a mask, count by a masked
-                     * subtract of -1 (two instructions per threshold) */
-                    const __m512i vv = (__m512i)v, m1 = _mm512_set1_epi32(-1);
-                    __m512i c0 = _mm512_setzero_si512();
-                    for (int64_t j = 0; j < n; j++)
-                        c0 = _mm512_mask_sub_epi32(c0, _mm512_cmpgt_epi32_mask(vv, _mm512_set1_epi32(u[j])), c0, m1);
-                    k0 = (VI32)c0;
-#else
-                    for (int64_t j = 0; j < n; j++) k0 -= v > VB(u[j]);
-#endif
+                    k0 = FN(count_thr)(v, u, n, 1);
                     if (w) {
                         for (int64_t j = 0; j < n; j++) k1 -= v <= VB(w[j]);
                         code = fmt == 0 ? ((k0 + k1) | ((k1 > VB(0)) & VB(sb))) : k0 - k1;
