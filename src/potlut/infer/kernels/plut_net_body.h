@@ -262,6 +262,11 @@ __attribute__((noinline)) static void FN(prep)(const int64_t *f, const Grp *g, c
     const int in16 = L_MODE == 1;
     LutTab tb;
     if (lut) FN(lut_tab)(&tb, lut, L_A, es);
+#if ISA_AVX512
+    uint8_t si[64] __attribute__((aligned(64)));
+    for (int i = 0; i < 64; i++) si[i] = (uint8_t)((2 * i) & 63);
+    const __m512i sidx2 = _mm512_load_si512((const void *)si);
+#endif
     /* zeros only where no input lands: padding rows and columns, gaps, the slack */
     memset(planes + es * C * nq * cs, 0, (size_t)((total - C * nq * cs) * es));
     for (int64_t c = 0; c < C; c++)
@@ -270,6 +275,19 @@ __attribute__((noinline)) static void FN(prep)(const int64_t *f, const Grp *g, c
         const int64_t lo = d >= 0 ? 0 : (-d + SW - 1) / SW;
         const int64_t hi0 = W - 1 - d < 0 ? 0 : (W - 1 - d) / SW + 1;
         const int64_t hi = hi0 < OW ? hi0 : OW, n = hi - lo;
+#if ISA_AVX512
+        /* shift-add rows (stride 1 or 2) of at most 64 bytes: one masked load of the codes
+         * (lanes outside the run neither read nor kept), for stride 2 one byte permute
+         * picking every other code, one table permute, one store of the whole row */
+        const __mmask64 mx = n <= 0 ? 0 : n >= 64 ? ~0ULL : (((1ULL << n) - 1) << lo);
+        __mmask64 mld = mx;
+        if (SW == 2) {
+            mld = 0;
+            for (int64_t x = lo; x < hi; x++) mld |= 1ULL << (2 * x);
+        }
+        const int fast_lut = lut && tb.vec && (SW == 1 || SW == 2) && SW * OW <= 64 &&
+                             es * OW <= 64;
+#endif
         for (int64_t ph = 0; ph < SH; ph++)
         for (int64_t b = 0; b < NB; b++) {
             const uint8_t *sb = (const uint8_t *)src + b * g->istride;
@@ -277,6 +295,27 @@ __attribute__((noinline)) static void FN(prep)(const int64_t *f, const Grp *g, c
             if (b == NB - 1 && cs > NB * plane) /* the gap up to the next copy */
                 memset(planes + es * (q0 + plane), 0, (size_t)(es * (cs - NB * plane)));
 #if ISA_AVX512
+            if (fast_lut) {
+                const __mmask64 mrow = es * OW == 64 ? ~0ULL : ((1ULL << (es * OW)) - 1);
+                const __m512i tab = _mm512_load_si512((const void *)tb.t.b);
+                for (int64_t r = 0; r < R; r++) {
+                    const int64_t iy = r * SH + ph - PH;
+                    uint8_t *row = planes + es * (q0 + r * OW);
+                    __m512i v = _mm512_setzero_si512();
+                    if (iy >= 0 && iy < H && n > 0) {
+                        __m512i cd = _mm512_maskz_loadu_epi8(mld, sb + (c * H + iy) * W + d);
+                        if (SW == 2) cd = _mm512_permutexvar_epi8(sidx2, cd);
+                        if (es == 1)
+                            v = _mm512_maskz_permutexvar_epi8(mx, cd, tab);
+                        else
+                            v = _mm512_maskz_permutexvar_epi16(
+                                (__mmask32)mx, _mm512_cvtepu8_epi16(_mm512_castsi512_si256(cd)),
+                                tab);
+                    }
+                    _mm512_mask_storeu_epi8(row, mrow, v);
+                }
+                continue;
+            }
             /* short rows of plain copies: each row (zeros, the input run, zeros) is one
              * masked load (lanes outside the run neither read nor kept) and one store */
             if (SW == 1 && !lut && (in16 || es == 1) && es * OW <= 64) {
