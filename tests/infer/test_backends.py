@@ -127,6 +127,36 @@ def test_one_image_small_maps_equal_reference(bits, in_shape) -> None:
     np.testing.assert_array_equal(lut.run(x[:1]), ref[prog.outputs[0]][:1])
 
 
+@pytest.mark.parametrize("width", [12, 20])
+def test_one_image_channel_blocks_not_a_multiple_of_64(width) -> None:
+    """The small-map kernel's 64-channel blocks (layers above 32 output channels) with
+    partial blocks: SmallCNN of width 12 (12/24/48 channels: one block of 48 lanes) and 20
+    (20/40/80: a full block and one of 16 lanes), every layer's codes equal the reference."""
+    require("avx512")
+    from potlut.models.small_cnn import SmallCNN
+    from potlut.nn import QuantSpec, calibrate, convert
+    from potlut.nn.export import export_graph
+
+    torch.manual_seed(width)
+    q = convert(SmallCNN(10, 1, width=width), QuantSpec(bits=4))
+    calibrate(q, torch.randn(16, 1, 8, 8))
+    with torch.no_grad():
+        for m in q.modules():
+            if isinstance(m, torch.nn.BatchNorm2d):
+                m.weight.uniform_(-1.5, 1.5)
+                m.bias.uniform_(-0.5, 0.5)
+    prog = lower(export_graph(q.eval(), (1, 8, 8)))
+    x = (torch.randn(4, 1, 8, 8) * 1.5).numpy()
+    ref = {k: np.asarray(v) for k, v in run_reference(prog, x, keep=True).items()}
+    net = NativeNet(prog, "avx512", threads=1)
+    assert net.kernels(one_image=True).count("shift-add-oc") == 2
+    for i in range(len(x)):
+        env = net.run(x[i:i + 1], keep=True)
+        for k in env:
+            if k in ref:
+                np.testing.assert_array_equal(env[k], ref[k][i:i + 1], err_msg=f"image {i} {k}")
+
+
 @pytest.mark.parametrize("bits", [3, 4])
 def test_numba_equals_reference(bits) -> None:
     prog, x, ref = case("resnet20", (3, 32, 32), bits)
