@@ -127,6 +127,23 @@ def test_one_image_small_maps_equal_reference(bits, in_shape) -> None:
     np.testing.assert_array_equal(lut.run(x[:1]), ref[prog.outputs[0]][:1])
 
 
+def test_one_image_call_after_the_arena_grew_writes_only_the_new_arena() -> None:
+    """A one-image call after a batch call that reallocated the scratch arena must not write
+    into the old one (its prepared arguments held the freed address: that overwrote other
+    arrays allocated since)."""
+    prog, x, ref = case("resnet20", (3, 32, 32), 4)
+    net = NativeNet(prog, "c", threads=1)
+    first = net.run(x[:1])
+    big = np.repeat(x, 22, axis=0)  # 66 images: the arena grows to hold them all
+    before = net._arena.size
+    net.run(big, keep=True)
+    assert net._arena.size > before
+    others = [np.full(1 << 20, 7, np.uint8) for _ in range(64)]  # where the old arena was
+    np.testing.assert_array_equal(net.run(x[:1]), first)
+    np.testing.assert_array_equal(first, ref[prog.outputs[0]][:1])
+    assert all((a == 7).all() for a in others)
+
+
 @pytest.mark.parametrize("width", [12, 20])
 def test_one_image_channel_blocks_not_a_multiple_of_64(width) -> None:
     """The small-map kernel's 64-channel blocks (layers above 32 output channels) with

@@ -140,6 +140,7 @@ class NativeNet:
         if self._arena.size < need:
             self._arena = np.zeros(need, np.uint8)
             self._base = (self._arena.ctypes.data + 63) // 64 * 64
+            self._args1 = None  # it held the old arena's address
         return self._arena
 
     def _grow(self, n: int) -> None:
@@ -152,9 +153,16 @@ class NativeNet:
             self._out = np.empty((n, elems), dt)
             self._fptrs[0] = self._out.ctypes.data
         self._arena_for(min(self.threads, n))
-        i64, vp = ctypes.c_int64, ctypes.c_void_p
-        self._args1 = (vp(self._words), vp(self._xaddr), i64(1), self._fptrs, vp(self._base),
-                       i64(self.stride), i64(0), i64(self._isa_id), i64(1), None)
+        self._args1 = None
+
+    def _one_image_args(self) -> tuple:
+        """The one-image call's arguments for the current buffers and arena."""
+        if self._args1 is None:
+            i64, vp = ctypes.c_int64, ctypes.c_void_p
+            self._args1 = (vp(self._words), vp(self._xaddr), i64(1), self._fptrs,
+                           vp(self._base), i64(self.stride), i64(0), i64(self._isa_id),
+                           i64(1), None)
+        return self._args1
 
     def _fast(self, x: np.ndarray) -> np.ndarray:
         """:meth:`run` for one output, no keep, no profile: buffers and addresses reused."""
@@ -163,7 +171,7 @@ class NativeNet:
             self._grow(N)
         if N == 1 and self._cap == 1:  # one image: no slicing, ready arguments
             np.copyto(self._xin, x, casting="unsafe")
-            rc = self._run1(*self._args1)
+            rc = self._run1(*self._one_image_args())
             if rc != 0:
                 self._refused(rc)
             return self._out.copy() if self._flat_out else \
