@@ -107,7 +107,7 @@ def test_native_equals_reference(isa, kernels, name, in_shape, bits) -> None:
 def test_one_image_small_maps_equal_reference(bits, in_shape) -> None:
     """Calls on one image: AVX-512 runs the small maps (digits' 4x4 and 2x2 layers; 3x3,
     2x2 and 1x1 on smaller inputs: position counts that are not whole blocks) with output
-    channels across the lanes (shift-add-oc), and still equals the reference."""
+    channels across the lanes (lut-oc), and still equals the reference."""
     require("avx512")
     prog, x, ref = case("small_cnn", in_shape, bits)
     net = NativeNet(prog, "avx512", threads=1)
@@ -118,12 +118,12 @@ def test_one_image_small_maps_equal_reference(bits, in_shape) -> None:
                 np.testing.assert_array_equal(env[k], ref[k][i:i + 1], err_msg=f"image {i} {k}")
     used = net.kernels(one_image=True)
     if bits <= 4:  # power-of-two weights with exact products: shift-add applies
-        assert used.count("shift-add-oc") == 2, used
+        assert used.count("lut-oc") == 2, used
     else:
-        assert "shift-add-oc" not in used, used
-    assert "shift-add-oc" not in net.kernels()  # batches keep the pixel-vector kernels
+        assert "lut-oc" not in used, used
+    assert "lut-oc" not in net.kernels()  # batches keep the pixel-vector kernels
     lut = NativeNet(prog, "avx512", threads=1, kernels="lut")
-    assert "shift-add-oc" not in lut.kernels(one_image=True)
+    assert "lut-oc" not in lut.kernels(one_image=True)
     np.testing.assert_array_equal(lut.run(x[:1]), ref[prog.outputs[0]][:1])
 
 
@@ -166,7 +166,7 @@ def test_one_image_channel_blocks_not_a_multiple_of_64(width) -> None:
     x = (torch.randn(4, 1, 8, 8) * 1.5).numpy()
     ref = {k: np.asarray(v) for k, v in run_reference(prog, x, keep=True).items()}
     net = NativeNet(prog, "avx512", threads=1)
-    assert net.kernels(one_image=True).count("shift-add-oc") == 2
+    assert net.kernels(one_image=True).count("lut-oc") == 2
     for i in range(len(x)):
         env = net.run(x[i:i + 1], keep=True)
         for k in env:
