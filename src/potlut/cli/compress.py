@@ -69,22 +69,18 @@ def compress_cmd(
 
         meta = {"model": cfg.model, "dataset": bundle.name, "scheme": cfg.scheme}
         st = export_multibit(load_switchable(folder, cfg), bundle.in_shape, out, meta, coder)
-        if as_json:
-            print(json.dumps({"file": str(out), **st}))
-            return
-        print(f"{out}: {st['file_bytes']:,} bytes, bit-widths "
-              f"{','.join(map(str, cfg.widths()))} (as separate files "
-              f"{st['separate_bytes']:,} bytes)")
-        return
-    qmodel = load_quantized(folder, cfg)
-    meta = {"model": cfg.model, "dataset": bundle.name, "scheme": cfg.scheme, "bits": cfg.bits}
-    st = compress_model(qmodel, bundle.in_shape, out, meta=meta, coder=coder)
-    if as_json:
-        print(json.dumps({"file": str(out), **st}))
-        return
-    print(f"{out}: {st['file_bytes']:,} bytes (FP32 {st['fp32_bytes']:,}, rate "
-          f"{st['compression_rate']:.2f}x; entropy bound {st['entropy_bound_bytes']:,.0f} + "
-          f"overhead {st['overhead_bytes']:,})")
+        line = (f"{out}: {st['file_bytes']:,} bytes, bit-widths "
+                f"{','.join(map(str, cfg.widths()))} (as separate files "
+                f"{st['separate_bytes']:,} bytes)")
+    else:
+        qmodel = load_quantized(folder, cfg)
+        meta = {"model": cfg.model, "dataset": bundle.name, "scheme": cfg.scheme,
+                "bits": cfg.bits}
+        st = compress_model(qmodel, bundle.in_shape, out, meta=meta, coder=coder)
+        line = (f"{out}: {st['file_bytes']:,} bytes (FP32 {st['fp32_bytes']:,}, rate "
+                f"{st['compression_rate']:.2f}x; entropy bound "
+                f"{st['entropy_bound_bytes']:,.0f} + overhead {st['overhead_bytes']:,})")
+    print(json.dumps({"file": str(out), **st}) if as_json else line)
 
 
 @app.command("inspect")

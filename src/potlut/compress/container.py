@@ -494,7 +494,9 @@ def _int_list(v: Any, where: str) -> list[int]:
     return v
 
 
-def _no_constant(name: str) -> Any:
+def refuse_json_constant(name: str) -> Any:
+    """``json.loads(parse_constant=...)``: NaN / Infinity are not JSON (writers use
+    ``allow_nan=False``)."""
     raise ValueError(f"{name} is not JSON")
 
 
@@ -502,7 +504,7 @@ def _parse_arch(raw: bytes) -> dict[str, Any]:
     if len(raw) > MAX_ARCH:
         raise _bad(f"architecture JSON of {len(raw)} bytes exceeds the {MAX_ARCH} limit")
     try:  # NaN / Infinity are refused as the writer refuses them (allow_nan=False)
-        arch = json.loads(raw.decode("utf-8"), parse_constant=_no_constant)
+        arch = json.loads(raw.decode("utf-8"), parse_constant=refuse_json_constant)
     except (UnicodeDecodeError, ValueError, RecursionError) as exc:
         raise _bad(f"architecture JSON is malformed ({type(exc).__name__})") from None
     if not isinstance(arch, dict) or arch.get("format") != "potlut":

@@ -42,6 +42,7 @@ from potlut.compress.container import (
     decode,
     encode,
     lzma_filters,
+    refuse_json_constant,
 )
 from potlut.compress.graph import ModelGraph, Node
 from potlut.compress.sharing import SharedWeights
@@ -308,10 +309,6 @@ def _bad(msg: str) -> PotlutFormatError:
     return PotlutFormatError(msg)
 
 
-def _no_constant(name: str) -> Any:
-    raise ValueError(f"{name} is not JSON")
-
-
 def _parse(data: bytes) -> tuple[bytes, dict[str, Any], bytes]:
     """Check header and payload; return (base file, JSON document, delta data)."""
     if not is_multibit(data):
@@ -346,7 +343,7 @@ def _parse(data: bytes) -> tuple[bytes, dict[str, Any], bytes]:
     if jlen is None or jlen > MAX_JSON or 4 + jlen > len(body):
         raise _bad("delta body too short for its JSON")
     try:
-        doc = json.loads(body[4 : 4 + jlen].decode("utf-8"), parse_constant=_no_constant)
+        doc = json.loads(body[4 : 4 + jlen].decode("utf-8"), parse_constant=refuse_json_constant)
     except (UnicodeDecodeError, ValueError, RecursionError):  # NaN/Infinity too, as written
         raise _bad("multi-bit JSON is malformed") from None
     if not isinstance(doc, dict) or doc.get("format") != "potlut-multibit":
@@ -514,13 +511,20 @@ def _rebase(delta: Any, start: int) -> Any:
 def read_multi(path: str | Path, bits: int | None = None
                ) -> tuple[dict[int, ModelGraph], MultiInfo]:
     """:func:`decode_multi` of the file at ``path`` (errors name the file)."""
+    graphs, info, _ = _read_file(path, bits)
+    return graphs, info
+
+
+def _read_file(path: str | Path, bits: int | None
+               ) -> tuple[dict[int, ModelGraph], MultiInfo, tuple[Any, dict[str, Any], bytes]]:
+    """:func:`_read` of the file at ``path``; errors name the file."""
     path = Path(path)
     try:
         data = path.read_bytes()
     except OSError as exc:
         raise PotlutFormatError(f"{path}: cannot read ({exc.strerror})") from None
     try:
-        return decode_multi(data, bits)
+        return _read(data, bits)
     except PotlutFormatError as exc:
         raise PotlutFormatError(f"{path}: {exc}") from None
 
@@ -564,12 +568,7 @@ def multibit_stats(path: str | Path) -> dict[str, Any]:
     """What ``potlut inspect`` shows of a multi-bit file: per width the stage-1 bytes only it
     holds (and those LZMA-compressed alone), the shared bytes, and every width encoded as a
     separate single-width file for comparison."""
-    try:
-        graphs, info, (base_info, doc, delta) = _read(Path(path).read_bytes(), None)
-    except OSError as exc:
-        raise PotlutFormatError(f"{path}: cannot read ({exc.strerror})") from None
-    except PotlutFormatError as exc:
-        raise PotlutFormatError(f"{path}: {exc}") from None
+    graphs, info, (base_info, doc, delta) = _read_file(path, None)
     coder = base_info.coder if base_info.coder in CODERS else "shuff"
     base = graphs[info.base_bits]
     differs = _differing_base_arrays(base, [graphs[w] for w in info.widths[:-1]])

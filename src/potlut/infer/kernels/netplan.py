@@ -229,11 +229,16 @@ def _shift_add(st: Layer, lp, pix: np.ndarray, code: np.ndarray
                   np.array(order, np.int32), avals)
 
 
+def _out_hw(st: Layer) -> tuple[int, int]:
+    """Output rows and columns of a layer (1 x 1 for a linear layer)."""
+    return (st.out_shape[1], st.out_shape[2]) if len(st.out_shape) == 3 else (1, 1)
+
+
 def chan_pad(st: Layer) -> tuple[int, int]:
     """Rows and columns of the zero-padded input image the small-map kernel reads: every
     input (iy, ix) at [iy + PH][ix + PW], zeros around, as far as any tap reaches."""
     _, H, W = st.in_shape
-    OH, OW = (st.out_shape[1], st.out_shape[2]) if len(st.out_shape) == 3 else (1, 1)
+    OH, OW = _out_hw(st)
     (KH, KW), (SH, SW), (PH, PW), (DH, DW) = st.kernel, st.stride, st.padding, st.dilation
     return (max(PH + H, (OH - 1) * SH + (KH - 1) * DH + 1),
             max(PW + W, (OW - 1) * SW + (KW - 1) * DW + 1))
@@ -271,7 +276,7 @@ def _chan_taps(st: Layer, lp, sa) -> tuple[np.ndarray, ...] | None:
     KH, KW = st.kernel
     (SH, SW), (DH, DW) = st.stride, st.dilation
     Hp, Wp = chan_pad(st)
-    OH, OW = (st.out_shape[1], st.out_shape[2]) if len(st.out_shape) == 3 else (1, 1)
+    OH, OW = _out_hw(st)
     kk = np.arange(K)
     off = (kk // (KH * KW)) * Hp * Wp + ((kk // KW) % KH) * DH * Wp + (kk % KW) * DW
     oy, ox = np.divmod(np.arange(OH * OW), OW)
@@ -309,7 +314,7 @@ def _layer_words(st: Layer, w: _Writer, ids: dict[str, int], bufs: list[Buf]) ->
     C, H, W = st.in_shape
     n_out, G = st.out_channels, st.groups
     (KH, KW), (SH, SW), (PH, PW), (DH, DW) = st.kernel, st.stride, st.padding, st.dilation
-    OH, OW = (st.out_shape[1], st.out_shape[2]) if len(st.out_shape) == 3 else (1, 1)
+    OH, OW = _out_hw(st)
     # input copies: one per (kernel column, row phase) of each channel, [rows][OW] each,
     # so a tap reads its output row's run at an offset that is a whole number of rows
     Hph, Wph = OH + ((KH - 1) * DH) // SH, OW
@@ -348,10 +353,11 @@ def _layer_words(st: Layer, w: _Writer, ids: dict[str, int], bufs: list[Buf]) ->
     else:
         sa_fields = [sa[0], *(w.add(a) for a in sa[1])]
     chan = _chan_taps(st, lp, sa)
+    Hp, Wp = chan_pad(st)
     if chan is None:
         chan_fields = [-1, -1, 0, -1, 0, 0, -1]
     else:
-        chan_fields = [w.add(chan[0]), w.add(chan[1]), chan[2], w.add(chan[3]), *chan_pad(st),
+        chan_fields = [w.add(chan[0]), w.add(chan[1]), chan[2], w.add(chan[3]), Hp, Wp,
                        w.add(chan[4])]
     n_thr = int(lp.thr.size)
     wn = w.add(lp.wn.astype(np.int32)) if lp.wn is not None else -1
@@ -371,7 +377,7 @@ def _layer_words(st: Layer, w: _Writer, ids: dict[str, int], bufs: list[Buf]) ->
     # (block starts, entries, 1, positions), chan_pad, the product table
     assert len(fields) == LAYER_WORDS, len(fields)
     taps = (pix.astype(np.int64), cp.astype(np.int64), None if sa is None else sa[1][2])
-    chan_elems = 0 if chan is None else C * chan_pad(st)[0] * chan_pad(st)[1]
+    chan_elems = 0 if chan is None else C * Hp * Wp
     return fields, taps, plane, P, C * KW * SH, n_out, int(pix.size), chan_elems
 
 
