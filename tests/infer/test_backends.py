@@ -102,6 +102,16 @@ def test_native_equals_reference(isa, kernels, name, in_shape, bits) -> None:
         assert want is None or want in used, used
 
 
+def assert_one_image_calls_equal(net, x: np.ndarray, ref: dict) -> None:
+    """Each image run alone equals the reference in every buffer both keep."""
+    for i in range(len(x)):
+        env = net.run(x[i:i + 1], keep=True)
+        shared = [k for k in env if k in ref]
+        assert shared
+        for k in shared:
+            np.testing.assert_array_equal(env[k], ref[k][i:i + 1], err_msg=f"image {i} {k}")
+
+
 @pytest.mark.parametrize("bits", BITS)
 @pytest.mark.parametrize("in_shape", [(1, 8, 8), (1, 6, 6), (1, 4, 4)])
 def test_one_image_small_maps_equal_reference(bits, in_shape) -> None:
@@ -111,11 +121,7 @@ def test_one_image_small_maps_equal_reference(bits, in_shape) -> None:
     require("avx512")
     prog, x, ref = case("small_cnn", in_shape, bits)
     net = NativeNet(prog, "avx512", threads=1)
-    for i in range(len(x)):
-        env = net.run(x[i:i + 1], keep=True)
-        for k in env:
-            if k in ref:
-                np.testing.assert_array_equal(env[k], ref[k][i:i + 1], err_msg=f"image {i} {k}")
+    assert_one_image_calls_equal(net, x, ref)
     used = net.kernels(one_image=True)
     if bits <= 4:  # power-of-two weights with exact products: shift-add applies
         assert used.count("lut-oc") == 2, used
@@ -167,11 +173,7 @@ def test_one_image_channel_blocks_not_a_multiple_of_64(width) -> None:
     ref = {k: np.asarray(v) for k, v in run_reference(prog, x, keep=True).items()}
     net = NativeNet(prog, "avx512", threads=1)
     assert net.kernels(one_image=True).count("lut-oc") == 2
-    for i in range(len(x)):
-        env = net.run(x[i:i + 1], keep=True)
-        for k in env:
-            if k in ref:
-                np.testing.assert_array_equal(env[k], ref[k][i:i + 1], err_msg=f"image {i} {k}")
+    assert_one_image_calls_equal(net, x, ref)
 
 
 @pytest.mark.parametrize("bits", [3, 4])
