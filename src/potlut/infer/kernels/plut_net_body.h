@@ -412,26 +412,40 @@ static void FN(k_int8)(const int64_t *f, const Grp *g, const int64_t *plan, int6
         return;
     }
 #if ISA_AVX512
-    /* 64 positions in four int32 registers across a channel's taps: each int16 input is
-     * sign-extended into the low half of an int32 lane and vpmaddwd multiplies it by the
-     * weight (high halves 0 x 0), exact int16 products; blocks may run past P (the planes
-     * have zero slack, the accumulator rows room up to pst) */
+    /* 64 positions in four int32 registers across a channel's taps, two taps at a time:
+     * their int16 inputs interleaved (vpunpck{l,h}wd: pairs in the int32 lanes, positions
+     * 0-3 | 4-7 of each 128-bit lane in the low | high register) and vpmaddwd by the pair
+     * of weights, exact int16 products summed in int32; an odd last tap pairs with weight
+     * 0. The lanes' positions are put back in order once per block. Blocks may run past P
+     * (the planes have zero slack, the accumulator rows room up to pst) */
+    static const int32_t lo_idx[16] = {0, 1, 2, 3, 16, 17, 18, 19, 4, 5, 6, 7, 20, 21, 22, 23};
+    static const int32_t hi_idx[16] = {8, 9, 10, 11, 24, 25, 26, 27, 12, 13, 14, 15, 28, 29, 30, 31};
+    const __m512i ilo = _mm512_loadu_si512((const void *)lo_idx);
+    const __m512i ihi = _mm512_loadu_si512((const void *)hi_idx);
     for (int64_t p0 = 0; p0 < P; p0 += 64)
         for (int64_t o = o0; o < o1; o++) {
             __m512i s0 = _mm512_setzero_si512(), s1 = s0, s2 = s0, s3 = s0;
-            for (int32_t t = nz_off[o]; t < nz_off[o + 1]; t++) {
-                const __m512i w = _mm512_set1_epi32(code[t] & 0xFFFF);
-                const int16_t *xp = x + pix[t] + p0;
-                s0 = _mm512_add_epi32(s0, _mm512_madd_epi16(_mm512_cvtepi16_epi32(_mm256_loadu_si256((const __m256i *)xp)), w));
-                s1 = _mm512_add_epi32(s1, _mm512_madd_epi16(_mm512_cvtepi16_epi32(_mm256_loadu_si256((const __m256i *)(xp + 16))), w));
-                s2 = _mm512_add_epi32(s2, _mm512_madd_epi16(_mm512_cvtepi16_epi32(_mm256_loadu_si256((const __m256i *)(xp + 32))), w));
-                s3 = _mm512_add_epi32(s3, _mm512_madd_epi16(_mm512_cvtepi16_epi32(_mm256_loadu_si256((const __m256i *)(xp + 48))), w));
+            const int32_t t1 = nz_off[o + 1];
+            for (int32_t t = nz_off[o]; t < t1; t += 2) {
+                const int last = t + 1 == t1;
+                const __m512i w = _mm512_set1_epi32(
+                    (int32_t)((uint32_t)(code[t] & 0xFFFF) |
+                              (last ? 0u : (uint32_t)code[t + 1] << 16)));
+                const int16_t *xa = x + pix[t] + p0, *xb = x + pix[last ? t : t + 1] + p0;
+                const __m512i a0 = _mm512_loadu_si512((const void *)xa);
+                const __m512i a1 = _mm512_loadu_si512((const void *)(xa + 32));
+                const __m512i b0 = _mm512_loadu_si512((const void *)xb);
+                const __m512i b1 = _mm512_loadu_si512((const void *)(xb + 32));
+                s0 = _mm512_add_epi32(s0, _mm512_madd_epi16(_mm512_unpacklo_epi16(a0, b0), w));
+                s1 = _mm512_add_epi32(s1, _mm512_madd_epi16(_mm512_unpackhi_epi16(a0, b0), w));
+                s2 = _mm512_add_epi32(s2, _mm512_madd_epi16(_mm512_unpacklo_epi16(a1, b1), w));
+                s3 = _mm512_add_epi32(s3, _mm512_madd_epi16(_mm512_unpackhi_epi16(a1, b1), w));
             }
             int32_t *a = acc + o * pst + p0;
-            _mm512_storeu_si512((void *)a, s0);
-            _mm512_storeu_si512((void *)(a + 16), s1);
-            _mm512_storeu_si512((void *)(a + 32), s2);
-            _mm512_storeu_si512((void *)(a + 48), s3);
+            _mm512_storeu_si512((void *)a, _mm512_permutex2var_epi32(s0, ilo, s1));
+            _mm512_storeu_si512((void *)(a + 16), _mm512_permutex2var_epi32(s0, ihi, s1));
+            _mm512_storeu_si512((void *)(a + 32), _mm512_permutex2var_epi32(s2, ilo, s3));
+            _mm512_storeu_si512((void *)(a + 48), _mm512_permutex2var_epi32(s2, ihi, s3));
         }
     return;
 #endif
