@@ -13,13 +13,37 @@ static inline int64_t FN(count_le)(const int64_t *thr, int64_t n, int64_t mag) {
     return lo;
 }
 
+/* whether t[0..n) never decrease (thresholds of increasing levels do; the table search
+ * of count_thr relies on it and callers check once per channel) */
+static inline int FN(ascending)(const int32_t *t, int64_t n) {
+    for (int64_t j = 1; j < n; j++)
+        if (t[j] < t[j - 1]) return 0;
+    return 1;
+}
+
 /* per lane, how many of the n thresholds t lie below v (strict: t < v) or at most v (t <= v);
- * under AVX-512 a compare into a mask and a masked subtract of -1 per threshold (GCC makes
- * three instructions of the generic vector form) */
-static inline VI32 FN(count_thr)(VI32 v, const int32_t *t, int64_t n, int strict) {
+ * under AVX-512 with at most 15 ascending thresholds (asc): a binary search in one register
+ * (padded with INT32_MAX, which no value exceeds; t <= v as t - 1 < v, so a non-strict t
+ * must exceed INT32_MIN): for steps 2^k .. 1 (2^k the largest power of two <= n), c +=
+ * step where t[c + step - 1] is counted, one vpermd and one compare a step (7 thresholds:
+ * 3 steps instead of 7 compares); else a compare into a mask and a masked subtract of -1
+ * per threshold (GCC makes three instructions of the generic vector form) */
+static inline VI32 FN(count_thr)(VI32 v, const int32_t *t, int64_t n, int strict, int asc) {
 #if ISA_AVX512
     const __m512i vv = (__m512i)v, m1 = _mm512_set1_epi32(-1);
     __m512i c = _mm512_setzero_si512();
+    if (asc && n > 0 && n <= 15 && (strict || t[0] != INT32_MIN)) {
+        const __mmask16 real = (__mmask16)((1u << n) - 1);
+        __m512i tab = _mm512_mask_loadu_epi32(_mm512_set1_epi32(INT32_MAX), real, t);
+        if (!strict) tab = _mm512_mask_add_epi32(tab, real, tab, m1);
+        for (int step = n >= 8 ? 8 : n >= 4 ? 4 : n >= 2 ? 2 : 1; step; step >>= 1) {
+            const __m512i at = _mm512_permutexvar_epi32(
+                _mm512_add_epi32(c, _mm512_set1_epi32(step - 1)), tab);
+            c = _mm512_mask_add_epi32(c, _mm512_cmplt_epi32_mask(at, vv), c,
+                                      _mm512_set1_epi32(step));
+        }
+        return (VI32)c;
+    }
     if (strict)
         for (int64_t j = 0; j < n; j++)
             c = _mm512_mask_sub_epi32(c, _mm512_cmpgt_epi32_mask(vv, _mm512_set1_epi32(t[j])), c, m1);
@@ -29,6 +53,7 @@ static inline VI32 FN(count_thr)(VI32 v, const int32_t *t, int64_t n, int strict
     return (VI32)c;
 #else
     VI32 c = {0};
+    (void)asc;
     if (strict)
         for (int64_t j = 0; j < n; j++) c -= v > VB(t[j]);
     else
@@ -49,6 +74,7 @@ static void FN(codes_of)(const int32_t *y, int64_t n, void *out, int64_t fmt, co
         int64_t nt = 0;
         for (int64_t j = 0; j < n_thr; j++)
             if (thr[j] <= I32MAX) t32[nt++] = (int32_t)(thr[j] > 0 ? thr[j] : 0);
+        const int asc = FN(ascending)(t32, nt);
         for (int64_t i0 = 0; i0 < n; i0 += VL) {
             const int64_t m = n - i0 < VL ? n - i0 : VL;
             VI32 v = {0}, c = {0};
@@ -63,7 +89,7 @@ static void FN(codes_of)(const int32_t *y, int64_t n, void *out, int64_t fmt, co
             v = (low & VB(-I32MAX)) | (~low & v);
             const VI32 neg = sgn ? v < VB(0) : VB(0);
             const VI32 mag = (neg & -v) | (~neg & v & ~(v < VB(0)));
-            c = FN(count_thr)(mag, t32, nt, 0);
+            c = FN(count_thr)(mag, t32, nt, 0, asc);
             if (fmt == 0) {
                 const VU8 code = __builtin_convertvector(c | (neg & (c > VB(0)) & VB(sb)),
                                                             VU8);
@@ -1188,24 +1214,33 @@ static void FN(layer_acc)(const int64_t *f, const Grp *g, const int64_t *plan, i
 }
 
 #if ISA_AVX512
-/* out = [relu](sat(sat((a * m + bb) >> r) + res)) of n contiguous positions, eight int64
- * lanes at a time (m fits int32: vpmuldq); the scalar loop below computes the same */
+/* out = [relu](sat(sat((a * m + bb) >> r) + res)) of n contiguous positions (sat: clamp to
+ * +-(2^31 - 1)), sixteen at a time in two halves of eight int64 lanes (m fits int32:
+ * vpmuldq); the narrowing to int32 saturates (vpmovsqd) and a max lifts INT32_MIN to
+ * -(2^31 - 1); the scalar loop below computes the same */
 static void FN(requant_run)(const int32_t *a, const int32_t *res, int64_t n, int64_t m,
                             int64_t bb, int64_t r, int relu, int32_t *out) {
     const __m512i vm = _mm512_set1_epi64(m), vb = _mm512_set1_epi64(bb);
     const __m512i hi = _mm512_set1_epi64(I32MAX), lo = _mm512_set1_epi64(-I32MAX);
+    const __m512i floor32 = _mm512_set1_epi32(relu ? 0 : -I32MAX);
     const __m128i vr = _mm_cvtsi64_si128(r);
-    for (int64_t i = 0; i < n; i += 8) {
-        const __mmask8 k = n - i >= 8 ? 0xFF : (__mmask8)((1u << (n - i)) - 1);
-        __m512i v = _mm512_cvtepi32_epi64(_mm256_maskz_loadu_epi32(k, a + i));
-        v = _mm512_sra_epi64(_mm512_add_epi64(_mm512_mul_epi32(v, vm), vb), vr);
-        v = _mm512_min_epi64(_mm512_max_epi64(v, lo), hi);
+    for (int64_t i = 0; i < n; i += 16) {
+        const __mmask16 k = n - i >= 16 ? 0xFFFF : (__mmask16)((1u << (n - i)) - 1);
+        const __m512i a32 = _mm512_maskz_loadu_epi32(k, a + i);
+        __m512i v0 = _mm512_cvtepi32_epi64(_mm512_castsi512_si256(a32));
+        __m512i v1 = _mm512_cvtepi32_epi64(_mm512_extracti64x4_epi64(a32, 1));
+        v0 = _mm512_sra_epi64(_mm512_add_epi64(_mm512_mul_epi32(v0, vm), vb), vr);
+        v1 = _mm512_sra_epi64(_mm512_add_epi64(_mm512_mul_epi32(v1, vm), vb), vr);
         if (res) {
-            v = _mm512_add_epi64(v, _mm512_cvtepi32_epi64(_mm256_maskz_loadu_epi32(k, res + i)));
-            v = _mm512_min_epi64(_mm512_max_epi64(v, lo), hi);
+            const __m512i r32 = _mm512_maskz_loadu_epi32(k, res + i);
+            v0 = _mm512_add_epi64(_mm512_min_epi64(_mm512_max_epi64(v0, lo), hi),
+                                  _mm512_cvtepi32_epi64(_mm512_castsi512_si256(r32)));
+            v1 = _mm512_add_epi64(_mm512_min_epi64(_mm512_max_epi64(v1, lo), hi),
+                                  _mm512_cvtepi32_epi64(_mm512_extracti64x4_epi64(r32, 1)));
         }
-        if (relu) v = _mm512_max_epi64(v, _mm512_setzero_si512());
-        _mm512_mask_cvtepi64_storeu_epi32(out + i, k, v);
+        const __m512i y = _mm512_inserti64x4(_mm512_castsi256_si512(_mm512_cvtsepi64_epi32(v0)),
+                                             _mm512_cvtsepi64_epi32(v1), 1);
+        _mm512_mask_storeu_epi32(out + i, k, _mm512_max_epi32(y, floor32));
     }
 }
 #endif
@@ -1228,7 +1263,7 @@ __attribute__((noinline)) static void FN(layer_out)(const int64_t *f, const Grp 
          * stored) */
         for (int64_t o = o0; o < o1; o++) {
             const int32_t *u = up + o * n, *w = wn ? wn + o * n : NULL;
-            const int fl = flip[o] != 0;
+            const int fl = flip[o] != 0, asc = FN(ascending)(u, n);
             for (int64_t b = 0; b < g->B; b++) {
                 uint8_t *outc = (uint8_t *)BUF(arena + b * g->istride, plan, f[1]);
                 const int32_t *a = acc + o * pst + b * pimg;
@@ -1236,7 +1271,7 @@ __attribute__((noinline)) static void FN(layer_out)(const int64_t *f, const Grp 
                     VI32 v, k0 = {0}, k1 = {0}, code;
                     memcpy(&v, a + p, sizeof v);
                     if (fl) v = (VI32)(-(VU32)v);
-                    k0 = FN(count_thr)(v, u, n, 1);
+                    k0 = FN(count_thr)(v, u, n, 1, asc);
                     if (w) {
                         for (int64_t j = 0; j < n; j++) k1 -= v <= VB(w[j]);
                         code = fmt == 0 ? ((k0 + k1) | ((k1 > VB(0)) & VB(sb))) : k0 - k1;
