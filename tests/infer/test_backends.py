@@ -184,6 +184,26 @@ def test_numba_equals_reference(bits) -> None:
     np.testing.assert_array_equal(IntEngine(prog, "numba").run(x), ref[prog.outputs[0]])
 
 
+@pytest.mark.parametrize("bits", [3, 4])
+@pytest.mark.parametrize("isa", ["avx512", "avx2", "scalar"])
+def test_interleaved_sub_batches_equal_reference(isa, bits) -> None:
+    """ResNet20's 8x8 layers run sub-batches of 4 images with their rows interleaved (the
+    shift-add kernels over chunks of input channels): 6 images make one full sub-batch and
+    a ragged one of 2 (interleaved, slots left empty), and one image alone runs as before;
+    every layer's codes equal the reference, with both kernel formulations and 2 threads."""
+    require(isa)
+    prog, x3, _ = case("resnet20", (3, 32, 32), bits)
+    x = np.concatenate([x3, x3[::-1]])
+    ref = {k: np.asarray(v) for k, v in run_reference(prog, x, keep=True).items()}
+    assert sum(len(st.out_shape) == 3 and st.out_shape[2] == 8 for st in prog.layers()) == 6
+    for kernels, threads in (("auto", 1), ("lut", 1), ("auto", 2)):
+        net = NativeNet(prog, isa, threads=threads, kernels=kernels)
+        env = net.run(x, keep=True)
+        for k in (k for k in env if k in ref):
+            np.testing.assert_array_equal(env[k], ref[k], err_msg=f"{kernels} {threads} {k}")
+    assert_one_image_calls_equal(NativeNet(prog, isa, threads=1), x[:2], ref)
+
+
 def test_threads_split_the_batch_exactly() -> None:
     isa = supported_isas()[-1] if supported_isas() else pytest.skip("no C runner here")
     prog, x, ref = case("small_cnn", (1, 8, 8), 4)

@@ -39,11 +39,16 @@ _ITEM = {DT_U8: 1, DT_I16: 2, DT_I32: 4}
 _NP = {DT_U8: np.uint8, DT_I16: np.int16, DT_I32: np.int32}
 BLOCK = 256  # largest pixel block a kernel computes at once (accumulator rows are padded to it)
 INT8_MAX, INT16_MAX = 127, 32767
-LAYER_WORDS = 65
+LAYER_WORDS = 69
 CHAN_LANES = 32  # output channels per vector of the small-map kernel (int16 lanes)
 GROUP_MAX = 32  # images run through a layer together when its feature map is small
 GROUP_PIXELS = 512  # ... until they fill about this many accumulator positions
 PLANES_L1 = 24 << 10  # ... and their input copies fit in L1 (bytes, int16 elements)
+# 8-wide maps: sub-batches of 4 images with their rows interleaved (one 64-byte line of
+# int16 per row of the 4 images), so a tap's row offset is a whole line (16-wide maps, 2
+# images a line, measured 5 % slower: their copies did not fit L1 in chunks as large)
+ILV_LINE, ILV_WIDTHS, ILV_MAX_P = 32, (8,), 4096
+CHUNK_L1 = 32 << 10  # ... with input channels in chunks whose copies take at most this
 
 
 @dataclass
@@ -154,7 +159,7 @@ def _shuffle_rows(rows: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(np.concatenate([lo, lo, hi, hi], axis=1))
 
 
-def _shift_add(st: Layer, lp, pix: np.ndarray, code: np.ndarray
+def _shift_add(st: Layer, lp, code: np.ndarray, chunk: np.ndarray, n_chunks: int
                ) -> tuple[int, tuple[np.ndarray, ...]] | None:
     """Exponent-grouped form of a power-of-two-weight layer, or None where it does not apply.
 
@@ -169,7 +174,8 @@ def _shift_add(st: Layer, lp, pix: np.ndarray, code: np.ndarray
     exponent down; ``info`` = ``e | widen << 8 | d << 16 | fresh << 24``: a fresh group
     starts its sum at 0, else shifts the running int16 sum left by ``d`` (Horner) while the
     worst case still fits int16; ``widen`` adds the sum, shifted by ``e``, to the int32
-    accumulator.
+    accumulator. Where the input channels are taken in ``n_chunks`` chunks (``chunk``: each
+    tap's), each (output channel, chunk) has groups of its own: ``g_off`` [O * n_chunks + 1].
     """
     wv, pl = st.w_values.astype(np.int64), st.plut
     if pl is None or pl.shift != 0:
@@ -199,29 +205,29 @@ def _shift_add(st: Layer, lp, pix: np.ndarray, code: np.ndarray
     kind = 2 if amax <= 16 and int(worst.max(initial=0)) <= INT16_MAX else 1
     limit = (INT8_MAX if kind == 2 else INT16_MAX) // amax
     g_off, groups, order = [0], [], []
-    for o in range(lp.nz_off.size - 1):
+    for o, ch in np.ndindex(lp.nz_off.size - 1, n_chunks):
         lo, hi = int(lp.nz_off[o]), int(lp.nz_off[o + 1])
-        ts = np.arange(lo, hi)
+        ts = np.arange(lo, hi)[chunk[lo:hi] == ch]
         bound, prev = None, 0  # int16 chain (kind 1): worst |sum| in units of 2^prev
-        for ex in np.unique(e[lo:hi])[::-1]:  # largest exponent first (Horner order)
-            pos = ts[(e[lo:hi] == ex) & (negw[lo:hi] == 0)]
-            neg = ts[(e[lo:hi] == ex) & (negw[lo:hi] == 1)]
+        for ex in np.unique(e[ts])[::-1]:  # largest exponent first (Horner order)
+            pos = ts[(e[ts] == ex) & (negw[ts] == 0)]
+            neg = ts[(e[ts] == ex) & (negw[ts] == 1)]
             taps = [(t, 0) for t in pos] + [(t, 1) for t in neg]
             for c0 in range(0, len(taps), limit):
-                chunk = taps[c0:c0 + limit]
-                order += [t for t, _ in chunk]
-                n_pos = sum(1 for _, ng in chunk if ng == 0)
+                run = taps[c0:c0 + limit]
+                order += [t for t, _ in run]
+                n_pos = sum(1 for _, ng in run if ng == 0)
                 d = prev - int(ex)
                 grown = None if bound is None or kind == 2 else \
-                    (bound << d) + len(chunk) * amax
+                    (bound << d) + len(run) * amax
                 if grown is None or grown > INT16_MAX:  # close the chain, start afresh
                     if groups and len(groups) > g_off[-1]:
                         groups[-1][2] |= 1 << 8
-                    bound, info = len(chunk) * amax, int(ex) | 1 << 24
+                    bound, info = len(run) * amax, int(ex) | 1 << 24
                 else:  # shift the int16 sum down to this exponent and keep adding
                     bound, info = grown, int(ex) | d << 16
                 prev = int(ex)
-                groups.append([len(order) - len(chunk) + n_pos, len(order), info])
+                groups.append([len(order) - len(run) + n_pos, len(order), info])
         if len(groups) > g_off[-1]:
             groups[-1][2] |= 1 << 8
         g_off.append(len(groups))
@@ -347,11 +353,23 @@ def _layer_words(st: Layer, w: _Writer, ids: dict[str, int], bufs: list[Buf]) ->
         A, kfmt, mode = 0, 2, 1
         flags = np.zeros(code.size, np.uint8)
         rows32 = rows8 = rows16 = roww = w.add(np.zeros(1, np.int64))
-    sa = _shift_add(st, lp, pix, code) if st.mode == "plut" else None
+    sa = _shift_add(st, lp, code, np.zeros_like(c), 1) if st.mode == "plut" else None
     if sa is None:
         sa_fields = [0, -1, -1, -1, -1]
     else:
         sa_fields = [sa[0], *(w.add(a) for a in sa[1])]
+    # interleaved sub-batches' copies are _ilv_images times an image's: the shift-add kernels
+    # take their input channels in chunks whose copies stay in L1, each (channel, chunk)
+    # with groups of its own (single images keep the groups above: chunks would only add
+    # groups there)
+    cch, local, chunked, order_ch = C, cp, [-1, -1], None
+    if sa is not None and _interleaved(OW):
+        per_channel = KW * SH * copy_stride(_ilv_images(OW), plane) * 2
+        n_chunks = -(-C // max(1, CHUNK_L1 // per_channel))
+        cch = -(-C // n_chunks)
+        sa_ch = _shift_add(st, lp, code, c // cch, n_chunks)
+        local = cp - (c // cch) * cch * KW * SH  # the tap's copy within its chunk
+        chunked, order_ch = [w.add(sa_ch[1][0]), w.add(sa_ch[1][1])], sa_ch[1][2]
     chan = _chan_taps(st, lp, sa)
     Hp, Wp = chan_pad(st)
     if chan is None:
@@ -372,23 +390,47 @@ def _layer_words(st: Layer, w: _Writer, ids: dict[str, int], bufs: list[Buf]) ->
         w.add(lp.flip.astype(np.int32)) if lp.acc_thr else -1,
         w.add(lp.up.astype(np.int32)) if lp.acc_thr else -1, wn if lp.acc_thr else -1,
         Hph, Wph, P, K, *sa_fields, 0, w.add(cp.astype(np.int32)), -1, -1, -1, -1,
-        *chan_fields,
+        *chan_fields, int(_interleaved(OW)), cch, *chunked,
     ]  # 52: images per sub-batch, 54-57: tap offsets (set by build_plan), 58-64: _chan_taps
-    # (block starts, entries, 1, positions), chan_pad, the product table
+    # (block starts, entries, 1, positions), chan_pad, the product table; 65: interleaved,
+    # 66: input channels per chunk, 67-68: g_off and groups of the chunks
     assert len(fields) == LAYER_WORDS, len(fields)
-    taps = (pix.astype(np.int64), cp.astype(np.int64), None if sa is None else sa[1][2])
+    taps = (pix.astype(np.int64), cp.astype(np.int64), local.astype(np.int64),
+            None if sa is None else sa[1][2], order_ch)
     chan_elems = 0 if chan is None else C * Hp * Wp
     return fields, taps, plane, P, C * KW * SH, n_out, int(pix.size), chan_elems
 
 
-def _tap_offsets(w: _Writer, within: np.ndarray, cp: np.ndarray, order: np.ndarray | None,
-                 plane: int, nb: int) -> list[int]:
+def _interleaved(OW: int) -> bool:
+    """Whether sub-batches of the layer interleave their images' rows (plut_net.c prep):
+    on 8-wide maps a row of int16 is 16 bytes, so with one image after the other a tap's
+    run starts 16 or 32 bytes into a line and two of three 64-byte loads cross a line
+    (measured: 8x8 layers ~15 % slower than with aligned runs)."""
+    return OW in ILV_WIDTHS
+
+
+def _ilv_images(OW: int) -> int:
+    """Images of an interleaved sub-batch: one 64-byte line of int16 per row."""
+    return ILV_LINE // OW
+
+
+def _tap_offsets(w: _Writer, within: np.ndarray, cp: np.ndarray, local: np.ndarray,
+                 order: np.ndarray | None, order_ch: np.ndarray | None, plane: int, nb: int,
+                 ilv: bool) -> list[int]:
     """Word offsets of the taps' run starts for sub-batches of ``nb`` images and of one
-    (planes hold ``nb`` images each), in tap order and in shift-add order (or -1)."""
+    (planes hold ``nb`` images each), in tap order and in shift-add order (or -1). In an
+    interleaved sub-batch a row of the copies holds that row of all ``nb`` images, and the
+    shift-add taps (``order_ch``) read the copies of their chunk of input channels."""
     out = []
     for n in (nb, 1):
-        pix = (cp.astype(np.int64) * copy_stride(n, plane) + within).astype(np.int32)
-        out += [w.add(pix), w.add(pix[order]) if order is not None else -1]
+        rows = within * n if ilv and n > 1 else within
+        cs = copy_stride(n, plane)
+        pix = (cp * cs + rows).astype(np.int32)
+        if order_ch is not None and n > 1:
+            spix = (local * cs + rows).astype(np.int32)[order_ch]
+        else:
+            spix = pix[order] if order is not None else None
+        out += [w.add(pix), w.add(spix) if spix is not None else -1]
     return out
 
 
@@ -452,8 +494,12 @@ def build_plan(prog: Program) -> NetPlan:
             # of one sub-batch stay in L1
             nb = min(GROUP_MAX, -(-GROUP_PIXELS // geo[1]), PLANES_L1 // (geo[2] * geo[0] * 2))
             nb = max(1, nb)
+            ilv = bool(fields[65])
+            if ilv:
+                nb = _ilv_images(st.out_shape[2])
+                assert nb * st.out_shape[1] * st.out_shape[2] <= ILV_MAX_P
             fields[52] = nb
-            fields[54:58] = _tap_offsets(w, *taps, geo[0], nb)
+            fields[54:58] = _tap_offsets(w, *taps, geo[0], nb, ilv)
             layer_geo.append((nb, geo))
             ops.append([OP_LAYER, *fields])
             names.append(st.name)
@@ -542,7 +588,7 @@ def build_plan(prog: Program) -> NetPlan:
 _ARRAYS = {
     OP_INPUTQ: {2}, OP_QUANT: {3}, OP_AFFINE: {4, 5, 6},
     OP_LAYER: {22, 23, 24, 25, 26, 27, 28, 29, 30, 31, 32, 35, 40, 41, 42, 48, 49, 50, 51, 53,
-               54, 55, 56, 57, 58, 59, 61, 64},
+               54, 55, 56, 57, 58, 59, 61, 64, 67, 68},
 }
 
 

@@ -62,6 +62,8 @@
 #define L_A f[21]
 #define L_HPH f[43]
 #define L_WPH f[44]
+#define L_ILV f[65] /* sub-batches of f[52] images interleave their rows */
+#define L_CCH f[66] /* input channels per chunk of interleaved sub-batches (groups: f[67], f[68]) */
 #define L_P (g->P)
 #define PST(f) (g->pst)
 
@@ -75,7 +77,11 @@ static inline int64_t copy_stride(int64_t nb, int64_t plane) {
 /* a layer's sub-batch: images, accumulator positions, tap offsets in its planes */
 typedef struct {
     int64_t B, P, pst, istride;
+    int64_t slots; /* images the input copies have room for (B, or f[52] when interleaved) */
+    int ilv;       /* rows of the slots' images interleaved (netplan: interleaved layers) */
     const int32_t *pix, *spix;
+    const int32_t *g_off, *groups; /* shift-add groups, nch per output channel */
+    int64_t nch, cch;              /* chunks of input channels, channels per chunk */
 } Grp;
 
 /* thread CPU time (the per-op profile), ns */
@@ -105,6 +111,7 @@ enum { K_GATHER, K_INT8, K_SHIFTADD, K_SHUF16, K_SHUF8, K_PERMW, K_PERMB, K_TBL1
 /* a one-image layer with at most this many accumulator positions runs with output channels
  * across the lanes (K_CHAN), where the pixel-vector kernels would leave most lanes empty */
 #define CHAN_MAX_P 24
+#define ILV_MAX_P 4096 /* accumulator positions of an interleaved sub-batch (netplan) */
 enum { ISA_ID_SCALAR, ISA_ID_AVX2, ISA_ID_AVX512, ISA_ID_NEON };
 
 #define SFX _scalar

@@ -272,18 +272,22 @@ static inline void FN(lut_row)(void *dst, const uint8_t *src, int64_t n, const L
         for (; x < n; x++) ((int16_t *)dst)[x] = lut[src[x]];
 }
 
-/* codes [C][H][W] -> input copies [C][KW*SH][NB][R][OW] (copy q = kx * SH + row phase,
- * R = L_HPH rows of OW = L_WPH, NB images a copy_stride apart; zero where the padding is,
- * and zero slack), element es bytes (1: u8 codes or int8 values, 2: u16 codes or int16
- * values): copy (kx, ph) holds input (r * SH + ph - PH, ox * SW + kx * DW - PW) at [r][ox],
- * so tap (ky, kx) of output position p = oy * OW + ox reads copy + pix[t] + p.
- * lut (shift-add): codes become their signed values. */
+/* codes of channels c0..c1 of [C][H][W] -> input copies [c1 - c0][KW*SH][NS][R][OW] (copy
+ * q = kx * SH + row phase, R = L_HPH rows of OW = L_WPH, NS image slots a copy_stride
+ * apart; zero where the padding is, and zero slack), element es bytes (1: u8 codes or int8
+ * values, 2: u16 codes or int16 values): copy (kx, ph) holds input (r * SH + ph - PH,
+ * ox * SW + kx * DW - PW) at [r][ox], so tap (ky, kx) of output position p = oy * OW + ox
+ * reads copy + pix[t] + p. An interleaved sub-batch (g->ilv) stores [R][NS][OW] instead: a
+ * row of every slot's image, then the next, so that on 8-wide maps a tap's row offset is a
+ * whole 64-byte line. lut (shift-add): codes become their signed values. */
 __attribute__((noinline)) static void FN(prep)(const int64_t *f, const Grp *g, const void *src,
                                                uint8_t *planes, int64_t es,
-                                               const int16_t *lut) {
-    const int64_t C = L_C, H = L_H, W = L_W, SH = L_SH, SW = L_SW, PH = L_PH, PW = L_PW;
-    const int64_t KW = f[10], DW = f[16], R = L_HPH, OW = L_WPH, NB = g->B;
-    const int64_t plane = R * OW, cs = copy_stride(NB, plane), nq = KW * SH;
+                                               const int16_t *lut, int64_t c0, int64_t c1) {
+    const int64_t H = L_H, W = L_W, SH = L_SH, SW = L_SW, PH = L_PH, PW = L_PW, C = c1 - c0;
+    const int64_t KW = f[10], DW = f[16], R = L_HPH, OW = L_WPH, NB = g->B, NS = g->slots;
+    const int64_t plane = R * OW, cs = copy_stride(NS, plane), nq = KW * SH;
+    /* interleaved sub-batch: row r of image b at r * RS + b * OW, else at b * plane + r * OW */
+    const int64_t RS = g->ilv ? NS * OW : OW, IS = g->ilv ? OW : plane;
     const int64_t total = C * nq * cs + PST(f) + 64;
     const int in16 = L_MODE == 1;
     LutTab tb;
@@ -295,9 +299,9 @@ __attribute__((noinline)) static void FN(prep)(const int64_t *f, const Grp *g, c
 #endif
     /* zeros only where no input lands: padding rows and columns, gaps, the slack */
     memset(planes + es * C * nq * cs, 0, (size_t)((total - C * nq * cs) * es));
-    for (int64_t c = 0; c < C; c++)
+    for (int64_t cl = 0; cl < C; cl++)
     for (int64_t kx = 0; kx < KW; kx++) {
-        const int64_t d = kx * DW - PW; /* input column of ox: ox * SW + d */
+        const int64_t c = c0 + cl, d = kx * DW - PW; /* input column of ox: ox * SW + d */
         const int64_t lo = d >= 0 ? 0 : (-d + SW - 1) / SW;
         const int64_t hi0 = W - 1 - d < 0 ? 0 : (W - 1 - d) / SW + 1;
         const int64_t hi = hi0 < OW ? hi0 : OW, n = hi - lo;
@@ -317,16 +321,16 @@ __attribute__((noinline)) static void FN(prep)(const int64_t *f, const Grp *g, c
         for (int64_t ph = 0; ph < SH; ph++)
         for (int64_t b = 0; b < NB; b++) {
             const uint8_t *sb = (const uint8_t *)src + b * g->istride;
-            const int64_t q0 = (c * nq + kx * SH + ph) * cs + b * plane;
-            if (b == NB - 1 && cs > NB * plane) /* the gap up to the next copy */
-                memset(planes + es * (q0 + plane), 0, (size_t)(es * (cs - NB * plane)));
+            const int64_t cb = (cl * nq + kx * SH + ph) * cs, q0 = cb + b * IS;
+            if (b == NB - 1 && cs > NS * plane) /* the gap up to the next copy */
+                memset(planes + es * (cb + NS * plane), 0, (size_t)(es * (cs - NS * plane)));
 #if ISA_AVX512
             if (fast_lut) {
                 const __mmask64 mrow = es * OW == 64 ? ~0ULL : ((1ULL << (es * OW)) - 1);
                 const __m512i tab = _mm512_load_si512((const void *)tb.t.b);
                 for (int64_t r = 0; r < R; r++) {
                     const int64_t iy = r * SH + ph - PH;
-                    uint8_t *row = planes + es * (q0 + r * OW);
+                    uint8_t *row = planes + es * (q0 + r * RS);
                     __m512i v = _mm512_setzero_si512();
                     if (iy >= 0 && iy < H && n > 0) {
                         __m512i cd = _mm512_maskz_loadu_epi8(mld, sb + (c * H + iy) * W + d);
@@ -350,7 +354,7 @@ __attribute__((noinline)) static void FN(prep)(const int64_t *f, const Grp *g, c
                                        : (((1ULL << (es * n)) - 1) << (es * lo));
                 for (int64_t r = 0; r < R; r++) {
                     const int64_t iy = r * SH + ph - PH;
-                    uint8_t *row = planes + es * (q0 + r * OW);
+                    uint8_t *row = planes + es * (q0 + r * RS);
                     __m512i v = _mm512_setzero_si512();
                     if (iy >= 0 && iy < H && n > 0)
                         v = _mm512_maskz_loadu_epi8(mrun, sb + es * ((c * H + iy) * W + d));
@@ -361,14 +365,14 @@ __attribute__((noinline)) static void FN(prep)(const int64_t *f, const Grp *g, c
 #endif
             for (int64_t r = 0; r < R; r++) {
                 const int64_t iy = r * SH + ph - PH;
-                uint8_t *row = planes + es * (q0 + r * OW);
+                uint8_t *row = planes + es * (q0 + r * RS);
                 if (iy < 0 || iy >= H || n <= 0) {
                     memset(row, 0, (size_t)(es * OW));
                     continue;
                 }
                 if (lo > 0) memset(row, 0, (size_t)(es * lo));
                 if (hi < OW) memset(row + es * hi, 0, (size_t)(es * (OW - hi)));
-                const int64_t d0 = q0 + r * OW + lo, ib = (c * H + iy) * W + lo * SW + d;
+                const int64_t d0 = q0 + r * RS + lo, ib = (c * H + iy) * W + lo * SW + d;
                 if (SW == 1) {
                     if (lut) {
                         FN(lut_row)(planes + es * d0, sb + ib, n, &tb);
@@ -736,9 +740,11 @@ SA_TAPS(sa_taps8, int8_t, 64, _mm512_add_epi8, _mm512_sub_epi8)
  * values (int16); a group adds (then subtracts) its taps' runs in int16 and is widened
  * and shifted left by e once: acc = sum_e 2^e (sum a+ - sum a-), no table, no multiply */
 __attribute__((unused)) static void FN(sa_generic)(const int32_t *groups, int32_t g0, int32_t g1, int32_t t,
-                           const int32_t *spix, const int16_t *x, int32_t *acc, int64_t n) {
+                           const int32_t *spix, const int16_t *x, int32_t *acc, int64_t n,
+                           int add) {
     int16_t s[64] = {0};
-    for (int64_t p = 0; p < n; p++) acc[p] = 0;
+    if (!add)
+        for (int64_t p = 0; p < n; p++) acc[p] = 0;
     for (int32_t g = g0; g < g1; g++) {
         const int32_t ep = groups[3 * g], en = groups[3 * g + 1], info = groups[3 * g + 2];
         const int32_t e = info & 255, d = (info >> 16) & 255;
@@ -762,9 +768,10 @@ __attribute__((unused)) static void FN(sa_generic)(const int32_t *groups, int32_
 #if ISA_AVX512
 static inline __attribute__((always_inline)) void FN(sa_block)(
     const int32_t *groups, int32_t g0, int32_t g1, int32_t t, const int32_t *spix,
-    const int16_t *x, int32_t *acc, const int V) {
+    const int16_t *x, int32_t *acc, const int V, const int add) {
     __m512i c32[16], s[8];
-    for (int q = 0; q < 2 * V; q++) c32[q] = _mm512_setzero_si512();
+    for (int q = 0; q < 2 * V; q++)
+        c32[q] = add ? _mm512_loadu_si512((const void *)(acc + 16 * q)) : _mm512_setzero_si512();
     for (int v = 0; v < V; v++) s[v] = _mm512_setzero_si512();
     for (int32_t g = g0; g < g1; g++) {
         const int32_t ep = groups[3 * g], en = groups[3 * g + 1], info = groups[3 * g + 2];
@@ -792,9 +799,10 @@ static inline __attribute__((always_inline)) void FN(sa_block)(
 #elif ISA_AVX2
 static inline __attribute__((always_inline)) void FN(sa_block)(
     const int32_t *groups, int32_t g0, int32_t g1, int32_t t, const int32_t *spix,
-    const int16_t *x, int32_t *acc, const int V) {
+    const int16_t *x, int32_t *acc, const int V, const int add) {
     __m256i c32[8], s[4];
-    for (int q = 0; q < 2 * V; q++) c32[q] = _mm256_setzero_si256();
+    for (int q = 0; q < 2 * V; q++)
+        c32[q] = add ? _mm256_loadu_si256((const __m256i *)(acc + 8 * q)) : _mm256_setzero_si256();
     for (int v = 0; v < V; v++) s[v] = _mm256_setzero_si256();
     for (int32_t g = g0; g < g1; g++) {
         const int32_t ep = groups[3 * g], en = groups[3 * g + 1], info = groups[3 * g + 2];
@@ -830,10 +838,10 @@ static inline __attribute__((always_inline)) void FN(sa_block)(
 #elif ISA_NEON
 static inline __attribute__((always_inline)) void FN(sa_block)(
     const int32_t *groups, int32_t g0, int32_t g1, int32_t t, const int32_t *spix,
-    const int16_t *x, int32_t *acc, const int V) {
+    const int16_t *x, int32_t *acc, const int V, const int add) {
     int32x4_t c32[8];
     int16x8_t s[4];
-    for (int q = 0; q < 2 * V; q++) c32[q] = vdupq_n_s32(0);
+    for (int q = 0; q < 2 * V; q++) c32[q] = add ? vld1q_s32(acc + 4 * q) : vdupq_n_s32(0);
     for (int v = 0; v < V; v++) s[v] = vdupq_n_s16(0);
     for (int32_t g = g0; g < g1; g++) {
         const int32_t ep = groups[3 * g], en = groups[3 * g + 1], info = groups[3 * g + 2];
@@ -865,9 +873,11 @@ static inline __attribute__((always_inline)) void FN(sa_block)(
 #endif
 
 static void FN(k_shift_add)(const int64_t *f, const Grp *g, const int64_t *plan, int64_t o0, int64_t o1,
-                            const int16_t *x, int32_t *acc) {
-    const int32_t *nz_off = L_PTR(int32_t, 22), *g_off = L_PTR(int32_t, 48);
-    const int32_t *groups = L_PTR(int32_t, 49), *spix = g->spix;
+                            const int16_t *x, int32_t *acc, int64_t ch) {
+    const int32_t *g_off = g->g_off;
+    const int64_t nch = g->nch;
+    const int add = ch > 0;
+    const int32_t *groups = g->groups, *spix = g->spix;
     const int64_t P = L_P, pst = PST(f);
     int64_t p0 = 0;
 #ifdef SA_W1
@@ -876,29 +886,32 @@ static void FN(k_shift_add)(const int64_t *f, const Grp *g, const int64_t *plan,
     const int V = (int)((P + nb * SA_W1 - 1) / (nb * SA_W1));
     for (; p0 < P; p0 += V * SA_W1)
         for (int64_t o = o0; o < o1; o++) {
-            const int32_t ga = g_off[o], gb = g_off[o + 1], t = nz_off[o];
+            const int32_t ga = g_off[o * nch + ch], gb = g_off[o * nch + ch + 1];
+            const int32_t t = ga > 0 ? groups[3 * ga - 2] : 0; /* the previous group's end */
             int32_t *a = acc + o * pst + p0;
             const int16_t *xp = x + p0;
             switch (V) {
-            case 1: FN(sa_block)(groups, ga, gb, t, spix, xp, a, 1); break;
-            case 2: FN(sa_block)(groups, ga, gb, t, spix, xp, a, 2); break;
-            case 3: FN(sa_block)(groups, ga, gb, t, spix, xp, a, 3); break;
+            case 1: FN(sa_block)(groups, ga, gb, t, spix, xp, a, 1, add); break;
+            case 2: FN(sa_block)(groups, ga, gb, t, spix, xp, a, 2, add); break;
+            case 3: FN(sa_block)(groups, ga, gb, t, spix, xp, a, 3, add); break;
 #if SA_VM > 4
-            case 4: FN(sa_block)(groups, ga, gb, t, spix, xp, a, 4); break;
-            case 5: FN(sa_block)(groups, ga, gb, t, spix, xp, a, 5); break;
-            case 6: FN(sa_block)(groups, ga, gb, t, spix, xp, a, 6); break;
-            case 7: FN(sa_block)(groups, ga, gb, t, spix, xp, a, 7); break;
+            case 4: FN(sa_block)(groups, ga, gb, t, spix, xp, a, 4, add); break;
+            case 5: FN(sa_block)(groups, ga, gb, t, spix, xp, a, 5, add); break;
+            case 6: FN(sa_block)(groups, ga, gb, t, spix, xp, a, 6, add); break;
+            case 7: FN(sa_block)(groups, ga, gb, t, spix, xp, a, 7, add); break;
 #endif
-            default: FN(sa_block)(groups, ga, gb, t, spix, xp, a, SA_VM); break;
+            default: FN(sa_block)(groups, ga, gb, t, spix, xp, a, SA_VM, add); break;
             }
         }
 #undef SA_W1
 #undef SA_VM
 #else
     for (; p0 < P; p0 += 64)
-        for (int64_t o = o0; o < o1; o++)
-            FN(sa_generic)(groups, g_off[o], g_off[o + 1], nz_off[o], spix, x + p0,
-                           acc + o * pst + p0, P - p0 < 64 ? P - p0 : 64);
+        for (int64_t o = o0; o < o1; o++) {
+            const int32_t ga = g_off[o * nch + ch];
+            FN(sa_generic)(groups, ga, g_off[o * nch + ch + 1], ga > 0 ? groups[3 * ga - 2] : 0,
+                           spix, x + p0, acc + o * pst + p0, P - p0 < 64 ? P - p0 : 64, add);
+        }
 #endif
 }
 
@@ -906,7 +919,8 @@ static void FN(k_shift_add)(const int64_t *f, const Grp *g, const int64_t *plan,
  * accumulator (the channel's worst sum fits int16), widened to int32 once at the end */
 __attribute__((unused)) static void FN(sa8_generic)(const int32_t *groups, int32_t g0, int32_t g1,
                                                     int32_t t, const int32_t *spix,
-                                                    const int8_t *x, int32_t *acc, int64_t n) {
+                                                    const int8_t *x, int32_t *acc, int64_t n,
+                                                    int add) {
     int8_t s[64];
     int16_t a16[64];
     for (int64_t p = 0; p < n; p++) a16[p] = 0;
@@ -924,13 +938,13 @@ __attribute__((unused)) static void FN(sa8_generic)(const int32_t *groups, int32
         for (int64_t p = 0; p < n; p++)
             a16[p] = (int16_t)(a16[p] + (int16_t)((uint16_t)(int16_t)s[p] << e));
     }
-    for (int64_t p = 0; p < n; p++) acc[p] = a16[p];
+    for (int64_t p = 0; p < n; p++) acc[p] = (add ? acc[p] : 0) + a16[p];
 }
 
 #if ISA_AVX512
 static inline __attribute__((always_inline)) void FN(sa8_block)(
     const int32_t *groups, int32_t g0, int32_t g1, int32_t t, const int32_t *spix,
-    const int8_t *x, int32_t *acc, const int V) {
+    const int8_t *x, int32_t *acc, const int V, const int add) {
     __m512i a16[8], s[4];
     for (int q = 0; q < 2 * V; q++) a16[q] = _mm512_setzero_si512();
     for (int32_t g = g0; g < g1; g++) {
@@ -947,8 +961,14 @@ static inline __attribute__((always_inline)) void FN(sa8_block)(
         }
     }
     for (int q = 0; q < 2 * V; q++) {
-        _mm512_storeu_si512((void *)(acc + 32 * q), _mm512_cvtepi16_epi32(_mm512_castsi512_si256(a16[q])));
-        _mm512_storeu_si512((void *)(acc + 32 * q + 16), _mm512_cvtepi16_epi32(_mm512_extracti64x4_epi64(a16[q], 1)));
+        __m512i lo = _mm512_cvtepi16_epi32(_mm512_castsi512_si256(a16[q]));
+        __m512i hi = _mm512_cvtepi16_epi32(_mm512_extracti64x4_epi64(a16[q], 1));
+        if (add) {
+            lo = _mm512_add_epi32(lo, _mm512_loadu_si512((const void *)(acc + 32 * q)));
+            hi = _mm512_add_epi32(hi, _mm512_loadu_si512((const void *)(acc + 32 * q + 16)));
+        }
+        _mm512_storeu_si512((void *)(acc + 32 * q), lo);
+        _mm512_storeu_si512((void *)(acc + 32 * q + 16), hi);
     }
 }
 #define SA8_W1 64
@@ -956,7 +976,7 @@ static inline __attribute__((always_inline)) void FN(sa8_block)(
 #elif ISA_AVX2
 static inline __attribute__((always_inline)) void FN(sa8_block)(
     const int32_t *groups, int32_t g0, int32_t g1, int32_t t, const int32_t *spix,
-    const int8_t *x, int32_t *acc, const int V) {
+    const int8_t *x, int32_t *acc, const int V, const int add) {
     __m256i a16[8], s[4];
     for (int q = 0; q < 2 * V; q++) a16[q] = _mm256_setzero_si256();
     for (int32_t g = g0; g < g1; g++) {
@@ -981,8 +1001,14 @@ static inline __attribute__((always_inline)) void FN(sa8_block)(
         }
     }
     for (int q = 0; q < 2 * V; q++) {
-        _mm256_storeu_si256((__m256i *)(acc + 16 * q), _mm256_cvtepi16_epi32(_mm256_castsi256_si128(a16[q])));
-        _mm256_storeu_si256((__m256i *)(acc + 16 * q + 8), _mm256_cvtepi16_epi32(_mm256_extracti128_si256(a16[q], 1)));
+        __m256i lo = _mm256_cvtepi16_epi32(_mm256_castsi256_si128(a16[q]));
+        __m256i hi = _mm256_cvtepi16_epi32(_mm256_extracti128_si256(a16[q], 1));
+        if (add) {
+            lo = _mm256_add_epi32(lo, _mm256_loadu_si256((const __m256i *)(acc + 16 * q)));
+            hi = _mm256_add_epi32(hi, _mm256_loadu_si256((const __m256i *)(acc + 16 * q + 8)));
+        }
+        _mm256_storeu_si256((__m256i *)(acc + 16 * q), lo);
+        _mm256_storeu_si256((__m256i *)(acc + 16 * q + 8), hi);
     }
 }
 #define SA8_W1 32
@@ -990,7 +1016,7 @@ static inline __attribute__((always_inline)) void FN(sa8_block)(
 #elif ISA_NEON
 static inline __attribute__((always_inline)) void FN(sa8_block)(
     const int32_t *groups, int32_t g0, int32_t g1, int32_t t, const int32_t *spix,
-    const int8_t *x, int32_t *acc, const int V) {
+    const int8_t *x, int32_t *acc, const int V, const int add) {
     int16x8_t a16[8];
     int8x16_t s[4];
     for (int q = 0; q < 2 * V; q++) a16[q] = vdupq_n_s16(0);
@@ -1012,8 +1038,13 @@ static inline __attribute__((always_inline)) void FN(sa8_block)(
         }
     }
     for (int q = 0; q < 2 * V; q++) {
-        vst1q_s32(acc + 8 * q, vmovl_s16(vget_low_s16(a16[q])));
-        vst1q_s32(acc + 8 * q + 4, vmovl_high_s16(a16[q]));
+        int32x4_t lo = vmovl_s16(vget_low_s16(a16[q])), hi = vmovl_high_s16(a16[q]);
+        if (add) {
+            lo = vaddq_s32(lo, vld1q_s32(acc + 8 * q));
+            hi = vaddq_s32(hi, vld1q_s32(acc + 8 * q + 4));
+        }
+        vst1q_s32(acc + 8 * q, lo);
+        vst1q_s32(acc + 8 * q + 4, hi);
     }
 }
 #define SA8_W1 16
@@ -1021,9 +1052,11 @@ static inline __attribute__((always_inline)) void FN(sa8_block)(
 #endif
 
 static void FN(k_shift_add8)(const int64_t *f, const Grp *g, const int64_t *plan, int64_t o0, int64_t o1,
-                             const int8_t *x, int32_t *acc) {
-    const int32_t *nz_off = L_PTR(int32_t, 22), *g_off = L_PTR(int32_t, 48);
-    const int32_t *groups = L_PTR(int32_t, 49), *spix = g->spix;
+                             const int8_t *x, int32_t *acc, int64_t ch) {
+    const int32_t *g_off = g->g_off;
+    const int64_t nch = g->nch;
+    const int add = ch > 0;
+    const int32_t *groups = g->groups, *spix = g->spix;
     const int64_t P = L_P, pst = PST(f);
     int64_t p0 = 0;
 #ifdef SA8_W1
@@ -1031,23 +1064,26 @@ static void FN(k_shift_add8)(const int64_t *f, const Grp *g, const int64_t *plan
     const int V = (int)((P + nb * SA8_W1 - 1) / (nb * SA8_W1));
     for (; p0 < P; p0 += V * SA8_W1)
         for (int64_t o = o0; o < o1; o++) {
-            const int32_t ga = g_off[o], gb = g_off[o + 1], t = nz_off[o];
+            const int32_t ga = g_off[o * nch + ch], gb = g_off[o * nch + ch + 1];
+            const int32_t t = ga > 0 ? groups[3 * ga - 2] : 0; /* the previous group's end */
             int32_t *a = acc + o * pst + p0;
             const int8_t *xp = x + p0;
             switch (V) {
-            case 1: FN(sa8_block)(groups, ga, gb, t, spix, xp, a, 1); break;
-            case 2: FN(sa8_block)(groups, ga, gb, t, spix, xp, a, 2); break;
-            case 3: FN(sa8_block)(groups, ga, gb, t, spix, xp, a, 3); break;
-            default: FN(sa8_block)(groups, ga, gb, t, spix, xp, a, SA8_VM); break;
+            case 1: FN(sa8_block)(groups, ga, gb, t, spix, xp, a, 1, add); break;
+            case 2: FN(sa8_block)(groups, ga, gb, t, spix, xp, a, 2, add); break;
+            case 3: FN(sa8_block)(groups, ga, gb, t, spix, xp, a, 3, add); break;
+            default: FN(sa8_block)(groups, ga, gb, t, spix, xp, a, SA8_VM, add); break;
             }
         }
 #undef SA8_W1
 #undef SA8_VM
 #else
     for (; p0 < P; p0 += 64)
-        for (int64_t o = o0; o < o1; o++)
-            FN(sa8_generic)(groups, g_off[o], g_off[o + 1], nz_off[o], spix, x + p0,
-                            acc + o * pst + p0, P - p0 < 64 ? P - p0 : 64);
+        for (int64_t o = o0; o < o1; o++) {
+            const int32_t ga = g_off[o * nch + ch];
+            FN(sa8_generic)(groups, ga, g_off[o * nch + ch + 1], ga > 0 ? groups[3 * ga - 2] : 0,
+                            spix, x + p0, acc + o * pst + p0, P - p0 < 64 ? P - p0 : 64, add);
+        }
 #endif
 }
 
@@ -1184,7 +1220,7 @@ static int FN(pick)(const int64_t *f, int64_t policy) {
 
 /* accumulators of output channels o0..o1 of one image: acc[o][p], p in padded coords */
 static void FN(layer_acc)(const int64_t *f, const Grp *g, const int64_t *plan, int kern, int64_t o0,
-                          int64_t o1, const uint8_t *x, int32_t *acc) {
+                          int64_t o1, const uint8_t *x, int32_t *acc, int64_t ch) {
     const int32_t *nz_off = L_PTR(int32_t, 22), *pix = g->pix;
     const int32_t *code = L_PTR(int32_t, 24);
     const uint8_t *flags = L_PTR(uint8_t, 25);
@@ -1192,8 +1228,8 @@ static void FN(layer_acc)(const int64_t *f, const Grp *g, const int64_t *plan, i
     (void)nz_off; (void)pix; (void)code; (void)flags; (void)P; (void)pst;
     switch (kern) {
     case K_INT8: FN(k_int8)(f, g, plan, o0, o1, (const int16_t *)x, acc); return;
-    case K_SHIFTADD: FN(k_shift_add)(f, g, plan, o0, o1, (const int16_t *)x, acc); return;
-    case K_SHIFTADD8: FN(k_shift_add8)(f, g, plan, o0, o1, (const int8_t *)x, acc); return;
+    case K_SHIFTADD: FN(k_shift_add)(f, g, plan, o0, o1, (const int16_t *)x, acc, ch); return;
+    case K_SHIFTADD8: FN(k_shift_add8)(f, g, plan, o0, o1, (const int8_t *)x, acc, ch); return;
 #if ISA_AVX512
     case K_CHAN: FN(k_chan)(f, g, plan, (const uint16_t *)x, acc); return;
 #endif
@@ -1331,6 +1367,20 @@ __attribute__((noinline)) static void FN(layer_out)(const int64_t *f, const Grp 
     }
 }
 
+/* accumulators of an interleaved sub-batch ([OH][slots][OW] per channel) back to one image
+ * after the other ([b][L_HPH][OW], as layer_out reads them), channel by channel */
+static void FN(deinterleave)(const int64_t *f, const Grp *g, int32_t *acc) {
+    const int64_t OH = L_OH, OW = L_OW, RS = g->slots * OW, pimg = L_HPH * L_WPH;
+    int32_t buf[ILV_MAX_P];
+    for (int64_t o = 0; o < L_O; o++) {
+        int32_t *a = acc + o * g->pst;
+        memcpy(buf, a, (size_t)(4 * g->P));
+        for (int64_t b = 0; b < g->B; b++)
+            for (int64_t r = 0; r < OH; r++)
+                memcpy(a + b * pimg + r * OW, buf + r * RS + b * OW, (size_t)(4 * OW));
+    }
+}
+
 /* one layer for B images (arena + b * istride): sub-batches of f[52] images share the
  * planes so that small feature maps still fill whole vectors */
 static void FN(op_layer)(const int64_t *f, const int64_t *plan, uint8_t *arena, uint8_t *scr,
@@ -1344,23 +1394,33 @@ static void FN(op_layer)(const int64_t *f, const int64_t *plan, uint8_t *arena, 
         Grp g;
         g.B = B - b0 < f[52] ? B - b0 : f[52];
         g.istride = istride;
-        g.P = (g.B - 1) * plane + f[45];
-        g.pst = (g.P + 255) / 256 * 256;
+        g.ilv = L_ILV && g.B > 1;
+        g.slots = g.ilv ? f[52] : g.B;
+        const int64_t p_plain = (g.B - 1) * plane + f[45];
+        g.P = g.ilv ? g.slots * L_OH * L_OW : p_plain;
+        g.pst = ((g.P > p_plain ? g.P : p_plain) + 255) / 256 * 256; /* room to de-interleave */
+        /* shift-add groups: per (channel, chunk of input channels) when interleaved */
+        const int chunked = g.ilv && sa && f[67] >= 0;
+        g.cch = chunked ? L_CCH : L_C;
+        g.nch = (L_C + g.cch - 1) / g.cch;
+        g.g_off = L_PTR(int32_t, chunked ? 67 : 48);
+        g.groups = L_PTR(int32_t, chunked ? 68 : 49);
         const int64_t pst = g.pst;
         /* one image on a small map: output channels across the lanes */
         const int kern = ISA_AVX512 && g.B == 1 && sa && f[60] > 0 && g.P <= CHAN_MAX_P ? K_CHAN
                                                                                     : kern0;
         const int64_t es =
             (kern == K_PERMW || kern == K_INT8 || kern == K_SHIFTADD || kern == K_CHAN) ? 2 : 1;
-        int64_t pel = L_C * f[10] * L_SH * copy_stride(g.B, plane);
+        int64_t pel = L_C * f[10] * L_SH * copy_stride(g.slots, plane);
         /* the small-map kernel's padded codes image (uint16) in the copies' room */
         if (kern == K_CHAN && L_C * f[62] * f[63] > pel) pel = L_C * f[62] * f[63];
         const int64_t planes_b = AL64((pel + pst + 64) * 2);
         uint8_t *x = scr;
         int32_t *acc = (int32_t *)(scr + planes_b);
         int32_t *tmp = acc + AL64(L_O * pst * 4) / 4;
-        if (g.B == f[52] || g.B == 1) { /* precomputed: whole sub-batches, single images */
-            const int k = g.B == f[52] ? 54 : 56;
+        if (g.B == f[52] || g.B == 1 || g.ilv) { /* precomputed: whole sub-batches (all the
+                                                    slots when interleaved), single images */
+            const int k = g.B == 1 ? 56 : 54;
             g.pix = L_PTR(int32_t, k);
             g.spix = sa ? L_PTR(int32_t, k + 1) : NULL;
         } else { /* the ragged last sub-batch */
@@ -1377,15 +1437,22 @@ static void FN(op_layer)(const int64_t *f, const int64_t *plan, uint8_t *arena, 
         const int direct = kern == K_INT8 && g.B == 1 && L_H == 1 && L_W == 1 && L_HPH == 1 &&
                            L_WPH == 1 && f[10] == 1 && L_SH == 1 && L_PH == 0 && L_PW == 0;
 #if ISA_AVX512
-        if (kern == K_CHAN)
+        if (kern == K_CHAN) {
             FN(prep_chan)(f, (const uint8_t *)BUF(ab, plan, f[0]), (uint16_t *)x);
-        else
+            FN(layer_acc)(f, &g, plan, kern, 0, L_O, x, acc, 0);
+        } else
 #endif
-        if (direct)
-            x = (uint8_t *)BUF(ab, plan, f[0]);
-        else
-            FN(prep)(f, &g, BUF(ab, plan, f[0]), x, es, sa ? L_PTR(int16_t, 51) : NULL);
-        FN(layer_acc)(f, &g, plan, kern, 0, L_O, x, acc);
+        if (direct) {
+            FN(layer_acc)(f, &g, plan, kern, 0, L_O, (const uint8_t *)BUF(ab, plan, f[0]), acc, 0);
+        } else { /* input channels in chunks whose copies fit L1 (table kernels: one chunk) */
+            const int64_t cch = sa ? g.cch : L_C;
+            for (int64_t c0 = 0, ch = 0; c0 < L_C; c0 += cch, ch++) {
+                FN(prep)(f, &g, BUF(ab, plan, f[0]), x, es, sa ? L_PTR(int16_t, 51) : NULL, c0,
+                         c0 + cch < L_C ? c0 + cch : L_C);
+                FN(layer_acc)(f, &g, plan, kern, 0, L_O, x, acc, ch);
+            }
+        }
+        if (g.ilv) FN(deinterleave)(f, &g, acc);
         FN(layer_out)(f, &g, plan, ab, 0, L_O, acc, tmp);
     }
 }
