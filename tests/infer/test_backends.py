@@ -204,6 +204,18 @@ def test_interleaved_sub_batches_equal_reference(isa, bits) -> None:
     assert_one_image_calls_equal(NativeNet(prog, isa, threads=1), x[:2], ref)
 
 
+@pytest.mark.parametrize("in_shape", [(1, 120, 8), (1, 160, 8)])
+def test_tall_8_wide_maps_interleave_only_within_the_buffer(in_shape) -> None:
+    """An 8-wide map interleaves 4 images only while their accumulators fit the runner's
+    de-interleaving buffer (4 x 120 x 8 positions do, 4 x 160 x 8 do not): both equal the
+    reference on a batch of 5 (one interleaved sub-batch and one image)."""
+    isa = supported_isas()[0] if supported_isas() else pytest.skip("no C runner here")
+    prog = lower(random_graph("small_cnn", in_shape, 4, seed=1))
+    x = (torch.randn(5, *in_shape) * 1.5).numpy()
+    np.testing.assert_array_equal(NativeNet(prog, isa, threads=1).run(x),
+                                  run_reference(prog, x))
+
+
 def test_threads_split_the_batch_exactly() -> None:
     isa = supported_isas()[-1] if supported_isas() else pytest.skip("no C runner here")
     prog, x, ref = case("small_cnn", (1, 8, 8), 4)

@@ -363,7 +363,7 @@ def _layer_words(st: Layer, w: _Writer, ids: dict[str, int], bufs: list[Buf]) ->
     # with groups of its own (single images keep the groups above: chunks would only add
     # groups there)
     cch, local, chunked, order_ch = C, cp, [-1, -1], None
-    if sa is not None and _interleaved(OW):
+    if sa is not None and _interleaved(OH, OW):
         per_channel = KW * SH * copy_stride(_ilv_images(OW), plane) * 2
         n_chunks = -(-C // max(1, CHUNK_L1 // per_channel))
         cch = -(-C // n_chunks)
@@ -390,7 +390,7 @@ def _layer_words(st: Layer, w: _Writer, ids: dict[str, int], bufs: list[Buf]) ->
         w.add(lp.flip.astype(np.int32)) if lp.acc_thr else -1,
         w.add(lp.up.astype(np.int32)) if lp.acc_thr else -1, wn if lp.acc_thr else -1,
         Hph, Wph, P, K, *sa_fields, 0, w.add(cp.astype(np.int32)), -1, -1, -1, -1,
-        *chan_fields, int(_interleaved(OW)), cch, *chunked,
+        *chan_fields, int(_interleaved(OH, OW)), cch, *chunked,
     ]  # 52: images per sub-batch, 54-57: tap offsets (set by build_plan), 58-64: _chan_taps
     # (block starts, entries, 1, positions), chan_pad, the product table; 65: interleaved,
     # 66: input channels per chunk, 67-68: g_off and groups of the chunks
@@ -401,12 +401,13 @@ def _layer_words(st: Layer, w: _Writer, ids: dict[str, int], bufs: list[Buf]) ->
     return fields, taps, plane, P, C * KW * SH, n_out, int(pix.size), chan_elems
 
 
-def _interleaved(OW: int) -> bool:
+def _interleaved(OH: int, OW: int) -> bool:
     """Whether sub-batches of the layer interleave their images' rows (plut_net.c prep):
     on 8-wide maps a row of int16 is 16 bytes, so with one image after the other a tap's
     run starts 16 or 32 bytes into a line and two of three 64-byte loads cross a line
-    (measured: 8x8 layers ~15 % slower than with aligned runs)."""
-    return OW in ILV_WIDTHS
+    (measured: 8x8 layers ~15 % slower than with aligned runs). The runner puts an
+    interleaved sub-batch's accumulators back in order through a buffer of ILV_MAX_P."""
+    return OW in ILV_WIDTHS and _ilv_images(OW) * OH * OW <= ILV_MAX_P
 
 
 def _ilv_images(OW: int) -> int:
@@ -497,7 +498,6 @@ def build_plan(prog: Program) -> NetPlan:
             ilv = bool(fields[65])
             if ilv:
                 nb = _ilv_images(st.out_shape[2])
-                assert nb * st.out_shape[1] * st.out_shape[2] <= ILV_MAX_P
             fields[52] = nb
             fields[54:58] = _tap_offsets(w, *taps, geo[0], nb, ilv)
             layer_geo.append((nb, geo))
