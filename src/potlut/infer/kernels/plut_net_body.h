@@ -736,6 +736,12 @@ SA_TAPS(sa_taps8, int8_t, 64, _mm512_add_epi8, _mm512_sub_epi8)
 #undef SA_TAPS
 #endif
 
+/* the first tap (in shift-add order) of the groups from ga on: the taps follow the groups
+ * in one sequence, so it is where the previous group's subtractions end */
+static inline int32_t FN(first_tap)(const int32_t *groups, int32_t ga) {
+    return ga > 0 ? groups[3 * ga - 2] : 0;
+}
+
 /* taps of one channel sorted by weight exponent e and sign; x holds signed activation
  * values (int16); a group adds (then subtracts) its taps' runs in int16 and is widened
  * and shifted left by e once: acc = sum_e 2^e (sum a+ - sum a-), no table, no multiply */
@@ -887,7 +893,7 @@ static void FN(k_shift_add)(const int64_t *f, const Grp *g, const int64_t *plan,
     for (; p0 < P; p0 += V * SA_W1)
         for (int64_t o = o0; o < o1; o++) {
             const int32_t ga = g_off[o * nch + ch], gb = g_off[o * nch + ch + 1];
-            const int32_t t = ga > 0 ? groups[3 * ga - 2] : 0; /* the previous group's end */
+            const int32_t t = FN(first_tap)(groups, ga);
             int32_t *a = acc + o * pst + p0;
             const int16_t *xp = x + p0;
             switch (V) {
@@ -909,7 +915,7 @@ static void FN(k_shift_add)(const int64_t *f, const Grp *g, const int64_t *plan,
     for (; p0 < P; p0 += 64)
         for (int64_t o = o0; o < o1; o++) {
             const int32_t ga = g_off[o * nch + ch];
-            FN(sa_generic)(groups, ga, g_off[o * nch + ch + 1], ga > 0 ? groups[3 * ga - 2] : 0,
+            FN(sa_generic)(groups, ga, g_off[o * nch + ch + 1], FN(first_tap)(groups, ga),
                            spix, x + p0, acc + o * pst + p0, P - p0 < 64 ? P - p0 : 64, add);
         }
 #endif
@@ -1065,7 +1071,7 @@ static void FN(k_shift_add8)(const int64_t *f, const Grp *g, const int64_t *plan
     for (; p0 < P; p0 += V * SA8_W1)
         for (int64_t o = o0; o < o1; o++) {
             const int32_t ga = g_off[o * nch + ch], gb = g_off[o * nch + ch + 1];
-            const int32_t t = ga > 0 ? groups[3 * ga - 2] : 0; /* the previous group's end */
+            const int32_t t = FN(first_tap)(groups, ga);
             int32_t *a = acc + o * pst + p0;
             const int8_t *xp = x + p0;
             switch (V) {
@@ -1081,7 +1087,7 @@ static void FN(k_shift_add8)(const int64_t *f, const Grp *g, const int64_t *plan
     for (; p0 < P; p0 += 64)
         for (int64_t o = o0; o < o1; o++) {
             const int32_t ga = g_off[o * nch + ch];
-            FN(sa8_generic)(groups, ga, g_off[o * nch + ch + 1], ga > 0 ? groups[3 * ga - 2] : 0,
+            FN(sa8_generic)(groups, ga, g_off[o * nch + ch + 1], FN(first_tap)(groups, ga),
                             spix, x + p0, acc + o * pst + p0, P - p0 < 64 ? P - p0 : 64, add);
         }
 #endif
@@ -1445,10 +1451,9 @@ static void FN(op_layer)(const int64_t *f, const int64_t *plan, uint8_t *arena, 
         if (direct) {
             FN(layer_acc)(f, &g, plan, kern, 0, L_O, (const uint8_t *)BUF(ab, plan, f[0]), acc, 0);
         } else { /* input channels in chunks whose copies fit L1 (table kernels: one chunk) */
-            const int64_t cch = sa ? g.cch : L_C;
-            for (int64_t c0 = 0, ch = 0; c0 < L_C; c0 += cch, ch++) {
+            for (int64_t c0 = 0, ch = 0; c0 < L_C; c0 += g.cch, ch++) {
                 FN(prep)(f, &g, BUF(ab, plan, f[0]), x, es, sa ? L_PTR(int16_t, 51) : NULL, c0,
-                         c0 + cch < L_C ? c0 + cch : L_C);
+                         c0 + g.cch < L_C ? c0 + g.cch : L_C);
                 FN(layer_acc)(f, &g, plan, kern, 0, L_O, x, acc, ch);
             }
         }
