@@ -21,6 +21,7 @@ from potlut.infer.kernels.native import (
     build_harness,
     supported_isas,
 )
+from potlut.infer.kernels.netplan import OP_LAYER
 
 from .helpers import random_graph
 
@@ -204,6 +205,31 @@ def test_interleaved_sub_batches_equal_reference(isa, bits) -> None:
     assert_one_image_calls_equal(NativeNet(prog, isa, threads=1), x[:2], ref)
 
 
+def phased_layers(plan) -> int:
+    """Layers of a plan whose single images take phased rows (op field 69)."""
+    w, k, n = plan.words, int(plan.words[10]), 0
+    for _ in range(int(w[3])):
+        n += int(w[k] == OP_LAYER and w[k + 2 + 69] > 0)
+        k += int(w[k + 1])
+    return n
+
+
+@pytest.mark.parametrize("bits", [2, 3, 4])
+@pytest.mark.parametrize("isa", ["avx512", "avx2", "scalar"])
+def test_phased_rows_on_8x8_maps_equal_reference(isa, bits) -> None:
+    """One image on ResNet20's five stride-1 8x8 layers runs phased rows (netplan.
+    _phased_rows: the accumulators come out in a row order of their own and are put back);
+    every layer's codes equal the reference on each instruction set, given a phased plan
+    (AVX-512's default, built by permutes; row by row elsewhere) or a plain one."""
+    require(isa)
+    prog, x, ref = case("resnet20", (3, 32, 32), bits)
+    for phased in (True, False):
+        net = NativeNet(prog, isa, threads=1, phased=phased)
+        assert phased_layers(net.plan) == (5 if phased else 0)
+        assert_one_image_calls_equal(net, x[:2], ref)
+    assert phased_layers(NativeNet(prog, isa, threads=1).plan) == (5 if isa == "avx512" else 0)
+
+
 @pytest.mark.parametrize("in_shape", [(1, 120, 8), (1, 160, 8)])
 def test_tall_8_wide_maps_interleave_only_within_the_buffer(in_shape) -> None:
     """An 8-wide map interleaves 4 images only while their accumulators fit the runner's
@@ -277,19 +303,37 @@ def neon_harness(tmp_path_factory):
 @pytest.mark.parametrize("kernels", ["auto", "lut"])
 def test_neon_under_qemu_equals_reference(neon_harness, tmp_path, kernels, name, in_shape,
                                           bits) -> None:
-    exe, qemu = neon_harness
     prog, x, ref = case(name, in_shape, bits)
-    net = NativeNet(prog, "scalar" if "scalar" in supported_isas() else "c", threads=1,
-                    kernels=kernels) if supported_isas() else None
-    if net is None:
+    got = run_neon(neon_harness, tmp_path, host_net(prog, kernels=kernels), x)
+    np.testing.assert_array_equal(got, ref[prog.outputs[0]].reshape(len(x), -1))
+
+
+@pytest.mark.parametrize("bits", [3, 4])
+def test_neon_under_qemu_phased_rows_equal_reference(neon_harness, tmp_path, bits) -> None:
+    """NEON given a phased plan (one image on ResNet20's 8x8 maps) equals the reference."""
+    prog, x, ref = case("resnet20", (3, 32, 32), bits)
+    net = host_net(prog, phased=True)
+    assert phased_layers(net.plan) == 5
+    got = run_neon(neon_harness, tmp_path, net, x[:1])
+    np.testing.assert_array_equal(got, ref[prog.outputs[0]][:1].reshape(1, -1))
+
+
+def host_net(prog, **kw) -> NativeNet:
+    """A runner on this machine, for its plan (the bytes the NEON harness runs)."""
+    if not supported_isas():
         pytest.skip("no host C compiler to build the plan with")
+    return NativeNet(prog, "scalar" if "scalar" in supported_isas() else "c", threads=1, **kw)
+
+
+def run_neon(neon_harness, tmp_path, net: NativeNet, x: np.ndarray) -> np.ndarray:
+    """The NEON harness's logits of ``x`` under qemu-aarch64, one row an image."""
+    exe, qemu = neon_harness
     (tmp_path / "plan.bin").write_bytes(net.plan.words.tobytes())
     (tmp_path / "x.bin").write_bytes(np.ascontiguousarray(x, np.float32).tobytes())
     subprocess.run([qemu, str(exe), str(tmp_path / "plan.bin"), str(tmp_path / "x.bin"),
                     str(len(x)), str(ISAS["neon"]), str(tmp_path / "y.bin")], check=True,
                    timeout=600)
-    got = np.fromfile(tmp_path / "y.bin", np.int32).reshape(len(x), -1)
-    np.testing.assert_array_equal(got, ref[prog.outputs[0]].reshape(len(x), -1))
+    return np.fromfile(tmp_path / "y.bin", np.int32).reshape(len(x), -1)
 
 
 @pytest.mark.parametrize("isa", ["avx512", "avx2", "scalar"])

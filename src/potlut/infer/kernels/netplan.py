@@ -39,7 +39,7 @@ _ITEM = {DT_U8: 1, DT_I16: 2, DT_I32: 4}
 _NP = {DT_U8: np.uint8, DT_I16: np.int16, DT_I32: np.int32}
 BLOCK = 256  # largest pixel block a kernel computes at once (accumulator rows are padded to it)
 INT8_MAX, INT16_MAX = 127, 32767
-LAYER_WORDS = 69
+LAYER_WORDS = 70
 CHAN_LANES = 32  # output channels per vector of the small-map kernel (int16 lanes)
 GROUP_MAX = 32  # images run through a layer together when its feature map is small
 GROUP_PIXELS = 512  # ... until they fill about this many accumulator positions
@@ -49,6 +49,7 @@ PLANES_L1 = 24 << 10  # ... and their input copies fit in L1 (bytes, int16 eleme
 # images a line, measured 5 % slower: their copies did not fit L1 in chunks as large)
 ILV_LINE, ILV_WIDTHS, ILV_MAX_P = 32, (8,), 4096
 CHUNK_L1 = 32 << 10  # ... with input channels in chunks whose copies take at most this
+LINE = 64  # bytes of a cache line (and of an AVX-512 vector)
 
 
 @dataclass
@@ -314,7 +315,8 @@ def _chan_taps(st: Layer, lp, sa) -> tuple[np.ndarray, ...] | None:
     return np.array(starts, np.int32), ent, H, pos, tab
 
 
-def _layer_words(st: Layer, w: _Writer, ids: dict[str, int], bufs: list[Buf]) -> tuple:
+def _layer_words(st: Layer, w: _Writer, ids: dict[str, int], bufs: list[Buf],
+                 phased: bool = True) -> tuple:
     """The op words of one layer and its sizes (for the sub-batch and the scratch)."""
     lp = plan_layer(st)
     C, H, W = st.in_shape
@@ -370,6 +372,8 @@ def _layer_words(st: Layer, w: _Writer, ids: dict[str, int], bufs: list[Buf]) ->
         sa_ch = _shift_add(st, lp, code, c // cch, n_chunks)
         local = cp - (c // cch) * cch * KW * SH  # the tap's copy within its chunk
         chunked, order_ch = [w.add(sa_ch[1][0]), w.add(sa_ch[1][1])], sa_ch[1][2]
+    rpl = 0 if not phased or sa is None or Wph != OW or H * W > LINE else \
+        _phased_rows(sa[0], OH, OW)
     chan = _chan_taps(st, lp, sa)
     Hp, Wp = chan_pad(st)
     if chan is None:
@@ -390,15 +394,20 @@ def _layer_words(st: Layer, w: _Writer, ids: dict[str, int], bufs: list[Buf]) ->
         w.add(lp.flip.astype(np.int32)) if lp.acc_thr else -1,
         w.add(lp.up.astype(np.int32)) if lp.acc_thr else -1, wn if lp.acc_thr else -1,
         Hph, Wph, P, K, *sa_fields, 0, w.add(cp.astype(np.int32)), -1, -1, -1, -1,
-        *chan_fields, int(_interleaved(OH, OW)), cch, *chunked,
+        *chan_fields, int(_interleaved(OH, OW)), cch, *chunked, rpl,
     ]  # 52: images per sub-batch, 54-57: tap offsets (set by build_plan), 58-64: _chan_taps
     # (block starts, entries, 1, positions), chan_pad, the product table; 65: interleaved,
-    # 66: input channels per chunk, 67-68: g_off and groups of the chunks
+    # 66: input channels per chunk, 67-68: g_off and groups of the chunks, 69: phased rows
     assert len(fields) == LAYER_WORDS, len(fields)
+    # single images on phased layers: a tap's row offset dr is dr whole lines
+    within1, plane1 = pix, plane
+    if rpl:
+        within1 = ((i * DH) // SH) * rpl * Wph
+        plane1 = _phased_lines(Hph, OH, rpl) * rpl * Wph
     taps = (pix.astype(np.int64), cp.astype(np.int64), local.astype(np.int64),
-            None if sa is None else sa[1][2], order_ch)
+            None if sa is None else sa[1][2], order_ch, within1.astype(np.int64), plane1)
     chan_elems = 0 if chan is None else C * Hp * Wp
-    return fields, taps, plane, P, C * KW * SH, n_out, int(pix.size), chan_elems
+    return fields, taps, plane, P, C * KW * SH, n_out, int(pix.size), chan_elems, plane1
 
 
 def _interleaved(OH: int, OW: int) -> bool:
@@ -415,17 +424,46 @@ def _ilv_images(OW: int) -> int:
     return ILV_LINE // OW
 
 
+def _phased_rows(kind: int, OH: int, OW: int) -> int:
+    """Output rows per 64-byte line where a single image's copies take phased rows, else 0.
+
+    On 8- and 16-wide maps a row of the shift-add values (int16, int8 for ``kind`` 2) is a
+    fraction of a line, so a tap's run starts inside a line and most vector loads cross
+    one. Phased, vector v of the map's V holds output rows v, v + V, v + 2V, ... (``rpl``
+    of them, one line), and line k of a copy holds input rows k, k + V, ...: the run of a
+    tap with row offset dr is lines dr .. dr + V - 1, every load aligned, in a copy no
+    larger than before (8x8: 4 lines against 2.5 rounded up to 4). The runner puts the
+    accumulators back in row order (plut_net.c unphase). Only where an input channel's codes
+    fit one vector (the caller checks H * W <= 64), whose copies prep_small builds by
+    permutes: built row by row, phased copies (more rows) cost more than their aligned
+    loads save (16x16 layers measured 5 % slower, stride-2 layers 28 %)."""
+    es = 1 if kind == 2 else 2
+    if LINE % (es * OW):
+        return 0
+    rpl = LINE // (es * OW)
+    vmax = 4 if es == 1 else 8  # vectors of the kernels' largest block (sa8_block, sa_block)
+    return rpl if rpl > 1 and OH % rpl == 0 and OH // rpl <= vmax else 0
+
+
+def _phased_lines(Hph: int, OH: int, rpl: int) -> int:
+    """Lines of a phased copy: one per row offset a tap can have, plus the map's V - 1."""
+    return Hph - OH + OH // rpl
+
+
 def _tap_offsets(w: _Writer, within: np.ndarray, cp: np.ndarray, local: np.ndarray,
-                 order: np.ndarray | None, order_ch: np.ndarray | None, plane: int, nb: int,
-                 ilv: bool) -> list[int]:
+                 order: np.ndarray | None, order_ch: np.ndarray | None, within1: np.ndarray,
+                 plane1: int, plane: int, nb: int, ilv: bool) -> list[int]:
     """Word offsets of the taps' run starts for sub-batches of ``nb`` images and of one
     (planes hold ``nb`` images each), in tap order and in shift-add order (or -1). In an
     interleaved sub-batch a row of the copies holds that row of all ``nb`` images, and the
-    shift-add taps (``order_ch``) read the copies of their chunk of input channels."""
+    shift-add taps (``order_ch``) read the copies of their chunk of input channels. A single
+    image's copies are ``plane1`` long with runs at ``within1`` (phased rows, or as above)."""
     out = []
     for n in (nb, 1):
         rows = within * n if ilv and n > 1 else within
         cs = copy_stride(n, plane)
+        if n == 1:
+            rows, cs = within1, copy_stride(1, plane1)
         pix = (cp * cs + rows).astype(np.int32)
         if order_ch is not None and n > 1:
             spix = (local * cs + rows).astype(np.int32)[order_ch]
@@ -443,11 +481,12 @@ def copy_stride(nb: int, plane: int) -> int:
 
 
 def _layer_scratch(nb: int, plane: int, P: int, planes: int, n_out: int, T: int,
-                   chan_elems: int = 0) -> int:
+                   chan_elems: int = 0, plane1: int = 0) -> int:
     """Scratch bytes of a layer run on ``nb`` images at once (plut_net.c op_layer); the
-    input copies' room also holds one padded image (``chan_elems``) for the small-map kernel."""
+    input copies' room also holds one padded image (``chan_elems``) for the small-map kernel
+    and a single image's copies (``plane1`` each: phased rows)."""
     pst = -(-((nb - 1) * plane + P) // BLOCK) * BLOCK
-    el = max(planes * copy_stride(nb, plane), chan_elems)
+    el = max(planes * copy_stride(nb, plane), planes * copy_stride(1, plane1), chan_elems)
     return _al((el + pst + 64) * 2) + _al(n_out * pst * 4) + 2 * pst * 4 + 2 * T * 4
 
 
@@ -455,8 +494,11 @@ def _al(n: int) -> int:
     return -(-n // 64) * 64
 
 
-def build_plan(prog: Program) -> NetPlan:
-    """The flat plan of ``prog`` (every step; reshapes alias their source buffer)."""
+def build_plan(prog: Program, phased: bool = True) -> NetPlan:
+    """The flat plan of ``prog`` (every step; reshapes alias their source buffer).
+
+    ``phased``: single images on 8x8 maps take phased rows (``_phased_rows``; every
+    instruction set runs them exactly, but only AVX-512 builds them by permutes and gains)."""
     bufs: list[Buf] = []
     ids: dict[str, int] = {}
     shapes: dict[str, tuple[int, ...]] = {}
@@ -490,7 +532,7 @@ def build_plan(prog: Program) -> NetPlan:
                 new(st.out_codes, _code_dt(st.out_act), st.out_shape)
             if st.out_fixed:
                 new(st.out_fixed, DT_I32, st.out_shape)
-            fields, taps, *geo = _layer_words(st, w, ids, bufs)
+            fields, taps, *geo = _layer_words(st, w, ids, bufs, phased)
             # images per sub-batch: enough to fill the vectors, few enough that the planes
             # of one sub-batch stay in L1
             nb = min(GROUP_MAX, -(-GROUP_PIXELS // geo[1]), PLANES_L1 // (geo[2] * geo[0] * 2))

@@ -64,6 +64,7 @@
 #define L_WPH f[44]
 #define L_ILV f[65] /* sub-batches of f[52] images interleave their rows */
 #define L_CCH f[66] /* input channels per chunk of interleaved sub-batches (groups: f[67], f[68]) */
+#define L_RPL f[69] /* single images: phased rows, this many output rows a line (0: plain) */
 #define L_P (g->P)
 #define PST(f) (g->pst)
 
@@ -79,10 +80,18 @@ typedef struct {
     int64_t B, P, pst, istride;
     int64_t slots; /* images the input copies have room for (B, or f[52] when interleaved) */
     int ilv;       /* rows of the slots' images interleaved (netplan: interleaved layers) */
+    int64_t rpl;   /* one image in phased rows (netplan._phased_rows): output rows a line */
     const int32_t *pix, *spix;
     const int32_t *g_off, *groups; /* shift-add groups, nch per output channel */
     int64_t nch, cch;              /* chunks of input channels, channels per chunk */
 } Grp;
+
+/* elements of one input copy before copy_stride's rounding: the slots' images, or one
+ * image's phased lines (one per row offset a tap can have, plus V - 1: netplan) */
+static inline int64_t copy_len(const int64_t *f, const Grp *g) {
+    if (g->rpl) return (L_HPH - L_OH + L_OH / g->rpl) * g->rpl * L_WPH;
+    return g->slots * L_HPH * L_WPH;
+}
 
 /* thread CPU time (the per-op profile), ns */
 static int64_t now_ns(void) {
@@ -112,6 +121,7 @@ enum { K_GATHER, K_INT8, K_SHIFTADD, K_SHUF16, K_SHUF8, K_PERMW, K_PERMB, K_TBL1
  * across the lanes (K_CHAN), where the pixel-vector kernels would leave most lanes empty */
 #define CHAN_MAX_P 24
 #define ILV_MAX_P 4096 /* accumulator positions of an interleaved sub-batch (netplan) */
+#define PHASED_MAX_P 256 /* accumulator positions of a phased image (netplan._phased_rows) */
 enum { ISA_ID_SCALAR, ISA_ID_AVX2, ISA_ID_AVX512, ISA_ID_NEON };
 
 #define SFX _scalar

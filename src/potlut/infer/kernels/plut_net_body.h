@@ -272,6 +272,65 @@ static inline void FN(lut_row)(void *dst, const uint8_t *src, int64_t n, const L
         for (; x < n; x++) ((int16_t *)dst)[x] = lut[src[x]];
 }
 
+#if ISA_AVX512
+/* prep for one image whose channels' codes fit one vector (H * W <= 64: 8x8 maps): the
+ * channel's signed values are one or two table permutes, and every 64-byte chunk of a
+ * copy is one permute of them by an index (and a zero mask for the padding) made once per
+ * call: 12 permutes and stores a channel of a 3x3 layer, against one masked load, permute
+ * and store per copy row (30 rows plain, 48 phased) */
+#define SMALL_CHUNKS 32
+static void FN(prep_small)(const int64_t *f, const Grp *g, const uint8_t *src,
+                           uint8_t *planes, int64_t es, const LutTab *tb, int64_t c0,
+                           int64_t c1, int64_t used, int64_t cs) {
+    const int64_t H = L_H, W = L_W, SH = L_SH, SW = L_SW, PH = L_PH, PW = L_PW, R = L_HPH;
+    const int64_t KW = f[10], DW = f[16], OW = L_WPH, nq = KW * SH, ce = 64 / es;
+    const int64_t nck = (used + ce - 1) / ce, rpl = g->rpl, V = rpl ? L_OH / rpl : 1;
+    uint8_t idx[SMALL_CHUNKS][64] __attribute__((aligned(64)));
+    __mmask64 msk[SMALL_CHUNKS];
+    for (int64_t q = 0, k = 0; q < nq; q++)
+        for (int64_t i = 0; i < nck; i++, k++) {
+            const int64_t kx = q / SH, ph = q % SH;
+            msk[k] = 0;
+            memset(idx[k], 0, 64);
+            for (int64_t l = 0; l < ce && i * ce + l < used; l++) {
+                const int64_t e = i * ce + l, d = e / OW, ox = e % OW;
+                const int64_t r = rpl ? d / rpl + V * (d % rpl) : d;
+                const int64_t iy = r * SH + ph - PH, ix = ox * SW + kx * DW - PW;
+                if (r >= R || iy < 0 || iy >= H || ix < 0 || ix >= W) continue;
+                msk[k] |= 1ULL << l;
+                if (es == 1) idx[k][l] = (uint8_t)(iy * W + ix);
+                else ((uint16_t *)idx[k])[l] = (uint16_t)(iy * W + ix);
+            }
+        }
+    const __m512i tab = _mm512_load_si512((const void *)tb->t.b);
+    const __mmask64 mcd = H * W == 64 ? ~0ULL : ((1ULL << (H * W)) - 1);
+    for (int64_t c = c0; c < c1; c++) {
+        const __m512i cd = _mm512_maskz_loadu_epi8(mcd, src + c * H * W);
+        __m512i lo, hi = _mm512_setzero_si512();
+        if (es == 1) {
+            lo = _mm512_permutexvar_epi8(cd, tab);
+        } else {
+            lo = _mm512_permutexvar_epi16(_mm512_cvtepu8_epi16(_mm512_castsi512_si256(cd)), tab);
+            hi = _mm512_permutexvar_epi16(
+                _mm512_cvtepu8_epi16(_mm512_extracti64x4_epi64(cd, 1)), tab);
+        }
+        for (int64_t q = 0, k = 0; q < nq; q++) {
+            uint8_t *cp = planes + es * ((c - c0) * nq + q) * cs;
+            for (int64_t i = 0; i < nck; i++, k++) {
+                const __m512i ix = _mm512_load_si512((const void *)idx[k]);
+                const __m512i v = es == 1 ? _mm512_maskz_permutexvar_epi8(msk[k], ix, lo)
+                                          : _mm512_maskz_permutex2var_epi16(
+                                                (__mmask32)msk[k], lo, ix, hi);
+                const int64_t left = es * (cs - i * ce); /* bytes of the copy from here */
+                _mm512_mask_storeu_epi8(cp + 64 * i, left >= 64 ? ~0ULL : ((1ULL << left) - 1),
+                                        v);
+            }
+            if (nck * ce < cs) memset(cp + es * nck * ce, 0, (size_t)(es * (cs - nck * ce)));
+        }
+    }
+}
+#endif
+
 /* codes of channels c0..c1 of [C][H][W] -> input copies [c1 - c0][KW*SH][NS][R][OW] (copy
  * q = kx * SH + row phase, R = L_HPH rows of OW = L_WPH, NS image slots a copy_stride
  * apart; zero where the padding is, and zero slack), element es bytes (1: u8 codes or int8
@@ -285,9 +344,12 @@ __attribute__((noinline)) static void FN(prep)(const int64_t *f, const Grp *g, c
                                                const int16_t *lut, int64_t c0, int64_t c1) {
     const int64_t H = L_H, W = L_W, SH = L_SH, SW = L_SW, PH = L_PH, PW = L_PW, C = c1 - c0;
     const int64_t KW = f[10], DW = f[16], R = L_HPH, OW = L_WPH, NB = g->B, NS = g->slots;
-    const int64_t plane = R * OW, cs = copy_stride(NS, plane), nq = KW * SH;
+    const int64_t plane = R * OW, used = copy_len(f, g), cs = copy_stride(1, used), nq = KW * SH;
     /* interleaved sub-batch: row r of image b at r * RS + b * OW, else at b * plane + r * OW */
     const int64_t RS = g->ilv ? NS * OW : OW, IS = g->ilv ? OW : plane;
+    /* phased rows (one image): row d of the copy is input row d / rpl + V * (d % rpl) */
+    const int64_t rpl = g->rpl, V = rpl ? L_OH / rpl : 1, ND = rpl ? used / OW : R;
+#define ROW_OF(d) (rpl ? (d) / rpl + V * ((d) % rpl) : (d))
     const int64_t total = C * nq * cs + PST(f) + 64;
     const int in16 = L_MODE == 1;
     LutTab tb;
@@ -299,11 +361,18 @@ __attribute__((noinline)) static void FN(prep)(const int64_t *f, const Grp *g, c
 #endif
     /* zeros only where no input lands: padding rows and columns, gaps, the slack */
     memset(planes + es * C * nq * cs, 0, (size_t)((total - C * nq * cs) * es));
+#if ISA_AVX512
+    if (lut && tb.vec && NB == 1 && !g->ilv && H * W <= 64 &&
+        KW * SH * ((es * used + 63) / 64) <= SMALL_CHUNKS) {
+        FN(prep_small)(f, g, (const uint8_t *)src, planes, es, &tb, c0, c1, used, cs);
+        return;
+    }
+#endif
     for (int64_t cl = 0; cl < C; cl++)
     for (int64_t kx = 0; kx < KW; kx++) {
-        const int64_t c = c0 + cl, d = kx * DW - PW; /* input column of ox: ox * SW + d */
-        const int64_t lo = d >= 0 ? 0 : (-d + SW - 1) / SW;
-        const int64_t hi0 = W - 1 - d < 0 ? 0 : (W - 1 - d) / SW + 1;
+        const int64_t c = c0 + cl, dc = kx * DW - PW; /* input column of ox: ox * SW + dc */
+        const int64_t lo = dc >= 0 ? 0 : (-dc + SW - 1) / SW;
+        const int64_t hi0 = W - 1 - dc < 0 ? 0 : (W - 1 - dc) / SW + 1;
         const int64_t hi = hi0 < OW ? hi0 : OW, n = hi - lo;
 #if ISA_AVX512
         /* shift-add rows (stride 1 or 2) of at most 64 bytes: one masked load of the codes
@@ -322,18 +391,18 @@ __attribute__((noinline)) static void FN(prep)(const int64_t *f, const Grp *g, c
         for (int64_t b = 0; b < NB; b++) {
             const uint8_t *sb = (const uint8_t *)src + b * g->istride;
             const int64_t cb = (cl * nq + kx * SH + ph) * cs, q0 = cb + b * IS;
-            if (b == NB - 1 && cs > NS * plane) /* the gap up to the next copy */
-                memset(planes + es * (cb + NS * plane), 0, (size_t)(es * (cs - NS * plane)));
+            if (b == NB - 1 && cs > used) /* the gap up to the next copy */
+                memset(planes + es * (cb + used), 0, (size_t)(es * (cs - used)));
 #if ISA_AVX512
             if (fast_lut) {
                 const __mmask64 mrow = es * OW == 64 ? ~0ULL : ((1ULL << (es * OW)) - 1);
                 const __m512i tab = _mm512_load_si512((const void *)tb.t.b);
-                for (int64_t r = 0; r < R; r++) {
-                    const int64_t iy = r * SH + ph - PH;
-                    uint8_t *row = planes + es * (q0 + r * RS);
+                for (int64_t d = 0; d < ND; d++) {
+                    const int64_t r = ROW_OF(d), iy = r < R ? r * SH + ph - PH : -1;
+                    uint8_t *row = planes + es * (q0 + d * RS);
                     __m512i v = _mm512_setzero_si512();
                     if (iy >= 0 && iy < H && n > 0) {
-                        __m512i cd = _mm512_maskz_loadu_epi8(mld, sb + (c * H + iy) * W + d);
+                        __m512i cd = _mm512_maskz_loadu_epi8(mld, sb + (c * H + iy) * W + dc);
                         if (SW == 2) cd = _mm512_permutexvar_epi8(sidx2, cd);
                         if (es == 1)
                             v = _mm512_maskz_permutexvar_epi8(mx, cd, tab);
@@ -352,27 +421,27 @@ __attribute__((noinline)) static void FN(prep)(const int64_t *f, const Grp *g, c
                 const __mmask64 mrow = es * OW == 64 ? ~0ULL : ((1ULL << (es * OW)) - 1);
                 const __mmask64 mrun = n <= 0 ? 0 : es * n >= 64 ? ~0ULL
                                        : (((1ULL << (es * n)) - 1) << (es * lo));
-                for (int64_t r = 0; r < R; r++) {
-                    const int64_t iy = r * SH + ph - PH;
-                    uint8_t *row = planes + es * (q0 + r * RS);
+                for (int64_t d = 0; d < ND; d++) {
+                    const int64_t r = ROW_OF(d), iy = r < R ? r * SH + ph - PH : -1;
+                    uint8_t *row = planes + es * (q0 + d * RS);
                     __m512i v = _mm512_setzero_si512();
                     if (iy >= 0 && iy < H && n > 0)
-                        v = _mm512_maskz_loadu_epi8(mrun, sb + es * ((c * H + iy) * W + d));
+                        v = _mm512_maskz_loadu_epi8(mrun, sb + es * ((c * H + iy) * W + dc));
                     _mm512_mask_storeu_epi8(row, mrow, v);
                 }
                 continue;
             }
 #endif
-            for (int64_t r = 0; r < R; r++) {
-                const int64_t iy = r * SH + ph - PH;
-                uint8_t *row = planes + es * (q0 + r * RS);
+            for (int64_t d = 0; d < ND; d++) {
+                const int64_t r = ROW_OF(d), iy = r < R ? r * SH + ph - PH : -1;
+                uint8_t *row = planes + es * (q0 + d * RS);
                 if (iy < 0 || iy >= H || n <= 0) {
                     memset(row, 0, (size_t)(es * OW));
                     continue;
                 }
                 if (lo > 0) memset(row, 0, (size_t)(es * lo));
                 if (hi < OW) memset(row + es * hi, 0, (size_t)(es * (OW - hi)));
-                const int64_t d0 = q0 + r * RS + lo, ib = (c * H + iy) * W + lo * SW + d;
+                const int64_t d0 = q0 + d * RS + lo, ib = (c * H + iy) * W + lo * SW + dc;
                 if (SW == 1) {
                     if (lut) {
                         FN(lut_row)(planes + es * d0, sb + ib, n, &tb);
@@ -399,6 +468,8 @@ __attribute__((noinline)) static void FN(prep)(const int64_t *f, const Grp *g, c
         }
     }
 }
+
+#undef ROW_OF
 
 /* ---------------------------------------------------------------- layer: kernels */
 
@@ -1387,6 +1458,19 @@ static void FN(deinterleave)(const int64_t *f, const Grp *g, int32_t *acc) {
     }
 }
 
+/* accumulators of one image in phased rows (row d = v * rpl + j holds output row
+ * v + V * j: netplan._phased_rows) back in row order, channel by channel */
+static void FN(unphase)(const int64_t *f, const Grp *g, int32_t *acc) {
+    const int64_t OH = L_OH, OW = L_OW, rpl = g->rpl, V = OH / rpl;
+    int32_t buf[PHASED_MAX_P];
+    for (int64_t o = 0; o < L_O; o++) {
+        int32_t *a = acc + o * g->pst;
+        memcpy(buf, a, (size_t)(4 * OH * OW));
+        for (int64_t d = 0; d < OH; d++)
+            memcpy(a + (d / rpl + V * (d % rpl)) * OW, buf + d * OW, (size_t)(4 * OW));
+    }
+}
+
 /* one layer for B images (arena + b * istride): sub-batches of f[52] images share the
  * planes so that small feature maps still fill whole vectors */
 static void FN(op_layer)(const int64_t *f, const int64_t *plan, uint8_t *arena, uint8_t *scr,
@@ -1417,7 +1501,8 @@ static void FN(op_layer)(const int64_t *f, const int64_t *plan, uint8_t *arena, 
                                                                                     : kern0;
         const int64_t es =
             (kern == K_PERMW || kern == K_INT8 || kern == K_SHIFTADD || kern == K_CHAN) ? 2 : 1;
-        int64_t pel = L_C * f[10] * L_SH * copy_stride(g.slots, plane);
+        g.rpl = g.B == 1 && kern != K_CHAN ? L_RPL : 0; /* the offsets of field 56 assume it */
+        int64_t pel = L_C * f[10] * L_SH * copy_stride(1, copy_len(f, &g));
         /* the small-map kernel's padded codes image (uint16) in the copies' room */
         if (kern == K_CHAN && L_C * f[62] * f[63] > pel) pel = L_C * f[62] * f[63];
         const int64_t planes_b = AL64((pel + pst + 64) * 2);
@@ -1458,6 +1543,7 @@ static void FN(op_layer)(const int64_t *f, const int64_t *plan, uint8_t *arena, 
             }
         }
         if (g.ilv) FN(deinterleave)(f, &g, acc);
+        if (g.rpl) FN(unphase)(f, &g, acc);
         FN(layer_out)(f, &g, plan, ab, 0, L_O, acc, tmp);
     }
 }
