@@ -287,21 +287,24 @@ static void FN(prep_small)(const int64_t *f, const Grp *g, const uint8_t *src,
     const int64_t nck = (used + ce - 1) / ce, rpl = g->rpl, V = rpl ? L_OH / rpl : 1;
     uint8_t idx[SMALL_CHUNKS][64] __attribute__((aligned(64)));
     __mmask64 msk[SMALL_CHUNKS];
-    for (int64_t q = 0, k = 0; q < nq; q++)
-        for (int64_t i = 0; i < nck; i++, k++) {
-            const int64_t kx = q / SH, ph = q % SH;
-            msk[k] = 0;
-            memset(idx[k], 0, 64);
-            for (int64_t l = 0; l < ce && i * ce + l < used; l++) {
-                const int64_t e = i * ce + l, d = e / OW, ox = e % OW;
-                const int64_t r = rpl ? d / rpl + V * (d % rpl) : d;
-                const int64_t iy = r * SH + ph - PH, ix = ox * SW + kx * DW - PW;
-                if (r >= R || iy < 0 || iy >= H || ix < 0 || ix >= W) continue;
+    const int lg = es == 1 ? 6 : 5; /* log2(ce) */
+    memset(idx, 0, (size_t)(64 * nq * nck));
+    memset(msk, 0, sizeof(__mmask64) * (size_t)(nq * nck));
+    for (int64_t q = 0; q < nq; q++) {
+        const int64_t kx = q / SH, ph = q % SH;
+        for (int64_t d = 0; d < used / OW; d++) {
+            const int64_t r = rpl ? d / rpl + V * (d % rpl) : d, iy = r * SH + ph - PH;
+            if (r >= R || iy < 0 || iy >= H) continue;
+            for (int64_t ox = 0; ox < OW; ox++) {
+                const int64_t ix = ox * SW + kx * DW - PW, e = d * OW + ox;
+                const int64_t k = q * nck + (e >> lg), l = e & (ce - 1);
+                if (ix < 0 || ix >= W) continue;
                 msk[k] |= 1ULL << l;
                 if (es == 1) idx[k][l] = (uint8_t)(iy * W + ix);
                 else ((uint16_t *)idx[k])[l] = (uint16_t)(iy * W + ix);
             }
         }
+    }
     const __m512i tab = _mm512_load_si512((const void *)tb->t.b);
     const __mmask64 mcd = H * W == 64 ? ~0ULL : ((1ULL << (H * W)) - 1);
     for (int64_t c = c0; c < c1; c++) {
