@@ -207,11 +207,7 @@ def test_interleaved_sub_batches_equal_reference(isa, bits) -> None:
 
 def phased_layers(plan) -> int:
     """Layers of a plan whose single images take phased rows (op field 69)."""
-    w, k, n = plan.words, int(plan.words[10]), 0
-    for _ in range(int(w[3])):
-        n += int(w[k] == OP_LAYER and w[k + 2 + 69] > 0)
-        k += int(w[k + 1])
-    return n
+    return sum(k > 0 for k in layer_field(plan, 69))
 
 
 @pytest.mark.parametrize("bits", [2, 3, 4])
@@ -228,6 +224,74 @@ def test_phased_rows_on_8x8_maps_equal_reference(isa, bits) -> None:
         assert phased_layers(net.plan) == (5 if phased else 0)
         assert_one_image_calls_equal(net, x[:2], ref)
     assert phased_layers(NativeNet(prog, isa, threads=1).plan) == (5 if isa == "avx512" else 0)
+
+
+def layer_field(plan, k: int) -> list[int]:
+    """Op field ``k`` of every layer of a plan."""
+    w, i, out = plan.words, int(plan.words[10]), []
+    for _ in range(int(w[3])):
+        if w[i] == OP_LAYER:
+            out.append(int(w[i + 2 + k]))
+        i += int(w[i + 1])
+    return out
+
+
+def test_requant32_only_where_exact_and_bounded() -> None:
+    """The 32-bit epilogue (acc * K + C, no clamps) is taken where M = K * 2^R and no input
+    can bring |acc * K + C| plus the residual to 2^31 - 1; else the 64-bit one."""
+    from types import SimpleNamespace
+
+    from potlut.infer.kernels.netplan import I32MAX, _requant32
+
+    lp = SimpleNamespace(M=np.array([15 << 20, 11 << 20]), B=np.array([-(3 << 15) - 1, 5 << 15]),
+                         R=np.array([15, 15]))
+    K, C, bound = _requant32(lp, np.array([1000, 2000]), 7)
+    assert K.tolist() == [480, 352] and C.tolist() == [-4, 5]  # floor((-(3 << 15) - 1) / 2^15)
+    assert bound == max(1000 * 480 + 4, 2000 * 352 + 5) + 7
+    assert _requant32(lp, np.array([1000, I32MAX // 352]), 0)[2] == (I32MAX // 352) * 352 + 5
+    assert _requant32(lp, np.array([1000, I32MAX // 352 + 1]), 0) is None  # could saturate
+    assert _requant32(lp, np.array([1000, 2000]), I32MAX - 100) is None  # the residual
+    lp.M = np.array([15 << 20, (11 << 20) + 1])  # not a multiple of 2^R
+    assert _requant32(lp, np.array([1000, 2000]), 0) is None
+
+
+@cache
+def plain_bn_resnet20():
+    """ResNet20 converted, calibrated and compressed with BatchNorm as initialized: its
+    requantization multipliers are whole multiples of 2^R (as in bench_infer's model)."""
+    import tempfile
+    from pathlib import Path
+
+    from potlut import models
+    from potlut.compress import load
+    from potlut.nn import QuantSpec, calibrate, convert
+    from potlut.nn.export import compress_model
+
+    torch.manual_seed(0)
+    q = convert(models.build("resnet20", 10, 3), QuantSpec(bits=4))
+    calibrate(q, torch.randn(16, 3, 32, 32))
+    torch.set_num_threads(1)
+    with tempfile.TemporaryDirectory() as d:
+        compress_model(q.eval(), (3, 32, 32), Path(d) / "r.potlut")
+        prog = lower(load(Path(d) / "r.potlut"))
+    x = (torch.randn(2, 3, 32, 32) * 1.5).numpy()
+    return prog, x, {k: np.asarray(v) for k, v in run_reference(prog, x, keep=True).items()}
+
+
+@pytest.mark.parametrize("isa", ["avx512", "avx2", "scalar"])
+def test_requant32_epilogue_equals_reference(isa) -> None:
+    """Where every requantized layer (the stem and the conv2s, with residuals) takes the
+    32-bit epilogue, every layer's codes and fixed outputs equal the reference."""
+    require(isa)
+    prog, x, ref = plain_bn_resnet20()
+    net = NativeNet(prog, isa, threads=1)
+    rq = [k >= 0 for k in layer_field(net.plan, 70)]
+    thr = [k != 0 for k in layer_field(net.plan, 39)]
+    assert sum(rq) == 11 and all(a != b for a, b in zip(rq, thr, strict=True))
+    env = net.run(x, keep=True)
+    for k in (k for k in env if k in ref):
+        np.testing.assert_array_equal(env[k], ref[k], err_msg=k)
+    assert_one_image_calls_equal(net, x, ref)
 
 
 @pytest.mark.parametrize("in_shape", [(1, 120, 8), (1, 160, 8)])

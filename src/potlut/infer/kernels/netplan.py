@@ -39,7 +39,8 @@ _ITEM = {DT_U8: 1, DT_I16: 2, DT_I32: 4}
 _NP = {DT_U8: np.uint8, DT_I16: np.int16, DT_I32: np.int32}
 BLOCK = 256  # largest pixel block a kernel computes at once (accumulator rows are padded to it)
 INT8_MAX, INT16_MAX = 127, 32767
-LAYER_WORDS = 70
+LAYER_WORDS = 72
+I32MAX = (1 << 31) - 1
 CHAN_LANES = 32  # output channels per vector of the small-map kernel (int16 lanes)
 GROUP_MAX = 32  # images run through a layer together when its feature map is small
 GROUP_PIXELS = 512  # ... until they fill about this many accumulator positions
@@ -315,8 +316,39 @@ def _chan_taps(st: Layer, lp, sa) -> tuple[np.ndarray, ...] | None:
     return np.array(starts, np.int32), ent, H, pos, tab
 
 
+def _acc_bound(st: Layer, lp, o_of_t: np.ndarray, code: np.ndarray) -> np.ndarray:
+    """Per output channel, the largest |accumulator| any input can give: the sum of its taps'
+    largest |product| (P-LUT rows; int8 layers: |weight| times the largest |input value|)."""
+    if st.mode == "plut":
+        per_tap = np.abs(lp.rows.astype(np.int64)).max(axis=1)[code]
+    else:
+        per_tap = np.abs(code.astype(np.int64)) * int(np.abs(st.act.values).max(initial=0))
+    out = np.zeros(st.out_channels, np.int64)
+    np.add.at(out, o_of_t, per_tap)
+    return out
+
+
+def _requant32(lp, acc_bound: np.ndarray, res_bound: int) -> tuple | None:
+    """``(K, C, bound)`` where the requantization is ``acc * K + C`` in int32 with nothing to
+    saturate, else None.
+
+    ``(acc * M + B) >> R`` equals ``acc * K + (B >> R)`` exactly when ``M`` is ``K * 2^R``
+    (power-of-two scales leave it so); if ``|acc| * |K| + |C|`` plus the residual's bound stays
+    below 2^31 - 1 for every input, the clamps to +-(2^31 - 1) never act, and the runner's
+    epilogue is one 32-bit multiply and add (plut_net.c out32_run) instead of 64-bit
+    products and three clamps. ``bound`` bounds the output (the next residual's input)."""
+    M, B, R = (np.asarray(a, np.int64) for a in (lp.M, lp.B, lp.R))
+    if R.size == 0 or R.min() < 0 or R.max() > 62 or np.any(M % (np.int64(1) << R)):
+        return None
+    K, C = M >> R, B >> R
+    bound = int((acc_bound * np.abs(K) + np.abs(C)).max()) + res_bound
+    if bound >= I32MAX:
+        return None
+    return K.astype(np.int32), C.astype(np.int32), bound
+
+
 def _layer_words(st: Layer, w: _Writer, ids: dict[str, int], bufs: list[Buf],
-                 phased: bool = True) -> tuple:
+                 phased: bool = True, fixed_bound: dict[str, int] | None = None) -> tuple:
     """The op words of one layer and its sizes (for the sub-batch and the scratch)."""
     lp = plan_layer(st)
     C, H, W = st.in_shape
@@ -383,6 +415,12 @@ def _layer_words(st: Layer, w: _Writer, ids: dict[str, int], bufs: list[Buf],
                        w.add(chan[4])]
     n_thr = int(lp.thr.size)
     wn = w.add(lp.wn.astype(np.int32)) if lp.wn is not None else -1
+    # the fixed output's bound (the next residual's): known where the epilogue is 32-bit
+    fixed_bound = {} if fixed_bound is None else fixed_bound
+    res_bound = fixed_bound.get(st.residual, I32MAX) if st.residual else 0
+    rq32 = None if lp.acc_thr else _requant32(lp, _acc_bound(st, lp, o_of_t, code), res_bound)
+    if st.out_fixed:
+        fixed_bound[st.out_fixed] = rq32[2] if rq32 else I32MAX
     fields = [
         ids[st.src], ids.get(st.out_codes, -1) if st.out_codes else -1,
         ids[st.out_fixed] if st.out_fixed else -1, ids[st.residual] if st.residual else -1,
@@ -395,9 +433,11 @@ def _layer_words(st: Layer, w: _Writer, ids: dict[str, int], bufs: list[Buf],
         w.add(lp.up.astype(np.int32)) if lp.acc_thr else -1, wn if lp.acc_thr else -1,
         Hph, Wph, P, K, *sa_fields, 0, w.add(cp.astype(np.int32)), -1, -1, -1, -1,
         *chan_fields, int(_interleaved(OH, OW)), cch, *chunked, rpl,
+        *((w.add(rq32[0]), w.add(rq32[1])) if rq32 else (-1, -1)),
     ]  # 52: images per sub-batch, 54-57: tap offsets (set by build_plan), 58-64: _chan_taps
     # (block starts, entries, 1, positions), chan_pad, the product table; 65: interleaved,
-    # 66: input channels per chunk, 67-68: g_off and groups of the chunks, 69: phased rows
+    # 66: input channels per chunk, 67-68: g_off and groups of the chunks, 69: phased rows,
+    # 70-71: the 32-bit requantization's K and C (_requant32)
     assert len(fields) == LAYER_WORDS, len(fields)
     # single images on phased layers: a tap's row offset dr is dr whole lines
     within1, plane1 = pix, plane
@@ -510,6 +550,7 @@ def build_plan(prog: Program, phased: bool = True) -> NetPlan:
         return ids[name]
 
     w = _Writer()
+    fixed_bound: dict[str, int] = {}  # largest |value| of fixed buffers, where known
     ops: list[list[int]] = []
     names: list[str] = []
     labels: list[str] = []
@@ -532,7 +573,7 @@ def build_plan(prog: Program, phased: bool = True) -> NetPlan:
                 new(st.out_codes, _code_dt(st.out_act), st.out_shape)
             if st.out_fixed:
                 new(st.out_fixed, DT_I32, st.out_shape)
-            fields, taps, *geo = _layer_words(st, w, ids, bufs, phased)
+            fields, taps, *geo = _layer_words(st, w, ids, bufs, phased, fixed_bound)
             # images per sub-batch: enough to fill the vectors, few enough that the planes
             # of one sub-batch stay in L1
             nb = min(GROUP_MAX, -(-GROUP_PIXELS // geo[1]), PLANES_L1 // (geo[2] * geo[0] * 2))
@@ -576,6 +617,8 @@ def build_plan(prog: Program, phased: bool = True) -> NetPlan:
             OH, OW = -(-H // st.stride), -(-W // st.stride)
             d = new(st.dst, DT_I32, (C + st.pad, OH, OW))
             ops.append([OP_SHORTCUT, s, d, C, H, W, st.stride, st.pad, OH, OW])
+            if st.src in fixed_bound:  # a subsample padded with zeros
+                fixed_bound[st.dst] = fixed_bound[st.src]
         elif isinstance(st, Reshape):
             ids[st.dst] = ids[st.src]
             shapes[st.dst] = tuple(int(v) for v in st.shape)
@@ -630,7 +673,7 @@ def build_plan(prog: Program, phased: bool = True) -> NetPlan:
 _ARRAYS = {
     OP_INPUTQ: {2}, OP_QUANT: {3}, OP_AFFINE: {4, 5, 6},
     OP_LAYER: {22, 23, 24, 25, 26, 27, 28, 29, 30, 31, 32, 35, 40, 41, 42, 48, 49, 50, 51, 53,
-               54, 55, 56, 57, 58, 59, 61, 64, 67, 68},
+               54, 55, 56, 57, 58, 59, 61, 64, 67, 68, 70, 71},
 }
 
 

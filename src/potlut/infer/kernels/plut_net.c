@@ -124,6 +124,23 @@ enum { K_GATHER, K_INT8, K_SHIFTADD, K_SHUF16, K_SHUF8, K_PERMW, K_PERMB, K_TBL1
 #define PHASED_MAX_P 256 /* accumulator positions of a phased image (netplan._phased_rows) */
 enum { ISA_ID_SCALAR, ISA_ID_AVX2, ISA_ID_AVX512, ISA_ID_NEON };
 
+/* code thresholds as int32 for the lane-wise count (a threshold above 2^31 - 1 is never
+ * reached, one below 0 always: |y| <= 2^31 - 1), and whether they ascend (count_thr) */
+typedef struct {
+    int32_t t[256];
+    int64_t n;
+    int asc;
+} Thr32;
+
+static void thr32_of(Thr32 *T, const int64_t *thr, int64_t n_thr) {
+    T->n = 0;
+    for (int64_t j = 0; j < n_thr && T->n < 256; j++)
+        if (thr[j] <= I32MAX) T->t[T->n++] = (int32_t)(thr[j] > 0 ? thr[j] : 0);
+    T->asc = 1;
+    for (int64_t j = 1; j < T->n; j++)
+        if (T->t[j] < T->t[j - 1]) T->asc = 0;
+}
+
 #define SFX _scalar
 #define VL 4
 #define VI32 vi32x4

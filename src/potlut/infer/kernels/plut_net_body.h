@@ -62,45 +62,57 @@ static inline VI32 FN(count_thr)(VI32 v, const int32_t *t, int64_t n, int strict
 #endif
 }
 
+/* per lane, the code of fixed value v: #{thresholds <= |v|} (T: thr32_of), signed as the
+ * format wants (0: sign-magnitude with sign bit sb, 1: signed int16 value) */
+static inline VI32 FN(code_lanes)(VI32 v, const Thr32 *T, int64_t fmt, int64_t sb, int64_t sgn) {
+    const VI32 low = v < VB(-I32MAX);
+    v = (low & VB(-I32MAX)) | (~low & v);
+    const VI32 neg = sgn ? v < VB(0) : VB(0);
+    const VI32 mag = (neg & -v) | (~neg & v & ~(v < VB(0)));
+    const VI32 c = FN(count_thr)(mag, T->t, T->n, 0, T->asc);
+    return fmt == 0 ? (c | (neg & (c > VB(0)) & VB(sb))) : ((neg & -c) | (~neg & c));
+}
+
+/* the first m (<= VL) lanes of codes to out (uint8 or int16 by the format) */
+static inline void FN(store_codes)(void *out, VI32 code, int64_t m, int64_t fmt) {
+    if (fmt == 0) {
+        const VU8 c8 = __builtin_convertvector(code, VU8);
+        if (m == VL) memcpy(out, &c8, sizeof c8); /* a constant size: one store */
+        else memcpy(out, &c8, (size_t)m);
+    } else {
+        const VI16 c16 = __builtin_convertvector(code, VI16);
+        if (m == VL) memcpy(out, &c16, sizeof c16);
+        else memcpy(out, &c16, (size_t)(2 * m));
+    }
+}
+
+/* VL lanes of n - i0 values from p + i0 (zeros past the end) */
+static inline VI32 FN(load_lanes)(const int32_t *p, int64_t i0, int64_t n) {
+    VI32 v = {0};
+    if (n - i0 >= VL) {
+        memcpy(&v, p + i0, sizeof v);
+    } else {
+        int32_t b[VL] = {0};
+        for (int64_t i = 0; i < n - i0; i++) b[i] = p[i0 + i];
+        memcpy(&v, b, sizeof v);
+    }
+    return v;
+}
+
 /* codes of n fixed values y: #{thresholds <= |y|} (sign as the format wants).  Up to 32
- * thresholds (256 with 16 lanes): counted by VL-lane compares in int32 (a threshold above 2^31 - 1 is never
- * reached, one below 0 always; |y| <= 2^31 - 1); more: a binary search per value */
+ * thresholds (256 with 16 lanes): counted by VL-lane compares in int32; more: a binary
+ * search per value */
 static void FN(codes_of)(const int32_t *y, int64_t n, void *out, int64_t fmt, const int64_t *thr,
                          int64_t n_thr, int64_t kbits, int64_t sgn) {
-    const uint8_t sb = (uint8_t)(1u << kbits);
+    const int64_t sb = 1 << kbits, es = fmt == 0 ? 1 : 2;
     /* wide vectors count up to 256 thresholds faster than a branchy search per value */
     if (n_thr <= 32 || (VL >= 16 && n_thr <= 256)) {
-        int32_t t32[256];
-        int64_t nt = 0;
-        for (int64_t j = 0; j < n_thr; j++)
-            if (thr[j] <= I32MAX) t32[nt++] = (int32_t)(thr[j] > 0 ? thr[j] : 0);
-        const int asc = FN(ascending)(t32, nt);
-        for (int64_t i0 = 0; i0 < n; i0 += VL) {
-            const int64_t m = n - i0 < VL ? n - i0 : VL;
-            VI32 v = {0}, c = {0};
-            if (m == VL) {
-                memcpy(&v, y + i0, sizeof v);
-            } else { /* the tail: through a buffer */
-                int32_t yb[VL] = {0};
-                for (int64_t i = 0; i < m; i++) yb[i] = y[i0 + i];
-                memcpy(&v, yb, sizeof v);
-            }
-            const VI32 low = v < VB(-I32MAX);
-            v = (low & VB(-I32MAX)) | (~low & v);
-            const VI32 neg = sgn ? v < VB(0) : VB(0);
-            const VI32 mag = (neg & -v) | (~neg & v & ~(v < VB(0)));
-            c = FN(count_thr)(mag, t32, nt, 0, asc);
-            if (fmt == 0) {
-                const VU8 code = __builtin_convertvector(c | (neg & (c > VB(0)) & VB(sb)),
-                                                            VU8);
-                if (m == VL) memcpy((uint8_t *)out + i0, &code, VL);
-                else memcpy((uint8_t *)out + i0, &code, (size_t)m);
-            } else {
-                const VI16 code = __builtin_convertvector((neg & -c) | (~neg & c), VI16);
-                if (m == VL) memcpy((int16_t *)out + i0, &code, 2 * VL);
-                else memcpy((int16_t *)out + i0, &code, (size_t)(2 * m));
-            }
-        }
+        Thr32 T;
+        thr32_of(&T, thr, n_thr);
+        for (int64_t i0 = 0; i0 < n; i0 += VL)
+            FN(store_codes)((uint8_t *)out + es * i0,
+                            FN(code_lanes)(FN(load_lanes)(y, i0, n), &T, fmt, sb, sgn),
+                            n - i0 < VL ? n - i0 : VL, fmt);
         return;
     }
     for (int64_t i = 0; i < n; i++) {
@@ -108,7 +120,7 @@ static void FN(codes_of)(const int32_t *y, int64_t n, void *out, int64_t fmt, co
         const int64_t mag = sgn ? (v < 0 ? -v : v) : (v > 0 ? v : 0);
         const int32_t cnt = (int32_t)FN(count_le)(thr, n_thr, mag);
         if (fmt == 0)
-            ((uint8_t *)out)[i] = (uint8_t)cnt | ((sgn && v < 0 && cnt > 0) ? sb : 0);
+            ((uint8_t *)out)[i] = (uint8_t)(cnt | ((sgn && v < 0 && cnt > 0) ? sb : 0));
         else
             ((int16_t *)out)[i] = (int16_t)((sgn && v < 0) ? -cnt : cnt);
     }
@@ -1361,6 +1373,24 @@ static void FN(requant_run)(const int32_t *a, const int32_t *res, int64_t n, int
 }
 #endif
 
+/* out = [relu](a * k + c [+ res]) of n contiguous positions in int32 with nothing to
+ * saturate (netplan._requant32 proved it), and its codes from the same registers */
+static void FN(out32_run)(const int32_t *a, const int32_t *res, int64_t n, int32_t k,
+                          int32_t c, int relu, int32_t *outy, void *outc, const Thr32 *T,
+                          int64_t fmt, int64_t sb, int64_t sgn) {
+    const int64_t es = fmt == 0 ? 1 : 2;
+    for (int64_t i = 0; i < n; i += VL) {
+        const int64_t m = n - i < VL ? n - i : VL;
+        VI32 v = FN(load_lanes)(a, i, n) * VB(k) + VB(c);
+        if (res) v += FN(load_lanes)(res, i, n);
+        if (relu) v &= v > VB(0);
+        if (outy && m == VL) memcpy(outy + i, &v, sizeof v);
+        else if (outy) memcpy(outy + i, &v, (size_t)(4 * m));
+        if (outc) FN(store_codes)((uint8_t *)outc + es * i, FN(code_lanes)(v, T, fmt, sb, sgn),
+                                  m, fmt);
+    }
+}
+
 /* requant / residual / ReLU / codes of channels o0..o1 from their accumulators */
 __attribute__((noinline)) static void FN(layer_out)(const int64_t *f, const Grp *g, const int64_t *plan, uint8_t *arena, int64_t o0,
                           int64_t o1, int32_t *acc, int32_t *tmp) {
@@ -1410,6 +1440,11 @@ __attribute__((noinline)) static void FN(layer_out)(const int64_t *f, const Grp 
     const int64_t *M = L_PTR(int64_t, 30), *Bq = L_PTR(int64_t, 31), *R = L_PTR(int64_t, 32);
     const int64_t *thr = L_PTR(int64_t, 35);
     const int64_t relu = f[33];
+    /* the 32-bit epilogue (netplan._requant32) on whole rows */
+    const int32_t *K32 = f[70] >= 0 && Wph == OW ? L_PTR(int32_t, 70) : NULL;
+    const int32_t *C32 = K32 ? L_PTR(int32_t, 71) : NULL;
+    Thr32 T;
+    if (K32) thr32_of(&T, thr, n);
     for (int64_t b = 0; b < g->B; b++) {
         uint8_t *ar_ = arena + b * g->istride;
         uint8_t *outc = f[1] >= 0 ? (uint8_t *)BUF(ar_, plan, f[1]) : NULL;
@@ -1418,6 +1453,12 @@ __attribute__((noinline)) static void FN(layer_out)(const int64_t *f, const Grp 
         for (int64_t o = o0; o < o1; o++) {
             const int32_t *a = acc + o * pst + b * pimg;
             const int64_t m = M[o], bb = Bq[o], r = R[o], base = o * OHW;
+            if (K32 && n <= 256) {
+                FN(out32_run)(a, res ? res + base : NULL, OHW, K32[o], C32[o], (int)relu,
+                              outy ? outy + base : NULL, outc ? outc + es * base : NULL, &T,
+                              fmt, 1 << kbits, sgn);
+                continue;
+            }
 #if ISA_AVX512
             if (Wph == OW && m >= INT32_MIN && m <= INT32_MAX && r >= 0 && r < 64) {
                 int32_t *y = outy ? outy + base : tmp; /* the stream itself, no copy */
