@@ -205,6 +205,40 @@ def test_interleaved_sub_batches_equal_reference(isa, bits) -> None:
     assert_one_image_calls_equal(NativeNet(prog, isa, threads=1), x[:2], ref)
 
 
+@cache
+def unsigned_case(bits: int):
+    """ResNet20 with unsigned activations (every bit on the magnitude: 4-bit IOS-PoT values
+    reach 2^14), three images, and the reference."""
+    prog = lower(random_graph("resnet20", (3, 32, 32), bits, seed=bits, act_signed=False))
+    torch.manual_seed(bits)
+    x = (torch.randn(3, 3, 32, 32) * 1.5).numpy()
+    return prog, x, {k: np.asarray(v) for k, v in run_reference(prog, x, keep=True).items()}
+
+
+@pytest.mark.parametrize("bits", [3, 4])
+@pytest.mark.parametrize("isa", ["avx512", "avx2", "scalar"])
+def test_unsigned_activations_equal_reference(isa, bits) -> None:
+    """Unsigned activations: at 4 bits the shift-add groups sum in int32 (int16 sums would
+    hold one tap of 2^14), at 3 bits in int16; every layer equals the reference, on batches
+    and on single images (phased where the ISA takes them)."""
+    require(isa)
+    prog, x, ref = unsigned_case(bits)
+    net = NativeNet(prog, isa, threads=1)
+    env = net.run(x, keep=True)
+    for k in (k for k in env if k in ref):
+        np.testing.assert_array_equal(env[k], ref[k], err_msg=k)
+    assert_one_image_calls_equal(net, x[:2], ref)
+    want = "shift-add32" if bits == 4 else "shift-add"
+    assert sum(k == want for k in net.kernels()) == 18, net.kernels()  # all but stem and fc
+
+
+def test_neon_under_qemu_unsigned_activations_equal_reference(neon_harness, tmp_path) -> None:
+    """NEON on the int32 shift-add sums (unsigned 4-bit activations)."""
+    prog, x, ref = unsigned_case(4)
+    got = run_neon(neon_harness, tmp_path, host_net(prog), x)
+    np.testing.assert_array_equal(got, ref[prog.outputs[0]].reshape(len(x), -1))
+
+
 def phased_layers(plan) -> int:
     """Layers of a plan whose single images take phased rows (op field 69)."""
     return sum(k > 0 for k in layer_field(plan, 69))

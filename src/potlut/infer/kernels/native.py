@@ -31,7 +31,7 @@ NATIVE = ("c", *ISAS)
 KERNELS = {"auto": 0, "lut": 1}
 # kernel ids of plut_net.c (K_*), by name
 KERNEL_NAMES = ("gather", "int8", "shift-add", "vpshufb16", "vpshufb8", "vpermw", "vpermb",
-                "tbl16", "tbl8", "shift-add8", "lut-oc")
+                "tbl16", "tbl8", "shift-add8", "lut-oc", "shift-add32")
 
 _lib: ctypes.CDLL | None = None
 

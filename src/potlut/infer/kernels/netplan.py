@@ -50,6 +50,9 @@ PLANES_L1 = 24 << 10  # ... and their input copies fit in L1 (bytes, int16 eleme
 # images a line, measured 5 % slower: their copies did not fit L1 in chunks as large)
 ILV_LINE, ILV_WIDTHS, ILV_MAX_P = 32, (8,), 4096
 CHUNK_L1 = 32 << 10  # ... with input channels in chunks whose copies take at most this
+# shift-add groups sum in int16 while that holds this many taps of the largest activation
+# value; wider ranges (unsigned 4-bit IOS-PoT: values to 2^14, one tap) sum in int32
+WIDE_RUN = 8
 LINE = 64  # bytes of a cache line (and of an AVX-512 vector)
 
 
@@ -170,7 +173,8 @@ def _shift_add(st: Layer, lp, code: np.ndarray, chunk: np.ndarray, n_chunks: int
     moves to the input (each activation code becomes its signed value once per layer) and
     every tap is one int16 add or subtract; each group's sum is widened and shifted once.
     Groups are split so their sums cannot overflow. Returns the kind (1: int16 group sums,
-    int32 accumulator; 2: int8 group sums, int16 accumulator) and ``g_off`` [O+1],
+    int32 accumulator; 2: int8 group sums, int16 accumulator; 3: int32 group sums of the
+    int16 values, for wide activation ranges) and ``g_off`` [O+1],
     ``groups`` [n, 3] (end of the adds, end of the subtracts, info), the taps in that
     order, and the signed value of every activation code. Groups run from the largest
     exponent down; ``info`` = ``e | widen << 8 | d << 16 | fresh << 24``: a fresh group
@@ -205,7 +209,10 @@ def _shift_add(st: Layer, lp, code: np.ndarray, chunk: np.ndarray, n_chunks: int
     np.add.at(worst, np.repeat(np.arange(worst.size), np.diff(lp.nz_off)),
               wv[mag] * amax)
     kind = 2 if amax <= 16 and int(worst.max(initial=0)) <= INT16_MAX else 1
-    limit = (INT8_MAX if kind == 2 else INT16_MAX) // amax
+    if kind == 1 and INT16_MAX // amax < WIDE_RUN:
+        kind = 3  # int32 sums: int16 ones would hold fewer than WIDE_RUN taps
+    limit = {1: INT16_MAX, 2: INT8_MAX, 3: I32MAX}[kind] // amax
+    chain_max = I32MAX if kind == 3 else INT16_MAX
     g_off, groups, order = [0], [], []
     for o, ch in np.ndindex(lp.nz_off.size - 1, n_chunks):
         lo, hi = int(lp.nz_off[o]), int(lp.nz_off[o + 1])
@@ -222,7 +229,7 @@ def _shift_add(st: Layer, lp, code: np.ndarray, chunk: np.ndarray, n_chunks: int
                 d = prev - int(ex)
                 grown = None if bound is None or kind == 2 else \
                     (bound << d) + len(run) * amax
-                if grown is None or grown > INT16_MAX:  # close the chain, start afresh
+                if grown is None or grown > chain_max:  # close the chain, start afresh
                     if groups and len(groups) > g_off[-1]:
                         groups[-1][2] |= 1 << 8
                     bound, info = len(run) * amax, int(ex) | 1 << 24

@@ -116,7 +116,7 @@ LANE_TYPES(4)
 enum { OP_INPUTQ = 1, OP_QUANT, OP_LAYER, OP_AFFINE, OP_RELU, OP_ADD, OP_POOL, OP_SHORTCUT,
        OP_COPY };
 enum { K_GATHER, K_INT8, K_SHIFTADD, K_SHUF16, K_SHUF8, K_PERMW, K_PERMB, K_TBL16, K_TBL8, K_SHIFTADD8,
-       K_CHAN };
+       K_CHAN, K_SHIFTADD32 };
 /* a one-image layer with at most this many accumulator positions runs with output channels
  * across the lanes (K_CHAN), where the pixel-vector kernels would leave most lanes empty */
 #define CHAN_MAX_P 24

@@ -1179,6 +1179,77 @@ static void FN(k_shift_add8)(const int64_t *f, const Grp *g, const int64_t *plan
 #endif
 }
 
+/* int32 variant (kind 3): the int16 planes' values sign-extended as they are loaded and
+ * summed in int32, for wide activation ranges (unsigned 4-bit IOS-PoT reaches 2^14, where
+ * int16 group sums would close a group at every tap: netplan._shift_add); the groups as in
+ * kind 1, written once for every instruction set in VL-lane vectors */
+static inline VI32 FN(ld16)(const int16_t *p) {
+#if ISA_AVX512 /* one vpmovsxwd from memory (GCC splits the generic form into halves) */
+    return (VI32)_mm512_cvtepi16_epi32(_mm256_loadu_si256((const __m256i *)p));
+#elif ISA_AVX2
+    return (VI32)_mm256_cvtepi16_epi32(_mm_loadu_si128((const __m128i *)p));
+#else
+    VI16 h;
+    memcpy(&h, p, sizeof h);
+    return __builtin_convertvector(h, VI32);
+#endif
+}
+
+#define SA32_VM 8
+static inline __attribute__((always_inline)) void FN(sa32_block)(
+    const int32_t *groups, int32_t g0, int32_t g1, int32_t t, const int32_t *spix,
+    const int16_t *x, int32_t *acc, const int V, const int add) {
+    VI32 c[SA32_VM], s[SA32_VM];
+    for (int v = 0; v < V; v++) {
+        c[v] = VB(0);
+        if (add) memcpy(&c[v], acc + VL * v, sizeof c[v]);
+        s[v] = VB(0);
+    }
+    for (int32_t g = g0; g < g1; g++) {
+        const int32_t ep = groups[3 * g], en = groups[3 * g + 1], info = groups[3 * g + 2];
+        const int e = info & 255, d = (info >> 16) & 255;
+        for (int v = 0; v < V; v++) s[v] = (info >> 24) ? VB(0) : s[v] << d;
+        for (; t < ep; t++) {
+            const int16_t *a = x + spix[t];
+            for (int v = 0; v < V; v++) s[v] += FN(ld16)(a + VL * v);
+        }
+        for (; t < en; t++) {
+            const int16_t *a = x + spix[t];
+            for (int v = 0; v < V; v++) s[v] -= FN(ld16)(a + VL * v);
+        }
+        if (info & 256)
+            for (int v = 0; v < V; v++) c[v] += s[v] << e;
+    }
+    for (int v = 0; v < V; v++) memcpy(acc + VL * v, &c[v], sizeof c[v]);
+}
+
+static void FN(k_shift_add32)(const int64_t *f, const Grp *g, const int64_t *plan, int64_t o0,
+                              int64_t o1, const int16_t *x, int32_t *acc, int64_t ch) {
+    const int32_t *g_off = g->g_off, *groups = g->groups, *spix = g->spix;
+    const int64_t nch = g->nch, P = L_P, pst = PST(f);
+    const int add = ch > 0;
+    /* fewest blocks of at most SA32_VM vectors, all of one width V */
+    const int64_t nb = (P + SA32_VM * VL - 1) / (SA32_VM * VL);
+    const int V = (int)((P + nb * VL - 1) / (nb * VL));
+    for (int64_t p0 = 0; p0 < P; p0 += V * VL)
+        for (int64_t o = o0; o < o1; o++) {
+            const int32_t ga = g_off[o * nch + ch], gb = g_off[o * nch + ch + 1];
+            const int32_t t = FN(first_tap)(groups, ga);
+            int32_t *a = acc + o * pst + p0;
+            const int16_t *xp = x + p0;
+            switch (V) {
+            case 1: FN(sa32_block)(groups, ga, gb, t, spix, xp, a, 1, add); break;
+            case 2: FN(sa32_block)(groups, ga, gb, t, spix, xp, a, 2, add); break;
+            case 3: FN(sa32_block)(groups, ga, gb, t, spix, xp, a, 3, add); break;
+            case 4: FN(sa32_block)(groups, ga, gb, t, spix, xp, a, 4, add); break;
+            case 5: FN(sa32_block)(groups, ga, gb, t, spix, xp, a, 5, add); break;
+            case 6: FN(sa32_block)(groups, ga, gb, t, spix, xp, a, 6, add); break;
+            case 7: FN(sa32_block)(groups, ga, gb, t, spix, xp, a, 7, add); break;
+            default: FN(sa32_block)(groups, ga, gb, t, spix, xp, a, SA32_VM, add); break;
+            }
+        }
+}
+
 #if ISA_AVX512
 /* the small-map kernel's input: one image's activation codes times 64 (the byte offset of
  * their row of the product table), uint16, zero-padded (code 0, as the input copies of the
@@ -1292,7 +1363,8 @@ static void FN(k_chan)(const int64_t *f, const Grp *g, const int64_t *plan, cons
 
 static int FN(pick)(const int64_t *f, int64_t policy) {
     if (L_MODE == 1) return K_INT8;
-    if (f[47] && policy != 1) return f[47] == 2 ? K_SHIFTADD8 : K_SHIFTADD;
+    if (f[47] && policy != 1)
+        return f[47] == 2 ? K_SHIFTADD8 : f[47] == 3 ? K_SHIFTADD32 : K_SHIFTADD;
     const int64_t kfmt = L_KFMT, A = L_A;
     (void)kfmt; (void)A;
 #if ISA_AVX512
@@ -1322,6 +1394,9 @@ static void FN(layer_acc)(const int64_t *f, const Grp *g, const int64_t *plan, i
     case K_INT8: FN(k_int8)(f, g, plan, o0, o1, (const int16_t *)x, acc); return;
     case K_SHIFTADD: FN(k_shift_add)(f, g, plan, o0, o1, (const int16_t *)x, acc, ch); return;
     case K_SHIFTADD8: FN(k_shift_add8)(f, g, plan, o0, o1, (const int8_t *)x, acc, ch); return;
+    case K_SHIFTADD32:
+        FN(k_shift_add32)(f, g, plan, o0, o1, (const int16_t *)x, acc, ch);
+        return;
 #if ISA_AVX512
     case K_CHAN: FN(k_chan)(f, g, plan, (const uint16_t *)x, acc); return;
 #endif
@@ -1520,7 +1595,7 @@ static void FN(unphase)(const int64_t *f, const Grp *g, int32_t *acc) {
 static void FN(op_layer)(const int64_t *f, const int64_t *plan, uint8_t *arena, uint8_t *scr,
                          int64_t B, int64_t istride) {
     const int kern0 = FN(pick)(f, plan[12]);
-    const int sa = kern0 == K_SHIFTADD || kern0 == K_SHIFTADD8;
+    const int sa = kern0 == K_SHIFTADD || kern0 == K_SHIFTADD8 || kern0 == K_SHIFTADD32;
     const int64_t plane = L_HPH * L_WPH, T = L_PTR(int32_t, 22)[L_O];
     const int32_t *within = L_PTR(int32_t, 23), *cp = L_PTR(int32_t, 53);
     const int32_t *order = L_PTR(int32_t, 50);
@@ -1544,7 +1619,8 @@ static void FN(op_layer)(const int64_t *f, const int64_t *plan, uint8_t *arena, 
         const int kern = ISA_AVX512 && g.B == 1 && sa && f[60] > 0 && g.P <= CHAN_MAX_P ? K_CHAN
                                                                                     : kern0;
         const int64_t es =
-            (kern == K_PERMW || kern == K_INT8 || kern == K_SHIFTADD || kern == K_CHAN) ? 2 : 1;
+            (kern == K_PERMW || kern == K_INT8 || kern == K_SHIFTADD || kern == K_SHIFTADD32 ||
+             kern == K_CHAN) ? 2 : 1;
         g.rpl = g.B == 1 && kern != K_CHAN ? L_RPL : 0; /* the offsets of field 56 assume it */
         int64_t pel = L_C * f[10] * L_SH * copy_stride(1, copy_len(f, &g));
         /* the small-map kernel's padded codes image (uint16) in the copies' room */
