@@ -1,8 +1,10 @@
 """Integer P-LUT engine against its peers, measured side by side in one run.
 
-Two networks: ResNet20 (3x32x32 input; converted to 4-bit IOS-PoT and calibrated, no
-CIFAR training offline) and the small CNN on digits (8x8; trained briefly with the
-``potlut run`` recipe). For each: latency at batch 1 and throughput at batch 64 of
+Two networks: ResNet20 (3x32x32 input; converted to IOS-PoT and calibrated, no CIFAR
+training offline, BatchNorm drawn as training leaves it; with signed activations, the
+paper's, and unsigned, the accuracy recipe's) and the small CNN on digits (8x8; trained
+briefly with the ``potlut run`` recipe). For each: latency at batch 1 and throughput at
+batch 64 of
 
 - the engine's whole-network C runner for every instruction set this CPU has (AVX-512,
   AVX2; shift-add kernels where the weights are powers of two, and the table-lookup
@@ -16,7 +18,8 @@ methods are interleaved in rounds and the median is kept, so a busy shared machi
 all of them alike; ratios are what to read.
 
     pip install -e ".[bench]"   # onnx, onnxruntime
-    python benchmarks/bench_infer.py [--rounds 7] [--bits 4 3] [--profile] [--json out.json]
+    python benchmarks/bench_infer.py [--rounds 7] [--bits 4 3] [--acts signed unsigned]
+                                     [--profile] [--json out.json]
 
 ``--profile`` adds a per-layer profile (CPU time of each step of the fastest engine,
 batch of ``--batch`` images, one thread) to say where the time goes. The scaling from one
@@ -116,11 +119,28 @@ def digits_graph(epochs: int, bits: int, folder: Path) -> ModelGraph:
     return load(folder / "m.potlut")
 
 
-def resnet_graph(bits: int, folder: Path) -> ModelGraph:
+def resnet_graph(bits: int, folder: Path, act_signed: bool = True,
+                 trained_bn: bool = True) -> ModelGraph:
+    """ResNet20 at ``bits``, converted and calibrated on noise (no CIFAR training here).
+
+    ``trained_bn``: BatchNorm scales, shifts and statistics drawn as training leaves them
+    (scales 0.3..1.5, shifts and means +-0.5, variances 0.2..3), so the requantization
+    multipliers are not whole multiples of 2^R as they are at initialization (which would
+    let every layer take the 32-bit epilogue that trained models rarely get).
+    ``act_signed``: the paper's signed activations (``potlut run``'s default) or every bit on
+    the magnitude (``--unsigned-acts``, the accuracy recipe: 4-bit values reach 2^14)."""
     folder.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(0)
-    q = convert(models.build("resnet20", 10, 3), QuantSpec(bits=bits))
+    q = convert(models.build("resnet20", 10, 3), QuantSpec(bits=bits, act_signed=act_signed))
     calibrate(q, torch.randn(64, 3, 32, 32))
+    if trained_bn:
+        with torch.no_grad():
+            for m in q.modules():
+                if isinstance(m, nn.BatchNorm2d):
+                    m.weight.uniform_(0.3, 1.5)
+                    m.bias.uniform_(-0.5, 0.5)
+                    m.running_mean.uniform_(-0.5, 0.5)
+                    m.running_var.uniform_(0.2, 3.0)
     compress_model(q.eval(), (3, 32, 32), folder / "resnet20.potlut")
     return load(folder / "resnet20.potlut")
 
@@ -334,6 +354,10 @@ def main() -> None:
                     help="ResNet20 at each; the digits CNN at the first")
     ap.add_argument("--profile", action="store_true",
                     help="per-layer CPU time of the fastest engine (where the time goes)")
+    ap.add_argument("--acts", nargs="+", default=["signed", "unsigned"],
+                    choices=["signed", "unsigned"],
+                    help="ResNet20's activations: signed (the paper's, potlut run's default), "
+                    "unsigned (--unsigned-acts, the accuracy recipe)")
     ap.add_argument("--digits-epochs", type=int, default=10)
     ap.add_argument("--batch", type=int, default=64)
     ap.add_argument("--no-ref-batch", action="store_true",
@@ -349,8 +373,9 @@ def main() -> None:
     load0 = os.getloadavg()
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
-        graphs = [(f"ResNet20, {b}-bit IOS-PoT", "resnet20", resnet_graph(b, tmp / f"r{b}"))
-                  for b in args.bits]
+        graphs = [(f"ResNet20, {b}-bit IOS-PoT, {a} activations", "resnet20",
+                   resnet_graph(b, tmp / f"r{b}{a}", act_signed=a == "signed"))
+                  for b in args.bits for a in args.acts]
         graphs.append((f"SmallCNN on digits, {args.bits[0]}-bit", "small_cnn",
                        digits_graph(args.digits_epochs, args.bits[0], tmp / "digits")))
         results = [bench_model(label, name, g, args.rounds, args.batch, not args.no_ref_batch,

@@ -1420,9 +1420,12 @@ static void FN(layer_acc)(const int64_t *f, const Grp *g, const int64_t *plan, i
 /* out = [relu](sat(sat((a * m + bb) >> r) + res)) of n contiguous positions (sat: clamp to
  * +-(2^31 - 1)), sixteen at a time in two halves of eight int64 lanes (m fits int32:
  * vpmuldq); the narrowing to int32 saturates (vpmovsqd) and a max lifts INT32_MIN to
- * -(2^31 - 1); the scalar loop below computes the same */
+ * -(2^31 - 1); the scalar loop below computes the same. Given outc, the codes come from
+ * the same registers (code_lanes) */
 static void FN(requant_run)(const int32_t *a, const int32_t *res, int64_t n, int64_t m,
-                            int64_t bb, int64_t r, int relu, int32_t *out) {
+                            int64_t bb, int64_t r, int relu, int32_t *out, void *outc,
+                            const Thr32 *T, int64_t fmt, int64_t sb, int64_t sgn) {
+    const int64_t es = fmt == 0 ? 1 : 2;
     const __m512i vm = _mm512_set1_epi64(m), vb = _mm512_set1_epi64(bb);
     const __m512i hi = _mm512_set1_epi64(I32MAX), lo = _mm512_set1_epi64(-I32MAX);
     const __m512i floor32 = _mm512_set1_epi32(relu ? 0 : -I32MAX);
@@ -1443,7 +1446,11 @@ static void FN(requant_run)(const int32_t *a, const int32_t *res, int64_t n, int
         }
         const __m512i y = _mm512_inserti64x4(_mm512_castsi256_si512(_mm512_cvtsepi64_epi32(v0)),
                                              _mm512_cvtsepi64_epi32(v1), 1);
-        _mm512_mask_storeu_epi32(out + i, k, _mm512_max_epi32(y, floor32));
+        const __m512i yc = _mm512_max_epi32(y, floor32);
+        if (out) _mm512_mask_storeu_epi32(out + i, k, yc);
+        if (outc) /* the codes from the same register (code_lanes, as codes_of) */
+            FN(store_codes)((uint8_t *)outc + es * i, FN(code_lanes)((VI32)yc, T, fmt, sb, sgn),
+                            n - i < 16 ? n - i : 16, fmt);
     }
 }
 #endif
@@ -1518,8 +1525,8 @@ __attribute__((noinline)) static void FN(layer_out)(const int64_t *f, const Grp 
     /* the 32-bit epilogue (netplan._requant32) on whole rows */
     const int32_t *K32 = f[70] >= 0 && Wph == OW ? L_PTR(int32_t, 70) : NULL;
     const int32_t *C32 = K32 ? L_PTR(int32_t, 71) : NULL;
-    Thr32 T;
-    if (K32) thr32_of(&T, thr, n);
+    Thr32 T; /* the epilogues count codes in their registers */
+    thr32_of(&T, thr, n);
     for (int64_t b = 0; b < g->B; b++) {
         uint8_t *ar_ = arena + b * g->istride;
         uint8_t *outc = f[1] >= 0 ? (uint8_t *)BUF(ar_, plan, f[1]) : NULL;
@@ -1535,10 +1542,11 @@ __attribute__((noinline)) static void FN(layer_out)(const int64_t *f, const Grp 
                 continue;
             }
 #if ISA_AVX512
-            if (Wph == OW && m >= INT32_MIN && m <= INT32_MAX && r >= 0 && r < 64) {
-                int32_t *y = outy ? outy + base : tmp; /* the stream itself, no copy */
-                FN(requant_run)(a, res ? res + base : NULL, OHW, m, bb, r, (int)relu, y);
-                if (outc) FN(codes_of)(y, OHW, outc + es * base, fmt, thr, n, kbits, sgn);
+            if (Wph == OW && m >= INT32_MIN && m <= INT32_MAX && r >= 0 && r < 64 &&
+                n <= 256) {
+                FN(requant_run)(a, res ? res + base : NULL, OHW, m, bb, r, (int)relu,
+                                outy ? outy + base : NULL, outc ? outc + es * base : NULL, &T,
+                                fmt, 1 << kbits, sgn);
                 continue;
             }
 #endif
