@@ -349,7 +349,7 @@ def _requant32(lp, acc_bound: np.ndarray, res_bound: int) -> tuple | None:
         return None
     K, C = M >> R, B >> R
     bound = int((acc_bound * np.abs(K) + np.abs(C)).max()) + res_bound
-    if bound >= I32MAX:
+    if bound >= I32MAX or int(np.abs(K).max()) > I32MAX:
         return None
     return K.astype(np.int32), C.astype(np.int32), bound
 
