@@ -1496,24 +1496,19 @@ __attribute__((noinline)) static void FN(layer_out)(const int64_t *f, const Grp 
                 uint8_t *outc = (uint8_t *)BUF(arena + b * g->istride, plan, f[1]);
                 const int32_t *a = acc + o * pst + b * pimg;
                 for (int64_t p = 0; p < OHW; p += VL) {
-                    VI32 v, k0 = {0}, k1 = {0}, code;
+                    VI32 v, code;
                     memcpy(&v, a + p, sizeof v);
                     if (fl) v = (VI32)(-(VU32)v);
-                    k0 = FN(count_thr)(v, u, n, 1, asc);
                     if (w) {
+                        const VI32 k0 = FN(count_thr)(v, u, n, 1, asc);
+                        VI32 k1 = {0};
                         for (int64_t j = 0; j < n; j++) k1 -= v <= VB(w[j]);
                         code = fmt == 0 ? ((k0 + k1) | ((k1 > VB(0)) & VB(sb))) : k0 - k1;
                     } else {
-                        code = k0;
+                        code = FN(count_thr)(v, u, n, 1, asc);
                     }
-                    const int64_t m = OHW - p < VL ? OHW - p : VL;
-                    if (fmt == 0) {
-                        const VU8 c8 = __builtin_convertvector(code, VU8);
-                        memcpy(outc + o * OHW + p, &c8, (size_t)m);
-                    } else {
-                        const VI16 c16 = __builtin_convertvector(code, VI16);
-                        memcpy((int16_t *)outc + o * OHW + p, &c16, (size_t)(2 * m));
-                    }
+                    FN(store_codes)((uint8_t *)outc + es * (o * OHW + p), code,
+                                    OHW - p < VL ? OHW - p : VL, fmt);
                 }
             }
         }
