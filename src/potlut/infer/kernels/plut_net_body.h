@@ -1566,6 +1566,19 @@ __attribute__((noinline)) static void FN(layer_out)(const int64_t *f, const Grp 
     }
 }
 
+/* n int32 from s to d: short rows (8 on 8-wide maps) inline, where memcpy of a length
+ * known only at run time is a libc call per row */
+static inline void FN(copy_i32)(int32_t *d, const int32_t *s, int64_t n) {
+#if ISA_AVX512
+    for (int64_t i = 0; i < n; i += 16) {
+        const __mmask16 k = n - i >= 16 ? 0xFFFF : (__mmask16)((1u << (n - i)) - 1);
+        _mm512_mask_storeu_epi32(d + i, k, _mm512_maskz_loadu_epi32(k, s + i));
+    }
+#else
+    for (int64_t i = 0; i < n; i++) d[i] = s[i];
+#endif
+}
+
 /* accumulators of an interleaved sub-batch ([OH][slots][OW] per channel) back to one image
  * after the other ([b][L_HPH][OW], as layer_out reads them), channel by channel */
 static void FN(deinterleave)(const int64_t *f, const Grp *g, int32_t *acc) {
@@ -1576,7 +1589,7 @@ static void FN(deinterleave)(const int64_t *f, const Grp *g, int32_t *acc) {
         memcpy(buf, a, (size_t)(4 * g->P));
         for (int64_t b = 0; b < g->B; b++)
             for (int64_t r = 0; r < OH; r++)
-                memcpy(a + b * pimg + r * OW, buf + r * RS + b * OW, (size_t)(4 * OW));
+                FN(copy_i32)(a + b * pimg + r * OW, buf + r * RS + b * OW, OW);
     }
 }
 
@@ -1589,7 +1602,7 @@ static void FN(unphase)(const int64_t *f, const Grp *g, int32_t *acc) {
         int32_t *a = acc + o * g->pst;
         memcpy(buf, a, (size_t)(4 * OH * OW));
         for (int64_t d = 0; d < OH; d++)
-            memcpy(a + (d / rpl + V * (d % rpl)) * OW, buf + d * OW, (size_t)(4 * OW));
+            FN(copy_i32)(a + (d / rpl + V * (d % rpl)) * OW, buf + d * OW, OW);
     }
 }
 
