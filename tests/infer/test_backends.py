@@ -104,13 +104,17 @@ def test_native_equals_reference(isa, kernels, name, in_shape, bits) -> None:
 
 
 def assert_one_image_calls_equal(net, x: np.ndarray, ref: dict) -> None:
-    """Each image run alone equals the reference in every buffer both keep."""
+    """Each image run alone equals the reference in every buffer both keep (the plan whose
+    buffers all have bytes of their own) and in its logits (the compact plan, buffers
+    sharing bytes by liveness)."""
     for i in range(len(x)):
         env = net.run(x[i:i + 1], keep=True)
         shared = [k for k in env if k in ref]
         assert shared
         for k in shared:
             np.testing.assert_array_equal(env[k], ref[k][i:i + 1], err_msg=f"image {i} {k}")
+        np.testing.assert_array_equal(net.run(x[i:i + 1]).reshape(1, -1),
+                                      ref[net.prog.outputs[0]][i:i + 1].reshape(1, -1))
 
 
 @pytest.mark.parametrize("bits", BITS)
@@ -139,11 +143,10 @@ def test_one_image_call_after_the_arena_grew_writes_only_the_new_arena() -> None
     into the old one (its prepared arguments held the freed address: that overwrote other
     arrays allocated since)."""
     prog, x, ref = case("resnet20", (3, 32, 32), 4)
-    net = NativeNet(prog, "c", threads=1)
+    net = NativeNet(prog, "c", threads=2)
     first = net.run(x[:1])
-    big = np.repeat(x, 22, axis=0)  # 66 images: the arena grows to hold them all
     before = net._arena.size
-    net.run(big, keep=True)
+    net.run(x, prof=np.zeros(len(net.plan.op_labels), np.int64))  # two threads' arenas
     assert net._arena.size > before
     others = [np.full(1 << 20, 7, np.uint8) for _ in range(64)]  # where the old arena was
     np.testing.assert_array_equal(net.run(x[:1]), first)

@@ -6,7 +6,7 @@ engine runs (one lowering, so the two cannot drift apart): no malloc, no floatin
 nothing from libc beyond ``<stdint.h>`` and ``<string.h>``. Flash holds the weights
 (packed at their bit-width, or S-Huff), the P-LUT rows (one copy per distinct table), the
 per-channel requantization constants or accumulator thresholds and the input table; RAM
-holds one static arena planned by buffer liveness (:mod:`potlut.deploy.c_arena`).
+holds one static arena planned by buffer liveness (:mod:`potlut.infer.arena`).
 
 Each conv/linear layer is one function. In a P-LUT layer every product is one table read
 ``T[(w << A) | a]`` (signed codes; the sign is folded into the row) and one add; its
@@ -22,9 +22,9 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from potlut.deploy.c_arena import ArenaPlan, plan_arena
 from potlut.deploy.c_runtime import RUNTIME
 from potlut.deploy.c_weights import packed_stream, shuff_stream
+from potlut.infer.arena import ArenaPlan, plan_arena
 from potlut.infer.plut import _code_bits
 from potlut.infer.program import (
     ActQuant,
@@ -488,7 +488,7 @@ class _Printer:
     def plan_buffers(self) -> None:
         names: dict[str, int] = {}
         for st in self.prog.steps:
-            from potlut.deploy.c_arena import step_io
+            from potlut.infer.arena import step_io
 
             reads, writes = step_io(st)
             for b in reads + writes:

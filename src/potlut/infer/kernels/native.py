@@ -83,7 +83,8 @@ class NativeNet:
     """A program's plan bound to the C runner, one instruction set, ``threads`` threads."""
 
     def __init__(self, prog: Any, isa: str = "c", threads: int | None = None,
-                 kernels: str = "auto", phased: bool | None = None) -> None:
+                 kernels: str = "auto", phased: bool | None = None,
+                 compact: bool = True) -> None:
         from potlut.errors import PotlutConfigError
 
         if isa == "c":
@@ -99,8 +100,12 @@ class NativeNet:
         self.prog = prog
         # phased rows on 8x8 maps pay where prep builds them by permutes (AVX-512); any
         # instruction set runs either plan exactly (the tests force them on the others)
-        self.plan: NetPlan = build_plan(prog, phased=isa == "avx512" if phased is None
-                                        else phased)
+        phased = isa == "avx512" if phased is None else phased
+        # buffers sharing bytes by liveness; run(keep=True) reads every buffer back, so it
+        # runs a twin whose buffers all have bytes of their own (made on first use)
+        self.plan: NetPlan = build_plan(prog, phased=phased, compact=compact)
+        self._twin_args = (prog, isa, threads, kernels, phased)
+        self._keeper: NativeNet | None = None if compact else self
         if kernels not in KERNELS:
             raise PotlutConfigError(f"unknown kernel policy {kernels!r}; choose one of: "
                                     f"{', '.join(KERNELS)}")
@@ -204,6 +209,11 @@ class NativeNet:
         """
         if not keep and prof is None and len(self._out_specs) == 1 and x.shape[0] > 0:
             return self._fast(x)
+        if keep and self._keeper is not self:
+            if self._keeper is None:
+                self._keeper = NativeNet(*self._twin_args, compact=False)
+                self._keeper.threads = self.threads
+            return self._keeper.run(x, keep=True, prof=prof)
         N = int(x.shape[0])
         plan = self.plan
         outs = [np.empty((N, e), d) for e, d in self._out_specs]

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from potlut.infer.arena import plan_arena
 from potlut.infer.engine import plan_layer
 from potlut.infer.plut import _code_bits
 from potlut.infer.program import (
@@ -541,11 +542,15 @@ def _al(n: int) -> int:
     return -(-n // 64) * 64
 
 
-def build_plan(prog: Program, phased: bool = True) -> NetPlan:
+def build_plan(prog: Program, phased: bool = True, compact: bool = True) -> NetPlan:
     """The flat plan of ``prog`` (every step; reshapes alias their source buffer).
 
     ``phased``: single images on 8x8 maps take phased rows (``_phased_rows``; every
-    instruction set runs them exactly, but only AVX-512 builds them by permutes and gains)."""
+    instruction set runs them exactly, but only AVX-512 builds them by permutes and gains).
+    ``compact``: an image's buffers share bytes where their live ranges allow
+    (:func:`potlut.infer.arena.plan_arena`: ResNet20's 650 KB become 106 KB, so a
+    sub-batch's buffers stay in L2); else each has its own, and all of them can be read
+    back after a run (``NativeNet.run(keep=True)``)."""
     bufs: list[Buf] = []
     ids: dict[str, int] = {}
     shapes: dict[str, tuple[int, ...]] = {}
@@ -646,10 +651,21 @@ def build_plan(prog: Program, phased: bool = True) -> NetPlan:
             raise TypeError(type(st).__name__)
         labels += [f"{type(st).__name__} {getattr(st, 'dst', getattr(st, 'name', ''))}"] * (
             len(ops) - len(labels))
-    off = 0
-    for b in bufs:
-        b.offset = off
-        off += _al(b.nbytes)
+    if compact:  # buffers whose live ranges do not overlap share bytes
+        names = {n: bufs[i] for n, i in ids.items()}
+        arena_plan = plan_arena(prog, {n: b.nbytes for n, b in names.items()}, set(), align=64)
+        off = arena_plan.bytes
+        for n, b in names.items():
+            g = arena_plan.group[n]
+            if g in arena_plan.offset:
+                b.offset = arena_plan.offset[g]
+            else:  # never touched: bytes of its own past the plan
+                b.offset, off = off, off + _al(b.nbytes)
+    else:
+        off = 0
+        for b in bufs:
+            b.offset = off
+            off += _al(b.nbytes)
     # a group as large as the smallest feature map wants (1x1 maps of linear layers aside:
     # a large group spreads every buffer over more memory)
     group = max([nb for nb, geo in layer_geo if geo[1] > 1] + [1])

@@ -1,11 +1,13 @@
-"""Static scratch arena of the generated C: buffer liveness over the program's steps.
+"""Buffer arena of an integer program, planned by liveness over its steps: the static
+arena of the generated C (``potlut.deploy``) and one image's buffers in the native
+runner's arena (``kernels.netplan``).
 
 Every buffer of the integer program (layer input codes, int32 fixed tensors) gets a byte
 offset in one arena. Two buffers share bytes only when their live ranges (first write to
 last read, in step order) do not overlap; an elementwise step whose input dies at that
 step writes its output in place (the residual stream, ReLU, additions), and a reshape is
 the same bytes under another name. Offsets are placed greedily, largest buffer first, at
-the lowest 4-byte-aligned offset free of every overlapping buffer.
+the lowest ``align``-byte-aligned offset free of every overlapping buffer.
 """
 
 from __future__ import annotations
@@ -77,16 +79,17 @@ class ArenaPlan:
         return best
 
 
-def _align(n: int) -> int:
-    return (n + ALIGN - 1) // ALIGN * ALIGN
-
-
-def plan_arena(prog: Program, nbytes: dict[str, int], external: set[str]) -> ArenaPlan:
+def plan_arena(prog: Program, nbytes: dict[str, int], external: set[str],
+               align: int = ALIGN) -> ArenaPlan:
     """Place every buffer of ``prog`` (``nbytes[name]`` bytes) in one arena.
 
     Buffers in ``external`` (the caller's input codes and logits) and everything aliased
-    to them get no arena bytes.
+    to them get no arena bytes. Every offset and size is a multiple of ``align``.
     """
+
+    def _align(n: int) -> int:
+        return (n + align - 1) // align * align
+
     parent: dict[str, str] = {}
 
     def find(b: str) -> str:
