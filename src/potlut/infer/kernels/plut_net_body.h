@@ -828,6 +828,37 @@ static inline int32_t FN(first_tap)(const int32_t *groups, int32_t ga) {
     return ga > 0 ? groups[3 * ga - 2] : 0;
 }
 
+/* a shift-add block kernel over channels o0..o1 (their groups of input chunk ch): the
+ * fewest blocks of at most VM vectors of W1 lanes, all of one width V (little padding
+ * waste), V a compile-time constant of each always-inline call (SA_V caps the cases above
+ * VM, which never run) */
+#define SA_V(v, VM) ((v) < (VM) ? (v) : (VM))
+#define SA_BLOCKS(BLOCK, XT, W1, VM)                                                        \
+    do {                                                                                    \
+        const int32_t *g_off_ = g->g_off, *groups_ = g->groups, *spix_ = g->spix;         \
+        const int64_t nch_ = g->nch, P_ = L_P, pst_ = PST(f);                              \
+        const int add_ = ch > 0;                                                            \
+        const int64_t nb_ = (P_ + (VM) * (W1) - 1) / ((VM) * (W1));                         \
+        const int V_ = (int)((P_ + nb_ * (W1) - 1) / (nb_ * (W1)));                         \
+        for (int64_t p0 = 0; p0 < P_; p0 += V_ * (W1))                                      \
+            for (int64_t o = o0; o < o1; o++) {                                             \
+                const int32_t ga = g_off_[o * nch_ + ch], gb = g_off_[o * nch_ + ch + 1];   \
+                const int32_t t = FN(first_tap)(groups_, ga);                               \
+                int32_t *a = acc + o * pst_ + p0;                                           \
+                const XT *xp = x + p0;                                                      \
+                switch (V_) {                                                               \
+                case 1: BLOCK(groups_, ga, gb, t, spix_, xp, a, 1, add_); break;            \
+                case 2: BLOCK(groups_, ga, gb, t, spix_, xp, a, SA_V(2, VM), add_); break;  \
+                case 3: BLOCK(groups_, ga, gb, t, spix_, xp, a, SA_V(3, VM), add_); break;  \
+                case 4: BLOCK(groups_, ga, gb, t, spix_, xp, a, SA_V(4, VM), add_); break;  \
+                case 5: BLOCK(groups_, ga, gb, t, spix_, xp, a, SA_V(5, VM), add_); break;  \
+                case 6: BLOCK(groups_, ga, gb, t, spix_, xp, a, SA_V(6, VM), add_); break;  \
+                case 7: BLOCK(groups_, ga, gb, t, spix_, xp, a, SA_V(7, VM), add_); break;  \
+                default: BLOCK(groups_, ga, gb, t, spix_, xp, a, VM, add_); break;          \
+                }                                                                           \
+            }                                                                               \
+    } while (0)
+
 /* taps of one channel sorted by weight exponent e and sign; x holds signed activation
  * values (int16); a group adds (then subtracts) its taps' runs in int16 and is widened
  * and shifted left by e once: acc = sum_e 2^e (sum a+ - sum a-), no table, no multiply */
@@ -966,39 +997,15 @@ static inline __attribute__((always_inline)) void FN(sa_block)(
 
 static void FN(k_shift_add)(const int64_t *f, const Grp *g, const int64_t *plan, int64_t o0, int64_t o1,
                             const int16_t *x, int32_t *acc, int64_t ch) {
-    const int32_t *g_off = g->g_off;
-    const int64_t nch = g->nch;
-    const int add = ch > 0;
-    const int32_t *groups = g->groups, *spix = g->spix;
-    const int64_t P = L_P, pst = PST(f);
-    int64_t p0 = 0;
 #ifdef SA_W1
-    /* fewest blocks of at most SA_VM vectors, all of one width V (little padding waste) */
-    const int64_t nb = (P + SA_VM * SA_W1 - 1) / (SA_VM * SA_W1);
-    const int V = (int)((P + nb * SA_W1 - 1) / (nb * SA_W1));
-    for (; p0 < P; p0 += V * SA_W1)
-        for (int64_t o = o0; o < o1; o++) {
-            const int32_t ga = g_off[o * nch + ch], gb = g_off[o * nch + ch + 1];
-            const int32_t t = FN(first_tap)(groups, ga);
-            int32_t *a = acc + o * pst + p0;
-            const int16_t *xp = x + p0;
-            switch (V) {
-            case 1: FN(sa_block)(groups, ga, gb, t, spix, xp, a, 1, add); break;
-            case 2: FN(sa_block)(groups, ga, gb, t, spix, xp, a, 2, add); break;
-            case 3: FN(sa_block)(groups, ga, gb, t, spix, xp, a, 3, add); break;
-#if SA_VM > 4
-            case 4: FN(sa_block)(groups, ga, gb, t, spix, xp, a, 4, add); break;
-            case 5: FN(sa_block)(groups, ga, gb, t, spix, xp, a, 5, add); break;
-            case 6: FN(sa_block)(groups, ga, gb, t, spix, xp, a, 6, add); break;
-            case 7: FN(sa_block)(groups, ga, gb, t, spix, xp, a, 7, add); break;
-#endif
-            default: FN(sa_block)(groups, ga, gb, t, spix, xp, a, SA_VM, add); break;
-            }
-        }
+    SA_BLOCKS(FN(sa_block), int16_t, SA_W1, SA_VM);
 #undef SA_W1
 #undef SA_VM
 #else
-    for (; p0 < P; p0 += 64)
+    const int32_t *g_off = g->g_off, *groups = g->groups, *spix = g->spix;
+    const int64_t nch = g->nch, P = L_P, pst = PST(f);
+    const int add = ch > 0;
+    for (int64_t p0 = 0; p0 < P; p0 += 64)
         for (int64_t o = o0; o < o1; o++) {
             const int32_t ga = g_off[o * nch + ch];
             FN(sa_generic)(groups, ga, g_off[o * nch + ch + 1], FN(first_tap)(groups, ga),
@@ -1145,32 +1152,15 @@ static inline __attribute__((always_inline)) void FN(sa8_block)(
 
 static void FN(k_shift_add8)(const int64_t *f, const Grp *g, const int64_t *plan, int64_t o0, int64_t o1,
                              const int8_t *x, int32_t *acc, int64_t ch) {
-    const int32_t *g_off = g->g_off;
-    const int64_t nch = g->nch;
-    const int add = ch > 0;
-    const int32_t *groups = g->groups, *spix = g->spix;
-    const int64_t P = L_P, pst = PST(f);
-    int64_t p0 = 0;
 #ifdef SA8_W1
-    const int64_t nb = (P + SA8_VM * SA8_W1 - 1) / (SA8_VM * SA8_W1);
-    const int V = (int)((P + nb * SA8_W1 - 1) / (nb * SA8_W1));
-    for (; p0 < P; p0 += V * SA8_W1)
-        for (int64_t o = o0; o < o1; o++) {
-            const int32_t ga = g_off[o * nch + ch], gb = g_off[o * nch + ch + 1];
-            const int32_t t = FN(first_tap)(groups, ga);
-            int32_t *a = acc + o * pst + p0;
-            const int8_t *xp = x + p0;
-            switch (V) {
-            case 1: FN(sa8_block)(groups, ga, gb, t, spix, xp, a, 1, add); break;
-            case 2: FN(sa8_block)(groups, ga, gb, t, spix, xp, a, 2, add); break;
-            case 3: FN(sa8_block)(groups, ga, gb, t, spix, xp, a, 3, add); break;
-            default: FN(sa8_block)(groups, ga, gb, t, spix, xp, a, SA8_VM, add); break;
-            }
-        }
+    SA_BLOCKS(FN(sa8_block), int8_t, SA8_W1, SA8_VM);
 #undef SA8_W1
 #undef SA8_VM
 #else
-    for (; p0 < P; p0 += 64)
+    const int32_t *g_off = g->g_off, *groups = g->groups, *spix = g->spix;
+    const int64_t nch = g->nch, P = L_P, pst = PST(f);
+    const int add = ch > 0;
+    for (int64_t p0 = 0; p0 < P; p0 += 64)
         for (int64_t o = o0; o < o1; o++) {
             const int32_t ga = g_off[o * nch + ch];
             FN(sa8_generic)(groups, ga, g_off[o * nch + ch + 1], FN(first_tap)(groups, ga),
@@ -1225,29 +1215,7 @@ static inline __attribute__((always_inline)) void FN(sa32_block)(
 
 static void FN(k_shift_add32)(const int64_t *f, const Grp *g, const int64_t *plan, int64_t o0,
                               int64_t o1, const int16_t *x, int32_t *acc, int64_t ch) {
-    const int32_t *g_off = g->g_off, *groups = g->groups, *spix = g->spix;
-    const int64_t nch = g->nch, P = L_P, pst = PST(f);
-    const int add = ch > 0;
-    /* fewest blocks of at most SA32_VM vectors, all of one width V */
-    const int64_t nb = (P + SA32_VM * VL - 1) / (SA32_VM * VL);
-    const int V = (int)((P + nb * VL - 1) / (nb * VL));
-    for (int64_t p0 = 0; p0 < P; p0 += V * VL)
-        for (int64_t o = o0; o < o1; o++) {
-            const int32_t ga = g_off[o * nch + ch], gb = g_off[o * nch + ch + 1];
-            const int32_t t = FN(first_tap)(groups, ga);
-            int32_t *a = acc + o * pst + p0;
-            const int16_t *xp = x + p0;
-            switch (V) {
-            case 1: FN(sa32_block)(groups, ga, gb, t, spix, xp, a, 1, add); break;
-            case 2: FN(sa32_block)(groups, ga, gb, t, spix, xp, a, 2, add); break;
-            case 3: FN(sa32_block)(groups, ga, gb, t, spix, xp, a, 3, add); break;
-            case 4: FN(sa32_block)(groups, ga, gb, t, spix, xp, a, 4, add); break;
-            case 5: FN(sa32_block)(groups, ga, gb, t, spix, xp, a, 5, add); break;
-            case 6: FN(sa32_block)(groups, ga, gb, t, spix, xp, a, 6, add); break;
-            case 7: FN(sa32_block)(groups, ga, gb, t, spix, xp, a, 7, add); break;
-            default: FN(sa32_block)(groups, ga, gb, t, spix, xp, a, SA32_VM, add); break;
-            }
-        }
+    SA_BLOCKS(FN(sa32_block), int16_t, VL, SA32_VM);
 }
 
 #if ISA_AVX512
@@ -1476,7 +1444,7 @@ static void FN(out32_run)(const int32_t *a, const int32_t *res, int64_t n, int32
 /* requant / residual / ReLU / codes of channels o0..o1 from their accumulators */
 __attribute__((noinline)) static void FN(layer_out)(const int64_t *f, const Grp *g, const int64_t *plan, uint8_t *arena, int64_t o0,
                           int64_t o1, int32_t *acc, int32_t *tmp) {
-    const int64_t OH = L_OH, OW = L_OW, Wph = L_WPH, P = L_P, pst = PST(f), OHW = OH * OW;
+    const int64_t OH = L_OH, OW = L_OW, Wph = L_WPH, pst = PST(f), OHW = OH * OW;
     const int64_t pimg = L_HPH * Wph; /* accumulator positions per image */
     const int64_t fmt = f[34], n = f[36], kbits = f[37], sgn = f[38];
     const int64_t es = fmt == 1 ? 2 : 1;
