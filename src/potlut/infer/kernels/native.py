@@ -80,7 +80,13 @@ def best_isa() -> str:
 
 
 class NativeNet:
-    """A program's plan bound to the C runner, one instruction set, ``threads`` threads."""
+    """A program's plan bound to the C runner, one instruction set, ``threads`` threads.
+
+    ``kernels``: "auto" (shift-add where the weights are powers of two) or "lut" (table
+    lookups alone). ``phased``: single images on 8x8 maps take phased rows (default: under
+    AVX-512, where they are built by permutes). ``compact``: an image's buffers share bytes
+    by liveness (default; ``run(keep=True)`` then runs a twin whose buffers all stay).
+    """
 
     def __init__(self, prog: Any, isa: str = "c", threads: int | None = None,
                  kernels: str = "auto", phased: bool | None = None,
