@@ -156,7 +156,8 @@ def plot(summary: dict, path: Path) -> None:
         ax[0, i].set_xlabel("bits per pixel (real file size)")
         ax[0, i].set_ylabel(name)
         ax[0, i].grid(alpha=0.3)
-        ax[0, i].legend()
+        if ax[0, i].get_legend_handles_labels()[0]:  # no points (every image skipped)
+            ax[0, i].legend()
     _save(fig, path)
 
 
