@@ -651,16 +651,13 @@ def build_plan(prog: Program, phased: bool = True, compact: bool = True) -> NetP
             raise TypeError(type(st).__name__)
         labels += [f"{type(st).__name__} {getattr(st, 'dst', getattr(st, 'name', ''))}"] * (
             len(ops) - len(labels))
-    if compact:  # buffers whose live ranges do not overlap share bytes
+    if compact:  # buffers whose live ranges do not overlap share bytes (every buffer is
+        # written by the step that made it, so each has a live range and an offset)
         names = {n: bufs[i] for n, i in ids.items()}
         arena_plan = plan_arena(prog, {n: b.nbytes for n, b in names.items()}, set(), align=64)
         off = arena_plan.bytes
         for n, b in names.items():
-            g = arena_plan.group[n]
-            if g in arena_plan.offset:
-                b.offset = arena_plan.offset[g]
-            else:  # never touched: bytes of its own past the plan
-                b.offset, off = off, off + _al(b.nbytes)
+            b.offset = arena_plan.offset[arena_plan.group[n]]
     else:
         off = 0
         for b in bufs:

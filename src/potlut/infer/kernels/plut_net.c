@@ -86,6 +86,12 @@ typedef struct {
     int64_t nch, cch;              /* chunks of input channels, channels per chunk */
 } Grp;
 
+/* the row that row d of a phased copy (or accumulator) holds: rows d = v * rpl + j hold
+ * v + V * j, V = OH / rpl (netplan._phased_rows); d itself where the image is not phased */
+static inline int64_t phased_row(const int64_t *f, const Grp *g, int64_t d) {
+    return g->rpl ? d / g->rpl + L_OH / g->rpl * (d % g->rpl) : d;
+}
+
 /* elements of one input copy before copy_stride's rounding: the slots' images, or one
  * image's phased lines (one per row offset a tap can have, plus V - 1: netplan) */
 static inline int64_t copy_len(const int64_t *f, const Grp *g) {
@@ -132,13 +138,19 @@ typedef struct {
     int asc;
 } Thr32;
 
+/* whether t[0..n) never decrease (thresholds of increasing levels do; the table search
+ * of count_thr relies on it and callers check once per channel) */
+static inline int ascending(const int32_t *t, int64_t n) {
+    for (int64_t j = 1; j < n; j++)
+        if (t[j] < t[j - 1]) return 0;
+    return 1;
+}
+
 static void thr32_of(Thr32 *T, const int64_t *thr, int64_t n_thr) {
     T->n = 0;
     for (int64_t j = 0; j < n_thr && T->n < 256; j++)
         if (thr[j] <= I32MAX) T->t[T->n++] = (int32_t)(thr[j] > 0 ? thr[j] : 0);
-    T->asc = 1;
-    for (int64_t j = 1; j < T->n; j++)
-        if (T->t[j] < T->t[j - 1]) T->asc = 0;
+    T->asc = ascending(T->t, T->n);
 }
 
 #define SFX _scalar

@@ -13,14 +13,6 @@ static inline int64_t FN(count_le)(const int64_t *thr, int64_t n, int64_t mag) {
     return lo;
 }
 
-/* whether t[0..n) never decrease (thresholds of increasing levels do; the table search
- * of count_thr relies on it and callers check once per channel) */
-static inline int FN(ascending)(const int32_t *t, int64_t n) {
-    for (int64_t j = 1; j < n; j++)
-        if (t[j] < t[j - 1]) return 0;
-    return 1;
-}
-
 /* per lane, how many of the n thresholds t lie below v (strict: t < v) or at most v (t <= v);
  * under AVX-512 with at most 15 ascending thresholds (asc): a binary search in one register
  * (padded with INT32_MAX, which no value exceeds; t <= v as t - 1 < v, so a non-strict t
@@ -296,7 +288,7 @@ static void FN(prep_small)(const int64_t *f, const Grp *g, const uint8_t *src,
                            int64_t c1, int64_t used, int64_t cs) {
     const int64_t H = L_H, W = L_W, SH = L_SH, SW = L_SW, PH = L_PH, PW = L_PW, R = L_HPH;
     const int64_t KW = f[10], DW = f[16], OW = L_WPH, nq = KW * SH, ce = 64 / es;
-    const int64_t nck = (used + ce - 1) / ce, rpl = g->rpl, V = rpl ? L_OH / rpl : 1;
+    const int64_t nck = (used + ce - 1) / ce;
     uint8_t idx[SMALL_CHUNKS][64] __attribute__((aligned(64)));
     __mmask64 msk[SMALL_CHUNKS];
     const int lg = es == 1 ? 6 : 5; /* log2(ce) */
@@ -305,7 +297,7 @@ static void FN(prep_small)(const int64_t *f, const Grp *g, const uint8_t *src,
     for (int64_t q = 0; q < nq; q++) {
         const int64_t kx = q / SH, ph = q % SH;
         for (int64_t d = 0; d < used / OW; d++) {
-            const int64_t r = rpl ? d / rpl + V * (d % rpl) : d, iy = r * SH + ph - PH;
+            const int64_t r = phased_row(f, g, d), iy = r * SH + ph - PH;
             if (r >= R || iy < 0 || iy >= H) continue;
             for (int64_t ox = 0; ox < OW; ox++) {
                 const int64_t ix = ox * SW + kx * DW - PW, e = d * OW + ox;
@@ -362,9 +354,8 @@ __attribute__((noinline)) static void FN(prep)(const int64_t *f, const Grp *g, c
     const int64_t plane = R * OW, used = copy_len(f, g), cs = copy_stride(1, used), nq = KW * SH;
     /* interleaved sub-batch: row r of image b at r * RS + b * OW, else at b * plane + r * OW */
     const int64_t RS = g->ilv ? NS * OW : OW, IS = g->ilv ? OW : plane;
-    /* phased rows (one image): row d of the copy is input row d / rpl + V * (d % rpl) */
-    const int64_t rpl = g->rpl, V = rpl ? L_OH / rpl : 1, ND = rpl ? used / OW : R;
-#define ROW_OF(d) (rpl ? (d) / rpl + V * ((d) % rpl) : (d))
+    /* phased rows (one image): row d of the copy holds input row phased_row(d) */
+    const int64_t ND = g->rpl ? used / OW : R;
     const int64_t total = C * nq * cs + PST(f) + 64;
     const int in16 = L_MODE == 1;
     LutTab tb;
@@ -413,7 +404,7 @@ __attribute__((noinline)) static void FN(prep)(const int64_t *f, const Grp *g, c
                 const __mmask64 mrow = es * OW == 64 ? ~0ULL : ((1ULL << (es * OW)) - 1);
                 const __m512i tab = _mm512_load_si512((const void *)tb.t.b);
                 for (int64_t d = 0; d < ND; d++) {
-                    const int64_t r = ROW_OF(d), iy = r < R ? r * SH + ph - PH : -1;
+                    const int64_t r = phased_row(f, g, d), iy = r < R ? r * SH + ph - PH : -1;
                     uint8_t *row = planes + es * (q0 + d * RS);
                     __m512i v = _mm512_setzero_si512();
                     if (iy >= 0 && iy < H && n > 0) {
@@ -437,7 +428,7 @@ __attribute__((noinline)) static void FN(prep)(const int64_t *f, const Grp *g, c
                 const __mmask64 mrun = n <= 0 ? 0 : es * n >= 64 ? ~0ULL
                                        : (((1ULL << (es * n)) - 1) << (es * lo));
                 for (int64_t d = 0; d < ND; d++) {
-                    const int64_t r = ROW_OF(d), iy = r < R ? r * SH + ph - PH : -1;
+                    const int64_t r = phased_row(f, g, d), iy = r < R ? r * SH + ph - PH : -1;
                     uint8_t *row = planes + es * (q0 + d * RS);
                     __m512i v = _mm512_setzero_si512();
                     if (iy >= 0 && iy < H && n > 0)
@@ -448,7 +439,7 @@ __attribute__((noinline)) static void FN(prep)(const int64_t *f, const Grp *g, c
             }
 #endif
             for (int64_t d = 0; d < ND; d++) {
-                const int64_t r = ROW_OF(d), iy = r < R ? r * SH + ph - PH : -1;
+                const int64_t r = phased_row(f, g, d), iy = r < R ? r * SH + ph - PH : -1;
                 uint8_t *row = planes + es * (q0 + d * RS);
                 if (iy < 0 || iy >= H || n <= 0) {
                     memset(row, 0, (size_t)(es * OW));
@@ -483,8 +474,6 @@ __attribute__((noinline)) static void FN(prep)(const int64_t *f, const Grp *g, c
         }
     }
 }
-
-#undef ROW_OF
 
 /* ---------------------------------------------------------------- layer: kernels */
 
@@ -1459,7 +1448,7 @@ __attribute__((noinline)) static void FN(layer_out)(const int64_t *f, const Grp 
          * stored) */
         for (int64_t o = o0; o < o1; o++) {
             const int32_t *u = up + o * n, *w = wn ? wn + o * n : NULL;
-            const int fl = flip[o] != 0, asc = FN(ascending)(u, n);
+            const int fl = flip[o] != 0, asc = ascending(u, n);
             for (int64_t b = 0; b < g->B; b++) {
                 uint8_t *outc = (uint8_t *)BUF(arena + b * g->istride, plan, f[1]);
                 const int32_t *a = acc + o * pst + b * pimg;
@@ -1564,13 +1553,14 @@ static void FN(deinterleave)(const int64_t *f, const Grp *g, int32_t *acc) {
 /* accumulators of one image in phased rows (row d = v * rpl + j holds output row
  * v + V * j: netplan._phased_rows) back in row order, channel by channel */
 static void FN(unphase)(const int64_t *f, const Grp *g, int32_t *acc) {
-    const int64_t OH = L_OH, OW = L_OW, rpl = g->rpl, V = OH / rpl;
+    const int64_t OH = L_OH, OW = L_OW;
     int32_t buf[PHASED_MAX_P];
+    int64_t to[PHASED_MAX_P]; /* where row d goes: the same for every channel */
+    for (int64_t d = 0; d < OH; d++) to[d] = phased_row(f, g, d) * OW;
     for (int64_t o = 0; o < L_O; o++) {
         int32_t *a = acc + o * g->pst;
         memcpy(buf, a, (size_t)(4 * OH * OW));
-        for (int64_t d = 0; d < OH; d++)
-            FN(copy_i32)(a + (d / rpl + V * (d % rpl)) * OW, buf + d * OW, OW);
+        for (int64_t d = 0; d < OH; d++) FN(copy_i32)(a + to[d], buf + d * OW, OW);
     }
 }
 
