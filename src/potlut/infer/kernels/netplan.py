@@ -655,7 +655,7 @@ def build_plan(prog: Program, phased: bool = True, compact: bool = True) -> NetP
         # written by the step that made it, so each has a live range and an offset)
         names = {n: bufs[i] for n, i in ids.items()}
         arena_plan = plan_arena(prog, {n: b.nbytes for n, b in names.items()}, set(), align=64)
-        off = arena_plan.bytes
+        off = _al(arena_plan.bytes)  # each image of a group, and each thread's arena, aligned
         for n, b in names.items():
             b.offset = arena_plan.offset[arena_plan.group[n]]
     else:
@@ -667,7 +667,7 @@ def build_plan(prog: Program, phased: bool = True, compact: bool = True) -> NetP
     # a large group spreads every buffer over more memory)
     group = max([nb for nb, geo in layer_geo if geo[1] > 1] + [1])
     scratch = max([_layer_scratch(nb, *geo) for nb, geo in layer_geo] + [0])
-    arena = group * off + scratch
+    arena = _al(group * off + scratch)  # a multiple of 64: the next thread's arena is aligned
     outputs = [ids[o] for o in prog.outputs]
     # assemble: header, buffer table, outputs, ops, arrays
     table = [[b.dtype, b.elems, b.offset, 0] for b in bufs]
