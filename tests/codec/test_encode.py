@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from potlut.codec.encode import decode, encode, encode_to_bpp, progressive_bpp, to_tensor
+from potlut.codec.encode import decode, encode, encode_to_bpp, progressive_bpp, to_image, to_tensor
 from potlut.codec.loss import block_ssim
 from potlut.codec.model import TILE, CodecConfig, RecurrentCodec
 from potlut.codec.stream import truncate
@@ -79,3 +79,21 @@ def test_stream_of_another_model_is_refused(tiny, photo):
                                        diffuse_steps=1))
     with pytest.raises(PotlutFormatError, match="made by a different model"):
         decode(other, data)
+
+
+def test_additive_model_round_trips_and_names_itself(photo):
+    """An additive codec's stream decodes to the encoder's images at every prefix, and its
+    fingerprint differs from a one-shot model with the same weights (which must refuse it)."""
+    torch.manual_seed(3)
+    cfg = dict(bits=8, iterations=3, width=16, prime_steps=1, diffuse_steps=1)
+    add = RecurrentCodec(CodecConfig(**cfg, additive=True)).eval()
+    one = RecurrentCodec(CodecConfig(**cfg)).eval()
+    one.load_state_dict(add.state_dict())
+    enc = encode(add, photo)
+    with torch.no_grad():  # the encoder's images are the network's additive ones
+        outs, _ = add(to_tensor(photo), 3)
+    assert np.array_equal(to_image(outs[-1], *photo.shape[:2]), enc.images[-1])
+    for k in (1, 2, 3):
+        assert np.array_equal(decode(add, truncate(enc.data, k)), enc.images[k - 1])
+    with pytest.raises(PotlutFormatError, match="different model"):
+        decode(one, enc.data)

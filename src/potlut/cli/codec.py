@@ -41,6 +41,8 @@ def train_cmd(
     width: int = typer.Option(64, help="channel unit of the GRU layers (multiple of 8)"),
     prime: int = typer.Option(2, help="priming: extra decoder steps before the first output"),
     diffuse: int = typer.Option(1, help="diffusion: extra decoder steps before later outputs"),
+    additive: bool = typer.Option(False, "--additive",
+                                  help="each iteration corrects the last image (else replaces it)"),
     seed: int = typer.Option(0),
     resume: bool = typer.Option(False, "--resume", help="continue from --out"),
     device: str = typer.Option("auto", help="auto (CUDA when present), cpu or cuda"),
@@ -58,7 +60,7 @@ def train_cmd(
         raise PotlutConfigError("iterations and bits must be at most 255 (stream header)")
     _threads()
     cfg = CodecConfig(bits=bits, iterations=iterations, width=width, prime_steps=prime,
-                      diffuse_steps=diffuse)
+                      diffuse_steps=diffuse, additive=additive)
     images = load_training_images(data, cifar)
     print(f"training on {len(images)} images, {steps} steps -> {out}", file=sys.stderr)
     out.parent.mkdir(parents=True, exist_ok=True)

@@ -39,11 +39,14 @@ class Encoded:
 
 
 def fingerprint(model: RecurrentCodec) -> bytes:
-    """8 bytes of SHA-256 over the weights: a stream names the model that decodes it."""
+    """8 bytes of SHA-256 over the weights (and the additive flag): a stream names the
+    model that decodes it."""
     h = hashlib.sha256()
     for name, t in sorted(model.state_dict().items()):
         h.update(name.encode())
         h.update(t.detach().cpu().contiguous().numpy().tobytes())
+    if model.cfg.additive:  # the same weights decode differently (one-shot models unchanged)
+        h.update(b"additive")
     return h.digest()[:8]
 
 
@@ -89,7 +92,7 @@ def encode(model: RecurrentCodec, img: np.ndarray, iterations: int | None = None
         b = model.binarizer(c) * active
         out, dec = model.decode_step(b, dec, t == 0)
         keep = F.interpolate(active.to(x.dtype), scale_factor=TILE)
-        recon = keep * out + (1 - keep) * recon
+        recon = keep * model.reconstruct(out, recon) + (1 - keep) * recon
         codes.append(b[0].to(torch.int8).numpy())
         images.append(to_image(recon, h, w))
         rounded = ((recon.clamp(-0.5, 0.5) + 0.5) * 255).round() / 255 - 0.5
@@ -190,5 +193,5 @@ def decode(model: RecurrentCodec, data: bytes, iterations: int | None = None) ->
         b = torch.from_numpy(codes[t]).float()[None] * active
         out, dec = model.decode_step(b, dec, t == 0)
         keep = F.interpolate(active.float(), scale_factor=TILE)
-        recon = keep * out + (1 - keep) * recon
+        recon = keep * model.reconstruct(out, recon) + (1 - keep) * recon
     return to_image(recon, head.height, head.width)

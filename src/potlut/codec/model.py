@@ -2,10 +2,13 @@
 
 One iteration turns the residual of the current reconstruction into ``bits`` binary
 codes per 16x16 tile; the decoder keeps its hidden state across iterations and outputs a
-whole new reconstruction each time ("one-shot" reconstruction), so iteration ``k``'s
-image needs only the first ``k`` code planes. Johnston et al. 2018's priming and
-diffusion are extra decoder steps on the same codes: ``prime_steps`` before the first
-output, ``diffuse_steps`` before every later one, letting hidden state spread spatially.
+whole new reconstruction each time ("one-shot" reconstruction, Toderici 2017's best), or,
+with ``additive``, a correction added to the previous one (Toderici 2016's additive form:
+a small decoder need not carry the whole image in its state, so later iterations keep
+adding detail), so iteration ``k``'s image needs only the first ``k`` code planes.
+Johnston et al. 2018's priming and diffusion are extra decoder steps on the same codes:
+``prime_steps`` before the first output, ``diffuse_steps`` before every later one,
+letting hidden state spread spatially.
 """
 
 from __future__ import annotations
@@ -28,6 +31,7 @@ class CodecConfig:
     width: int = 64  # channel unit of the GRU layers
     prime_steps: int = 2  # extra decoder steps before the first output (priming)
     diffuse_steps: int = 1  # extra decoder steps before every later output (diffusion)
+    additive: bool = False  # each output corrects the last reconstruction (else replaces it)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -130,6 +134,10 @@ class RecurrentCodec(nn.Module):
             out, state = self.decoder(bits, state)
         return out, state
 
+    def reconstruct(self, out: torch.Tensor, recon: torch.Tensor) -> torch.Tensor:
+        """The image after one decoder output: ``out`` itself, or ``recon + out`` (additive)."""
+        return recon + out if self.cfg.additive else out
+
     def forward(self, x: torch.Tensor, iterations: int, stop: torch.Tensor | None = None):
         """Reconstructions and code planes of iterations 1..``iterations``.
 
@@ -146,6 +154,7 @@ class RecurrentCodec(nn.Module):
             if stop is not None:
                 b = b * (stop > t).to(b.dtype)
             out, dec = self.decode_step(b, dec, t == 0)
+            out = self.reconstruct(out, recon)
             if stop is not None:
                 keep = F.interpolate((stop > t).to(x.dtype), scale_factor=TILE)
                 out = keep * out + (1 - keep) * recon
