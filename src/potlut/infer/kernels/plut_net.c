@@ -365,7 +365,8 @@ static void *thread_main(void *p) {
  * images each; keep: every buffer of every image stays for the caller).  Groups are split
  * between threads in contiguous runs.
  * prof (NULL: none): thread CPU ns spent in each op, summed (one thread only).
- * Returns 0, -1 (bad plan, misaligned arena or stride, ISA not available here) or -2 (a NaN or infinite input). */
+ * Returns 0, -1 (bad plan, misaligned arena or stride, ISA not available here) or -2 (a NaN
+ * or infinite input). */
 int64_t potlut_net_run(const int64_t *plan, const float *x, int64_t N, void **outs,
                        uint8_t *arena, int64_t stride, int64_t keep, int64_t isa,
                        int64_t threads, int64_t *prof) {
