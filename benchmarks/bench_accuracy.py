@@ -63,6 +63,8 @@ ABLATION = {
     "wn-channel": ("recipe, weights normalized per output channel",
                    {"weight_norm": "channel"}),
     "kd": ("recipe + distillation from the FP32 start (0.5, T=4)", {"kd": 0.5}),
+    "learn0": ("recipe, learnable share started at 0 (grows only while it agrees)",
+               {"dist_ratio": 1e-9}),
 }
 
 
