@@ -50,8 +50,8 @@ from potlut.compress.graph import ModelGraph
 from potlut.infer import IntEngine, lower, op_counts, run_reference
 from potlut.infer.kernels.native import NativeNet, supported_isas
 from potlut.nn import QuantSpec, calibrate, convert
+from potlut.nn.convert import calibrate_scales
 from potlut.nn.export import compress_model
-from potlut.nn.layers import quantizers
 from potlut.pipeline import RunConfig, load_quantized, run
 
 try:
@@ -152,13 +152,7 @@ def resnet_graph(bits: int, folder: Path, act_signed: bool = True,
             # the quantizers' scales chosen again for the BatchNorm they run with (eval mode,
             # as a trained model's fit its own): with the scales of the first BatchNorm the
             # 4-bit classifier's input saturated and every image gave the same logits
-            q.eval()
-            qs = quantizers(q)
-            for z in qs:
-                z.calibrating = True
-            q(torch.randn(64, 3, 32, 32))
-            for z in qs:
-                z.calibrating = False
+            calibrate_scales(q.eval(), torch.randn(64, 3, 32, 32))
     compress_model(q.eval(), (3, 32, 32), folder / "resnet20.potlut")
     return load(folder / "resnet20.potlut")
 

@@ -134,29 +134,35 @@ def calibrate(qmodel: nn.Module, batch: torch.Tensor) -> None:
     on) re-estimates the running statistics, so the converted model is usable in eval mode
     before any QAT step.
     """
-    qs = quantizers(qmodel)
     bns = [m for m in qmodel.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
     was_training = qmodel.training
     momenta = [bn.momentum for bn in bns]
-    device = next(qmodel.parameters()).device
-    batch = batch.to(device)
+    batch = batch.to(next(qmodel.parameters()).device)
     qmodel.train()
     try:
-        for q in qs:
-            q.calibrating = True
-        qmodel(batch)
-        for q in qs:
-            q.calibrating = False
+        calibrate_scales(qmodel, batch)
         for bn in bns:
             bn.reset_running_stats()
             bn.momentum = None  # cumulative average: one pass gives the batch statistics
         qmodel(batch)
     finally:
-        for q in qs:
-            q.calibrating = False
         for bn, mom in zip(bns, momenta, strict=True):
             bn.momentum = mom
         qmodel.train(was_training)
+
+
+def calibrate_scales(qmodel: nn.Module, batch: torch.Tensor) -> None:
+    """Pass 1 of :func:`calibrate` alone: every quantizer's MSE-optimal power-of-two scale
+    from one run of ``batch`` with quantization off, in the model's current mode (in eval
+    mode: for the BatchNorm statistics it already has, which it keeps)."""
+    qs = quantizers(qmodel)
+    try:
+        for q in qs:
+            q.calibrating = True
+        qmodel(batch.to(next(qmodel.parameters()).device))
+    finally:
+        for q in qs:
+            q.calibrating = False
 
 
 def quantize(model: nn.Module, config: QuantSpec | None = None,
