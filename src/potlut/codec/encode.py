@@ -91,8 +91,7 @@ def encode(model: RecurrentCodec, img: np.ndarray, iterations: int | None = None
         c, enc = model.encoder(x - recon, enc)
         b = model.binarizer(c) * active
         out, dec = model.decode_step(b, dec, t == 0)
-        keep = F.interpolate(active.to(x.dtype), scale_factor=TILE)
-        recon = keep * model.reconstruct(out, recon) + (1 - keep) * recon
+        recon = model.reconstruct(out, recon, active)
         codes.append(b[0].to(torch.int8).numpy())
         images.append(to_image(recon, h, w))
         rounded = ((recon.clamp(-0.5, 0.5) + 0.5) * 255).round() / 255 - 0.5
@@ -192,6 +191,5 @@ def decode(model: RecurrentCodec, data: bytes, iterations: int | None = None) ->
         active = active_all > t
         b = torch.from_numpy(codes[t]).float()[None] * active
         out, dec = model.decode_step(b, dec, t == 0)
-        keep = F.interpolate(active.float(), scale_factor=TILE)
-        recon = keep * model.reconstruct(out, recon) + (1 - keep) * recon
+        recon = model.reconstruct(out, recon, active)
     return to_image(recon, head.height, head.width)

@@ -134,9 +134,15 @@ class RecurrentCodec(nn.Module):
             out, state = self.decoder(bits, state)
         return out, state
 
-    def reconstruct(self, out: torch.Tensor, recon: torch.Tensor) -> torch.Tensor:
-        """The image after one decoder output: ``out`` itself, or ``recon + out`` (additive)."""
-        return recon + out if self.cfg.additive else out
+    def reconstruct(self, out: torch.Tensor, recon: torch.Tensor,
+                    active: torch.Tensor | None = None) -> torch.Tensor:
+        """The image after one decoder output: ``out`` itself, or ``recon + out`` (additive);
+        tiles where ``active`` (N x 1 x H/16 x W/16, bool) is false keep ``recon``'s pixels."""
+        new = recon + out if self.cfg.additive else out
+        if active is None:
+            return new
+        keep = F.interpolate(active.to(recon.dtype), scale_factor=TILE)
+        return keep * new + (1 - keep) * recon
 
     def forward(self, x: torch.Tensor, iterations: int, stop: torch.Tensor | None = None):
         """Reconstructions and code planes of iterations 1..``iterations``.
@@ -154,10 +160,7 @@ class RecurrentCodec(nn.Module):
             if stop is not None:
                 b = b * (stop > t).to(b.dtype)
             out, dec = self.decode_step(b, dec, t == 0)
-            out = self.reconstruct(out, recon)
-            if stop is not None:
-                keep = F.interpolate((stop > t).to(x.dtype), scale_factor=TILE)
-                out = keep * out + (1 - keep) * recon
+            out = self.reconstruct(out, recon, None if stop is None else stop > t)
             recon = out
             outs.append(out)
             codes.append(b)
