@@ -356,6 +356,40 @@ def test_threads_split_the_batch_exactly() -> None:
     assert eng.backend.name in ISAS and eng.native.threads == 2
 
 
+def test_pooled_workers_serve_many_calls_concurrent_callers_and_a_forked_child() -> None:
+    """The runner keeps its worker threads between calls (spinning, then asleep): every call
+    of a long mixed sequence, calls from several Python threads at once (one gets the pool,
+    the others start threads of their own) and a forked child (which has none of the
+    parent's workers) give the reference's logits."""
+    import threading
+    from concurrent.futures import ThreadPoolExecutor
+
+    isa = supported_isas()[-1] if supported_isas() else pytest.skip("no C runner here")
+    prog, x, ref = case("small_cnn", (1, 8, 8), 4)
+    xs = np.concatenate([x] * 24)
+    want = np.concatenate([ref[prog.outputs[0]]] * 24)
+    nets = {t: NativeNet(prog, isa, threads=t) for t in (1, 2, 3, 4)}
+    for t in (2, 4, 3, 2, 1, 4, 2) * 4:
+        np.testing.assert_array_equal(nets[t].run(xs), want)
+    mine = threading.local()  # a net (its arena) per calling thread
+
+    def call(_):
+        if not hasattr(mine, "net"):
+            mine.net = NativeNet(prog, isa, threads=2)
+        return mine.net.run(xs)
+
+    with ThreadPoolExecutor(4) as ex:
+        for got in ex.map(call, range(40)):
+            np.testing.assert_array_equal(got, want)
+    pid = os.fork()
+    if pid == 0:  # the child: exit code 0 only if its two-thread calls are exact
+        ok = all(np.array_equal(nets[2].run(xs), want) for _ in range(5))
+        os._exit(0 if ok else 1)
+    _, status = os.waitpid(pid, 0)
+    assert os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0
+    np.testing.assert_array_equal(nets[4].run(xs), want)
+
+
 def test_every_arena_is_64_byte_aligned_and_the_runner_checks_it() -> None:
     """Each image of a group and each thread's arena start on a 64-byte line: the scratch
     once left ResNet20's stride at 48 mod 64, and the 2nd thread's misaligned vector loads

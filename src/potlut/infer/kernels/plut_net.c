@@ -23,13 +23,15 @@
  * layers multiply (int16 x int16 -> int32).  Semantics: potlut/infer/reference.py.
  * Each instruction set is a separate copy of plut_net_body.h compiled under its target
  * pragma, chosen at run time, so one library serves every x86-64 CPU. */
-#define _POSIX_C_SOURCE 199309L
+#define _POSIX_C_SOURCE 200809L
 #include <stdint.h>
 #include <stdlib.h>
 #include <time.h>
 #include <string.h>
 #ifndef POTLUT_NO_THREADS
 #include <pthread.h>
+#include <sched.h>
+#include <stdatomic.h>
 #endif
 
 #if defined(__x86_64__) || defined(__i386__)
@@ -335,12 +337,16 @@ typedef struct {
     int64_t *prof;
 } Job;
 
-/* images n0..n1 in groups of plan[13]; keep: group g of the batch at arena + g * stride */
+/* images n0..n1 in groups of at most plan[13]; keep: group g of the batch (plan[13] images
+ * each) at arena + g * stride; else the fewest groups, as even as they come (64 images in
+ * groups of 10: 9 or 10 each, not six 10s and a 4) */
 static void run_images(const Job *j) {
     const int64_t *plan = j->plan, in = plan[6], G = plan[13], istride = plan[14];
     const int64_t *outs = plan + plan[9];
-    for (int64_t n = j->n0; n < j->n1; n += G) {
-        const int64_t B = j->n1 - n < G ? j->n1 - n : G;
+    const int64_t len = j->n1 - j->n0, ng = (len + G - 1) / G;
+    for (int64_t g = 0, n = j->n0; n < j->n1; g++) {
+        const int64_t B = j->keep ? (j->n1 - n < G ? j->n1 - n : G)
+                                  : j->n0 + len * (g + 1) / ng - n;
         uint8_t *arena = j->keep ? j->arena + (n / G) * j->stride : j->arena;
         j->fn(plan, j->x + n * in, B, arena, j->prof);
         for (int64_t b = 0; b < B; b++)
@@ -350,6 +356,7 @@ static void run_images(const Job *j) {
                 memcpy((uint8_t *)j->outs[k] + (n + b) * bytes, arena + b * istride + d[2],
                        (size_t)bytes);
             }
+        n += B;
     }
 }
 
@@ -357,6 +364,111 @@ static void run_images(const Job *j) {
 static void *thread_main(void *p) {
     run_images((const Job *)p);
     return NULL;
+}
+
+/* Worker threads kept between calls.  Starting and joining a thread per call cost 40-45 us,
+ * a fifth of a 64-image digits batch per thread; a worker that sleeps on a condition
+ * variable wakes in about 20 us.  So a worker spins on the call counter for a while after
+ * its last job (1 ms, or $POTLUT_SPIN_US microseconds; as OpenMP's block time and onnxruntime's
+ * pool do) and only then sleeps: back-to-back calls find it awake.  One call uses the pool at a time; a concurrent call
+ * starts threads of its own.  The call word packs the call count (high bits) and how many
+ * workers take part (low byte), read in one load, so a worker never mixes two calls. */
+#define POOL_MAX 63
+#define SPIN_US 1000 /* default spin (POTLUT_SPIN_US overrides; 0: sleep at once) */
+static struct {
+    pthread_mutex_t busy, m;
+    pthread_cond_t cv;
+    atomic_llong call;   /* count << 8 | workers taking part */
+    atomic_int pending;  /* workers of this call not done yet */
+    int started;         /* workers running (worker i runs jobs[i], i >= 1) */
+    const Job *jobs;
+    long long first[POOL_MAX + 1]; /* the call word when worker i was started */
+    int64_t spin_ns;
+} pool = {PTHREAD_MUTEX_INITIALIZER, PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER};
+
+static int64_t mono_ns(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000000000LL + ts.tv_nsec;
+}
+
+static inline void cpu_relax(void) {
+#if POTLUT_X86
+    _mm_pause();
+#elif POTLUT_ARM64
+    __asm__ __volatile__("yield");
+#endif
+}
+
+static void *pool_main(void *arg) {
+    const long long me = (long long)(intptr_t)arg;
+    long long seen = pool.first[me]; /* not the word now: a call may already be posted */
+    for (;;) {
+        long long c;
+        int64_t t0 = mono_ns(), k = 0;
+        while ((c = atomic_load_explicit(&pool.call, memory_order_acquire)) == seen) {
+            cpu_relax();
+            if (++k % 256 == 0 && mono_ns() - t0 > pool.spin_ns) {
+                pthread_mutex_lock(&pool.m);
+                while ((c = atomic_load(&pool.call)) == seen) pthread_cond_wait(&pool.cv, &pool.m);
+                pthread_mutex_unlock(&pool.m);
+                break;
+            }
+        }
+        seen = c;
+        if (me <= (c & 255)) {
+            run_images(&pool.jobs[me]);
+            atomic_fetch_sub_explicit(&pool.pending, 1, memory_order_release);
+        }
+    }
+    return NULL;
+}
+
+/* a fork's child has none of the workers: start afresh */
+static void pool_after_fork(void) {
+    pthread_mutex_init(&pool.busy, NULL);
+    pthread_mutex_init(&pool.m, NULL);
+    pthread_cond_init(&pool.cv, NULL);
+    pool.started = 0;
+}
+
+/* jobs[1..threads-1] on the pool's workers, jobs[0] here; 0 if the pool is busy or short
+ * of workers (nothing run) */
+static int pool_run(const Job *jobs, int64_t threads) {
+    static int registered = 0; /* pthread_atfork, once (under pool.busy) */
+    if (threads - 1 > POOL_MAX || pthread_mutex_trylock(&pool.busy) != 0) return 0;
+    if (!registered) {
+        const char *env = getenv("POTLUT_SPIN_US");
+        pool.spin_ns = 1000LL * (env && *env ? atoll(env) : SPIN_US);
+        registered = pthread_atfork(NULL, NULL, pool_after_fork) == 0;
+    }
+    pthread_attr_t attr;
+    pthread_attr_init(&attr);
+    pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
+    while (pool.started < threads - 1) {
+        pthread_t tid;
+        pool.first[pool.started + 1] = atomic_load(&pool.call);
+        if (pthread_create(&tid, &attr, pool_main, (void *)(intptr_t)(pool.started + 1)) != 0)
+            break;
+        pool.started++;
+    }
+    pthread_attr_destroy(&attr);
+    if (pool.started < threads - 1) {
+        pthread_mutex_unlock(&pool.busy);
+        return 0;
+    }
+    pool.jobs = jobs;
+    atomic_store(&pool.pending, (int)(threads - 1));
+    pthread_mutex_lock(&pool.m);
+    atomic_store_explicit(&pool.call, ((atomic_load(&pool.call) >> 8) + 1) << 8 | (threads - 1),
+                          memory_order_release);
+    pthread_cond_broadcast(&pool.cv);
+    pthread_mutex_unlock(&pool.m);
+    run_images(&jobs[0]);
+    for (int64_t k = 0; atomic_load_explicit(&pool.pending, memory_order_acquire) > 0; k++)
+        if (k < 4096) cpu_relax(); else sched_yield();
+    pthread_mutex_unlock(&pool.busy);
+    return 1;
 }
 #endif
 
@@ -389,8 +501,10 @@ int64_t potlut_net_run(const int64_t *plan, const float *x, int64_t N, void **ou
     Job jobs[64];
     if (threads > 64) threads = 64;
     for (int64_t t = 0; t < threads; t++) {
+        /* keep: whole groups of plan[13] (group g at arena + g * stride); else even shares */
         const int64_t G = plan[13], ng = (N + G - 1) / G;
-        const int64_t a0 = ng * t / threads * G, a1 = ng * (t + 1) / threads * G;
+        const int64_t a0 = keep ? ng * t / threads * G : N * t / threads;
+        const int64_t a1 = keep ? ng * (t + 1) / threads * G : N * (t + 1) / threads;
         Job j = {plan, x, a0 < N ? a0 : N, a1 < N ? a1 : N, outs,
                  keep ? arena : arena + t * stride, stride, keep, fn, prof};
         jobs[t] = j;
@@ -400,6 +514,7 @@ int64_t potlut_net_run(const int64_t *plan, const float *x, int64_t N, void **ou
         return 0;
     }
 #ifndef POTLUT_NO_THREADS
+    if (pool_run(jobs, threads)) return 0;
     pthread_t tid[64];
     int64_t started = 0;
     for (int64_t t = 1; t < threads; t++, started++)
