@@ -337,16 +337,13 @@ typedef struct {
     int64_t *prof;
 } Job;
 
-/* images n0..n1 in groups of at most plan[13]; keep: group g of the batch (plan[13] images
- * each) at arena + g * stride; else the fewest groups, as even as they come (64 images in
- * groups of 10: 9 or 10 each, not six 10s and a 4) */
+/* images n0..n1 in groups of plan[13] (the last one ragged); keep: group g of the batch at
+ * arena + g * stride (thread shares then start on a group) */
 static void run_images(const Job *j) {
     const int64_t *plan = j->plan, in = plan[6], G = plan[13], istride = plan[14];
     const int64_t *outs = plan + plan[9];
-    const int64_t len = j->n1 - j->n0, ng = (len + G - 1) / G;
-    for (int64_t g = 0, n = j->n0; n < j->n1; g++) {
-        const int64_t B = j->keep ? (j->n1 - n < G ? j->n1 - n : G)
-                                  : j->n0 + len * (g + 1) / ng - n;
+    for (int64_t n = j->n0; n < j->n1; n += G) {
+        const int64_t B = j->n1 - n < G ? j->n1 - n : G;
         uint8_t *arena = j->keep ? j->arena + (n / G) * j->stride : j->arena;
         j->fn(plan, j->x + n * in, B, arena, j->prof);
         for (int64_t b = 0; b < B; b++)
@@ -356,7 +353,6 @@ static void run_images(const Job *j) {
                 memcpy((uint8_t *)j->outs[k] + (n + b) * bytes, arena + b * istride + d[2],
                        (size_t)bytes);
             }
-        n += B;
     }
 }
 
