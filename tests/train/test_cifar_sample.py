@@ -77,7 +77,8 @@ def test_3bit_qat_holds_on_real_images_and_engine_agrees(cifar, fp32, signed, tm
     assert fp32_top1 >= 30.0  # measured 32.3 (seed 0)
     qmodel = _qat(cifar, model, signed)
     top1 = evaluate(qmodel, cifar.test)[0]
-    # measured 36.1 unsigned, 36.9 signed: QAT's 4 more epochs gain ~4 points over FP32
+    # measured 36.3 unsigned, 37.5 signed (36.1 / 36.9 with the learnable share from 1 %):
+    # QAT's 4 more epochs gain ~4 points over FP32
     assert top1 >= 33.5 and top1 >= fp32_top1
     mismatches, fq_top1 = _agreement(cifar, qmodel, tmp_path)
     assert fq_top1 == pytest.approx(top1, abs=1e-9)

@@ -10,7 +10,7 @@ from potlut.errors import PotlutConfigError
 from potlut.models import build
 from potlut.nn import QuantSpec, calibrate, convert, quant_layers
 from potlut.train import DistributionLoss, TrainConfig, fit
-from potlut.train.losses import HYPER_LR, HYPER_MAX, RATIO, layer_mismatch
+from potlut.train.losses import HYPER_LR, HYPER_MAX, LEARNABLE_START, RATIO, layer_mismatch
 
 
 def test_layer_mismatch_hand_computed():
@@ -93,7 +93,7 @@ def test_learnable_ratio_follows_the_agreement_of_task_and_regularizer_gradients
     torch.manual_seed(0)
     q = convert(build("small_cnn", 10, 1), QuantSpec(bits=3)).train()
     x = torch.randn(16, 1, 8, 8)
-    dist = DistributionLoss("learnable")
+    dist = DistributionLoss("learnable", ratio=RATIO)  # a start the two steps can come back to
     layers = [m for _, m in quant_layers(q) if m.weight_quant is not None]
     seen = []
     for sign in (1.0, -1.0, -1.0):  # the "task loss" is +-sum D itself: cos(g_task, g_D) = sign
@@ -103,6 +103,19 @@ def test_learnable_ratio_follows_the_agreement_of_task_and_regularizer_gradients
         dist.end_step()
         seen.append(float(dist.ratio_now))
     assert seen == pytest.approx([RATIO + HYPER_LR, RATIO, 0.0], abs=1e-6)
+
+
+def test_each_adaptive_mode_has_its_own_default_share():
+    """ratio: a fixed 1 %; learnable: starts practically at 0 (it must earn its pull); a share
+    that is not positive is refused (TrainConfig too)."""
+    assert DistributionLoss("ratio").ratio == RATIO == 0.01
+    learn = DistributionLoss("learnable")
+    assert learn.ratio == LEARNABLE_START == 1e-9 and float(learn.ratio_now) == pytest.approx(1e-9)
+    for bad in (0.0, -0.01, float("nan")):
+        with pytest.raises(PotlutConfigError):
+            DistributionLoss("learnable", ratio=bad)
+        with pytest.raises(PotlutConfigError):
+            TrainConfig(dist_ratio=bad).validate()
 
 
 def test_distillation_is_t_squared_kl_of_softened_outputs():

@@ -36,7 +36,7 @@ from potlut.nn.grid import grid_off
 from potlut.quant.base import Quantizer
 from potlut.train import distributed as pdist
 from potlut.train.checkpoint import load_checkpoint, restore_rng, rng_state, save_checkpoint
-from potlut.train.losses import RATIO, DistributionLoss
+from potlut.train.losses import DistributionLoss
 
 PAPER_EPOCHS = 300
 PAPER_MILESTONES = (60, 120, 160, 200, 260)
@@ -57,7 +57,9 @@ class TrainConfig:
     seed: int = 0
     dist_loss: str = "learnable"
     dist_lambda: float = 1.0
-    dist_ratio: float = RATIO  # learnable mode: regularizer / task gradient norm
+    # |regularizer grad| / |task grad|: ratio mode's share; learnable mode's start (None: the
+    # mode's default, 1 % and practically 0)
+    dist_ratio: float | None = None
     device: str = "auto"
     num_workers: int = 0
     sync_bn: bool = False  # multi-process: BatchNorm statistics over the global batch
@@ -78,7 +80,7 @@ class TrainConfig:
             raise PotlutConfigError(f"kd weight must be in [0, 1], got {self.kd}")
         if not self.kd_temperature > 0:
             raise PotlutConfigError(f"kd temperature must be > 0, got {self.kd_temperature}")
-        if not self.dist_ratio > 0:
+        if self.dist_ratio is not None and not self.dist_ratio > 0:
             raise PotlutConfigError(f"dist_ratio must be > 0, got {self.dist_ratio}")
         if self.schedule not in SCHEDULES:
             raise PotlutConfigError(
