@@ -364,11 +364,12 @@ static void *thread_main(void *p) {
 
 /* Worker threads kept between calls.  Starting and joining a thread per call cost 40-45 us,
  * a fifth of a 64-image digits batch per thread; a worker that sleeps on a condition
- * variable wakes in about 20 us.  So a worker spins on the call counter for a while after
- * its last job (1 ms, or $POTLUT_SPIN_US microseconds; as OpenMP's block time and onnxruntime's
- * pool do) and only then sleeps: back-to-back calls find it awake.  One call uses the pool at a time; a concurrent call
- * starts threads of its own.  The call word packs the call count (high bits) and how many
- * workers take part (low byte), read in one load, so a worker never mixes two calls. */
+ * variable wakes in about 20 us.  So a worker spins on the call word for a while after its
+ * last job (1 ms, or $POTLUT_SPIN_US microseconds; as OpenMP's block time and onnxruntime's
+ * pool do) and only then sleeps: back-to-back calls find it awake.  One call uses the pool
+ * at a time; a concurrent call starts threads of its own.  The call word packs the call
+ * count (high bits) and how many workers take part (low byte), read in one load, so a
+ * worker never mixes two calls. */
 #define POOL_MAX 63
 #define SPIN_US 1000 /* default spin (POTLUT_SPIN_US overrides; 0: sleep at once) */
 static struct {
