@@ -15,9 +15,9 @@ epochs, paired on one FP32 start per seed, README "Accuracy on real images"): st
 pull cost; started at 0 it stayed below 0.1 %, beat the 1 % start at 3 bits on every seed
 (+0.80 +- 0.20, 4 seeds) and is level with ``off`` (see the README for the numbers); a fixed
 10 % had cost 6.2 points (the pull toward the current level keeps weights from crossing to a
-better one). ``uncertainty`` is the first form (``exp(-s) * sum D + s``, optimum ``lambda = 1 / sum D``):
-its pull grows as the mismatch shrinks and it cost 4.5 points on real CIFAR images, so it is
-kept only for the ablation.
+better one). ``uncertainty`` is the first form (``exp(-s) * sum D + s``, optimum
+``lambda = 1 / sum D``): its pull grows as the mismatch shrinks and it cost 4.5 points on
+real CIFAR images, so it is kept only for the ablation.
 
 Departure from a literal reading: ``q(w_n)`` is a constant target (no gradient). With the
 STE, ``d q/d w_n = 1`` inside the clipping range, which would make the gradient of ``D_l``
