@@ -337,6 +337,8 @@ typedef struct {
     int64_t *prof;
 } Job;
 
+#define MAX_THREADS 64 /* per call */
+
 /* images n0..n1 in groups of plan[13] (the last one ragged); keep: group g of the batch at
  * arena + g * stride (thread shares then start on a group) */
 static void run_images(const Job *j) {
@@ -370,7 +372,7 @@ static void *thread_main(void *p) {
  * at a time; a concurrent call starts threads of its own.  The call word packs the call
  * count (high bits) and how many workers take part (low byte), read in one load, so a
  * worker never mixes two calls. */
-#define POOL_MAX 63
+#define POOL_MAX (MAX_THREADS - 1) /* workers: every thread of a call but the caller */
 #define SPIN_US 1000 /* default spin (POTLUT_SPIN_US overrides; 0: sleep at once) */
 static struct {
     pthread_mutex_t busy, m;
@@ -433,7 +435,7 @@ static void pool_after_fork(void) {
  * of workers (nothing run) */
 static int pool_run(const Job *jobs, int64_t threads) {
     static int registered = 0; /* pthread_atfork, once (under pool.busy) */
-    if (threads - 1 > POOL_MAX || pthread_mutex_trylock(&pool.busy) != 0) return 0;
+    if (pthread_mutex_trylock(&pool.busy) != 0) return 0;
     if (!registered) {
         const char *env = getenv("POTLUT_SPIN_US");
         pool.spin_ns = 1000LL * (env && *env ? atoll(env) : SPIN_US);
@@ -495,8 +497,8 @@ int64_t potlut_net_run(const int64_t *plan, const float *x, int64_t N, void **ou
 #ifdef POTLUT_NO_THREADS
     threads = 1;
 #endif
-    Job jobs[64];
-    if (threads > 64) threads = 64;
+    Job jobs[MAX_THREADS];
+    if (threads > MAX_THREADS) threads = MAX_THREADS;
     for (int64_t t = 0; t < threads; t++) {
         /* keep: whole groups of plan[13] (group g at arena + g * stride); else even shares */
         const int64_t G = plan[13], ng = (N + G - 1) / G;
@@ -512,7 +514,7 @@ int64_t potlut_net_run(const int64_t *plan, const float *x, int64_t N, void **ou
     }
 #ifndef POTLUT_NO_THREADS
     if (pool_run(jobs, threads)) return 0;
-    pthread_t tid[64];
+    pthread_t tid[MAX_THREADS];
     int64_t started = 0;
     for (int64_t t = 1; t < threads; t++, started++)
         if (pthread_create(&tid[t], NULL, thread_main, &jobs[t]) != 0) break;
